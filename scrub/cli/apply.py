@@ -1,0 +1,56 @@
+"""``scrub apply INPUT OUTPUT --hashlist FILE ...``: remove matching rows from a dataset copy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from scrub.cli.errors import handle_errors
+
+from scrub.cli.render import render_apply_summary
+from scrub.dataset import parse_role_overrides
+from scrub.engine.apply import apply as run_apply
+from scrub.engine.plan import plan_from_hashlists
+from scrub.errors import UserInputError
+from scrub.lists.hashlist import ListFormat, read_hashlist
+
+
+def apply_command(
+    input: Path = typer.Argument(..., help="Dataset folder of parquet shards (or one file)."),
+    output: Path = typer.Argument(..., help="Output folder: same shard names, matches removed."),
+    hashlist: list[Path] = typer.Option([], "--hashlist", metavar="FILE",
+                                        help="Hash-list file (text, CSV/TSV or JSONL); repeatable."),
+    type_: Optional[str] = typer.Option(None, "--type", metavar="TYPE",
+                                        help="Type of plain-text list values: md5, sha1, sha256, "
+                                             "url_md5, url_sha1, url_sha256 (default: inferred)."),
+    list_format: ListFormat = typer.Option(ListFormat.auto, "--format",
+                                           help="Hash-list file format."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="Worker processes (default: all cores)."),
+    column: list[str] = typer.Option([], "--column", metavar="ROLE=NAME",
+                                     help="Override a column role, e.g. url=image_url."),
+    force: bool = typer.Option(False, "--force",
+                               help="Write into an OUTPUT that holds something else."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+) -> None:
+    """Remove every row matching the given hash lists; write the rest and apply-report.json."""
+    if not hashlist:
+        raise UserInputError("nothing to apply: give at least one --hashlist FILE")
+    overrides = parse_role_overrides(column)
+    # Every list is parsed and validated before OUTPUT is touched: a bad list writes nothing.
+    lists = [read_hashlist(path, type_name=type_, fmt=list_format) for path in hashlist]
+    plan = plan_from_hashlists(lists)
+    result = run_apply(plan, input, output, lists=lists, workers=workers, force=force,
+                       column_overrides=overrides, progress=not quiet)
+    if as_json:
+        typer.echo(json.dumps(result.report, indent=2, sort_keys=True))
+    else:
+        typer.echo(render_apply_summary(result.report, result.path))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("apply")(handle_errors(apply_command))

@@ -1,0 +1,28 @@
+"""Human-readable renderings of reports for the terminal. Counts only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _n(value: object) -> str:
+    return f"{int(value):,}"  # type: ignore[call-overload]
+
+
+def render_apply_summary(report: dict, path: Path) -> str:
+    """A short summary of an apply report."""
+    lines = [
+        f"rows in:      {_n(report['rows_in'])} in {report['shards']} shard(s)",
+        f"rows removed: {_n(report['rows_removed'])}",
+    ]
+    for reason, count in report["removed_by_reason"].items():
+        lines.append(f"  by reason {reason}: {_n(count)}")
+    for label, count in report["removed_by_list"].items():
+        lines.append(f"  by list {label}: {_n(count)}")
+    unmatchable = {k: v for k, v in report["unmatchable"].items() if v}
+    for column, count in unmatchable.items():
+        lines.append(f"  rows whose {column} cannot match (null or malformed): {_n(count)}")
+    lines.append(f"rows out:     {_n(report['rows_out'])}")
+    lines.append(f"output:       {Path(report['output'])}")
+    lines.append(f"report:       {path}")
+    return "\n".join(lines)

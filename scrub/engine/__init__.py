@@ -1,0 +1,1 @@
+"""The match engine: rules, plans, the pure kernel and the executors that run it over shards."""

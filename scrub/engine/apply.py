@@ -1,0 +1,119 @@
+"""``scrub apply``: run a match plan over a dataset into an output folder, resumably.
+
+OUTPUT gets one shard per input shard (same name, schema and row order, minus matched rows) and
+``apply-report.json`` with counts only. Each shard appears atomically; the report appears once
+every shard is done. A rerun of the same job continues from completed shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from scrub import __version__
+from scrub.atomic import atomic_write_json
+from scrub.dataset import Shard, discover_shards, open_shard
+from scrub.engine.checkpoint import JobState
+from scrub.engine.local import ShardOutcome, run_local
+from scrub.engine.plan import MatchPlan
+from scrub.engine.stats import ShardStats, Totals
+from scrub.errors import ScrubError, ShardsFailedError, UserInputError
+from scrub.lists.hashlist import HashList
+from scrub.progress import Progress
+
+REPORT_NAME = "apply-report.json"
+
+
+@dataclass
+class ApplyResult:
+    """The report written to ``apply-report.json`` and where it lies."""
+
+    report: dict[str, object]
+    path: Path
+
+
+def apply(plan: MatchPlan, source: Path | str, output: Path | str, *,
+          lists: Sequence[HashList] = (), workers: int | None = None, force: bool = False,
+          column_overrides: Mapping[str, str] | None = None,
+          progress: bool = True) -> ApplyResult:
+    """Scrub ``source`` into ``output`` with ``plan``.
+
+    Raises :class:`ShardsFailedError` when some shards failed (the others are kept),
+    :class:`~scrub.errors.OutputConflictError` when ``output`` belongs to something else, and
+    :class:`~scrub.errors.Interrupted` on Ctrl-C.
+    """
+    source, output = Path(source), Path(output)
+    shards = discover_shards(source)
+    if output.resolve() == (source if source.is_dir() else source.parent).resolve():
+        raise UserInputError(f"{output}: OUTPUT must differ from the input folder",
+                             hint="scrub never rewrites its input in place")
+    state = JobState(output, _job_identity(plan, source, column_overrides))
+    state.prepare(force=force)
+
+    done = {s.name: st for s in shards if (st := state.completed(s)) is not None}
+    pending = [s for s in shards if s.name not in done]
+    meter = Progress("apply", len(shards), _count_rows(shards), enabled=progress)
+    meter.advance(sum(st.rows_in for st in done.values()), shards=len(done))
+
+    def on_done(outcome: ShardOutcome) -> None:
+        meter.advance(outcome.stats.rows_in if outcome.stats else 0)
+
+    try:
+        outcomes = run_local(plan, state, pending, workers=workers,
+                             overrides=column_overrides, on_done=on_done)
+    finally:
+        meter.finish()
+    failures = [(o.shard.path.as_posix(), o.error or "") for o in outcomes if o.error]
+    if failures:
+        raise ShardsFailedError(failures, total=len(shards))
+    done.update({o.shard.name: o.stats for o in outcomes if o.stats})
+    report = build_report(plan, lists, source, output, [done[s.name] for s in shards])
+    path = output / REPORT_NAME
+    atomic_write_json(path, report)
+    return ApplyResult(report=report, path=path)
+
+
+def _job_identity(plan: MatchPlan, source: Path,
+                  column_overrides: Mapping[str, str] | None) -> dict[str, object]:
+    body = json.dumps({"input": str(source.resolve()), "plan": plan.fingerprint(),
+                       "columns": dict(sorted((column_overrides or {}).items()))},
+                      sort_keys=True)
+    return {"job": "apply", "fingerprint": hashlib.sha256(body.encode()).hexdigest()}
+
+
+def _count_rows(shards: Sequence[Shard]) -> int:
+    total = 0
+    for shard in shards:
+        try:
+            total += open_shard(shard).metadata.num_rows
+        except ScrubError:
+            continue  # reported by the worker that processes it
+    return total
+
+
+def build_report(plan: MatchPlan, lists: Sequence[HashList], source: Path, output: Path,
+                 shard_stats: Sequence[ShardStats]) -> dict[str, object]:
+    """The apply report: totals, per reason, per list, per shard. Counts and digests only."""
+    totals = Totals.of(shard_stats)
+    return {
+        "scrub_version": __version__,
+        "job": "apply",
+        "input": str(source.resolve()),
+        "output": str(output.resolve()),
+        "shards": totals.shards,
+        "rows_in": totals.rows_in,
+        "rows_out": totals.rows_out,
+        "rows_removed": totals.removed,
+        "removed_by_reason": dict(sorted(totals.removed_by_reason.items())),
+        "removed_by_list": {s.label: totals.removed_by_source.get(s.label, 0)
+                            for s in plan.sources},
+        "unmatchable": dict(sorted(totals.unmatchable.items())),
+        "lists": [hl.describe() | {"label": src.label}
+                  for hl, src in zip(lists, plan.sources)],
+        "per_shard": [{"shard": st.shard, "rows_in": st.rows_in, "rows_out": st.rows_out,
+                       "removed_by_reason": st.removed_by_reason, "sha256": st.output_sha256}
+                      for st in shard_stats],
+    }

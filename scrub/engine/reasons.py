@@ -1,0 +1,29 @@
+"""Stable reason codes. Each has a fixed bit in the per-row reason bitmask; never renumber."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Reason(Enum):
+    """Why a row was dropped. The value is ``(code, bit)``; codes appear in reports."""
+
+    CONTENT_HASH = ("content_hash", 0)
+    URL_HASH = ("url_hash", 1)
+
+    @property
+    def code(self) -> str:
+        return self.value[0]
+
+    @property
+    def bit(self) -> int:
+        return self.value[1]
+
+    @property
+    def mask(self) -> int:
+        return 1 << self.bit
+
+    @classmethod
+    def from_mask(cls, mask: int) -> list["Reason"]:
+        """The reasons whose bits are set in ``mask``."""
+        return [r for r in cls if mask & r.mask]

@@ -1,0 +1,62 @@
+"""Per-shard statistics: rows in and out, removals per reason and per source, unmatchable rows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class ShardStats:
+    """What happened to one shard. Counts only: never a value from a list or a row."""
+
+    shard: str
+    rows_in: int = 0
+    rows_out: int = 0
+    removed_by_reason: dict[str, int] = field(default_factory=dict)
+    removed_by_source: dict[str, int] = field(default_factory=dict)
+    unmatchable: dict[str, int] = field(default_factory=dict)
+    input_size: int = 0
+    input_mtime_ns: int = 0
+    output_sha256: str = ""
+    output_size: int = 0
+
+    @property
+    def removed(self) -> int:
+        return self.rows_in - self.rows_out
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, object]) -> "ShardStats":
+        return cls(**obj)  # type: ignore[arg-type]
+
+
+@dataclass
+class Totals:
+    """Stats summed over shards."""
+
+    shards: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    removed_by_reason: Counter[str] = field(default_factory=Counter)
+    removed_by_source: Counter[str] = field(default_factory=Counter)
+    unmatchable: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def removed(self) -> int:
+        return self.rows_in - self.rows_out
+
+    @classmethod
+    def of(cls, shards: Iterable[ShardStats]) -> "Totals":
+        totals = cls()
+        for stats in shards:
+            totals.shards += 1
+            totals.rows_in += stats.rows_in
+            totals.rows_out += stats.rows_out
+            totals.removed_by_reason.update(stats.removed_by_reason)
+            totals.removed_by_source.update(stats.removed_by_source)
+            totals.unmatchable.update(stats.unmatchable)
+        return totals

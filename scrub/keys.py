@@ -1,0 +1,193 @@
+"""Fixed-width binary keys: hex decoding of whole Arrow columns and a sorted key set.
+
+Hashes are lowercase hex at the edges and fixed-width binary inside the engine (DESIGN.md). The
+functions here turn an Arrow string column into an ``(n, width)`` uint8 matrix plus a validity mask
+without a Python loop per row, and :class:`KeySet` answers membership for a whole matrix at once with
+a binary search on the first eight bytes, then a check of the full key.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Hex digit value per byte; 255 marks a byte that is not a hex digit. Upper case is accepted.
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+for _i, _ch in enumerate(b"0123456789abcdef"):
+    _NIBBLE[_ch] = _i
+for _i, _ch in enumerate(b"ABCDEF"):
+    _NIBBLE[_ch] = 10 + _i
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+# Rows decoded per step when a column needs gathering, to keep the index arrays small.
+_GATHER_ROWS = 1 << 16
+
+
+def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets as int64, data bytes, null mask) of a string or binary array."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_string_view(arr.type) or pa.types.is_binary_view(arr.type):
+        arr = pc.cast(arr, pa.large_binary())
+    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = arr.view(pa.large_binary() if pa.types.is_large_string(arr.type) else pa.binary())
+    if not (pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)):
+        raise TypeError(f"expected a string or binary column, got {arr.type}")
+    _, offsets_buf, data_buf = arr.buffers()
+    offset_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    offsets = np.frombuffer(offsets_buf, dtype=offset_type)[arr.offset: arr.offset + len(arr) + 1]
+    data = (np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None
+            else np.zeros(0, dtype=np.uint8))
+    nulls = arr.is_null().to_numpy(zero_copy_only=False)
+    return offsets.astype(np.int64, copy=False), data, nulls
+
+
+def hex_to_keys(arr: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a column of hex strings into ``(keys, valid)``.
+
+    ``keys`` is an ``(n, width)`` uint8 matrix; ``valid[i]`` is False where row ``i`` is null, not
+    exactly ``2 * width`` characters long, or holds a non-hex character (its key row is zero).
+    Upper-case digits are accepted. Whitespace and ``0x`` are not stripped here.
+    """
+    offsets, data, nulls = _string_buffers(arr)
+    n = len(offsets) - 1
+    chars = 2 * width
+    lengths = np.diff(offsets)
+    valid = (lengths == chars) & ~nulls
+    keys = np.zeros((n, width), dtype=np.uint8)
+    if n == 0:
+        return keys, valid
+    if valid.all() and offsets[-1] - offsets[0] == n * chars:
+        # Fast path: every value has the right length, so the bytes are one contiguous matrix.
+        text = data[offsets[0]: offsets[-1]].reshape(n, chars)
+        bad = _decode_into(text, keys)
+        valid &= ~bad
+        return keys, valid
+    rows = np.flatnonzero(valid)
+    positions = np.arange(chars, dtype=np.int64)
+    for start in range(0, len(rows), _GATHER_ROWS):
+        part = rows[start: start + _GATHER_ROWS]
+        text = data[offsets[part][:, None] + positions]
+        decoded = np.zeros((len(part), width), dtype=np.uint8)
+        bad = _decode_into(text, decoded)
+        keys[part] = decoded
+        valid[part[bad]] = False
+    keys[~valid] = 0
+    return keys, valid
+
+
+def _decode_into(text: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Decode an (n, 2w) matrix of hex characters into ``out``; returns the rows with bad digits."""
+    nibbles = _NIBBLE[text]
+    bad = (nibbles == 255).any(axis=1)
+    out[:] = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+    return bad
+
+
+def keys_to_hex(keys: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hex_to_keys` for valid rows: a numpy array of ``S{2w}`` lowercase hex."""
+    n, width = keys.shape
+    text = np.empty((n, 2 * width), dtype=np.uint8)
+    text[:, 0::2] = _HEX_DIGITS[keys >> 4]
+    text[:, 1::2] = _HEX_DIGITS[keys & 15]
+    return text.view(f"S{2 * width}").ravel()
+
+
+def int64_to_keys(values: np.ndarray) -> np.ndarray:
+    """Signed 64-bit integers as 8-byte big-endian keys, ordered like their unsigned bit patterns."""
+    return values.astype(">i8").view(np.uint8).reshape(-1, 8)
+
+
+class KeySet:
+    """An immutable set of fixed-width binary keys with vectorised membership.
+
+    Keys are kept unique and in byte order. Membership first tests a bitmap over the top bits of
+    the first eight bytes (about 64 bits per key, so ~1.5% of misses get past it), then looks the
+    survivors up with ``np.searchsorted`` on those eight bytes as a big-endian integer and compares
+    whole keys. No hash table is built per call; random probes into a large sorted array, the
+    cost that dominates a plain binary search, are paid only by the few candidates.
+    """
+
+    def __init__(self, keys: np.ndarray) -> None:
+        if keys.ndim != 2 or keys.dtype != np.uint8:
+            raise TypeError("KeySet wants an (n, width) uint8 matrix")
+        self.width = keys.shape[1]
+        self.keys = unique_keys(keys)
+        self._prefix = _prefix64(self.keys)
+        # Longest run of keys sharing their first 8 bytes: bounds the verification loop below.
+        if len(self._prefix) > 1 and self.width > 8:
+            change = np.flatnonzero(np.diff(self._prefix) != 0)
+            bounds = np.concatenate(([0], change + 1, [len(self._prefix)]))
+            self._max_run = int(np.diff(bounds).max())
+        else:
+            self._max_run = 1
+        self._shift = np.uint64(64 - _bitmap_bits(len(self.keys)))
+        slots = self._prefix >> self._shift
+        self._bitmap = np.zeros(1 << (_bitmap_bits(len(self.keys)) - 3), dtype=np.uint8)
+        np.bitwise_or.at(self._bitmap, (slots >> np.uint64(3)).astype(np.int64),
+                         np.left_shift(1, (slots & np.uint64(7)).astype(np.uint8)).astype(np.uint8))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def contains(self, queries: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Boolean mask: which rows of ``queries`` (an (m, width) matrix) are in the set."""
+        m = len(queries)
+        found = np.zeros(m, dtype=bool)
+        if m == 0 or len(self.keys) == 0:
+            return found
+        q_prefix = _prefix64(queries)
+        slots = q_prefix >> self._shift
+        maybe = (self._bitmap[(slots >> np.uint64(3)).astype(np.int64)]
+                 >> (slots & np.uint64(7)).astype(np.uint8)) & 1
+        if valid is not None:
+            maybe &= valid
+        rows = np.flatnonzero(maybe)
+        if len(rows) == 0:
+            return found
+        pos = np.searchsorted(self._prefix, q_prefix[rows], side="left")
+        n = len(self._prefix)
+        for step in range(self._max_run):
+            at = pos + step
+            candidate_rows = np.flatnonzero(at < n)
+            if len(candidate_rows) == 0:
+                break
+            at_rows = at[candidate_rows]
+            query_rows = rows[candidate_rows]
+            same_prefix = self._prefix[at_rows] == q_prefix[query_rows]
+            at_rows, query_rows = at_rows[same_prefix], query_rows[same_prefix]
+            if len(query_rows) == 0:
+                break
+            if self.width > 8:
+                equal = (self.keys[at_rows] == queries[query_rows]).all(axis=1)
+                found[query_rows[equal]] = True
+            else:
+                found[query_rows] = True
+        return found
+
+
+def _bitmap_bits(n: int) -> int:
+    """log2 of the bitmap's size in bits: ~64 bits per key, from 64 KiB up to 128 MiB."""
+    return int(min(max(int(np.ceil(np.log2(max(n, 1)))) + 6, 19), 30))
+
+
+def unique_keys(keys: np.ndarray) -> np.ndarray:
+    """Unique rows of an (n, width) uint8 matrix, in byte order."""
+    if len(keys) == 0:
+        return np.ascontiguousarray(keys)
+    width = keys.shape[1]
+    as_void = np.ascontiguousarray(keys).view(np.dtype((np.void, width))).ravel()
+    return np.unique(as_void).view(np.uint8).reshape(-1, width)
+
+
+def _prefix64(keys: np.ndarray) -> np.ndarray:
+    """First eight bytes of each key as a big-endian unsigned integer (zero-padded if narrower)."""
+    n, width = keys.shape
+    if width >= 8:
+        head = np.ascontiguousarray(keys[:, :8])
+    else:
+        head = np.zeros((n, 8), dtype=np.uint8)
+        head[:, :width] = keys
+    return head.view(">u8").ravel().astype(np.uint64)

@@ -1,0 +1,1 @@
+"""Hash and key types, list parsers and (later) the versioned list store."""

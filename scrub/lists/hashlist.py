@@ -1,0 +1,380 @@
+"""Reading hash-list files: plain text, CSV/TSV and JSON Lines.
+
+A hash list arrives as a file from a partner or from a release's removal list. Every entry is
+validated; one bad entry rejects the whole file with ``file:line`` and the expected form, and the
+offending value is never echoed (lists can be sensitive). Files are read in chunks of lines that are
+split, stripped and validated as whole Arrow/polars columns, so a 100M-line list streams with
+bounded working memory (the decoded keys themselves are kept: 16 bytes per md5).
+
+Formats:
+
+- ``text``: one value per line; blank lines and ``#`` comments (a whole line, or after whitespace)
+  are ignored. The type is ``--type`` or inferred from the value's form (32/40/64 hex digits for
+  md5/sha1/sha256); a form that fits two types is an error asking for ``--type``.
+- ``csv``/``tsv``: a header naming ``value`` (or ``hash``) and ``type``; ``type`` may be left out
+  when ``--type`` is given. Other columns are ignored.
+- ``jsonl``: one object per line with ``value`` and ``type`` (``type`` optional with ``--type``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from scrub.errors import InvalidListError
+from scrub.keys import unique_keys
+from scrub.lists.types import KeyType, get_type, inferable_by_width, registered_types
+
+_CHUNK_BYTES = 32 << 20
+_VALUE_COLUMNS = ("value", "hash")
+_COMMENT = r"(^|\s)#.*$"
+
+
+class ListFormat(str, Enum):
+    """Hash-list file formats."""
+
+    auto = "auto"
+    text = "text"
+    csv = "csv"
+    tsv = "tsv"
+    jsonl = "jsonl"
+
+
+@dataclass
+class HashList:
+    """A parsed hash list: unique keys per type, with counts, never the values in text."""
+
+    label: str
+    path: Path
+    sha256: str
+    format: ListFormat
+    keys: dict[str, np.ndarray] = field(default_factory=dict)
+    entries: int = 0
+    duplicates: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """Unique entries per type."""
+        return {name: len(k) for name, k in sorted(self.keys.items())}
+
+    def describe(self) -> dict[str, object]:
+        """Metadata safe to print or store: label, file digest, counts. No values."""
+        return {
+            "label": self.label,
+            "sha256": self.sha256,
+            "format": self.format.value,
+            "entries": self.entries,
+            "unique": sum(len(k) for k in self.keys.values()),
+            "duplicates": self.duplicates,
+            "types": self.counts(),
+        }
+
+
+@dataclass
+class _Lines:
+    """One chunk of non-blank, comment-free lines."""
+
+    numbers: np.ndarray  # 1-based line numbers
+    text: pl.Series      # stripped line text
+
+
+def read_hashlist(path: Path | str, *, type_name: str | None = None,
+                  fmt: ListFormat = ListFormat.auto, label: str | None = None) -> HashList:
+    """Parse a hash-list file.
+
+    Raises :class:`InvalidListError` (exit 2) naming the file and line for every malformed entry,
+    an unreadable, empty, binary or wrongly encoded file, or an ambiguous form without ``--type``.
+    """
+    path = Path(path)
+    forced = _resolve_type(path, type_name)
+    if not path.is_file():
+        raise InvalidListError(path, None, "no such file")
+    if fmt is ListFormat.auto:
+        fmt = _detect_format(path)
+    digest = hashlib.sha256()
+    result = HashList(label=label or path.name, path=path, sha256="", format=fmt)
+    parts: dict[str, list[np.ndarray]] = {}
+
+    lines = _iter_lines(path, digest)
+    if fmt is ListFormat.text:
+        typed = _typed_from_text(path, lines, forced)
+    elif fmt in (ListFormat.csv, ListFormat.tsv):
+        typed = _typed_from_delimited(path, lines, forced, "," if fmt is ListFormat.csv else "\t")
+    else:
+        typed = _typed_from_jsonl(path, lines, forced)
+
+    for key_type, numbers, values in typed:
+        keys, valid = key_type.normalize_column(values)
+        if not valid.all():
+            bad = int(numbers[np.argmin(valid)])
+            raise InvalidListError(path, bad, f"expected {key_type.expected}")
+        parts.setdefault(key_type.name, []).append(keys)
+        result.entries += len(keys)
+
+    result.sha256 = digest.hexdigest()
+    if result.entries == 0:
+        raise InvalidListError(path, None, "the list holds no entries",
+                               hint="a hash list has one value per line; # starts a comment")
+    for name, chunks in parts.items():
+        merged = unique_keys(np.concatenate(chunks))
+        result.keys[name] = merged
+    result.duplicates = result.entries - sum(len(k) for k in result.keys.values())
+    return result
+
+
+def _resolve_type(path: Path, type_name: str | None) -> type[KeyType] | None:
+    if type_name is None:
+        return None
+    try:
+        return get_type(type_name)
+    except KeyError:
+        known = ", ".join(sorted(registered_types()))
+        raise InvalidListError(path, None, f"unknown --type {type_name!r}; known types: {known}")
+
+
+def _detect_format(path: Path) -> ListFormat:
+    suffixes = [s.lower() for s in path.suffixes]
+    for suffix in reversed(suffixes):
+        if suffix == ".csv":
+            return ListFormat.csv
+        if suffix == ".tsv":
+            return ListFormat.tsv
+        if suffix in (".jsonl", ".ndjson"):
+            return ListFormat.jsonl
+        if suffix == ".txt":
+            return ListFormat.text
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    for raw in head.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        if line.startswith(b"{"):
+            return ListFormat.jsonl
+        lowered = line.lower()
+        if b"," in line and (b"value" in lowered or b"hash" in lowered):
+            return ListFormat.csv
+        if b"\t" in line and (b"value" in lowered or b"hash" in lowered):
+            return ListFormat.tsv
+        break
+    return ListFormat.text
+
+
+def _iter_lines(path: Path, digest: "hashlib._Hash") -> Iterator[_Lines]:
+    """Stream the file as chunks of stripped, non-blank, comment-free lines with their numbers.
+
+    Comments are removed later by format (CSV keeps ``#`` inside fields); here only blank lines go.
+    Checks for binary content and encodings on the way.
+    """
+    first_line = 1
+    carry = b""
+    at_start = True
+    with path.open("rb") as handle:
+        while True:
+            block = handle.read(_CHUNK_BYTES)
+            digest.update(block)
+            if at_start:
+                at_start = False
+                if block.startswith((b"\xff\xfe", b"\xfe\xff")):
+                    raise InvalidListError(path, 1, "the file is UTF-16 encoded",
+                                           hint="save it as UTF-8")
+                if b"\x00" in block[:8192]:
+                    raise InvalidListError(path, None,
+                                           "binary content (NUL bytes); expected a text list")
+                if block.startswith(b"\xef\xbb\xbf"):
+                    block = block[3:]
+            data = carry + block
+            if not block:
+                if not data:
+                    return
+                carry = b""
+            else:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    carry = data
+                    continue
+                data, carry = data[:cut], data[cut:]
+            yield _chunk_lines(path, data, first_line)
+            first_line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+            if not block:
+                return
+
+
+def _chunk_lines(path: Path, data: bytes, first_line: int) -> _Lines:
+    if b"\x00" in data:
+        line = first_line + data[: data.index(b"\x00")].count(b"\n")
+        raise InvalidListError(path, line, "binary content (NUL byte); expected a text list")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + data[: exc.start].count(b"\n")
+        raise InvalidListError(path, line, "not valid UTF-8", hint="save the list as UTF-8") \
+            from None
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(raw == 10) + 1
+    offsets = np.concatenate(([0], ends)).astype(np.int64)
+    if offsets[-1] != len(data):
+        offsets = np.concatenate((offsets, [len(data)]))
+    count = len(offsets) - 1
+    array = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets.tobytes()),
+                                             pa.py_buffer(data))
+    text = pl.Series("line", array).str.strip_chars()
+    keep = (text.str.len_bytes() > 0).to_numpy()
+    numbers = np.arange(first_line, first_line + count, dtype=np.int64)[keep]
+    return _Lines(numbers=numbers, text=text.filter(pl.Series(keep)))
+
+
+_TypedChunk = tuple[type[KeyType], np.ndarray, pl.Series]
+
+
+def _typed_from_text(path: Path, chunks: Iterator[_Lines],
+                     forced: type[KeyType] | None) -> Iterator[_TypedChunk]:
+    by_length = inferable_by_width()
+    for chunk in chunks:
+        values = chunk.text.str.replace(_COMMENT, "").str.strip_chars()
+        keep = (values.str.len_bytes() > 0).to_numpy()
+        numbers, values = chunk.numbers[keep], values.filter(pl.Series(keep))
+        if len(values) == 0:
+            continue
+        if forced is not None:
+            yield forced, numbers, values
+            continue
+        yield from _infer_types(path, numbers, values, by_length)
+
+
+def _infer_types(path: Path, numbers: np.ndarray, values: pl.Series,
+                 by_length: dict[int, list[type[KeyType]]]) -> Iterator[_TypedChunk]:
+    lengths = values.str.strip_prefix("0x").str.strip_prefix("0X").str.len_bytes().to_numpy()
+    known = np.isin(lengths, list(by_length))
+    if not known.all():
+        forms = ", ".join(
+            f"{length} hex digits ({'/'.join(t.name for t in types)})"
+            for length, types in sorted(by_length.items()))
+        raise InvalidListError(path, int(numbers[np.argmin(known)]),
+                               f"unrecognised value form; expected {forms}",
+                               hint="pass --type to read other kinds of list")
+    for length, types in sorted(by_length.items()):
+        rows = lengths == length
+        if not rows.any():
+            continue
+        if len(types) > 1:
+            names = " or ".join(t.name for t in types)
+            raise InvalidListError(path, int(numbers[np.argmax(rows)]),
+                                   f"ambiguous value form: {length} hex digits may be {names}",
+                                   hint="pass --type to say which")
+        yield types[0], numbers[rows], values.filter(pl.Series(rows))
+
+
+def _typed_from_delimited(path: Path, chunks: Iterator[_Lines], forced: type[KeyType] | None,
+                          delimiter: str) -> Iterator[_TypedChunk]:
+    header: list[str] | None = None
+    value_at = type_at = -1
+    for chunk in chunks:
+        numbers, text = chunk.numbers, chunk.text
+        comment = text.str.starts_with("#").to_numpy()
+        numbers, text = numbers[~comment], text.filter(pl.Series(~comment))
+        if len(text) == 0:
+            continue
+        if header is None:
+            header = [h.strip().lower() for h in next(csv.reader([text[0]], delimiter=delimiter))]
+            value_at = next((header.index(c) for c in _VALUE_COLUMNS if c in header), -1)
+            type_at = header.index("type") if "type" in header else -1
+            if value_at < 0:
+                raise InvalidListError(path, int(numbers[0]),
+                                       "the header names no 'value' (or 'hash') column")
+            if type_at < 0 and forced is None:
+                raise InvalidListError(path, int(numbers[0]), "the header names no 'type' column",
+                                       hint="add a type column or pass --type")
+            numbers, text = numbers[1:], text.slice(1)
+            if len(text) == 0:
+                continue
+        fields = _split_fields(path, numbers, text, delimiter, len(header))
+        values = fields[value_at]
+        if type_at < 0:
+            yield forced, numbers, values  # type: ignore[misc]
+            continue
+        yield from _group_by_type(path, numbers, fields[type_at], values)
+
+
+def _split_fields(path: Path, numbers: np.ndarray, text: pl.Series, delimiter: str,
+                  width: int) -> list[pl.Series]:
+    """Split delimited lines into ``width`` stripped columns; a wrong field count is an error."""
+    if text.str.contains('"', literal=True).any():
+        rows: list[list[str]] = []
+        for number, row in zip(numbers, csv.reader(io.StringIO("\n".join(text.to_list())),
+                                                   delimiter=delimiter)):
+            if len(row) != width:
+                raise InvalidListError(path, int(number),
+                                       f"expected {width} fields, found {len(row)}")
+            rows.append(row)
+        return [pl.Series([r[i].strip() for r in rows], dtype=pl.String) for i in range(width)]
+    parts = text.str.split(delimiter)
+    counts = parts.list.len().to_numpy()
+    if (counts != width).any():
+        at = int(np.argmax(counts != width))
+        raise InvalidListError(path, int(numbers[at]),
+                               f"expected {width} fields, found {int(counts[at])}")
+    return [parts.list.get(i).str.strip_chars() for i in range(width)]
+
+
+def _group_by_type(path: Path, numbers: np.ndarray, types: pl.Series,
+                   values: pl.Series) -> Iterator[_TypedChunk]:
+    names = types.str.to_lowercase()
+    registry = registered_types()
+    known = names.is_in(list(registry)).fill_null(False).to_numpy()
+    if not known.all():
+        at = int(np.argmin(known))
+        raise InvalidListError(path, int(numbers[at]),
+                               f"unknown type; known types: {', '.join(sorted(registry))}")
+    names_np = names.to_numpy()
+    for name in sorted(set(names_np.tolist())):
+        rows = names_np == name
+        yield registry[name], numbers[rows], values.filter(pl.Series(rows))
+
+
+def _typed_from_jsonl(path: Path, chunks: Iterator[_Lines],
+                      forced: type[KeyType] | None) -> Iterator[_TypedChunk]:
+    schema = pl.Struct({"type": pl.String, "value": pl.String})
+    for chunk in chunks:
+        try:
+            decoded = chunk.text.str.json_decode(schema).struct.unnest()
+        except pl.exceptions.PolarsError:
+            _raise_first_bad_json(path, chunk)
+            raise  # unreachable: the scan above raises
+        values = decoded["value"]
+        missing = values.is_null().to_numpy()
+        if missing.any():
+            _raise_first_bad_json(path, chunk)
+            raise InvalidListError(path, int(chunk.numbers[np.argmax(missing)]),
+                                   "expected a JSON object with a string 'value'")
+        types = decoded["type"]
+        if types.is_null().any():
+            if forced is None:
+                at = int(chunk.numbers[np.argmax(types.is_null().to_numpy())])
+                raise InvalidListError(path, at, "the object has no 'type'",
+                                       hint="add a type field or pass --type")
+            types = types.fill_null(forced.name)
+        yield from _group_by_type(path, chunk.numbers, types, values)
+
+
+def _raise_first_bad_json(path: Path, chunk: _Lines) -> None:
+    """Find the first line that is not an object with a string value (slow path, errors only)."""
+    for number, line in zip(chunk.numbers, chunk.text):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise InvalidListError(path, int(number), "not valid JSON") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("value"), str):
+            raise InvalidListError(path, int(number),
+                                   "expected a JSON object with a string 'value'")
+        if "type" in obj and not isinstance(obj["type"], str):
+            raise InvalidListError(path, int(number), "'type' must be a string")

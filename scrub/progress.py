@@ -1,0 +1,74 @@
+"""Progress on stderr for long work: shards done, rows/s and an ETA.
+
+On a terminal the line is redrawn in place; otherwise a line is printed at most every few seconds,
+so logs of batch jobs stay short. Nothing but counts is printed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def _human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Counts finished shards and rows against known totals."""
+
+    def __init__(self, label: str, total_shards: int, total_rows: int, *,
+                 stream: TextIO | None = None, enabled: bool = True,
+                 interval: float = 5.0) -> None:
+        self.label = label
+        self.total_shards = total_shards
+        self.total_rows = total_rows
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.interval = interval
+        self.shards = 0
+        self.rows = 0
+        self.started = time.monotonic()
+        self._last = 0.0
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def advance(self, rows: int, shards: int = 1) -> None:
+        if shards == 0 and rows == 0:
+            return
+        self.shards += shards
+        self.rows += rows
+        now = time.monotonic()
+        if self._tty or now - self._last >= self.interval or self.shards == self.total_shards:
+            self._last = now
+            self._draw(final=False)
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.rows / elapsed
+        left = max(self.total_rows - self.rows, 0)
+        eta = _clock(left / rate) if rate > 0 else "?"
+        return (f"{self.label}: {self.shards}/{self.total_shards} shards · "
+                f"{_human(self.rows)}/{_human(self.total_rows)} rows · "
+                f"{_human(rate)} rows/s · ETA {eta}")
+
+    def finish(self) -> None:
+        self._draw(final=True)
+
+    def _draw(self, *, final: bool) -> None:
+        if not self.enabled:
+            return
+        if self._tty:
+            end = "\n" if final else ""
+            self.stream.write("\r\x1b[2K" + self.line() + end)
+        elif not final or self.shards != self.total_shards or self._last == 0.0:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()

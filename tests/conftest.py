@@ -1,0 +1,47 @@
+"""Shared fixtures: small generated LAION-like datasets and planted hash lists."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scrub.synthetic import generate_dataset, read_column
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 20k-row, 4-shard sample without embeddings, shared read-only by the session."""
+    root = tmp_path_factory.mktemp("sample")
+    return generate_dataset(root / "dataset", rows=20_000, shards=4, seed=11, embeddings=False)
+
+
+@pytest.fixture
+def dataset_copy(sample_dataset: Path, tmp_path: Path) -> Path:
+    """A private copy of the sample, for tests that modify or break shards."""
+    target = tmp_path / "dataset"
+    shutil.copytree(sample_dataset, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def planted(sample_dataset: Path) -> dict[str, np.ndarray]:
+    """Global row numbers chosen for planting, per kind, disjoint."""
+    rng = np.random.default_rng(5)
+    rows = rng.permutation(20_000)
+    return {"md5": np.sort(rows[:37]), "sha256": np.sort(rows[37:50]),
+            "url": np.sort(rows[50:71])}
+
+
+@pytest.fixture(scope="session")
+def planted_values(sample_dataset: Path, planted: dict[str, np.ndarray]) -> dict[str, list[str]]:
+    """The planted rows' values: md5 and sha256 hex digests and URLs."""
+    return {
+        "md5": read_column(sample_dataset, "md5").gather(planted["md5"]).to_list(),
+        "sha256": read_column(sample_dataset, "sha256").gather(planted["sha256"]).to_list(),
+        "url": read_column(sample_dataset, "URL").gather(planted["url"]).to_list(),
+    }

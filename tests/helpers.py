@@ -1,0 +1,50 @@
+"""Helpers shared by tests: planted lists, expected outputs and folder snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scrub.synthetic import random_md5s, write_hashlist
+
+
+def write_planted_lists(folder: Path, values: dict[str, list[str]]) -> list[Path]:
+    """Three lists: md5 text (with decoys), sha256 CSV and url_sha256 JSONL of planted values."""
+    folder.mkdir(parents=True, exist_ok=True)
+    md5 = write_hashlist(folder / "partner.txt",
+                         list(values["md5"]) + list(random_md5s(500, seed=99)),
+                         header="test partner list")
+    sha = folder / "sha.csv"
+    sha.write_text("type,value\n" + "".join(f"sha256,{v.upper()}\n" for v in values["sha256"]))
+    urls = folder / "urls.jsonl"
+    urls.write_text("".join(
+        json.dumps({"type": "url_sha256", "value": hashlib.sha256(u.encode()).hexdigest()}) + "\n"
+        for u in values["url"]))
+    return [md5, sha, urls]
+
+
+def shard_paths(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.parquet"))
+
+
+def expected_outputs(dataset: Path, drop_global_rows: np.ndarray) -> dict[str, pa.Table]:
+    """Each input shard minus the given global row numbers."""
+    out: dict[str, pa.Table] = {}
+    start = 0
+    drop = set(int(r) for r in drop_global_rows)
+    for path in shard_paths(dataset):
+        table = pq.read_table(path)
+        keep = np.array([(start + i) not in drop for i in range(table.num_rows)])
+        out[path.name] = table.filter(pa.array(keep))
+        start += table.num_rows
+    return out
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every shard and report file's bytes (not the job state), for byte-for-byte comparisons."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}

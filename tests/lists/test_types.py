@@ -1,0 +1,52 @@
+"""The shared test base: every registered key type against its own examples."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from scrub.keys import keys_to_hex
+from scrub.lists.types import KeyType, register, registered_types
+
+TYPES = sorted(registered_types().items())
+
+
+@pytest.mark.parametrize(("name", "key_type"), TYPES)
+def test_examples_normalise_to_their_canonical_form(name: str, key_type: type[KeyType]) -> None:
+    for raw, canonical in key_type.examples():
+        assert key_type.normalize(raw) == canonical
+
+
+@pytest.mark.parametrize(("name", "key_type"), TYPES)
+def test_bad_examples_are_rejected_without_echoing_the_value(
+        name: str, key_type: type[KeyType]) -> None:
+    for bad in key_type.bad_examples():
+        with pytest.raises(ValueError) as info:
+            key_type.normalize(bad)
+        if bad.strip():
+            assert bad.strip() not in str(info.value)
+
+
+@pytest.mark.parametrize(("name", "key_type"), TYPES)
+def test_vectorised_normalisation_agrees_with_the_scalar_one(
+        name: str, key_type: type[KeyType]) -> None:
+    raws = [raw for raw, _ in key_type.examples()] + key_type.bad_examples()
+    keys, valid = key_type.normalize_column(pl.Series(raws, dtype=pl.String))
+    for i, raw in enumerate(raws):
+        try:
+            expected = key_type.normalize(raw)
+        except ValueError:
+            assert not valid[i], f"row {i} should be invalid"
+            continue
+        assert valid[i]
+        assert keys_to_hex(keys[i: i + 1])[0].decode() == expected
+
+
+def test_registry_rejects_a_second_type_of_the_same_name() -> None:
+    existing = registered_types()["md5"]
+
+    class Clash(existing):  # type: ignore[misc, valid-type]
+        name = "md5"
+
+    with pytest.raises(TypeError, match="already registered"):
+        register(Clash)

@@ -1,0 +1,75 @@
+"""Hex decoding of Arrow columns and the sorted key set, against plain Python."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scrub.keys import KeySet, hex_to_keys, int64_to_keys, keys_to_hex, unique_keys
+
+
+def test_hex_to_keys_decodes_valid_rows_and_flags_the_rest() -> None:
+    values = ["00ff", "ABcd", None, "0g00", "123", "12345", ""]
+    keys, valid = hex_to_keys(pa.array(values), 2)
+    assert valid.tolist() == [True, True, False, False, False, False, False]
+    assert keys[0].tolist() == [0, 255]
+    assert keys[1].tolist() == [0xAB, 0xCD]
+    assert not keys[~valid].any()
+
+
+def test_hex_to_keys_handles_sliced_and_large_string_arrays() -> None:
+    arr = pa.array(["aa", "bb", "cc", "dd"], type=pa.large_string()).slice(1, 2)
+    keys, valid = hex_to_keys(arr, 1)
+    assert valid.all() and keys[:, 0].tolist() == [0xBB, 0xCC]
+    keys, valid = hex_to_keys(pa.chunked_array([["aa"], [None, "ff"]]), 1)
+    assert valid.tolist() == [True, False, True]
+
+
+def test_keys_to_hex_round_trips() -> None:
+    rng = np.random.default_rng(1)
+    keys = rng.integers(0, 256, (100, 16), dtype=np.uint8)
+    text = keys_to_hex(keys)
+    back, valid = hex_to_keys(pa.array(text.astype(str)), 16)
+    assert valid.all() and np.array_equal(back, keys)
+
+
+def test_unique_keys_sorts_bytewise() -> None:
+    rng = np.random.default_rng(2)
+    keys = rng.integers(0, 256, (500, 5), dtype=np.uint8)
+    keys = np.concatenate([keys, keys[:50]])
+    unique = unique_keys(keys)
+    expected = sorted({bytes(k) for k in keys})
+    assert [bytes(k) for k in unique] == expected
+
+
+def test_int64_keys_keep_their_bit_patterns() -> None:
+    values = np.array([-1, 0, 1, -(2**63)], dtype=np.int64)
+    keys = int64_to_keys(values)
+    assert [bytes(k) for k in keys] == [int(v).to_bytes(8, "big", signed=True) for v in values]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    width=st.sampled_from([1, 4, 8, 9, 16, 32]),
+    members=st.integers(0, 300),
+    queries=st.integers(0, 300),
+    seed=st.integers(0, 2**32 - 1),
+    shared_prefix=st.booleans(),
+)
+def test_keyset_membership_equals_a_python_set(width: int, members: int, queries: int,
+                                               seed: int, shared_prefix: bool) -> None:
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 256, (members, width), dtype=np.uint8)
+    if shared_prefix and members and width > 8:
+        keys[:, :8] = keys[0, :8]  # every key shares its first 8 bytes: the slow path
+    asked = rng.integers(0, 256, (queries, width), dtype=np.uint8)
+    if members and queries:
+        picks = rng.integers(0, members, queries // 2)
+        asked[: len(picks)] = keys[picks]
+    valid = rng.random(queries) < 0.9
+    found = KeySet(keys).contains(asked, valid)
+    truth = {bytes(k) for k in keys}
+    expected = [bool(v) and bytes(q) in truth for q, v in zip(asked, valid)]
+    assert found.tolist() == expected
