@@ -3,11 +3,14 @@
 Generates (and caches under ``bench/.cache``) a LAION-like dataset of 10M rows in 20 shards and a
 1M-entry md5 list with 10k planted hits, then times, alternating, for ``--repeat`` rounds:
 
-- baseline: polars reads each shard and writes it back with scrub's writer settings (zstd level 3,
-  the same row-group size), shards in parallel over the same number of processes;
-- scrub: ``scrub apply DATASET OUT --hashlist LIST`` as a user runs it (a fresh process each round).
+- baseline: ``bench/polars_copy.py``: polars reads each shard and writes it back with scrub's
+  writer settings (zstd level 3, the same row-group size), shards in parallel over the same number
+  of processes;
+- scrub: ``scrub apply DATASET OUT --hashlist LIST`` as a user runs it.
 
-It prints rows/s of both (median over rounds), their ratio, scrub's peak RSS (the largest of its
+Both run as fresh processes, timed from launch to exit, so both pay for starting Python.
+Before each timed run the page cache's dirty pages are flushed (``os.sync``), so neither run pays
+for the other's writeback. It prints rows/s of both (median over rounds), their ratio, scrub's peak RSS (the largest of its
 processes: the parent and each worker) and checks that exactly the planted rows were removed. A
 second, 4x larger dataset (``--growth``) measures how peak RSS grows with the input.
 
@@ -24,16 +27,14 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+import psutil
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from scrub.dataset import BATCH_ROWS, WRITER_COMPRESSION, WRITER_COMPRESSION_LEVEL  # noqa: E402
 from scrub.engine.local import default_workers  # noqa: E402
 from scrub.synthetic import generate_dataset, random_md5s, read_column, write_hashlist  # noqa: E402
 
@@ -54,48 +55,53 @@ def prepare(rows: int, shards: int, hits: int, entries: int) -> tuple[Path, Path
     return dataset, hashlist
 
 
-def _copy_shard(args: tuple[str, str]) -> int:
-    source, target = args
-    frame = pl.read_parquet(source)
-    frame.write_parquet(target, compression=WRITER_COMPRESSION,
-                        compression_level=WRITER_COMPRESSION_LEVEL, row_group_size=BATCH_ROWS)
-    return frame.height
+def timed(command: list[str]) -> tuple[float, int, str]:
+    """Run ``command``; its wall time, its peak RSS (summed over its process tree) and stdout.
+
+    RSS is sampled every 100 ms; the list of descendants is refreshed once a second, since
+    walking /proc costs CPU the measured command would otherwise get.
+    """
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    handle = psutil.Process(child.pid)
+    tree, refreshed, peak = [handle], 0.0, 0
+    while child.poll() is None:
+        now = time.monotonic()
+        if now - refreshed > 1.0:
+            try:
+                tree, refreshed = [handle] + handle.children(recursive=True), now
+            except psutil.NoSuchProcess:
+                pass
+        total = 0
+        for proc in tree:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        peak = max(peak, total)
+        time.sleep(0.1)
+    out, err = child.communicate()
+    elapsed = time.perf_counter() - start
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} ... failed:\n{err}")
+    return elapsed, peak, out
 
 
 def baseline(dataset: Path, output: Path, workers: int) -> float:
-    """Seconds for polars to read and write every shard, over ``workers`` processes."""
+    """Seconds for polars to read and write every shard (bench/polars_copy.py, a fresh process)."""
     shutil.rmtree(output, ignore_errors=True)
-    output.mkdir(parents=True)
-    jobs = [(str(p), str(output / p.name)) for p in sorted(dataset.glob("*.parquet"))]
-    threads = max(1, default_workers() // workers)
-    env = os.environ.get("POLARS_MAX_THREADS")
-    os.environ["POLARS_MAX_THREADS"] = str(threads)
-    start = time.perf_counter()
-    import multiprocessing
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(_copy_shard, jobs))
-    elapsed = time.perf_counter() - start
-    if env is None:
-        os.environ.pop("POLARS_MAX_THREADS", None)
-    else:
-        os.environ["POLARS_MAX_THREADS"] = env
+    elapsed, _, _ = timed([sys.executable, str(ROOT / "polars_copy.py"), str(dataset),
+                           str(output), "--workers", str(workers)])
     return elapsed
 
 
 def run_scrub(dataset: Path, hashlist: Path, output: Path, workers: int) -> tuple[float, int, dict]:
-    """Seconds, peak RSS (bytes, largest process) and the report of one ``scrub apply`` run."""
+    """Seconds, peak RSS (bytes, whole process tree) and the report of one ``scrub apply`` run."""
     shutil.rmtree(output, ignore_errors=True)
-    command = [sys.executable, str(ROOT / "peak_rss.py"), sys.executable, "-m", "scrub", "apply",
-               str(dataset), str(output), "--hashlist", str(hashlist), "--workers", str(workers),
-               "--quiet", "--json"]
-    start = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"scrub apply failed:\n{proc.stderr}")
-    peak = int(proc.stderr.strip().splitlines()[-1].split()[-1])
-    return elapsed, peak, json.loads(proc.stdout)
+    elapsed, peak, out = timed([sys.executable, "-m", "scrub", "apply", str(dataset),
+                                str(output), "--hashlist", str(hashlist), "--workers",
+                                str(workers), "--quiet", "--json"])
+    return elapsed, peak, json.loads(out)
 
 
 def measure(rows: int, shards: int, hits: int, entries: int, repeat: int,
@@ -105,7 +111,11 @@ def measure(rows: int, shards: int, hits: int, entries: int, repeat: int,
     base_times, scrub_times, peaks = [], [], []
     report: dict = {}
     for _ in range(repeat):
+        # Flush the other run's dirty pages first: neither run pays for the other's writeback
+        # (scrub fsyncs each shard it writes; the baseline does not).
+        os.sync()
         base_times.append(baseline(dataset, work / "baseline", workers))
+        os.sync()
         elapsed, peak, report = run_scrub(dataset, hashlist, work / "scrub", workers)
         scrub_times.append(elapsed)
         peaks.append(peak)

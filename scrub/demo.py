@@ -63,7 +63,6 @@ def run_demo(workdir: Path | str, *, rows: int = 50_000, shards: int = 4, seed: 
     lists = [read_hashlist(md5_list), read_hashlist(url_csv)]
     plan = plan_from_hashlists(lists)
     output = work / "scrubbed"
-    result = apply(plan, dataset, output, lists=lists, workers=workers, force=True,
-                   progress=progress)
+    result = apply(plan, dataset, output, workers=workers, force=True, progress=progress)
     return DemoResult(workdir=work, dataset=dataset, output=output, lists=[md5_list, url_csv],
                       planted_rows=len(md5_rows) + len(url_rows), result=result)

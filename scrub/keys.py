@@ -19,6 +19,14 @@ for _i, _ch in enumerate(b"0123456789abcdef"):
 for _i, _ch in enumerate(b"ABCDEF"):
     _NIBBLE[_ch] = 10 + _i
 
+# Byte value of each pair of hex digits, indexed by the pair read as a little-endian uint16
+# (first digit in the low byte); 0xFFFF marks a pair with a non-hex character. One lookup per
+# output byte is ~2x faster than decoding nibbles and combining them.
+_LOW, _HIGH = np.arange(65536) & 255, np.arange(65536) >> 8
+_PAIR = np.where((_NIBBLE[_LOW] == 255) | (_NIBBLE[_HIGH] == 255), 0xFFFF,
+                 (_NIBBLE[_LOW].astype(np.uint16) << 4) | _NIBBLE[_HIGH]).astype(np.uint16)
+del _LOW, _HIGH
+
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 # Rows decoded per step when a column needs gathering, to keep the index arrays small.
@@ -80,9 +88,9 @@ def hex_to_keys(arr: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _decode_into(text: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Decode an (n, 2w) matrix of hex characters into ``out``; returns the rows with bad digits."""
-    nibbles = _NIBBLE[text]
-    bad = (nibbles == 255).any(axis=1)
-    out[:] = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+    values = _PAIR[np.ascontiguousarray(text).view("<u2")]
+    bad = (values > 255).any(axis=1)
+    out[:] = values
     return bad
 
 
@@ -114,8 +122,12 @@ class KeySet:
         if keys.ndim != 2 or keys.dtype != np.uint8:
             raise TypeError("KeySet wants an (n, width) uint8 matrix")
         self.width = keys.shape[1]
-        self.keys = unique_keys(keys)
-        self._prefix = _prefix64(self.keys)
+        prefix = _prefix64(keys)
+        if len(prefix) < 2 or bool((prefix[1:] > prefix[:-1]).all()):
+            self.keys, self._prefix = np.ascontiguousarray(keys), prefix  # already unique, sorted
+        else:
+            self.keys = unique_keys(keys)
+            self._prefix = _prefix64(self.keys)
         # Longest run of keys sharing their first 8 bytes: bounds the verification loop below.
         if len(self._prefix) > 1 and self.width > 8:
             change = np.flatnonzero(np.diff(self._prefix) != 0)
@@ -174,9 +186,29 @@ def _bitmap_bits(n: int) -> int:
 
 
 def unique_keys(keys: np.ndarray) -> np.ndarray:
-    """Unique rows of an (n, width) uint8 matrix, in byte order."""
+    """Unique rows of an (n, width) uint8 matrix, in byte order.
+
+    Sorts on the first eight bytes as an integer (much faster than comparing whole rows); only
+    rows whose first eight bytes tie, duplicates mostly, get a full row-wise sort.
+    """
     if len(keys) == 0:
         return np.ascontiguousarray(keys)
+    prefix = _prefix64(keys)
+    order = np.argsort(prefix, kind="stable")
+    keys, prefix = keys[order], prefix[order]
+    tie = prefix[1:] == prefix[:-1]
+    if not tie.any():
+        return keys
+    in_tie = np.zeros(len(keys), dtype=bool)
+    in_tie[1:] |= tie
+    in_tie[:-1] |= tie
+    resolved = _unique_rows(keys[in_tie])
+    merged = np.concatenate([keys[~in_tie], resolved])
+    # Stable by prefix: rows sharing a prefix all come from ``resolved``, already in byte order.
+    return merged[np.argsort(_prefix64(merged), kind="stable")]
+
+
+def _unique_rows(keys: np.ndarray) -> np.ndarray:
     width = keys.shape[1]
     as_void = np.ascontiguousarray(keys).view(np.dtype((np.void, width))).ravel()
     return np.unique(as_void).view(np.uint8).reshape(-1, width)

@@ -73,3 +73,17 @@ def test_keyset_membership_equals_a_python_set(width: int, members: int, queries
     truth = {bytes(k) for k in keys}
     expected = [bool(v) and bytes(q) in truth for q, v in zip(asked, valid)]
     assert found.tolist() == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(width=st.sampled_from([2, 8, 16, 32]), rows=st.integers(0, 400),
+       seed=st.integers(0, 2**32 - 1), shared=st.integers(0, 4))
+def test_unique_keys_equals_sorted_set_with_duplicates_and_prefix_ties(
+        width: int, rows: int, seed: int, shared: int) -> None:
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 256, (rows, width), dtype=np.uint8)
+    if rows:
+        keys = np.concatenate([keys, keys[rng.integers(0, rows, rows // 3)]])
+        if shared and width > 8:
+            keys[: len(keys) // 2, :8] = keys[0, :8]  # many keys share their first 8 bytes
+    assert [bytes(k) for k in unique_keys(keys)] == sorted({bytes(k) for k in keys})

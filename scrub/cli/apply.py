@@ -13,7 +13,7 @@ from scrub.cli.errors import handle_errors
 from scrub.cli.render import render_apply_summary
 from scrub.dataset import parse_role_overrides
 from scrub.engine.apply import apply as run_apply
-from scrub.engine.plan import plan_from_hashlists
+from scrub.engine.plan import MatchPlan, plan_from_hashlists
 from scrub.errors import UserInputError
 from scrub.lists.hashlist import ListFormat, read_hashlist
 
@@ -41,10 +41,13 @@ def apply_command(
     if not hashlist:
         raise UserInputError("nothing to apply: give at least one --hashlist FILE")
     overrides = parse_role_overrides(column)
-    # Every list is parsed and validated before OUTPUT is touched: a bad list writes nothing.
-    lists = [read_hashlist(path, type_name=type_, fmt=list_format) for path in hashlist]
-    plan = plan_from_hashlists(lists)
-    result = run_apply(plan, input, output, lists=lists, workers=workers, force=force,
+
+    def build_plan() -> MatchPlan:
+        # Every list is parsed and validated before OUTPUT is touched: a bad list writes nothing.
+        return plan_from_hashlists(
+            [read_hashlist(path, type_name=type_, fmt=list_format) for path in hashlist])
+
+    result = run_apply(build_plan, input, output, workers=workers, force=force,
                        column_overrides=overrides, progress=not quiet)
     if as_json:
         typer.echo(json.dumps(result.report, indent=2, sort_keys=True))

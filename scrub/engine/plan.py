@@ -39,8 +39,9 @@ def plan_from_hashlists(lists: Sequence[HashList]) -> MatchPlan:
     plan = MatchPlan()
     labels = _unique_labels([hl.label for hl in lists])
     for hashlist, label in zip(lists, labels):
+        details = tuple(sorted((k, v) for k, v in hashlist.describe().items() if k != "label"))
         source = Source(id=len(plan.sources), label=label, kind="hashlist",
-                        digest=hashlist.sha256, sensitive=True)
+                        digest=hashlist.sha256, sensitive=True, details=details)
         plan.sources.append(source)
         for type_name, keys in sorted(hashlist.keys.items()):
             key_type = get_type(type_name)

@@ -22,13 +22,17 @@ from scrub.lists.types import KeyType, UrlDigestType
 
 @dataclass(frozen=True)
 class Source:
-    """Where a rule comes from: a list (label + file digest) or, later, a ledger request."""
+    """Where a rule comes from: a list (label + file digest) or, later, a ledger request.
+
+    ``details`` is a value-free description (entry counts, format) for reports.
+    """
 
     id: int
     label: str
     kind: str
     digest: str
     sensitive: bool = True
+    details: tuple[tuple[str, object], ...] = ()
 
 
 class BatchView:
@@ -39,7 +43,7 @@ class BatchView:
     are counted per column as ``unmatchable``.
     """
 
-    def __init__(self, batch: pa.RecordBatch, roles: ColumnRoles) -> None:
+    def __init__(self, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles) -> None:
         self.batch = batch
         self.roles = roles
         self.num_rows = batch.num_rows

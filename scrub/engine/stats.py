@@ -19,7 +19,6 @@ class ShardStats:
     unmatchable: dict[str, int] = field(default_factory=dict)
     input_size: int = 0
     input_mtime_ns: int = 0
-    output_sha256: str = ""
     output_size: int = 0
 
     @property

@@ -24,9 +24,8 @@ from tests.helpers import expected_outputs, folder_bytes, shard_paths, write_pla
 
 
 def run(dataset: Path, output: Path, lists: list[Path], **kwargs):
-    parsed = [read_hashlist(p) for p in lists]
-    return apply(plan_from_hashlists(parsed), dataset, output, lists=parsed, progress=False,
-                 **kwargs)
+    return apply(lambda: plan_from_hashlists([read_hashlist(p) for p in lists]), dataset, output,
+                 progress=False, **kwargs)
 
 
 @pytest.fixture
