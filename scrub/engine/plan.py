@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from scrub.engine.reasons import Reason
-from scrub.engine.rules import ExactKeyRule, Rule, Source
+from scrub.engine.rules import ExactKeyRule, PrefixRule, Rule, Source
+from scrub.errors import UserInputError
 from scrub.keys import KeySet
 from scrub.lists.hashlist import HashList
-from scrub.lists.types import UrlDigestType, get_type
+from scrub.lists.types import UrlDigestType, UrlPrefix, get_type
 
 
 @dataclass
@@ -45,9 +46,23 @@ def plan_from_hashlists(lists: Sequence[HashList]) -> MatchPlan:
         plan.sources.append(source)
         for type_name, keys in sorted(hashlist.keys.items()):
             key_type = get_type(type_name)
-            reason = Reason.URL_HASH if issubclass(key_type, UrlDigestType) else Reason.CONTENT_HASH
-            plan.rules.append(ExactKeyRule(key_type, KeySet(keys), reason, source))
+            if key_type.target in PERCEPTUAL_TARGETS:
+                raise UserInputError(
+                    f"{hashlist.path}: {type_name} entries need perceptual (Hamming radius) "
+                    "matching, which scrub apply does not do yet",
+                    hint="remove the perceptual entries or match them exactly elsewhere")
+            if key_type is UrlPrefix:
+                plan.rules.append(PrefixRule(list(keys), source))
+            else:
+                plan.rules.append(ExactKeyRule(key_type, KeySet(keys), _REASONS.get(
+                    type_name, Reason.URL_HASH if issubclass(key_type, UrlDigestType)
+                    else Reason.CONTENT_HASH), source))
     return plan
+
+
+#: Column roles of perceptual hashes: exact matching would silently miss near-duplicates.
+PERCEPTUAL_TARGETS = frozenset({"pdq", "phash", "dhash"})
+_REASONS = {"url": Reason.OPTOUT_URL, "host": Reason.OPTOUT_HOST, "domain": Reason.OPTOUT_DOMAIN}
 
 
 def _unique_labels(labels: list[str]) -> list[str]:

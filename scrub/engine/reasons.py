@@ -10,6 +10,10 @@ class Reason(Enum):
 
     CONTENT_HASH = ("content_hash", 0)
     URL_HASH = ("url_hash", 1)
+    OPTOUT_URL = ("optout_url", 2)
+    OPTOUT_PREFIX = ("optout_prefix", 3)
+    OPTOUT_HOST = ("optout_host", 4)
+    OPTOUT_DOMAIN = ("optout_domain", 5)
 
     @property
     def code(self) -> str:

@@ -7,6 +7,7 @@ masks. Adding a match kind is adding a rule class, not an ``elif`` in the kernel
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,8 @@ import pyarrow as pa
 from scrub.dataset import ColumnRoles
 from scrub.engine.reasons import Reason
 from scrub.keys import KeySet, hex_to_keys
-from scrub.lists.types import KeyType, UrlDigestType
+from scrub.lists.types import KeyType, TextDigestType, UrlDigestType, text_digest_keys
+from scrub.urls import canonicalize_urls, hosts_of, registrable_domains
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class BatchView:
         self.num_rows = batch.num_rows
         self.unmatchable: dict[str, int] = {}
         self._keys: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._text: dict[str, pl.Series] = {}
 
     def column(self, role: str) -> pa.Array:
         name = self.roles.get(role)
@@ -56,14 +59,46 @@ class BatchView:
             raise KeyError(role)
         return self.batch.column(name)
 
-    def keys_for(self, key_type: type[KeyType]) -> tuple[np.ndarray, np.ndarray]:
-        """``(keys, valid)`` of the column this type matches, decoded to fixed-width binary."""
-        cached = self._keys.get(key_type.name)
+    def canonical_urls(self) -> pl.Series:
+        """The URL column in canonical form (null where a value is not a URL), counted once."""
+        cached = self._text.get("canonical")
+        if cached is None:
+            cached = canonicalize_urls(pl.Series(self.column("url")).cast(pl.String))
+            name = self.roles.get("url") or "url"
+            self.unmatchable[f"{name} (not a URL)"] = int(cached.null_count())
+            self._text["canonical"] = cached
+        return cached
+
+    def hosts(self) -> pl.Series:
+        cached = self._text.get("host")
+        if cached is None:
+            cached = self._text["host"] = hosts_of(self.canonical_urls())
+        return cached
+
+    def domains(self) -> pl.Series:
+        cached = self._text.get("domain")
+        if cached is None:
+            cached = self._text["domain"] = registrable_domains(self.hosts())
+        return cached
+
+    def keys_for(self, key_type: type[KeyType],
+                 canonical: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(keys, valid)`` of the column this type matches, decoded to fixed-width binary.
+
+        For URL digests, ``canonical`` digests the canonical URL instead of the stored one.
+        """
+        cache_key = f"{key_type.name}:{canonical}"
+        cached = self._keys.get(cache_key)
         if cached is not None:
             return cached
         if issubclass(key_type, UrlDigestType):
-            digests = _url_digest(self.column("url"), key_type.url_digest)
+            urls = self.canonical_urls().to_arrow() if canonical else self.column("url")
+            digests = _url_digest(urls, key_type.url_digest)
             keys, valid = hex_to_keys(digests, key_type.width)
+        elif issubclass(key_type, TextDigestType):
+            text = {"url": self.canonical_urls, "host": self.hosts,
+                    "domain": self.domains}[key_type.name]()
+            keys, valid = text_digest_keys(text)
         else:
             column = self.column(key_type.target)
             if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
@@ -74,12 +109,12 @@ class BatchView:
                 keys, valid = hex_to_keys(column, key_type.width)
             name = self.roles.get(key_type.target) or key_type.target
             self.unmatchable[name] = int((~valid).sum())
-        self._keys[key_type.name] = (keys, valid)
+        self._keys[cache_key] = (keys, valid)
         return keys, valid
 
 
-def _url_digest(urls: pa.Array, digest: str) -> pa.Array:
-    """Hex digest of each URL's UTF-8 bytes, exactly as stored (null stays null)."""
+def _url_digest(urls: pa.Array | pa.ChunkedArray, digest: str) -> pa.Array:
+    """Hex digest of each URL's UTF-8 bytes (null stays null)."""
     frame = pl.DataFrame({"u": pl.Series(urls).cast(pl.String)})
     expr = plh.col("u")
     hashed = {
@@ -126,8 +161,48 @@ class ExactKeyRule(Rule):
 
     def match(self, view: BatchView) -> np.ndarray:
         keys, valid = view.keys_for(self.key_type)
-        return self.keys.contains(keys, valid)
+        hit = self.keys.contains(keys, valid)
+        if issubclass(self.key_type, UrlDigestType):
+            # A URL digest matches the URL as stored or its canonical form.
+            keys, valid = view.keys_for(self.key_type, canonical=True)
+            hit |= self.keys.contains(keys, valid)
+        return hit
 
     def describe(self) -> dict[str, object]:
         return {"kind": "exact_key", "type": self.key_type.name, "reason": self.reason.code,
                 "source": self.source.label, "entries": len(self.keys)}
+
+
+class PrefixRule(Rule):
+    """Canonical URLs starting with any of a set of canonical prefixes.
+
+    The prefixes are reduced to a prefix-free sorted set (a prefix covered by a shorter one is
+    dropped); then the only prefix that can match a URL is the greatest one not above it, found
+    for a whole column at once with ``search_sorted`` and checked with ``starts_with``.
+    """
+
+    def __init__(self, prefixes: Sequence[str], source: Source) -> None:
+        super().__init__(Reason.OPTOUT_PREFIX, source)
+        kept: list[str] = []
+        for prefix in sorted(set(prefixes)):
+            if not kept or not prefix.startswith(kept[-1]):
+                kept.append(prefix)
+        self.prefixes = pl.Series("prefix", kept, dtype=pl.String)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return ("url",)
+
+    def match(self, view: BatchView) -> np.ndarray:
+        urls = view.canonical_urls()
+        if len(self.prefixes) == 0:
+            return np.zeros(len(urls), dtype=bool)
+        at = self.prefixes.search_sorted(urls.fill_null(""), side="right").cast(pl.Int64) - 1
+        candidate = self.prefixes.gather(at.clip(0, None))
+        hit = pl.select((at >= 0) & urls.is_not_null()
+                        & urls.str.starts_with(candidate)).to_series()
+        return hit.fill_null(False).to_numpy()
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "prefix", "reason": self.reason.code, "source": self.source.label,
+                "entries": len(self.prefixes)}

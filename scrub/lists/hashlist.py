@@ -125,8 +125,8 @@ def read_hashlist(path: Path | str, *, type_name: str | None = None,
         raise InvalidListError(path, None, "the list holds no entries",
                                hint="a hash list has one value per line; # starts a comment")
     for name, chunks in parts.items():
-        merged = unique_keys(np.concatenate(chunks))
-        result.keys[name] = merged
+        merged = np.concatenate(chunks)
+        result.keys[name] = np.unique(merged) if merged.dtype == object else unique_keys(merged)
     result.duplicates = result.entries - sum(len(k) for k in result.keys.values())
     return result
 

@@ -14,10 +14,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+import hashlib
+import re
+
 import numpy as np
 import polars as pl
 
 from scrub.keys import hex_to_keys
+from scrub.urls import canonical_host, canonical_url, canonicalize_urls, registrable_domain
 
 _HEX = "0123456789abcdef"
 
@@ -34,6 +38,10 @@ class KeyType(ABC):
     inferable: ClassVar[bool] = False
     #: Short description of the expected form, for error messages.
     expected: ClassVar[str]
+    #: Whether keys are canonical text (matched by prefix) rather than fixed-width binary.
+    textual: ClassVar[bool] = False
+    #: Whether the type carries a quality score (PDQ).
+    has_quality: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -46,11 +54,18 @@ class KeyType(ABC):
     @classmethod
     @abstractmethod
     def normalize_column(cls, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        """Vectorised :meth:`normalize` to the binary form.
+        """Vectorised :meth:`normalize` to the engine's form.
 
-        Returns ``(keys, valid)``: an ``(n, width)`` uint8 matrix and a mask of the rows that
-        normalised; invalid rows hold zeros.
+        Returns ``(keys, valid)``: an ``(n, width)`` uint8 matrix (for textual types, a numpy
+        object array of canonical strings) and a mask of the rows that normalised; invalid rows
+        hold zeros (or None).
         """
+
+    @classmethod
+    def engine_form(cls, canonical: str) -> bytes | str:
+        """The key the engine compares for a canonical value (what :meth:`normalize_column`
+        yields for it)."""
+        return bytes.fromhex(canonical)
 
     @classmethod
     @abstractmethod
@@ -195,3 +210,225 @@ class UrlSha256(UrlDigestType):
     width = 32
     url_digest = "sha256"
     expected = "a sha256 digest of a URL (64 hex digits)"
+
+
+@register
+class Pdq(HexDigestType):
+    """PDQ perceptual hash of the image (256 bits), with an optional quality 0-100.
+
+    Not inferred from a bare 64-hex value (that is a sha256): pass ``--type pdq`` or a type column.
+    """
+
+    name = "pdq"
+    width = 32
+    target = "pdq"
+    has_quality = True
+    expected = "a PDQ hash (64 hex digits)"
+
+
+@register
+class PHash(HexDigestType):
+    """imagehash's 64-bit perceptual hash (``str(imagehash.phash(img))``)."""
+
+    name = "phash"
+    width = 8
+    target = "phash"
+    expected = "a 64-bit pHash (16 hex digits)"
+
+
+@register
+class DHash(HexDigestType):
+    """imagehash's 64-bit difference hash (``str(imagehash.dhash(img))``)."""
+
+    name = "dhash"
+    width = 8
+    target = "dhash"
+    expected = "a 64-bit dHash (16 hex digits)"
+
+
+class TextDigestType(KeyType):
+    """A URL-derived text key, kept as the SHA-256 of its canonical form.
+
+    Comparing digests is exact and keeps a stored list from holding URLs or hosts in clear.
+    Subclasses define :meth:`canonical` (one value) and :meth:`canonical_column`.
+    """
+
+    width = 32
+    target = "url"
+
+    @classmethod
+    @abstractmethod
+    def canonical(cls, value: str) -> str | None:
+        """The canonical text of ``value``, or None when it is not of this type."""
+
+    @classmethod
+    @abstractmethod
+    def canonical_column(cls, values: pl.Series) -> pl.Series:
+        """Vectorised :meth:`canonical`: canonical strings, null where invalid."""
+
+    @classmethod
+    def normalize(cls, value: str) -> str:
+        canonical = cls.canonical(value)
+        if canonical is None:
+            raise ValueError(f"expected {cls.expected}")
+        return canonical
+
+    @classmethod
+    def normalize_column(cls, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        return text_digest_keys(cls.canonical_column(values.cast(pl.String)))
+
+    @classmethod
+    def engine_form(cls, canonical: str) -> bytes | str:
+        return hashlib.sha256(canonical.encode("utf-8")).digest()
+
+
+def text_digest_keys(canonical: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """SHA-256 keys of canonical strings (the engine's form of url/host/domain keys)."""
+    import polars_hash as plh
+
+    digests = pl.DataFrame({"v": canonical}).select(plh.col("v").chash.sha2_256()).to_series()
+    return hex_to_keys(digests.to_arrow(), 32)
+
+
+@register
+class Url(TextDigestType):
+    """An exact URL, compared in canonical form (see ``scrub.urls``)."""
+
+    name = "url"
+    expected = "a URL (scheme://host/...)"
+
+    @classmethod
+    def canonical(cls, value: str) -> str | None:
+        return canonical_url(value)
+
+    @classmethod
+    def canonical_column(cls, values: pl.Series) -> pl.Series:
+        return canonicalize_urls(values)
+
+    @classmethod
+    def examples(cls) -> list[tuple[str, str]]:
+        return [("HTTPS://Example.com:443/a/./b/%7Euser?#top", "https://example.com/a/b/~user"),
+                ("http://bücher.de", "http://xn--bcher-kva.de/"),
+                (" https://a.example/x%2fy ", "https://a.example/x%2Fy")]
+
+    @classmethod
+    def bad_examples(cls) -> list[str]:
+        return ["", "example.com/x", "data:image/png;base64,AAAA", "https:///x", "http://a\x00b/"]
+
+
+@register
+class Host(TextDigestType):
+    """A host name: every URL on exactly this host (not its subdomains)."""
+
+    name = "host"
+    expected = "a host name (e.g. images.example.com)"
+
+    @classmethod
+    def canonical(cls, value: str) -> str | None:
+        return canonical_hostname(value)
+
+    @classmethod
+    def canonical_column(cls, values: pl.Series) -> pl.Series:
+        return _map_distinct(values, canonical_hostname)
+
+    @classmethod
+    def examples(cls) -> list[tuple[str, str]]:
+        return [("Images.Example.COM.", "images.example.com"), ("bücher.de", "xn--bcher-kva.de"),
+                (" cdn.example.co.uk ", "cdn.example.co.uk")]
+
+    @classmethod
+    def bad_examples(cls) -> list[str]:
+        return ["", "https://example.com/", "exa mple.com", "a/b", "user@example.com"]
+
+
+@register
+class Domain(TextDigestType):
+    """A registrable domain (eTLD+1): every URL on it or any of its subdomains."""
+
+    name = "domain"
+    expected = "a registrable domain (a public suffix plus one label)"
+
+    @classmethod
+    def canonical(cls, value: str) -> str | None:
+        host = canonical_hostname(value)
+        if host is None or registrable_domain(host) != host:
+            return None
+        return host
+
+    @classmethod
+    def canonical_column(cls, values: pl.Series) -> pl.Series:
+        return _map_distinct(values, cls.canonical)
+
+    @classmethod
+    def examples(cls) -> list[tuple[str, str]]:
+        return [("Example.CO.UK", "example.co.uk"), ("alice.blogspot.com", "alice.blogspot.com"),
+                ("bücher.de", "xn--bcher-kva.de")]
+
+    @classmethod
+    def bad_examples(cls) -> list[str]:
+        return ["", "www.example.com", "co.uk", "https://example.com", "127.0.0.1"]
+
+
+@register
+class UrlPrefix(KeyType):
+    """A URL prefix: every URL whose canonical form starts with the canonical prefix.
+
+    Matching is on the canonical URL string: end a prefix with ``/`` to mean a folder
+    (``https://a.example/img/`` does not match ``https://a.example/img2.jpg``; without the slash
+    it does). Kept as text, since matching needs it.
+    """
+
+    name = "url_prefix"
+    width = 0
+    target = "url"
+    textual = True
+    expected = "a URL prefix (scheme://host/path...)"
+
+    @classmethod
+    def normalize(cls, value: str) -> str:
+        canonical = canonical_url(value)
+        if canonical is None:
+            raise ValueError(f"expected {cls.expected}")
+        return canonical
+
+    @classmethod
+    def normalize_column(cls, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        canonical = canonicalize_urls(values.cast(pl.String))
+        valid = canonical.is_not_null().to_numpy()
+        return canonical.to_numpy().astype(object), valid
+
+    @classmethod
+    def engine_form(cls, canonical: str) -> bytes | str:
+        return canonical
+
+    @classmethod
+    def examples(cls) -> list[tuple[str, str]]:
+        return [("HTTPS://Example.com/Images/", "https://example.com/Images/"),
+                ("http://example.com", "http://example.com/")]
+
+    @classmethod
+    def bad_examples(cls) -> list[str]:
+        return ["", "/images/", "example.com/images"]
+
+
+def canonical_hostname(value: str) -> str | None:
+    """A bare host name in canonical form, or None (URLs, paths and user@host are refused)."""
+    text = value.strip()
+    if not text or any(ch in text for ch in "/?#@: \t") or _HOST_BAD.search(text):
+        return None
+    host = canonical_host(text)
+    if host is None or not _HOST_OK.match(host):
+        return None
+    return host
+
+
+_HOST_OK = re.compile(r"^[a-z0-9_](?:[a-z0-9_.\-]*[a-z0-9_])?$")
+_HOST_BAD = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _map_distinct(values: pl.Series, function) -> pl.Series:  # type: ignore[no-untyped-def]
+    """Apply a per-value function once per distinct value (host names repeat a lot)."""
+    text = values.cast(pl.String)
+    distinct = text.unique().drop_nulls().to_list()
+    mapping = {v: function(v) for v in distinct}
+    return text.replace_strict(mapping, default=None, return_dtype=pl.String)

@@ -175,7 +175,7 @@ def test_unmatchable_values_are_counted_not_fatal(tmp_path: Path, lists: list[Pa
     pq.write_table(table, source / "part-0.parquet")
     result = run(source, tmp_path / "out", lists, workers=1)
     assert result.report["rows_removed"] == 2  # the planted md5s, in either case
-    assert result.report["unmatchable"] == {"md5": 4, "sha256": 6}
+    assert result.report["unmatchable"] == {"URL (not a URL)": 5, "md5": 4, "sha256": 6}
 
 
 def test_an_output_holding_something_else_is_refused(sample_dataset: Path, tmp_path: Path,
