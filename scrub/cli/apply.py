@@ -13,9 +13,11 @@ from scrub.cli.errors import handle_errors
 from scrub.cli.render import render_apply_summary
 from scrub.dataset import parse_role_overrides
 from scrub.engine.apply import apply as run_apply
-from scrub.engine.plan import MatchPlan, plan_from_hashlists
+from scrub.crypto import load_key, resolve_key_file
+from scrub.engine.plan import MatchPlan, plan_for_apply
 from scrub.errors import UserInputError
-from scrub.lists.hashlist import ListFormat, read_hashlist
+from scrub.lists.hashlist import ListFormat
+from scrub.lists.store import ListStore
 
 
 def apply_command(
@@ -23,6 +25,14 @@ def apply_command(
     output: Path = typer.Argument(..., help="Output folder: same shard names, matches removed."),
     hashlist: list[Path] = typer.Option([], "--hashlist", metavar="FILE",
                                         help="Hash-list file (text, CSV/TSV or JSONL); repeatable."),
+    stored: list[str] = typer.Option([], "--list", metavar="NAME[@VERSION]",
+                                     help="A list from the store (latest version by default); "
+                                          "repeatable."),
+    key_file: Optional[Path] = typer.Option(None, "--key-file", metavar="FILE",
+                                            help="Key of encrypted stored lists "
+                                                 "(default: $SCRUB_KEY_FILE)."),
+    store: Optional[Path] = typer.Option(None, "--store", metavar="DIR",
+                                         help="List store (default: $SCRUB_HOME/lists)."),
     type_: Optional[str] = typer.Option(None, "--type", metavar="TYPE",
                                         help="Type of plain-text list values: md5, sha1, sha256, "
                                              "url_md5, url_sha1, url_sha256 (default: inferred)."),
@@ -37,15 +47,17 @@ def apply_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
-    """Remove every row matching the given hash lists; write the rest and apply-report.json."""
-    if not hashlist:
-        raise UserInputError("nothing to apply: give at least one --hashlist FILE")
+    """Remove every row matching the given lists; write the rest and apply-report.json."""
+    if not hashlist and not stored:
+        raise UserInputError("nothing to apply: give at least one --hashlist FILE or --list NAME")
     overrides = parse_role_overrides(column)
+    key_path = resolve_key_file(key_file)
+    key = load_key(key_path) if key_path else None
 
     def build_plan() -> MatchPlan:
-        # Every list is parsed and validated before OUTPUT is touched: a bad list writes nothing.
-        return plan_from_hashlists(
-            [read_hashlist(path, type_name=type_, fmt=list_format) for path in hashlist])
+        # Every list is read and validated before OUTPUT is touched: a bad list writes nothing.
+        return plan_for_apply(hashlist, stored, store=ListStore(store) if store else None,
+                              key=key, type_name=type_, fmt=list_format)
 
     result = run_apply(build_plan, input, output, workers=workers, force=force,
                        column_overrides=overrides, progress=not quiet)

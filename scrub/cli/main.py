@@ -35,10 +35,12 @@ def _root(
 
 
 def _register() -> None:
-    from scrub.cli import apply, demo
+    from scrub.cli import apply, demo, keys, lists
 
     apply.register(app)
     demo.register(app)
+    lists.register(app)
+    keys.register(app)
 
 
 _register()

@@ -112,7 +112,8 @@ def build_report(plan: MatchPlan, source: Path, output: Path,
         "rows_removed": totals.removed,
         "removed_by_reason": dict(sorted(totals.removed_by_reason.items())),
         "removed_by_list": {s.label: totals.removed_by_source.get(s.label, 0)
-                            for s in plan.sources},
+                            for s in plan.sources if s.kind != "allowlist"},
+        "suppressed_by_allowlist": dict(sorted(totals.suppressed_by_source.items())),
         "unmatchable": dict(sorted(totals.unmatchable.items())),
         "lists": [{"label": src.label, "kind": src.kind, **dict(src.details)}
                   for src in plan.sources],

@@ -83,6 +83,7 @@ class _Tally:
         self.by_reason: Counter[str] = Counter()
         self.by_source: Counter[str] = Counter()
         self.unmatchable: Counter[str] = Counter()
+        self.suppressed: Counter[str] = Counter()
 
     def add(self, decisions: Decisions) -> None:
         self.unmatchable.update(decisions.unmatchable)
@@ -92,11 +93,14 @@ class _Tally:
                 self.by_reason[reason.code] += count
         for source_id, hit in decisions.sources.items():
             self.by_source[self.labels[source_id]] += int(np.count_nonzero(hit))
+        for source_id, count in decisions.suppressed.items():
+            self.suppressed[self.labels[source_id]] += count
 
     def into(self, stats: ShardStats) -> None:
         stats.removed_by_reason = dict(sorted(self.by_reason.items()))
         stats.removed_by_source = dict(sorted(self.by_source.items()))
         stats.unmatchable = dict(sorted(self.unmatchable.items()))
+        stats.suppressed_by_source = dict(sorted(self.suppressed.items()))
 
 
 def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
@@ -123,11 +127,9 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
                 for batch in iter_batches(parquet):
                     stats.rows_in += batch.num_rows
                     decisions = decide(plan, batch, roles)
+                    tally.add(decisions)
                     if decisions.drop.any():
-                        tally.add(decisions)
                         batch = batch.filter(pa.array(~decisions.drop))
-                    else:
-                        tally.unmatchable.update(decisions.unmatchable)
                     stats.rows_out += batch.num_rows
                     writer.write_table(batch, row_group_size=BATCH_ROWS)
             handle.flush()

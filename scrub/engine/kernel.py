@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,8 @@ class Decisions:
     reasons: np.ndarray
     sources: dict[int, np.ndarray]
     unmatchable: dict[str, int]
+    #: Rows whose match by a source was cleared by an allow-list, per source id.
+    suppressed: dict[int, int] = field(default_factory=dict)
 
     @property
     def drop(self) -> np.ndarray:
@@ -40,11 +42,26 @@ def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles
     view = BatchView(batch, roles)
     reasons = np.zeros(batch.num_rows, dtype=np.uint32)
     sources: dict[int, np.ndarray] = {}
+    suppressed: dict[int, int] = {}
+    allowed: dict[int, np.ndarray] = {}
     for rule in plan.rules:
         hit = rule.match(view)
+        if not hit.any():
+            continue
+        for index, allow in enumerate(plan.allow):
+            if not allow.covers(rule):
+                continue
+            if index not in allowed:
+                allowed[index] = allow.match(view)
+            cleared = hit & allowed[index]
+            if cleared.any():
+                suppressed[rule.source.id] = (suppressed.get(rule.source.id, 0)
+                                              + int(cleared.sum()))
+                hit = hit & ~cleared
         if not hit.any():
             continue
         reasons[hit] |= np.uint32(rule.reason.mask)
         seen = sources.get(rule.source.id)
         sources[rule.source.id] = hit if seen is None else (seen | hit)
-    return Decisions(reasons=reasons, sources=sources, unmatchable=view.unmatchable)
+    return Decisions(reasons=reasons, sources=sources, unmatchable=view.unmatchable,
+                     suppressed=suppressed)

@@ -9,6 +9,7 @@ by name and the others carry on.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import multiprocessing.queues
 import os
@@ -52,6 +53,10 @@ def _init_worker(plans: multiprocessing.queues.Queue, threads: int) -> None:
     """Set up a worker, warm it up, then wait for the plan (sent once the parent has parsed it)."""
     global _PLAN, _OVERRIDES
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    # A spawned worker ends through sys.exit, whose C++ static destructors can meet Arrow's
+    # thread pools still running and abort ("terminate called without an active exception").
+    # Its results are already sent synchronously, so leave without those destructors.
+    atexit.register(os._exit, 0)
     # Arrow's default mimalloc pool costs ~0.5 s of page faults on a worker's first shard (measured
     # on LAION-like 500k-row shards); the system allocator has no such warm-up and the same speed
     # afterwards.

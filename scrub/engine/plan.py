@@ -6,12 +6,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from scrub.engine.reasons import Reason
-from scrub.engine.rules import ExactKeyRule, PrefixRule, Rule, Source
+from scrub.engine.rules import AllowRule, ExactKeyRule, PrefixRule, Rule, Source
 from scrub.errors import UserInputError
 from scrub.keys import KeySet
-from scrub.lists.hashlist import HashList
+from scrub.lists.hashlist import HashList, ListFormat, read_hashlist
+from scrub.lists.store import ListStore
 from scrub.lists.types import UrlDigestType, UrlPrefix, get_type
 
 
@@ -21,6 +23,7 @@ class MatchPlan:
 
     sources: list[Source] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
+    allow: list[AllowRule] = field(default_factory=list)
 
     def required_roles(self) -> set[str]:
         return {role for rule in self.rules for role in rule.roles}
@@ -31,18 +34,27 @@ class MatchPlan:
             "sources": [{"label": s.label, "kind": s.kind, "digest": s.digest}
                         for s in self.sources],
             "rules": [r.describe() for r in self.rules],
+            "allow": [a.describe() for a in self.allow],
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def plan_from_hashlists(lists: Sequence[HashList]) -> MatchPlan:
-    """One exact-key rule per (list, type): content hashes and URL digests."""
+def plan_from_hashlists(lists: Sequence[HashList], *,
+                        allow: Sequence[tuple[HashList, Sequence[str]]] = (),
+                        names: Sequence[str] | None = None,
+                        sensitive: Sequence[bool] | None = None) -> MatchPlan:
+    """One rule per (list, type), plus allow rules suppressing matches of the named lists.
+
+    ``names`` are the lists' names for ``suppresses`` (default: their labels).
+    """
     plan = MatchPlan()
     labels = _unique_labels([hl.label for hl in lists])
-    for hashlist, label in zip(lists, labels):
+    for index, (hashlist, label) in enumerate(zip(lists, labels)):
         details = tuple(sorted((k, v) for k, v in hashlist.describe().items() if k != "label"))
         source = Source(id=len(plan.sources), label=label, kind="hashlist",
-                        digest=hashlist.sha256, sensitive=True, details=details)
+                        digest=hashlist.sha256,
+                        sensitive=True if sensitive is None else sensitive[index],
+                        details=details, name=names[index] if names else label)
         plan.sources.append(source)
         for type_name, keys in sorted(hashlist.keys.items()):
             key_type = get_type(type_name)
@@ -57,6 +69,16 @@ def plan_from_hashlists(lists: Sequence[HashList]) -> MatchPlan:
                 plan.rules.append(ExactKeyRule(key_type, KeySet(keys), _REASONS.get(
                     type_name, Reason.URL_HASH if issubclass(key_type, UrlDigestType)
                     else Reason.CONTENT_HASH), source))
+    for hashlist, suppresses in allow:
+        source = Source(id=len(plan.sources), label=hashlist.label, kind="allowlist",
+                        digest=hashlist.sha256, sensitive=False, name=hashlist.label)
+        plan.sources.append(source)
+        for type_name, keys in sorted(hashlist.keys.items()):
+            key_type = get_type(type_name)
+            if key_type.textual:
+                raise UserInputError(f"{hashlist.label}: an allow-list cannot hold {type_name} "
+                                     "entries", hint="allow exact values (hashes, URLs, hosts)")
+            plan.allow.append(AllowRule(key_type, KeySet(keys), frozenset(suppresses), source))
     return plan
 
 
@@ -73,3 +95,37 @@ def _unique_labels(labels: list[str]) -> list[str]:
         seen[label] = seen.get(label, 0) + 1
         out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
     return out
+
+
+def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListStore | None = None,
+                   key: bytes | None = None, type_name: str | None = None,
+                   fmt: ListFormat = ListFormat.auto) -> MatchPlan:
+    """The plan of ``scrub apply``: hash-list files plus stored lists (``NAME[@VERSION]``).
+
+    Stored allow-lists take part automatically when they suppress a selected list (their latest
+    version); naming an allow-list in ``refs`` selects it explicitly. Every list is read and
+    validated here, before anything is written.
+    """
+    lists = [read_hashlist(path, type_name=type_name, fmt=fmt) for path in files]
+    names = [hl.label for hl in lists]
+    sensitive = [True] * len(lists)
+    allow: list[tuple[HashList, list[str]]] = []
+    if refs:
+        store = store or ListStore()
+        chosen = [store.resolve(ref) for ref in refs]
+        for meta in chosen:
+            stored = store.load(meta.ref, key=key)
+            if meta.kind == "allow":
+                allow.append((stored.as_hashlist(), meta.suppresses))
+            else:
+                lists.append(stored.as_hashlist())
+                names.append(meta.name)
+                sensitive.append(meta.sensitive)
+        block_names = {m.name for m in chosen if m.kind == "block"}
+        explicit = {m.name for m in chosen if m.kind == "allow"}
+        for name, versions in sorted(store.catalog().items()):
+            latest = versions[-1]
+            if latest.kind == "allow" and name not in explicit \
+                    and block_names & set(latest.suppresses):
+                allow.append((store.load(latest.ref, key=key).as_hashlist(), latest.suppresses))
+    return plan_from_hashlists(lists, allow=allow, names=names, sensitive=sensitive)

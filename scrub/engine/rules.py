@@ -35,6 +35,8 @@ class Source:
     digest: str
     sensitive: bool = True
     details: tuple[tuple[str, object], ...] = ()
+    #: The list's name without its version (what allow-lists name in ``suppresses``).
+    name: str = ""
 
 
 class BatchView:
@@ -206,3 +208,28 @@ class PrefixRule(Rule):
     def describe(self) -> dict[str, object]:
         return {"kind": "prefix", "reason": self.reason.code, "source": self.source.label,
                 "entries": len(self.prefixes)}
+
+
+class AllowRule:
+    """An allow-list ("negative bank"): values of one key type whose matches by the named lists
+    are known false positives. It drops nothing; the kernel clears the matches it covers and
+    counts them as suppressed."""
+
+    def __init__(self, key_type: type[KeyType], keys: KeySet, suppresses: frozenset[str],
+                 source: Source) -> None:
+        self.key_type = key_type
+        self.keys = keys
+        self.suppresses = suppresses
+        self.source = source
+
+    def covers(self, rule: Rule) -> bool:
+        return (isinstance(rule, ExactKeyRule) and rule.key_type is self.key_type
+                and rule.source.name in self.suppresses)
+
+    def match(self, view: BatchView) -> np.ndarray:
+        keys, valid = view.keys_for(self.key_type)
+        return self.keys.contains(keys, valid)
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "allow", "type": self.key_type.name, "source": self.source.label,
+                "suppresses": sorted(self.suppresses), "entries": len(self.keys)}

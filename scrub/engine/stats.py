@@ -17,6 +17,7 @@ class ShardStats:
     removed_by_reason: dict[str, int] = field(default_factory=dict)
     removed_by_source: dict[str, int] = field(default_factory=dict)
     unmatchable: dict[str, int] = field(default_factory=dict)
+    suppressed_by_source: dict[str, int] = field(default_factory=dict)
     input_size: int = 0
     input_mtime_ns: int = 0
     output_size: int = 0
@@ -43,6 +44,7 @@ class Totals:
     removed_by_reason: Counter[str] = field(default_factory=Counter)
     removed_by_source: Counter[str] = field(default_factory=Counter)
     unmatchable: Counter[str] = field(default_factory=Counter)
+    suppressed_by_source: Counter[str] = field(default_factory=Counter)
 
     @property
     def removed(self) -> int:
@@ -58,4 +60,5 @@ class Totals:
             totals.removed_by_reason.update(stats.removed_by_reason)
             totals.removed_by_source.update(stats.removed_by_source)
             totals.unmatchable.update(stats.unmatchable)
+            totals.suppressed_by_source.update(stats.suppressed_by_source)
         return totals

@@ -12,8 +12,10 @@ Formats:
   are ignored. The type is ``--type`` or inferred from the value's form (32/40/64 hex digits for
   md5/sha1/sha256); a form that fits two types is an error asking for ``--type``.
 - ``csv``/``tsv``: a header naming ``value`` (or ``hash``) and ``type``; ``type`` may be left out
-  when ``--type`` is given. Other columns are ignored.
-- ``jsonl``: one object per line with ``value`` and ``type`` (``type`` optional with ``--type``).
+  when ``--type`` is given. A ``deleted`` column (1/true/yes) marks tombstones of a delta file.
+  Other columns are ignored.
+- ``jsonl``: one object per line with ``value`` and ``type`` (``type`` optional with ``--type``)
+  and optionally ``"deleted": true``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class HashList:
     sha256: str
     format: ListFormat
     keys: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Tombstones: entries a delta file withdraws (a ``deleted`` column or field set to true).
+    deleted: dict[str, np.ndarray] = field(default_factory=dict)
     entries: int = 0
     duplicates: int = 0
 
@@ -76,6 +80,7 @@ class HashList:
             "unique": sum(len(k) for k in self.keys.values()),
             "duplicates": self.duplicates,
             "types": self.counts(),
+            "deleted": {name: len(k) for name, k in sorted(self.deleted.items())},
         }
 
 
@@ -103,6 +108,7 @@ def read_hashlist(path: Path | str, *, type_name: str | None = None,
     digest = hashlib.sha256()
     result = HashList(label=label or path.name, path=path, sha256="", format=fmt)
     parts: dict[str, list[np.ndarray]] = {}
+    tombstones: dict[str, list[np.ndarray]] = {}
 
     lines = _iter_lines(path, digest)
     if fmt is ListFormat.text:
@@ -112,23 +118,30 @@ def read_hashlist(path: Path | str, *, type_name: str | None = None,
     else:
         typed = _typed_from_jsonl(path, lines, forced)
 
-    for key_type, numbers, values in typed:
+    for key_type, numbers, values, deleted in typed:
         keys, valid = key_type.normalize_column(values)
         if not valid.all():
             bad = int(numbers[np.argmin(valid)])
             raise InvalidListError(path, bad, f"expected {key_type.expected}")
+        if deleted:
+            tombstones.setdefault(key_type.name, []).append(keys)
+            continue
         parts.setdefault(key_type.name, []).append(keys)
         result.entries += len(keys)
 
     result.sha256 = digest.hexdigest()
-    if result.entries == 0:
+    result.deleted = {name: _unique(np.concatenate(chunks)) for name, chunks in tombstones.items()}
+    if result.entries == 0 and not result.deleted:
         raise InvalidListError(path, None, "the list holds no entries",
                                hint="a hash list has one value per line; # starts a comment")
     for name, chunks in parts.items():
-        merged = np.concatenate(chunks)
-        result.keys[name] = np.unique(merged) if merged.dtype == object else unique_keys(merged)
+        result.keys[name] = _unique(np.concatenate(chunks))
     result.duplicates = result.entries - sum(len(k) for k in result.keys.values())
     return result
+
+
+def _unique(keys: np.ndarray) -> np.ndarray:
+    return np.unique(keys) if keys.dtype == object else unique_keys(keys)
 
 
 def _resolve_type(path: Path, type_name: str | None) -> type[KeyType] | None:
@@ -233,7 +246,8 @@ def _chunk_lines(path: Path, data: bytes, first_line: int) -> _Lines:
     return _Lines(numbers=numbers, text=text.filter(pl.Series(keep)))
 
 
-_TypedChunk = tuple[type[KeyType], np.ndarray, pl.Series]
+# (type, line numbers, values, whether these are tombstones)
+_TypedChunk = tuple[type[KeyType], np.ndarray, pl.Series, bool]
 
 
 def _typed_from_text(path: Path, chunks: Iterator[_Lines],
@@ -246,7 +260,7 @@ def _typed_from_text(path: Path, chunks: Iterator[_Lines],
         if len(values) == 0:
             continue
         if forced is not None:
-            yield forced, numbers, values
+            yield forced, numbers, values, False
             continue
         yield from _infer_types(path, numbers, values, by_length)
 
@@ -280,13 +294,13 @@ def _infer_types(path: Path, numbers: np.ndarray, values: pl.Series,
             raise InvalidListError(path, int(numbers[np.argmax(rows)]),
                                    f"ambiguous value form: {length} hex digits may be {names}",
                                    hint="pass --type to say which")
-        yield types[0], numbers[rows], values.filter(pl.Series(rows))
+        yield types[0], numbers[rows], values.filter(pl.Series(rows)), False
 
 
 def _typed_from_delimited(path: Path, chunks: Iterator[_Lines], forced: type[KeyType] | None,
                           delimiter: str) -> Iterator[_TypedChunk]:
     header: list[str] | None = None
-    value_at = type_at = -1
+    value_at = type_at = deleted_at = -1
     for chunk in chunks:
         numbers, text = chunk.numbers, chunk.text
         comment = text.str.starts_with("#").to_numpy()
@@ -297,6 +311,7 @@ def _typed_from_delimited(path: Path, chunks: Iterator[_Lines], forced: type[Key
             header = [h.strip().lower() for h in next(csv.reader([text[0]], delimiter=delimiter))]
             value_at = next((header.index(c) for c in _VALUE_COLUMNS if c in header), -1)
             type_at = header.index("type") if "type" in header else -1
+            deleted_at = header.index("deleted") if "deleted" in header else -1
             if value_at < 0:
                 raise InvalidListError(path, int(numbers[0]),
                                        "the header names no 'value' (or 'hash') column")
@@ -307,11 +322,11 @@ def _typed_from_delimited(path: Path, chunks: Iterator[_Lines], forced: type[Key
             if len(text) == 0:
                 continue
         fields = _split_fields(path, numbers, text, delimiter, len(header))
-        values = fields[value_at]
-        if type_at < 0:
-            yield forced, numbers, values  # type: ignore[misc]
-            continue
-        yield from _group_by_type(path, numbers, fields[type_at], values)
+        types = (fields[type_at] if type_at >= 0
+                 else pl.Series([forced.name] * len(text)))  # type: ignore[union-attr]
+        deleted = (_truthy(fields[deleted_at]) if deleted_at >= 0
+                   else np.zeros(len(text), dtype=bool))
+        yield from _group_by_type(path, numbers, types, fields[value_at], deleted)
 
 
 def _split_fields(path: Path, numbers: np.ndarray, text: pl.Series, delimiter: str,
@@ -335,8 +350,12 @@ def _split_fields(path: Path, numbers: np.ndarray, text: pl.Series, delimiter: s
     return [parts.list.get(i).str.strip_chars() for i in range(width)]
 
 
-def _group_by_type(path: Path, numbers: np.ndarray, types: pl.Series,
-                   values: pl.Series) -> Iterator[_TypedChunk]:
+def _truthy(flags: pl.Series) -> np.ndarray:
+    return flags.str.to_lowercase().is_in(["1", "true", "yes", "y"]).fill_null(False).to_numpy()
+
+
+def _group_by_type(path: Path, numbers: np.ndarray, types: pl.Series, values: pl.Series,
+                   deleted: np.ndarray) -> Iterator[_TypedChunk]:
     names = types.str.to_lowercase()
     registry = registered_types()
     known = names.is_in(list(registry)).fill_null(False).to_numpy()
@@ -346,13 +365,15 @@ def _group_by_type(path: Path, numbers: np.ndarray, types: pl.Series,
                                f"unknown type; known types: {', '.join(sorted(registry))}")
     names_np = names.to_numpy()
     for name in sorted(set(names_np.tolist())):
-        rows = names_np == name
-        yield registry[name], numbers[rows], values.filter(pl.Series(rows))
+        for tomb in (False, True):
+            rows = (names_np == name) & (deleted == tomb)
+            if rows.any():
+                yield registry[name], numbers[rows], values.filter(pl.Series(rows)), tomb
 
 
 def _typed_from_jsonl(path: Path, chunks: Iterator[_Lines],
                       forced: type[KeyType] | None) -> Iterator[_TypedChunk]:
-    schema = pl.Struct({"type": pl.String, "value": pl.String})
+    schema = pl.Struct({"type": pl.String, "value": pl.String, "deleted": pl.Boolean})
     for chunk in chunks:
         try:
             decoded = chunk.text.str.json_decode(schema).struct.unnest()
@@ -372,7 +393,8 @@ def _typed_from_jsonl(path: Path, chunks: Iterator[_Lines],
                 raise InvalidListError(path, at, "the object has no 'type'",
                                        hint="add a type field or pass --type")
             types = types.fill_null(forced.name)
-        yield from _group_by_type(path, chunk.numbers, types, values)
+        deleted = decoded["deleted"].fill_null(False).to_numpy()
+        yield from _group_by_type(path, chunk.numbers, types, values, deleted)
 
 
 def _raise_first_bad_json(path: Path, chunk: _Lines) -> None:
@@ -387,3 +409,5 @@ def _raise_first_bad_json(path: Path, chunk: _Lines) -> None:
                                    "expected a JSON object with a string 'value'")
         if "type" in obj and not isinstance(obj["type"], str):
             raise InvalidListError(path, int(number), "'type' must be a string")
+        if "deleted" in obj and not isinstance(obj["deleted"], bool):
+            raise InvalidListError(path, int(number), "'deleted' must be true or false")

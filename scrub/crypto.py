@@ -1,0 +1,210 @@
+"""Keys, encryption at rest and Ed25519 signatures.
+
+- Data keys are 32 random bytes for AES-256-GCM, kept in a key file (base64 text, or the raw 32
+  bytes) with 0600 permissions, named by ``--key-file`` or ``SCRUB_KEY_FILE``; never by value on a
+  command line. A key is identified in metadata by a keyed fingerprint (:func:`key_id`), so a wrong
+  key is reported as such before any decryption is tried.
+- Encrypted files are a sequence of frames (at most 8 MiB of plaintext each), each sealed with its
+  own random nonce and bound, through the associated data, to the file's purpose, its position and
+  whether it is the last frame: frames cannot be reordered, dropped, truncated or moved to another
+  file without the tag failing. Memory stays bounded by one frame.
+- Signatures are detached Ed25519 signatures over a file's bytes (raw 64 bytes or base64), checked
+  against public keys in PEM SubjectPublicKeyInfo or raw 32-byte form.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from scrub.atomic import atomic_path
+from scrub.errors import ExternalSourceError, ScrubError, UserInputError
+
+KEY_ENV = "SCRUB_KEY_FILE"
+_MAGIC = b"SCRUBENC1\n"
+_FRAME = 8 << 20
+
+
+class KeyFileError(UserInputError):
+    """A key file is missing, malformed or does not fit the data (exit 2)."""
+
+
+def resolve_key_file(path: Path | str | None) -> Path | None:
+    """The key file named by flag or by ``SCRUB_KEY_FILE``; None when neither is set."""
+    if path:
+        return Path(path)
+    env = os.environ.get(KEY_ENV)
+    return Path(env) if env else None
+
+
+def load_key(path: Path | str) -> bytes:
+    """Read a 32-byte data key from a key file (base64 text or raw bytes)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read the key file ({exc.strerror})",
+                        hint="create one with `scrub keygen --output FILE`") from None
+    if len(data) == 32:
+        return data
+    try:
+        key = base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise KeyFileError(f"{path}: not a scrub key file (expected 32 bytes, base64 or raw)")
+    return key
+
+
+def write_key_file(path: Path | str, *, force: bool = False) -> bytes:
+    """Create a new random data key file with 0600 permissions; refuses to overwrite one."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise UserInputError(f"{path}: exists; refusing to overwrite a key",
+                             hint="choose another path (a lost key makes its data unreadable)")
+    key = AESGCM.generate_key(bit_length=256)
+    with atomic_path(path, private=True) as tmp:
+        tmp.write_bytes(base64.b64encode(key) + b"\n")
+    return key
+
+
+def key_id(key: bytes) -> str:
+    """A public fingerprint of a key (16 hex digits); reveals nothing usable about the key."""
+    return hashlib.sha256(b"scrub-key-id\x00" + key).hexdigest()[:16]
+
+
+def encrypt_stream(key: bytes, purpose: str, source: BinaryIO, target: BinaryIO) -> None:
+    """Encrypt everything readable from ``source`` into ``target`` as authenticated frames."""
+    aead = AESGCM(key)
+    target.write(_MAGIC)
+    index = 0
+    block = source.read(_FRAME)
+    while True:
+        following = source.read(_FRAME) if block else b""
+        last = not following
+        nonce = os.urandom(12)
+        sealed = aead.encrypt(nonce, block, _aad(purpose, index, last))
+        target.write(struct.pack(">I", len(sealed)) + nonce + sealed)
+        if last:
+            return
+        block, index = following, index + 1
+
+
+def decrypt_frames(key: bytes, purpose: str, source: BinaryIO, *, name: str) -> Iterator[bytes]:
+    """Yield the plaintext frames of an encrypted file; any tampering or wrong key fails."""
+    if source.read(len(_MAGIC)) != _MAGIC:
+        raise ScrubError(f"{name}: not a scrub encrypted file")
+    aead = AESGCM(key)
+    index = 0
+    while True:
+        head = source.read(16)
+        if len(head) < 16:
+            raise ScrubError(f"{name}: encrypted file is truncated")
+        (length,) = struct.unpack(">I", head[:4])
+        sealed = source.read(length)
+        if len(sealed) != length:
+            raise ScrubError(f"{name}: encrypted file is truncated")
+        for last in (False, True):
+            try:
+                plain = aead.decrypt(head[4:], sealed, _aad(purpose, index, last))
+            except InvalidTag:
+                continue
+            yield plain
+            if last:
+                if source.read(1):
+                    raise ScrubError(f"{name}: data after the last encrypted frame")
+                return
+            break
+        else:
+            raise KeyFileError(f"{name}: cannot decrypt (wrong key, or the file was altered)")
+        index += 1
+
+
+def _aad(purpose: str, index: int, last: bool) -> bytes:
+    return f"scrub\x00{purpose}\x00{index}\x00{int(last)}".encode()
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+def load_public_key(path: Path | str) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM SubjectPublicKeyInfo or raw 32 bytes."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserInputError(f"{path}: cannot read the public key ({exc.strerror})") from None
+    if len(data) == 32:
+        return Ed25519PublicKey.from_public_bytes(data)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise UserInputError(f"{path}: not an Ed25519 public key (PEM or raw 32 bytes)") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise UserInputError(f"{path}: the public key is not an Ed25519 key")
+    return key
+
+
+def public_key_bytes(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_key_fingerprint(raw: bytes) -> str:
+    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+def load_signature(path: Path | str) -> bytes:
+    """A detached Ed25519 signature: raw 64 bytes or base64 text."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserInputError(f"{path}: cannot read the signature ({exc.strerror})") from None
+    if len(data) == 64:
+        return data
+    try:
+        sig = base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        sig = b""
+    if len(sig) != 64:
+        raise ExternalSourceError(f"{path}: not an Ed25519 signature (64 bytes, raw or base64)")
+    return sig
+
+
+def verify_signature(public_raw: bytes, data_path: Path, signature: bytes) -> None:
+    """Check a detached signature over a file's bytes; ExternalSourceError (exit 3) if bad."""
+    key = Ed25519PublicKey.from_public_bytes(public_raw)
+    try:
+        key.verify(signature, data_path.read_bytes())
+    except InvalidSignature:
+        raise ExternalSourceError(f"{data_path}: the signature does not verify",
+                                  hint="the file or the signature was altered, or signed by "
+                                       "another key; nothing was stored") from None
+
+
+def write_signing_keypair(private_path: Path, public_path: Path, *, force: bool = False) -> str:
+    """A new Ed25519 key pair: PKCS#8 PEM private key (0600) and SubjectPublicKeyInfo PEM."""
+    for path in (private_path, public_path):
+        if path.exists() and not force:
+            raise UserInputError(f"{path}: exists; refusing to overwrite a key")
+    private = Ed25519PrivateKey.generate()
+    with atomic_path(private_path, private=True) as tmp:
+        tmp.write_bytes(private.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+    public = private.public_key()
+    with atomic_path(public_path) as tmp:
+        tmp.write_bytes(public.public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo))
+    return public_key_fingerprint(public_key_bytes(public))
