@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import os
 import struct
 from collections.abc import Iterator
@@ -99,6 +100,46 @@ def encrypt_stream(key: bytes, purpose: str, source: BinaryIO, target: BinaryIO)
         if last:
             return
         block, index = following, index + 1
+
+
+class EncryptingWriter(io.RawIOBase):
+    """A write-only file that encrypts what is written to it into ``target`` as frames.
+
+    Same format as :func:`encrypt_stream`, for producers that write (a parquet writer) rather
+    than being read from. Only one frame of plaintext is held at a time. ``close`` seals the last
+    frame; a writer that is not closed leaves a file that fails to decrypt (truncated).
+    """
+
+    def __init__(self, key: bytes, purpose: str, target: BinaryIO) -> None:
+        super().__init__()
+        self._aead = AESGCM(key)
+        self._purpose = purpose
+        self._target = target
+        self._buffer = bytearray()
+        self._index = 0
+        target.write(_MAGIC)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self._buffer += data
+        while len(self._buffer) > _FRAME:
+            self._seal(bytes(self._buffer[:_FRAME]), last=False)
+            del self._buffer[:_FRAME]
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._seal(bytes(self._buffer), last=True)
+            self._buffer.clear()
+        super().close()
+
+    def _seal(self, block: bytes, *, last: bool) -> None:
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, block, _aad(self._purpose, self._index, last))
+        self._target.write(struct.pack(">I", len(sealed)) + nonce + sealed)
+        self._index += 1
 
 
 def decrypt_frames(key: bytes, purpose: str, source: BinaryIO, *, name: str) -> Iterator[bytes]:

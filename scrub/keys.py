@@ -193,10 +193,18 @@ def unique_keys(keys: np.ndarray) -> np.ndarray:
     """
     if len(keys) == 0:
         return np.ascontiguousarray(keys)
+    if len(keys) > _PARTITION_ROWS:
+        return _unique_partitioned(keys)
+    return _unique_sorted(keys)
+
+
+def _unique_sorted(keys: np.ndarray) -> np.ndarray:
+    order = np.argsort(_prefix64(keys), kind="stable")
+    keys = keys[order]
+    del order
     prefix = _prefix64(keys)
-    order = np.argsort(prefix, kind="stable")
-    keys, prefix = keys[order], prefix[order]
     tie = prefix[1:] == prefix[:-1]
+    del prefix
     if not tie.any():
         return keys
     in_tie = np.zeros(len(keys), dtype=bool)
@@ -206,6 +214,25 @@ def unique_keys(keys: np.ndarray) -> np.ndarray:
     merged = np.concatenate([keys[~in_tie], resolved])
     # Stable by prefix: rows sharing a prefix all come from ``resolved``, already in byte order.
     return merged[np.argsort(_prefix64(merged), kind="stable")]
+
+
+# Above this many keys, sort in 16 partitions by the first 4 bits: the transient index and copy
+# then cover 1/16 of the keys at a time (20M md5 keys: ~700 MB peak instead of ~1.1 GB).
+_PARTITION_ROWS = 1 << 22
+
+
+def _unique_partitioned(keys: np.ndarray) -> np.ndarray:
+    top = keys[:, 0] >> 4
+    out = np.empty_like(keys)
+    used = 0
+    for part in range(16):
+        rows = np.flatnonzero(top == part)
+        if len(rows) == 0:
+            continue
+        chunk = _unique_sorted(keys[rows])
+        out[used: used + len(chunk)] = chunk
+        used += len(chunk)
+    return out[:used]
 
 
 def _unique_rows(keys: np.ndarray) -> np.ndarray:

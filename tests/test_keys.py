@@ -87,3 +87,15 @@ def test_unique_keys_equals_sorted_set_with_duplicates_and_prefix_ties(
         if shared and width > 8:
             keys[: len(keys) // 2, :8] = keys[0, :8]  # many keys share their first 8 bytes
     assert [bytes(k) for k in unique_keys(keys)] == sorted({bytes(k) for k in keys})
+
+
+def test_partitioned_unique_equals_the_direct_one(monkeypatch) -> None:
+    from scrub import keys as keys_module
+
+    rng = np.random.default_rng(9)
+    keys = rng.integers(0, 256, (3000, 16), dtype=np.uint8)
+    keys = np.concatenate([keys, keys[:300]])
+    keys[:40, :8] = keys[0, :8]
+    direct = unique_keys(keys)
+    monkeypatch.setattr(keys_module, "_PARTITION_ROWS", 100)
+    assert np.array_equal(unique_keys(keys), direct)

@@ -35,9 +35,15 @@ import pyarrow as pa
 
 from scrub.errors import InvalidListError
 from scrub.keys import unique_keys
-from scrub.lists.types import KeyType, get_type, inferable_by_width, registered_types
+from scrub.lists.types import (
+    HexDigestType,
+    KeyType,
+    get_type,
+    inferable_by_width,
+    registered_types,
+)
 
-_CHUNK_BYTES = 32 << 20
+_CHUNK_BYTES = 8 << 20
 _VALUE_COLUMNS = ("value", "hash")
 _COMMENT = r"(^|\s)#.*$"
 
@@ -107,8 +113,12 @@ def read_hashlist(path: Path | str, *, type_name: str | None = None,
         fmt = _detect_format(path)
     digest = hashlib.sha256()
     result = HashList(label=label or path.name, path=path, sha256="", format=fmt)
-    parts: dict[str, list[np.ndarray]] = {}
-    tombstones: dict[str, list[np.ndarray]] = {}
+    # A list cannot hold more entries of a type than the file has lines of that width, so each
+    # type gets one buffer of that size: untouched pages cost no memory, and there is no
+    # concatenation (which would hold every key twice).
+    size = path.stat().st_size
+    parts: dict[str, _Growing] = {}
+    tombstones: dict[str, _Growing] = {}
 
     lines = _iter_lines(path, digest)
     if fmt is ListFormat.text:
@@ -123,21 +133,47 @@ def read_hashlist(path: Path | str, *, type_name: str | None = None,
         if not valid.all():
             bad = int(numbers[np.argmin(valid)])
             raise InvalidListError(path, bad, f"expected {key_type.expected}")
-        if deleted:
-            tombstones.setdefault(key_type.name, []).append(keys)
-            continue
-        parts.setdefault(key_type.name, []).append(keys)
-        result.entries += len(keys)
+        target = tombstones if deleted else parts
+        if key_type.name not in target:
+            target[key_type.name] = _Growing(key_type, size)
+        target[key_type.name].append(keys)
+        if not deleted:
+            result.entries += len(keys)
 
     result.sha256 = digest.hexdigest()
-    result.deleted = {name: _unique(np.concatenate(chunks)) for name, chunks in tombstones.items()}
+    result.deleted = {name: _unique(buffer.take()) for name, buffer in tombstones.items()}
     if result.entries == 0 and not result.deleted:
         raise InvalidListError(path, None, "the list holds no entries",
                                hint="a hash list has one value per line; # starts a comment")
-    for name, chunks in parts.items():
-        result.keys[name] = _unique(np.concatenate(chunks))
+    for name in list(parts):
+        result.keys[name] = _unique(parts.pop(name).take())
     result.duplicates = result.entries - sum(len(k) for k in result.keys.values())
     return result
+
+
+class _Growing:
+    """An append-only key buffer sized for the worst case up front (virtual memory only)."""
+
+    def __init__(self, key_type: type[KeyType], file_size: int) -> None:
+        # The bound holds for hex values only (each takes at least 2 * width + 1 bytes).
+        self.textual = not issubclass(key_type, HexDigestType)
+        self.parts: list[np.ndarray] = []
+        if not self.textual:
+            rows = file_size // (2 * key_type.width + 1) + 1
+            self.buffer = np.empty((rows, key_type.width), dtype=np.uint8)
+        self.used = 0
+
+    def append(self, keys: np.ndarray) -> None:
+        if self.textual:
+            self.parts.append(keys)
+            return
+        self.buffer[self.used: self.used + len(keys)] = keys
+        self.used += len(keys)
+
+    def take(self) -> np.ndarray:
+        if self.textual:
+            return np.concatenate(self.parts)
+        return self.buffer[: self.used]
 
 
 def _unique(keys: np.ndarray) -> np.ndarray:

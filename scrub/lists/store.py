@@ -4,9 +4,9 @@ Layout under the store root (``$SCRUB_HOME/lists``, default ``~/.local/share/scr
 
 - ``catalog.json``: metadata of every list version (provenance, counts, digests; never values);
 - ``trust.json``: the Ed25519 public keys registered per source organisation;
-- ``data/NAME/VERSION.parquet`` (public) or ``.parquet.enc`` (sensitive, AES-256-GCM frames):
-  one row per entry, ``type`` and ``key`` (fixed-width binary digests; canonical text for URL
-  prefixes), never hex strings;
+- ``data/NAME/VERSION/TYPE.parquet`` (public) or ``TYPE.parquet.enc`` (sensitive, AES-256-GCM
+  frames, encrypted as written): one ``key`` column per type, fixed-width binary (canonical text
+  for URL prefixes), never hex strings;
 - ``.lock``: taken (``flock``) by every writer, so concurrent imports never corrupt the store.
 
 Every version stays addressable as ``NAME@VERSION`` (``NAME`` alone is the latest), so a release
@@ -33,14 +33,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scrub.atomic import atomic_path, atomic_write_json
 from scrub.crypto import (
+    EncryptingWriter,
     KeyFileError,
     decrypt_frames,
-    encrypt_stream,
     key_id,
     load_public_key,
     load_signature,
@@ -85,6 +84,8 @@ class ListVersion:
     added: int = 0
     removed: int = 0
     stored: str = ""
+    #: sha256 of each stored file, by type; ``stored_sha256`` digests this mapping.
+    files: dict[str, str] = field(default_factory=dict)
     stored_sha256: str = ""
     key_id: str | None = None
 
@@ -149,29 +150,23 @@ class ListStore:
         return StoredList(meta=meta, keys=self._read_keys(meta, key))
 
     def _read_keys(self, meta: ListVersion, key: bytes | None) -> dict[str, np.ndarray]:
-        path = self.root / meta.stored
-        if meta.sensitive:
-            data = self._decrypted(meta, path, key)
-        else:
-            data = path.read_bytes()
-        table = pq.read_table(io.BytesIO(data))
         keys: dict[str, np.ndarray] = {}
-        type_col = table.column("type").combine_chunks()
-        key_col = table.column("key").combine_chunks()
-        for name in sorted(meta.counts):
-            values = key_col.filter(pc.equal(type_col, name))
-            key_type = get_type(name)
-            if key_type.textual:
-                keys[name] = np.array(values.cast(pa.string()).to_pylist(), dtype=object)
+        for name in sorted(meta.files):
+            path = self.root / meta.stored / _file_name(name, meta.sensitive)
+            data = self._decrypted(meta, name, path, key) if meta.sensitive else path.read_bytes()
+            column = pq.read_table(pa.BufferReader(data)).column("key").combine_chunks()
+            del data
+            if get_type(name).textual:
+                keys[name] = np.array(column.to_pylist(), dtype=object)
             else:
-                fixed = values.cast(pa.binary(key_type.width))
-                raw = np.frombuffer(fixed.buffers()[1], dtype=np.uint8)
-                start = fixed.offset * key_type.width
-                keys[name] = raw[start: start + len(fixed) * key_type.width] \
-                    .reshape(-1, key_type.width).copy()
+                width = column.type.byte_width
+                raw = np.frombuffer(column.buffers()[1], dtype=np.uint8)
+                keys[name] = raw[column.offset * width:(column.offset + len(column)) * width] \
+                    .reshape(-1, width)
         return keys
 
-    def _decrypted(self, meta: ListVersion, path: Path, key: bytes | None) -> bytes:
+    def _decrypted(self, meta: ListVersion, type_name: str, path: Path,
+                   key: bytes | None) -> bytes:
         if key is None:
             raise KeyFileError(f"{meta.ref} is sensitive and encrypted; a key file is needed",
                                hint="pass --key-file or set SCRUB_KEY_FILE")
@@ -179,7 +174,8 @@ class ListStore:
             raise KeyFileError(f"{meta.ref}: the key file is not the key this list was "
                                "encrypted with")
         with open(path, "rb") as handle:
-            return b"".join(decrypt_frames(key, _purpose(meta), handle, name=meta.ref))
+            return b"".join(decrypt_frames(key, _purpose(meta, type_name), handle,
+                                           name=meta.ref))
 
     def trusted_keys(self) -> dict[str, dict[str, str]]:
         if not self.trust_path.is_file():
@@ -270,7 +266,9 @@ class ListStore:
                 entries=parsed.entries, duplicates=parsed.duplicates, delta=is_delta,
                 added=added, removed=removed,
                 key_id=key_id(key) if sensitive and key is not None else None)
-            meta.stored, meta.stored_sha256 = self._write_keys(meta, keys, key)
+            meta.stored, meta.files = self._write_keys(meta, keys, key)
+            meta.stored_sha256 = hashlib.sha256(
+                json.dumps(meta.files, sort_keys=True).encode()).hexdigest()
             catalog = self.catalog()
             catalog.setdefault(name, []).append(meta)
             self._write_catalog(catalog)
@@ -290,7 +288,7 @@ class ListStore:
                 del catalog[name]
             self._write_catalog(catalog)
             for meta in gone:
-                (self.root / meta.stored).unlink(missing_ok=True)
+                shutil.rmtree(self.root / meta.stored, ignore_errors=True)
             if name not in catalog:
                 shutil.rmtree(self.root / "data" / name, ignore_errors=True)
         return gone
@@ -300,13 +298,17 @@ class ListStore:
         problems: list[str] = []
         for versions in self.catalog().values():
             for meta in versions:
-                path = self.root / meta.stored
-                if not path.is_file():
-                    problems.append(f"{meta.ref}: stored file is missing")
-                    continue
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                if digest != meta.stored_sha256:
-                    problems.append(f"{meta.ref}: stored file was altered (sha256 differs)")
+                damaged = False
+                for name, digest in sorted(meta.files.items()):
+                    path = self.root / meta.stored / _file_name(name, meta.sensitive)
+                    if not path.is_file():
+                        problems.append(f"{meta.ref}: stored {name} file is missing")
+                        damaged = True
+                    elif _file_sha256(path) != digest:
+                        problems.append(f"{meta.ref}: stored {name} file was altered "
+                                        "(sha256 differs)")
+                        damaged = True
+                if damaged:
                     continue
                 if meta.sensitive and (key is None or key_id(key) != meta.key_id):
                     continue  # contents checked only with the right key
@@ -320,36 +322,32 @@ class ListStore:
         return problems
 
     def _write_keys(self, meta: ListVersion, keys: dict[str, np.ndarray],
-                    key: bytes | None) -> tuple[str, str]:
-        types, values = [], []
+                    key: bytes | None) -> tuple[str, dict[str, str]]:
+        """One parquet file per type (fixed-width binary keys; text for URL prefixes),
+        encrypted on the fly for sensitive lists: no plaintext ever reaches the disk."""
+        folder = Path("data") / meta.name / meta.version
+        (self.root / folder).mkdir(parents=True, exist_ok=True)
+        digests: dict[str, str] = {}
         for name, array in sorted(keys.items()):
             if get_type(name).textual:
-                column = pa.array(array.tolist(), type=pa.string()).cast(pa.binary())
+                column = pa.array(array.tolist(), type=pa.string())
             else:
                 width = array.shape[1]
                 column = pa.FixedSizeBinaryArray.from_buffers(
-                    pa.binary(width), len(array), [None, pa.py_buffer(array.tobytes())]
-                ).cast(pa.binary())
-            values.append(column)
-            types.append(pa.array([name] * len(array), type=pa.string()))
-        table = pa.table({
-            "type": pa.concat_arrays(types) if types else pa.array([], pa.string()),
-            "key": pa.concat_arrays(values) if values else pa.array([], pa.binary()),
-        })
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
-        buffer.seek(0)
-        suffix = ".parquet.enc" if meta.sensitive else ".parquet"
-        relative = Path("data") / meta.name / f"{meta.version}{suffix}"
-        target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target, private=meta.sensitive) as tmp:
-            with open(tmp, "wb") as handle:
-                if meta.sensitive:
-                    encrypt_stream(key or b"", _purpose(meta), buffer, handle)
-                else:
-                    shutil.copyfileobj(buffer, handle)
-        return relative.as_posix(), hashlib.sha256(target.read_bytes()).hexdigest()
+                    pa.binary(width), len(array),
+                    [None, pa.py_buffer(np.ascontiguousarray(array))])
+            table = pa.table({"key": column})
+            target = self.root / folder / _file_name(name, meta.sensitive)
+            with atomic_path(target, private=meta.sensitive) as tmp:
+                with open(tmp, "wb") as handle:
+                    if meta.sensitive:
+                        sink = EncryptingWriter(key or b"", _purpose(meta, name), handle)
+                        pq.write_table(table, sink, compression="zstd")
+                        sink.close()
+                    else:
+                        pq.write_table(table, handle, compression="zstd")
+            digests[name] = _file_sha256(target)
+        return folder.as_posix(), digests
 
     def _write_catalog(self, catalog: dict[str, list[ListVersion]]) -> None:
         atomic_write_json(self.catalog_path,
@@ -360,8 +358,20 @@ class ListStore:
 _URL_DIGESTS = frozenset({"url_md5", "url_sha1", "url_sha256"})
 
 
-def _purpose(meta: ListVersion) -> str:
-    return f"list:{meta.name}@{meta.version}"
+def _purpose(meta: ListVersion, type_name: str) -> str:
+    return f"list:{meta.name}@{meta.version}:{type_name}"
+
+
+def _file_name(type_name: str, sensitive: bool) -> str:
+    return f"{type_name}.parquet.enc" if sensitive else f"{type_name}.parquet"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _check_name(value: str, what: str) -> None:

@@ -47,13 +47,15 @@ def test_sensitive_list_round_trips_and_never_lies_in_clear(store: ListStore, ke
                                                             tmp_path: Path) -> None:
     source = write_list(tmp_path / "p.txt", MD5S)
     meta = store.import_list(source, name="partner", source="ncmec", version="2026.1", key=key)
-    assert meta.sensitive and meta.stored.endswith(".enc") and meta.counts == {"md5": 200}
+    assert meta.sensitive and meta.counts == {"md5": 200}
+    stored = store.root / meta.stored / "md5.parquet.enc"
+    assert stored.is_file()
     assert hexes(store.load("partner", key=key).keys["md5"]) == set(MD5S)
     raw = store_bytes(store)
     for value in MD5S:
         assert value.encode() not in raw and value.upper().encode() not in raw
         assert bytes.fromhex(value) not in raw
-    assert (store.root / meta.stored).stat().st_mode & 0o777 == 0o600
+    assert stored.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_sensitive_list_needs_a_key_and_the_right_one(store: ListStore, key: bytes,
@@ -73,7 +75,7 @@ def test_a_sensitive_list_needs_a_key_and_the_right_one(store: ListStore, key: b
 def test_tampered_ciphertext_is_detected(store: ListStore, key: bytes, tmp_path: Path) -> None:
     meta = store.import_list(write_list(tmp_path / "p.txt", MD5S), name="partner",
                              source="ncmec", version="1", key=key)
-    path = store.root / meta.stored
+    path = store.root / meta.stored / "md5.parquet.enc"
     data = bytearray(path.read_bytes())
     data[-5] ^= 1
     path.write_bytes(bytes(data))
@@ -188,8 +190,8 @@ def test_rm_and_verify(store: ListStore, key: bytes, tmp_path: Path) -> None:
     assert store.verify(key=key) == []
     assert [m.ref for m in store.remove("p@1")] == ["p@1"]
     assert [m.version for m in store.catalog()["p"]] == ["2"]
-    (store.root / store.resolve("p").stored).unlink()
-    assert store.verify(key=key) == ["p@2: stored file is missing"]
+    (store.root / store.resolve("p").stored / "md5.parquet.enc").unlink()
+    assert store.verify(key=key) == ["p@2: stored md5 file is missing"]
     store.remove("p")
     assert store.catalog() == {}
 
