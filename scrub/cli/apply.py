@@ -38,6 +38,8 @@ def apply_command(
                                              "url_md5, url_sha1, url_sha256 (default: inferred)."),
     list_format: ListFormat = typer.Option(ListFormat.auto, "--format",
                                            help="Hash-list file format."),
+    site: Optional[str] = typer.Option(None, "--site", metavar="URL",
+                                       help="The site of tdmrep.json / robots-style files."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1,
                                           help="Worker processes (default: all cores)."),
     column: list[str] = typer.Option([], "--column", metavar="ROLE=NAME",
@@ -57,7 +59,7 @@ def apply_command(
     def build_plan() -> MatchPlan:
         # Every list is read and validated before OUTPUT is touched: a bad list writes nothing.
         return plan_for_apply(hashlist, stored, store=ListStore(store) if store else None,
-                              key=key, type_name=type_, fmt=list_format)
+                              key=key, type_name=type_, fmt=list_format, site=site)
 
     result = run_apply(build_plan, input, output, workers=workers, force=force,
                        column_overrides=overrides, progress=not quiet)

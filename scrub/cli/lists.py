@@ -63,6 +63,8 @@ def import_command(
                                          help="For an allow-list: a list it suppresses."),
     delta: bool = typer.Option(False, "--delta",
                                help="Add to the previous version instead of replacing it."),
+    site: Optional[str] = typer.Option(None, "--site", metavar="URL",
+                                       help="The site of a tdmrep.json or robots-style file."),
     key_file: Optional[Path] = KEY_FILE,
     store: Optional[Path] = STORE,
     as_json: bool = AS_JSON,
@@ -71,7 +73,7 @@ def import_command(
     meta = _store(store).import_list(
         file, name=name, source=source, version=version, type_name=type_, fmt=list_format,
         sensitive=sensitive, signature=signature, terms=terms, kind=kind,
-        suppresses=suppresses, delta=delta, key=_key(key_file))
+        suppresses=suppresses, delta=delta, key=_key(key_file), site=site)
     typer.echo(json.dumps(asdict(meta), indent=2) if as_json else f"stored {_summary(meta)}")
 
 

@@ -99,14 +99,14 @@ def _unique_labels(labels: list[str]) -> list[str]:
 
 def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListStore | None = None,
                    key: bytes | None = None, type_name: str | None = None,
-                   fmt: ListFormat = ListFormat.auto) -> MatchPlan:
+                   fmt: ListFormat = ListFormat.auto, site: str | None = None) -> MatchPlan:
     """The plan of ``scrub apply``: hash-list files plus stored lists (``NAME[@VERSION]``).
 
     Stored allow-lists take part automatically when they suppress a selected list (their latest
     version); naming an allow-list in ``refs`` selects it explicitly. Every list is read and
     validated here, before anything is written.
     """
-    lists = [read_hashlist(path, type_name=type_name, fmt=fmt) for path in files]
+    lists = [read_hashlist(path, type_name=type_name, fmt=fmt, site=site) for path in files]
     names = [hl.label for hl in lists]
     sensitive = [True] * len(lists)
     allow: list[tuple[HashList, list[str]]] = []

@@ -16,6 +16,14 @@ Formats:
   Other columns are ignored.
 - ``jsonl``: one object per line with ``value`` and ``type`` (``type`` optional with ``--type``)
   and optionally ``"deleted": true``.
+- ``tdmrep``: a W3C TDMRep ``/.well-known/tdmrep.json`` of one site (``site``): each ``location``
+  with ``"tdm-reservation": 1`` becomes a ``url_prefix`` on that site (a trailing ``*`` is the
+  prefix wildcard).
+- ``robots``: a robots.txt-style file for one site: each ``Disallow: /path`` becomes a
+  ``url_prefix`` on it (``/path$`` an exact ``url``).
+
+In both site formats, exceptions (``tdm-reservation: 0`` rules, ``Allow:`` lines) are ignored:
+scrub removes the whole reserved prefix, erring on the side of the opt-out.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from scrub.lists.types import (
     inferable_by_width,
     registered_types,
 )
+from scrub.urls import canonical_url
 
 _CHUNK_BYTES = 8 << 20
 _VALUE_COLUMNS = ("value", "hash")
@@ -56,6 +65,8 @@ class ListFormat(str, Enum):
     csv = "csv"
     tsv = "tsv"
     jsonl = "jsonl"
+    tdmrep = "tdmrep"
+    robots = "robots"
 
 
 @dataclass
@@ -99,7 +110,8 @@ class _Lines:
 
 
 def read_hashlist(path: Path | str, *, type_name: str | None = None,
-                  fmt: ListFormat = ListFormat.auto, label: str | None = None) -> HashList:
+                  fmt: ListFormat = ListFormat.auto, label: str | None = None,
+                  site: str | None = None) -> HashList:
     """Parse a hash-list file.
 
     Raises :class:`InvalidListError` (exit 2) naming the file and line for every malformed entry,
@@ -121,7 +133,9 @@ def read_hashlist(path: Path | str, *, type_name: str | None = None,
     tombstones: dict[str, _Growing] = {}
 
     lines = _iter_lines(path, digest)
-    if fmt is ListFormat.text:
+    if fmt in (ListFormat.tdmrep, ListFormat.robots):
+        typed = _typed_from_site_file(path, lines, fmt, site)
+    elif fmt is ListFormat.text:
         typed = _typed_from_text(path, lines, forced)
     elif fmt in (ListFormat.csv, ListFormat.tsv):
         typed = _typed_from_delimited(path, lines, forced, "," if fmt is ListFormat.csv else "\t")
@@ -191,6 +205,8 @@ def _resolve_type(path: Path, type_name: str | None) -> type[KeyType] | None:
 
 
 def _detect_format(path: Path) -> ListFormat:
+    if path.name.lower() == "tdmrep.json":
+        return ListFormat.tdmrep
     suffixes = [s.lower() for s in path.suffixes]
     for suffix in reversed(suffixes):
         if suffix == ".csv":
@@ -200,7 +216,7 @@ def _detect_format(path: Path) -> ListFormat:
         if suffix in (".jsonl", ".ndjson"):
             return ListFormat.jsonl
         if suffix == ".txt":
-            return ListFormat.text
+            return ListFormat.robots if path.name.lower() == "robots.txt" else ListFormat.text
     with path.open("rb") as handle:
         head = handle.read(4096)
     for raw in head.splitlines():
@@ -209,6 +225,10 @@ def _detect_format(path: Path) -> ListFormat:
             continue
         if line.startswith(b"{"):
             return ListFormat.jsonl
+        if line.startswith(b"["):
+            return ListFormat.tdmrep
+        if line.lower().startswith((b"user-agent:", b"disallow:", b"allow:")):
+            return ListFormat.robots
         lowered = line.lower()
         if b"," in line and (b"value" in lowered or b"hash" in lowered):
             return ListFormat.csv
@@ -447,3 +467,87 @@ def _raise_first_bad_json(path: Path, chunk: _Lines) -> None:
             raise InvalidListError(path, int(number), "'type' must be a string")
         if "deleted" in obj and not isinstance(obj["deleted"], bool):
             raise InvalidListError(path, int(number), "'deleted' must be true or false")
+
+
+def _typed_from_site_file(path: Path, chunks: Iterator[_Lines], fmt: ListFormat,
+                          site: str | None) -> Iterator[_TypedChunk]:
+    """Prefix (and exact URL) rules of one site from a TDMRep or robots-style file."""
+    origin = _site_origin(path, site)
+    numbers: list[int] = []
+    lines: list[str] = []
+    for chunk in chunks:
+        numbers.extend(chunk.numbers.tolist())
+        lines.extend(chunk.text.to_list())
+    if fmt is ListFormat.tdmrep:
+        rules = _tdmrep_rules(path, numbers, lines)
+    else:
+        rules = _robots_rules(path, numbers, lines)
+    prefix_rows = [(n, origin + p) for n, p, exact in rules if not exact]
+    exact_rows = [(n, origin + p) for n, p, exact in rules if exact]
+    for key_type, rows in ((get_type("url_prefix"), prefix_rows), (get_type("url"), exact_rows)):
+        if rows:
+            yield (key_type, np.array([n for n, _ in rows], dtype=np.int64),
+                   pl.Series([v for _, v in rows], dtype=pl.String), False)
+
+
+def _site_origin(path: Path, site: str | None) -> str:
+    if not site:
+        raise InvalidListError(path, None, "a site file needs the site it belongs to",
+                               hint="pass --site https://host")
+    canonical = canonical_url(site)
+    if canonical is None:
+        raise InvalidListError(path, None, "--site is not a URL",
+                               hint="pass --site https://host")
+    scheme, _, rest = canonical.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def _checked_path(path: Path, number: int, location: str) -> tuple[str, bool]:
+    """A location as a prefix: a trailing ``*`` is dropped, ``$`` makes it exact."""
+    exact = location.endswith("$")
+    location = location[:-1] if exact else location.rstrip("*")
+    if not location.startswith("/"):
+        raise InvalidListError(path, number, "expected a path starting with /")
+    if "*" in location or "$" in location:
+        raise InvalidListError(path, number,
+                               "wildcards are supported only at the end of a path")
+    return location, exact
+
+
+def _tdmrep_rules(path: Path, numbers: list[int],
+                  lines: list[str]) -> list[tuple[int, str, bool]]:
+    try:
+        document = json.loads("\n".join(lines))
+    except ValueError as exc:
+        raise InvalidListError(path, None, f"not valid JSON ({exc.msg} at line "
+                               f"{numbers[exc.lineno - 1] if lines else 1})") from None
+    if not isinstance(document, list):
+        raise InvalidListError(path, None, "expected a JSON array of TDMRep rules")
+    rules: list[tuple[int, str, bool]] = []
+    for index, entry in enumerate(document, start=1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("location"), str):
+            raise InvalidListError(path, None, f"rule {index}: expected an object with a "
+                                               "string 'location'")
+        reservation = entry.get("tdm-reservation")
+        if reservation not in (0, 1):
+            raise InvalidListError(path, None, f"rule {index}: 'tdm-reservation' must be 0 or 1")
+        if reservation == 1:
+            location, exact = _checked_path(path, index, entry["location"])
+            rules.append((index, location, exact))
+    return rules
+
+
+def _robots_rules(path: Path, numbers: list[int],
+                  lines: list[str]) -> list[tuple[int, str, bool]]:
+    rules: list[tuple[int, str, bool]] = []
+    for number, line in zip(numbers, lines):
+        text = line.split("#", 1)[0].strip()
+        field, sep, value = text.partition(":")
+        if not sep:
+            if text:
+                raise InvalidListError(path, number, "expected 'Field: value'")
+            continue
+        if field.strip().lower() == "disallow" and value.strip():
+            location, exact = _checked_path(path, number, value.strip())
+            rules.append((number, location, exact))
+    return rules

@@ -209,7 +209,8 @@ class ListStore:
                     type_name: str | None = None, fmt: ListFormat = ListFormat.auto,
                     sensitive: bool | None = None, signature: Path | str | None = None,
                     terms: str = "", kind: str = "block", suppresses: list[str] | None = None,
-                    delta: bool = False, key: bytes | None = None) -> ListVersion:
+                    delta: bool = False, key: bytes | None = None,
+                    site: str | None = None) -> ListVersion:
         """Validate, verify and store a new list version; nothing is stored on any failure.
 
         Hash sets are sensitive by default (opt-out registries of URLs, hosts and domains are
@@ -237,7 +238,8 @@ class ListStore:
             raise ExternalSourceError(f"{path}: a signature was given but source {source!r} has "
                                       "no registered key",
                                       hint=f"run `scrub lists trust --source {source} --key ...`")
-        parsed = read_hashlist(path, type_name=type_name, fmt=fmt, label=f"{name}@{version}")
+        parsed = read_hashlist(path, type_name=type_name, fmt=fmt, label=f"{name}@{version}",
+                               site=site)
         if sensitive is None:
             sensitive = not all(get_type(t).target == "url" and t not in _URL_DIGESTS
                                 for t in (set(parsed.keys) | set(parsed.deleted)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,37 @@ def test_line_numbers_stay_right_across_chunks(tmp_path: Path,
     path.write_text("\n".join(lines))
     parsed = read_hashlist(path)
     assert hexes(parsed.keys["md5"]) == sorted(values)
+
+
+def test_tdmrep_reservations_become_prefixes_on_the_site(tmp_path: Path) -> None:
+    path = write(tmp_path, "tdmrep.json", json.dumps([
+        {"location": "/images/*", "tdm-reservation": 1, "tdm-policy": "https://x/policy"},
+        {"location": "/public/*", "tdm-reservation": 0},
+        {"location": "/a.jpg$", "tdm-reservation": 1},
+    ]))
+    parsed = read_hashlist(path, site="HTTPS://Artist.Example")
+    assert parsed.format is ListFormat.tdmrep
+    assert parsed.keys["url_prefix"].tolist() == ["https://artist.example/images/"]
+    assert bytes(parsed.keys["url"][0]) == hashlib.sha256(b"https://artist.example/a.jpg").digest()
+    with pytest.raises(InvalidListError, match="needs the site"):
+        read_hashlist(path)
+
+
+def test_tdmrep_errors_name_the_rule(tmp_path: Path) -> None:
+    path = write(tmp_path, "tdmrep.json", json.dumps([{"location": "/a/*/b", "tdm-reservation": 1}]))
+    with pytest.raises(InvalidListError, match="wildcards"):
+        read_hashlist(path, site="https://a.example")
+    path = write(tmp_path, "tdmrep.json", json.dumps([{"location": "/a", "tdm-reservation": 2}]))
+    with pytest.raises(InvalidListError, match="rule 1: 'tdm-reservation' must be 0 or 1"):
+        read_hashlist(path, site="https://a.example")
+
+
+def test_robots_disallow_lines_become_prefixes(tmp_path: Path) -> None:
+    path = write(tmp_path, "robots.txt", "User-agent: *\nDisallow: /private/  # ours\n"
+                                         "Allow: /private/ok\nDisallow:\nDisallow: /x*\n")
+    parsed = read_hashlist(path, site="https://a.example/ignored/path")
+    assert sorted(parsed.keys["url_prefix"].tolist()) == ["https://a.example/private/",
+                                                          "https://a.example/x"]
+    bad = write(tmp_path, "robots.txt", "Disallow: private\n")
+    with pytest.raises(InvalidListError, match=r"robots\.txt:1: expected a path"):
+        read_hashlist(bad, site="https://a.example")
