@@ -43,13 +43,8 @@ _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _UNSAFE_ASCII = ' "<>\\^`{|}'
 _HEXDIGITS = "0123456789abcdefABCDEF"
 
-# scheme, userinfo, host, port, path, query (fragment dropped). Hosts may be bracketed IPv6.
-_URL = re.compile(
-    r"^([A-Za-z][A-Za-z0-9+.\-]*)://(?:([^@/?#]*)@)?(\[[^\]/?#]*\]|[^:/?#]*)(?::([^/?#]*))?"
-    r"([^?#]*)(?:\?([^#]*))?(?:#.*)?$", re.S)
-_POLARS_URL = (
-    r"^([A-Za-z][A-Za-z0-9+.\-]*)://(?:([^@/?#]*)@)?(\[[^\]/?#]*\]|[^:/?#]*)(?::([^/?#]*))?"
-    r"([^?#]*)(?:\?([^#]*))?(?:#.*)?$")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+_COMMON_SCHEMES = ["http", "https", "ftp", "HTTP", "HTTPS", "FTP"]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 
@@ -58,18 +53,47 @@ _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 # Reference implementation, one URL at a time.
 
 
+def split_url(text: str) -> tuple[str, str | None, str, str | None, str, str | None] | None:
+    """``(scheme, userinfo, host, port, path, query)`` of a URL, or None when it has no
+    ``scheme://`` part. The fragment is dropped; ``path`` may be empty; host and port are as
+    written. The authority ends at the first ``/``, ``?`` or ``#``; userinfo ends at its first
+    ``@``; the port follows the first ``:`` of the host (after ``]`` for an IPv6 literal)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        return None
+    rest = rest.split("#", 1)[0]
+    before_query, question, query = rest.partition("?")
+    authority, slash, path = before_query.partition("/")
+    userinfo, at, hostport = authority.partition("@")
+    if not at:
+        userinfo, hostport = None, authority  # type: ignore[assignment]
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close < 0:
+            return None
+        host, after = hostport[: close + 1], hostport[close + 1:]
+        if after and not after.startswith(":"):
+            return None
+        port = after[1:] if after else None
+    else:
+        host, colon, port_text = hostport.partition(":")
+        port = port_text if colon else None
+    return (scheme, userinfo, host, port, "/" + path if slash else "",
+            query if question else None)
+
+
 def canonical_url(url: str) -> str | None:
     """The canonical form of ``url``, or None when it is not a URL (see the module's rules)."""
     text = url.strip()
     if _CONTROL.search(text):
         return None
-    match = _URL.match(text)
-    if match is None:
+    parts = split_url(text)
+    if parts is None:
         return None
-    scheme, userinfo, host, port, path, query = match.groups()
+    scheme, userinfo, host, port, path, query = parts
     scheme = scheme.lower()
     host = canonical_host(host)
-    if host is None:
+    if host is None or (port and not port.isdigit()):
         return None
     port = _canonical_port(scheme, port)
     path = remove_dot_segments(normalize_percent(path)) or "/"
@@ -155,8 +179,8 @@ def url_host(url: str) -> str | None:
     canonical = canonical_url(url)
     if canonical is None:
         return None
-    match = _URL.match(canonical)
-    return match.group(3) if match else None
+    parts = split_url(canonical)
+    return parts[2] if parts else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -198,65 +222,117 @@ def _percent_table() -> tuple[list[str], list[str]]:
 _PCT_PATTERNS, _PCT_REPLACEMENTS = _percent_table()
 
 
-def _normalize_percent_column(text: pl.Expr) -> pl.Expr:
-    return (pl.when(text.str.contains("%", literal=True))
-            .then(text.str.replace_many(_PCT_PATTERNS, _PCT_REPLACEMENTS))
-            .otherwise(text))
+def _on_rows(values: pl.Series, rows: pl.Series, function) -> pl.Series:  # type: ignore[no-untyped-def]
+    """``values`` with ``function`` applied to the given rows only (gather, work, scatter)."""
+    if len(rows) == 0:
+        return values
+    return values.scatter(rows, function(values.gather(rows)))
+
+
+def _normalize_percent_rows(values: pl.Series) -> pl.Series:
+    rows = values.str.contains("%", literal=True).fill_null(False).arg_true()
+    return _on_rows(values, rows,
+                    lambda part: part.str.replace_many(_PCT_PATTERNS, _PCT_REPLACEMENTS))
+
+
+_UNSAFE = r"[^\x21-\x7e]|[\"<>\\^`{|}]"
 
 
 def _escape_unsafe(values: pl.Series) -> pl.Series:
     """Percent-encode non-ASCII and unsafe ASCII characters (only rows that have any)."""
-    unsafe = values.str.contains(r"[^\x21-\x7e]|[\"<>\\^`{|}]").fill_null(False)
-    rows = unsafe.arg_true()
+    rows = values.str.contains(_UNSAFE).fill_null(False).arg_true()
     if len(rows) == 0:
         return values
     subset = values.gather(rows)
-    chars = subset.str.extract_all(r"[^\x21-\x7e]|[\"<>\\^`{|}]").explode().unique().drop_nulls()
-    found = chars.to_list()
-    escaped = subset.str.replace_many(found, [_escape_char(ch) for ch in found])
-    return values.scatter(rows, escaped)
+    found = subset.str.extract_all(_UNSAFE).explode().unique().drop_nulls().to_list()
+    return values.scatter(rows, subset.str.replace_many(found,
+                                                         [_escape_char(ch) for ch in found]))
+
+
+def _split(values: pl.Series, by: str) -> tuple[pl.Series, pl.Series]:
+    """Split at the first ``by``: (before, after); after is null where ``by`` is absent."""
+    parts = values.str.splitn(by, 2).struct.unnest()
+    return parts["field_0"], parts["field_1"]
 
 
 def canonicalize_urls(urls: pl.Series) -> pl.Series:
-    """:func:`canonical_url` over a whole column; null where a value is not a URL."""
-    frame = pl.DataFrame({"url": urls.cast(pl.String).str.strip_chars()})
-    parts = frame.select(
-        pl.col("url").str.contains(r"[\x00-\x1f\x7f]").fill_null(True).alias("control"),
-        pl.col("url").str.extract_groups(_POLARS_URL).alias("g"),
-    ).unnest("g")
-    parts.columns = ["control", "scheme", "userinfo", "host", "port", "path", "query"]
-    parts = parts.with_columns(
-        pl.col("scheme").str.to_lowercase(),
-        pl.col("host").str.to_lowercase().str.strip_chars_end("."),
-        _normalize_percent_column(pl.col("path")).alias("path"),
-        _normalize_percent_column(pl.col("query")).alias("query"),
-    )
-    # The regex cannot tell "user@" absent from present-but-empty; look for the @ itself.
-    parts = parts.with_columns(
-        pl.when(frame["url"].str.contains(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*@"))
-        .then(pl.col("userinfo")).otherwise(None).alias("userinfo"))
-    hosts = _canonical_hosts(parts["host"])
-    path = _resolve_dot_segments(_escape_unsafe(parts["path"]))
-    query = _escape_unsafe(parts["query"])
-    parts = parts.with_columns(host=hosts, path=path, query=query)
-    port = pl.col("port").str.strip_chars_start("0")
-    port = pl.when(pl.col("port").is_not_null() & (port == "")).then(pl.lit("0")).otherwise(port)
-    default = pl.col("scheme").replace_strict(DEFAULT_PORTS, default=None)
-    port = pl.when(pl.col("port").is_null() | (pl.col("port") == "") | (port == default)) \
-        .then(pl.lit("")).otherwise(pl.lit(":") + port)
-    result = parts.select(
-        pl.when(pl.col("control") | pl.col("scheme").is_null() | pl.col("host").is_null())
-        .then(None)
-        .otherwise(pl.concat_str([
+    """:func:`canonical_url` over a whole column; null where a value is not a URL.
+
+    The same steps as :func:`split_url` and :func:`canonical_url`, with literal splits over whole
+    columns; rare shapes (IPv6 hosts, IDN hosts, dot segments) get per-value work on just those
+    rows (once per distinct host or path).
+    """
+    text = urls.cast(pl.String).str.strip_chars()
+    n = len(text)
+    invalid = text.is_null() | text.str.contains(r"[\x00-\x1f\x7f]").fill_null(True)
+    scheme, rest = _split(text, "://")
+    known = scheme.is_in(_COMMON_SCHEMES).fill_null(False)
+    odd = (~known & rest.is_not_null()).arg_true()
+    scheme_ok = known.scatter(odd, scheme.gather(odd).str.contains(
+        r"^[A-Za-z][A-Za-z0-9+.\-]*$").fill_null(False)) if len(odd) else known
+    invalid = invalid | rest.is_null() | ~scheme_ok
+    rest = _split(rest, "#")[0]
+    before_query, query = _split(rest, "?")
+    authority, path_rest = _split(before_query, "/")
+    path = pl.select(pl.when(path_rest.is_null()).then(pl.lit(""))
+                     .otherwise(pl.lit("/") + path_rest)).to_series()
+    has_at = authority.str.contains("@", literal=True).fill_null(False)
+    userinfo = pl.Series([None] * n, dtype=pl.String)
+    hostport = authority
+    at_rows = has_at.arg_true()
+    if len(at_rows):
+        user, after = _split(authority.gather(at_rows), "@")
+        userinfo = userinfo.scatter(at_rows, user)
+        hostport = hostport.scatter(at_rows, after)
+    host, port = _split(hostport, ":")
+    bracket = hostport.str.starts_with("[").fill_null(False).arg_true()
+    if len(bracket):
+        ipv6 = [_split_bracket_host(v) for v in hostport.gather(bracket).to_list()]
+        host = host.scatter(bracket, pl.Series([p[0] for p in ipv6], dtype=pl.String))
+        port = port.scatter(bracket, pl.Series([p[1] for p in ipv6], dtype=pl.String))
+        invalid = invalid.scatter(bracket, invalid.gather(bracket)
+                                  | pl.Series([p[2] for p in ipv6], dtype=pl.Boolean))
+    host = _canonical_hosts(host.str.to_lowercase().str.strip_chars_end("."))
+    port_rows = (port.is_not_null() & (port != "")).fill_null(False).arg_true()
+    port_text = pl.Series([""] * n, dtype=pl.String)
+    if len(port_rows):
+        raw_port = port.gather(port_rows)
+        invalid = invalid.scatter(port_rows, invalid.gather(port_rows)
+                                  | ~raw_port.str.contains(r"^[0-9]+$").fill_null(False))
+        digits = raw_port.str.strip_chars_start("0")
+        digits = pl.select(pl.when(digits == "").then(pl.lit("0")).otherwise(digits)).to_series()
+        default = scheme.gather(port_rows).str.to_lowercase() \
+            .replace_strict(DEFAULT_PORTS, default=None, return_dtype=pl.String)
+        shown = pl.select(pl.when(digits == default).then(pl.lit(""))
+                          .otherwise(pl.lit(":") + digits)).to_series()
+        port_text = port_text.scatter(port_rows, shown)
+    path = _resolve_dot_segments(_escape_unsafe(_normalize_percent_rows(path)))
+    query = _escape_unsafe(_normalize_percent_rows(query))
+    frame = pl.DataFrame({
+        "invalid": invalid | host.is_null(), "scheme": scheme.str.to_lowercase(),
+        "userinfo": userinfo, "host": host, "port": port_text, "path": path, "query": query})
+    result = frame.select(
+        pl.when(pl.col("invalid")).then(None).otherwise(pl.concat_str([
             pl.col("scheme"), pl.lit("://"),
             pl.when(pl.col("userinfo").is_not_null()).then(pl.col("userinfo") + "@")
             .otherwise(pl.lit("")),
-            pl.col("host"), port,
+            pl.col("host"), pl.col("port"),
             pl.when(pl.col("path") == "").then(pl.lit("/")).otherwise(pl.col("path")),
             pl.when(pl.col("query").fill_null("") == "").then(pl.lit(""))
             .otherwise(pl.lit("?") + pl.col("query")),
         ])).alias(urls.name or "url"))
     return result.to_series()
+
+
+def _split_bracket_host(hostport: str) -> tuple[str | None, str | None, bool]:
+    """(host, port, invalid) of an IPv6-literal authority, as :func:`split_url` reads it."""
+    close = hostport.find("]")
+    if close < 0:
+        return None, None, True
+    host, after = hostport[: close + 1], hostport[close + 1:]
+    if after and not after.startswith(":"):
+        return None, None, True
+    return host, (after[1:] if after else None), False
 
 
 def _canonical_hosts(hosts: pl.Series) -> pl.Series:
