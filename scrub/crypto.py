@@ -57,15 +57,21 @@ def load_key(path: Path | str) -> bytes:
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read the key file ({exc.strerror})",
                         hint="create one with `scrub keygen --output FILE`") from None
-    if len(data) == 32:
-        return data
-    try:
-        key = base64.b64decode(data.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != 32:
+    key = _raw_or_base64(data, 32)
+    if key is None:
         raise KeyFileError(f"{path}: not a scrub key file (expected 32 bytes, base64 or raw)")
     return key
+
+
+def _raw_or_base64(data: bytes, size: int) -> bytes | None:
+    """``data`` if it is ``size`` raw bytes, else its base64 decoding if that has ``size`` bytes."""
+    if len(data) == size:
+        return data
+    try:
+        decoded = base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return decoded if len(decoded) == size else None
 
 
 def write_key_file(path: Path | str, *, force: bool = False) -> bytes:
@@ -212,15 +218,10 @@ def load_signature(path: Path | str) -> bytes:
         data = path.read_bytes()
     except OSError as exc:
         raise UserInputError(f"{path}: cannot read the signature ({exc.strerror})") from None
-    if len(data) == 64:
-        return data
-    try:
-        sig = base64.b64decode(data.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        sig = b""
-    if len(sig) != 64:
+    signature = _raw_or_base64(data, 64)
+    if signature is None:
         raise ExternalSourceError(f"{path}: not an Ed25519 signature (64 bytes, raw or base64)")
-    return sig
+    return signature
 
 
 def verify_signature(public_raw: bytes, data_path: Path, signature: bytes) -> None:

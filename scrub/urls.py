@@ -335,31 +335,32 @@ def _split_bracket_host(hostport: str) -> tuple[str | None, str | None, bool]:
     return host, (after[1:] if after else None), False
 
 
+def map_distinct(values: pl.Series, function, *,  # type: ignore[no-untyped-def]
+                 where: pl.Series | None = None) -> pl.Series:
+    """``function`` applied once per distinct value (to the rows ``where`` is true, if given).
+
+    For per-value work that vectorises badly (IDNA, the public suffix list, dot segments) on
+    columns whose values repeat a lot or rarely need it.
+    """
+    rows = where.fill_null(False).arg_true() if where is not None else None
+    subset = values.gather(rows) if rows is not None else values
+    if len(subset) == 0:
+        return values
+    mapping = {v: function(v) for v in subset.unique().drop_nulls().to_list()}
+    mapped = subset.replace_strict(mapping, default=None, return_dtype=pl.String)
+    return values.scatter(rows, mapped) if rows is not None else mapped
+
+
 def _canonical_hosts(hosts: pl.Series) -> pl.Series:
     """Empty hosts become null; non-ASCII hosts go through IDNA, once per distinct host."""
     hosts = pl.select(pl.when(hosts == "").then(None).otherwise(hosts)).to_series()
-    needs = hosts.str.contains(r"[^\x00-\x7f]").fill_null(False)
-    rows = needs.arg_true()
-    if len(rows) == 0:
-        return hosts
-    subset = hosts.gather(rows)
-    distinct = subset.unique().drop_nulls().to_list()
-    mapping = {h: canonical_host(h) for h in distinct}
-    return hosts.scatter(rows, subset.replace_strict(mapping, default=None,
-                                                     return_dtype=pl.String))
+    return map_distinct(hosts, canonical_host, where=hosts.str.contains(r"[^\x00-\x7f]"))
 
 
 def _resolve_dot_segments(paths: pl.Series) -> pl.Series:
     """Dot segments resolved, once per distinct path that has one (they are rare)."""
-    dotted = paths.str.contains(r"(^|/)\.\.?(/|$)").fill_null(False)
-    rows = dotted.arg_true()
-    if len(rows) == 0:
-        return paths
-    subset = paths.gather(rows)
-    distinct = subset.unique().drop_nulls().to_list()
-    mapping = {p: remove_dot_segments(p) for p in distinct}
-    return paths.scatter(rows, subset.replace_strict(mapping, default=None,
-                                                     return_dtype=pl.String))
+    return map_distinct(paths, remove_dot_segments,
+                        where=paths.str.contains(r"(^|/)\.\.?(/|$)"))
 
 
 def hosts_of(canonical: pl.Series) -> pl.Series:
@@ -369,6 +370,4 @@ def hosts_of(canonical: pl.Series) -> pl.Series:
 
 def registrable_domains(hosts: pl.Series) -> pl.Series:
     """:func:`registrable_domain` over a column of canonical hosts, once per distinct host."""
-    distinct = hosts.unique().drop_nulls().to_list()
-    mapping = {h: registrable_domain(h) for h in distinct}
-    return hosts.replace_strict(mapping, default=None, return_dtype=pl.String)
+    return map_distinct(hosts, registrable_domain)

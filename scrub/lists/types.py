@@ -21,7 +21,13 @@ import numpy as np
 import polars as pl
 
 from scrub.keys import hex_to_keys
-from scrub.urls import canonical_host, canonical_url, canonicalize_urls, registrable_domain
+from scrub.urls import (
+    canonical_host,
+    canonical_url,
+    canonicalize_urls,
+    map_distinct,
+    registrable_domain,
+)
 
 _HEX = "0123456789abcdef"
 
@@ -329,7 +335,7 @@ class Host(TextDigestType):
 
     @classmethod
     def canonical_column(cls, values: pl.Series) -> pl.Series:
-        return _map_distinct(values, canonical_hostname)
+        return map_distinct(values.cast(pl.String), canonical_hostname)
 
     @classmethod
     def examples(cls) -> list[tuple[str, str]]:
@@ -357,7 +363,7 @@ class Domain(TextDigestType):
 
     @classmethod
     def canonical_column(cls, values: pl.Series) -> pl.Series:
-        return _map_distinct(values, cls.canonical)
+        return map_distinct(values.cast(pl.String), cls.canonical)
 
     @classmethod
     def examples(cls) -> list[tuple[str, str]]:
@@ -424,11 +430,3 @@ def canonical_hostname(value: str) -> str | None:
 
 _HOST_OK = re.compile(r"^[a-z0-9_](?:[a-z0-9_.\-]*[a-z0-9_])?$")
 _HOST_BAD = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _map_distinct(values: pl.Series, function) -> pl.Series:  # type: ignore[no-untyped-def]
-    """Apply a per-value function once per distinct value (host names repeat a lot)."""
-    text = values.cast(pl.String)
-    distinct = text.unique().drop_nulls().to_list()
-    mapping = {v: function(v) for v in distinct}
-    return text.replace_strict(mapping, default=None, return_dtype=pl.String)
