@@ -10,9 +10,10 @@ Generates (and caches under ``bench/.cache``) a LAION-like dataset of 10M rows i
 
 Both run as fresh processes, timed from launch to exit, so both pay for starting Python.
 Before each timed run the page cache's dirty pages are flushed (``os.sync``), so neither run pays
-for the other's writeback. It prints rows/s of both (median over rounds), their ratio, scrub's peak RSS (the largest of its
-processes: the parent and each worker) and checks that exactly the planted rows were removed. A
-second, 4x larger dataset (``--growth``) measures how peak RSS grows with the input.
+for the other's writeback. It prints rows/s of both (median over rounds), their ratio, scrub's
+peak RSS (summed over its processes: the parent and each worker) and checks that exactly the
+planted rows were removed. A second, 4x larger dataset (``--growth``) measures how peak RSS grows
+with the input.
 
 Usage: ``python bench/apply.py [--rows 10000000] [--shards 20] [--repeat 3] [--growth]``
 """
@@ -24,9 +25,7 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -1,8 +1,8 @@
 """Benchmark: importing a large md5 list into the store, and canonicalising URLs.
 
 1. Writes (and caches under ``bench/.cache``) a plain-text list of 20M random md5 values, then
-   times ``scrub lists import`` of it as a sensitive (encrypted) list, as a user runs it, and reports
-   entries/s and peak RSS (targets: >= 1M entries/s, < 1 GiB).
+   times ``scrub lists import`` of it as a sensitive (encrypted) list, as a user runs it, and
+   reports entries/s and peak RSS (targets: >= 1M entries/s, < 1 GiB).
 2. Canonicalises the URLs of 1M generated LAION-like rows with one polars thread and reports
    URLs/s (target: >= 1M/s per core), against the plain per-URL reference implementation.
 

@@ -2,8 +2,8 @@
 
 Hashes are lowercase hex at the edges and fixed-width binary inside the engine (DESIGN.md). The
 functions here turn an Arrow string column into an ``(n, width)`` uint8 matrix plus a validity mask
-without a Python loop per row, and :class:`KeySet` answers membership for a whole matrix at once with
-a binary search on the first eight bytes, then a check of the full key.
+without a Python loop per row, and :class:`KeySet` answers membership for a whole matrix at once
+with a binary search on the first eight bytes, then a check of the full key.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def keys_to_hex(keys: np.ndarray) -> np.ndarray:
 
 
 def int64_to_keys(values: np.ndarray) -> np.ndarray:
-    """Signed 64-bit integers as 8-byte big-endian keys, ordered like their unsigned bit patterns."""
+    """Signed 64-bit integers as 8-byte big-endian keys (their two's-complement bit patterns)."""
     return values.astype(">i8").view(np.uint8).reshape(-1, 8)
 
 

@@ -27,8 +27,8 @@ def test_the_readme_has_exactly_two_setup_commands() -> None:
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_the_make_targets_run_scrub_demo_and_pytest() -> None:
-    demo = subprocess.run(["make", "-n", "--no-print-directory", "demo"], cwd=ROOT, capture_output=True, text=True)
-    test = subprocess.run(["make", "-n", "--no-print-directory", "test"], cwd=ROOT, capture_output=True, text=True)
+    demo, test = (subprocess.run(["make", "-n", "--no-print-directory", target], cwd=ROOT,
+                                 capture_output=True, text=True) for target in ("demo", "test"))
     assert demo.returncode == 0 and test.returncode == 0
     assert demo.stdout.strip().splitlines()[-1].endswith("bin/scrub demo")
     assert test.stdout.strip().splitlines()[-1].endswith("bin/python -m pytest")

@@ -9,11 +9,10 @@ from typing import Optional
 import typer
 
 from scrub.cli.errors import handle_errors
-
 from scrub.cli.render import render_apply_summary
+from scrub.crypto import load_key, resolve_key_file
 from scrub.dataset import parse_role_overrides
 from scrub.engine.apply import apply as run_apply
-from scrub.crypto import load_key, resolve_key_file
 from scrub.engine.plan import MatchPlan, plan_for_apply
 from scrub.errors import UserInputError
 from scrub.lists.hashlist import ListFormat
@@ -24,7 +23,8 @@ def apply_command(
     input: Path = typer.Argument(..., help="Dataset folder of parquet shards (or one file)."),
     output: Path = typer.Argument(..., help="Output folder: same shard names, matches removed."),
     hashlist: list[Path] = typer.Option([], "--hashlist", metavar="FILE",
-                                        help="Hash-list file (text, CSV/TSV or JSONL); repeatable."),
+                                        help="Hash-list file (text, CSV/TSV, JSONL, ...); "
+                                             "repeatable."),
     stored: list[str] = typer.Option([], "--list", metavar="NAME[@VERSION]",
                                      help="A list from the store (latest version by default); "
                                           "repeatable."),

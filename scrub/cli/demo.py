@@ -9,7 +9,6 @@ from typing import Optional
 import typer
 
 from scrub.cli.errors import handle_errors
-
 from scrub.cli.render import render_apply_summary
 from scrub.demo import run_demo
 

@@ -88,7 +88,7 @@ def ls_command(store: Optional[Path] = STORE, as_json: bool = AS_JSON) -> None:
         return
     if not catalog:
         typer.echo("the store holds no lists")
-    for name, versions in catalog.items():
+    for versions in catalog.values():
         typer.echo(f"{_summary(versions[-1])}  ({len(versions)} version(s))")
 
 

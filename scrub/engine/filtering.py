@@ -10,9 +10,8 @@ from __future__ import annotations
 import io
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -28,9 +27,6 @@ from scrub.dataset import (
     detect_roles,
     open_shard,
 )
-
-#: Row groups up to this size are read whole; larger ones are streamed in BATCH_ROWS slices.
-MAX_GROUP_ROWS = 1 << 20
 from scrub.engine.checkpoint import input_identity
 from scrub.engine.kernel import Decisions, decide
 from scrub.engine.plan import MatchPlan
@@ -38,6 +34,9 @@ from scrub.engine.reasons import Reason
 from scrub.engine.stats import ShardStats
 from scrub.errors import InvalidDatasetError, brief
 from scrub.keys import hex_to_keys
+
+#: Row groups up to this size are read whole; larger ones are streamed in BATCH_ROWS slices.
+MAX_GROUP_ROWS = 1 << 20
 
 
 def open_writer(where: Path | BinaryIO, schema: pa.Schema) -> pq.ParquetWriter:

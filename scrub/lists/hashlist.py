@@ -201,7 +201,8 @@ def _resolve_type(path: Path, type_name: str | None) -> type[KeyType] | None:
         return get_type(type_name)
     except KeyError:
         known = ", ".join(sorted(registered_types()))
-        raise InvalidListError(path, None, f"unknown --type {type_name!r}; known types: {known}")
+        raise InvalidListError(path, None,
+                               f"unknown --type {type_name!r}; known types: {known}") from None
 
 
 def _detect_format(path: Path) -> ListFormat:

@@ -11,11 +11,10 @@ applied to the URL before comparing.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import ClassVar
-
 import hashlib
 import re
+from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import numpy as np
 import polars as pl

@@ -224,7 +224,8 @@ def test_tdmrep_reservations_become_prefixes_on_the_site(tmp_path: Path) -> None
 
 
 def test_tdmrep_errors_name_the_rule(tmp_path: Path) -> None:
-    path = write(tmp_path, "tdmrep.json", json.dumps([{"location": "/a/*/b", "tdm-reservation": 1}]))
+    path = write(tmp_path, "tdmrep.json",
+                 json.dumps([{"location": "/a/*/b", "tdm-reservation": 1}]))
     with pytest.raises(InvalidListError, match="wildcards"):
         read_hashlist(path, site="https://a.example")
     path = write(tmp_path, "tdmrep.json", json.dumps([{"location": "/a", "tdm-reservation": 2}]))
