@@ -211,3 +211,16 @@ def test_concurrent_imports_never_corrupt_the_store(store: ListStore, key: bytes
     assert sorted(refs) == sorted(f"list{i}@1" for i in range(6))
     assert sorted(store.catalog()) == sorted(f"list{i}" for i in range(6))
     assert store.verify(key=key) == []
+
+
+def test_a_wrong_key_leaves_the_store_untouched(store: ListStore, key: bytes,
+                                                tmp_path: Path) -> None:
+    store.import_list(write_list(tmp_path / "a.txt", MD5S[:10]), name="p", source="s",
+                      version="1", key=key)
+    before = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
+    other = write_key_file(tmp_path / "other.key")
+    with pytest.raises(KeyFileError, match="not the key"):
+        store.import_list(write_list(tmp_path / "b.txt", MD5S[10:20]), name="p", source="s",
+                          version="2", key=other)
+    after = {p: p.read_bytes() for p in store.root.rglob("*") if p.is_file()}
+    assert after == before
