@@ -13,7 +13,7 @@ from scrub.cli.render import render_apply_summary
 from scrub.crypto import load_key, resolve_key_file
 from scrub.dataset import parse_role_overrides
 from scrub.engine.apply import apply as run_apply
-from scrub.engine.plan import MatchPlan, plan_for_apply
+from scrub.engine.plan import MatchOptions, MatchPlan, plan_for_apply
 from scrub.errors import UserInputError
 from scrub.lists.hashlist import ListFormat
 from scrub.lists.store import ListStore
@@ -44,6 +44,12 @@ def apply_command(
                                           help="Worker processes (default: all cores)."),
     column: list[str] = typer.Option([], "--column", metavar="ROLE=NAME",
                                      help="Override a column role, e.g. url=image_url."),
+    pdq_radius: int = typer.Option(31, "--pdq-radius", min=0, max=255,
+                                   help="PDQ match radius in bits (31 = within 31)."),
+    phash_radius: int = typer.Option(8, "--phash-radius", min=0, max=63,
+                                     help="pHash/dHash match radius in bits."),
+    pdq_quality_floor: int = typer.Option(50, "--pdq-quality-floor", min=0, max=100,
+                                          help="Rows whose pdq_quality is lower never match."),
     force: bool = typer.Option(False, "--force",
                                help="Write into an OUTPUT that holds something else."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
@@ -59,7 +65,8 @@ def apply_command(
     def build_plan() -> MatchPlan:
         # Every list is read and validated before OUTPUT is touched: a bad list writes nothing.
         return plan_for_apply(hashlist, stored, store=ListStore(store) if store else None,
-                              key=key, type_name=type_, fmt=list_format, site=site)
+                              key=key, type_name=type_, fmt=list_format, site=site,
+                              options=MatchOptions(pdq_radius, phash_radius, pdq_quality_floor))
 
     result = run_apply(build_plan, input, output, workers=workers, force=force,
                        column_overrides=overrides, progress=not quiet)

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scrub.engine.reasons import Reason
-from scrub.engine.rules import AllowRule, ExactKeyRule, PrefixRule, Rule, Source
+from scrub.engine.hamming import HammingIndex
+from scrub.engine.rules import (
+    AllowRule,
+    ExactKeyRule,
+    PerceptualRule,
+    PrefixRule,
+    Rule,
+    Source,
+)
 from scrub.errors import UserInputError
 from scrub.keys import KeySet
 from scrub.lists.hashlist import HashList, ListFormat, read_hashlist
@@ -39,10 +47,23 @@ class MatchPlan:
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class MatchOptions:
+    """Settings of the perceptual rules: Hamming radii and the PDQ quality floor."""
+
+    pdq_radius: int = 31
+    phash_radius: int = 8
+    pdq_quality_floor: int = 50
+
+    def radius(self, type_name: str) -> int:
+        return self.pdq_radius if type_name == "pdq" else self.phash_radius
+
+
 def plan_from_hashlists(lists: Sequence[HashList], *,
                         allow: Sequence[tuple[HashList, Sequence[str]]] = (),
                         names: Sequence[str] | None = None,
-                        sensitive: Sequence[bool] | None = None) -> MatchPlan:
+                        sensitive: Sequence[bool] | None = None,
+                        options: MatchOptions | None = None) -> MatchPlan:
     """One rule per (list, type), plus allow rules suppressing matches of the named lists.
 
     ``names`` are the lists' names for ``suppresses`` (default: their labels).
@@ -59,11 +80,11 @@ def plan_from_hashlists(lists: Sequence[HashList], *,
         for type_name, keys in sorted(hashlist.keys.items()):
             key_type = get_type(type_name)
             if key_type.target in PERCEPTUAL_TARGETS:
-                raise UserInputError(
-                    f"{hashlist.path}: {type_name} entries need perceptual (Hamming radius) "
-                    "matching, which scrub apply does not do yet",
-                    hint="remove the perceptual entries or match them exactly elsewhere")
-            if key_type is UrlPrefix:
+                settings = options or MatchOptions()
+                plan.rules.append(PerceptualRule(
+                    key_type, HammingIndex(keys), settings.radius(type_name), source,
+                    quality_floor=settings.pdq_quality_floor if type_name == "pdq" else None))
+            elif key_type is UrlPrefix:
                 plan.rules.append(PrefixRule(list(keys), source))
             else:
                 plan.rules.append(ExactKeyRule(key_type, KeySet(keys), _REASONS.get(
@@ -82,7 +103,7 @@ def plan_from_hashlists(lists: Sequence[HashList], *,
     return plan
 
 
-#: Column roles of perceptual hashes: exact matching would silently miss near-duplicates.
+#: Column roles of perceptual hashes, matched within a Hamming radius.
 PERCEPTUAL_TARGETS = frozenset({"pdq", "phash", "dhash"})
 _REASONS = {"url": Reason.OPTOUT_URL, "host": Reason.OPTOUT_HOST, "domain": Reason.OPTOUT_DOMAIN}
 
@@ -99,7 +120,8 @@ def _unique_labels(labels: list[str]) -> list[str]:
 
 def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListStore | None = None,
                    key: bytes | None = None, type_name: str | None = None,
-                   fmt: ListFormat = ListFormat.auto, site: str | None = None) -> MatchPlan:
+                   fmt: ListFormat = ListFormat.auto, site: str | None = None,
+                   options: MatchOptions | None = None) -> MatchPlan:
     """The plan of ``scrub apply``: hash-list files plus stored lists (``NAME[@VERSION]``).
 
     Stored allow-lists take part automatically when they suppress a selected list (their latest
@@ -128,4 +150,5 @@ def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListSto
             if latest.kind == "allow" and name not in explicit \
                     and block_names & set(latest.suppresses):
                 allow.append((store.load(latest.ref, key=key).as_hashlist(), latest.suppresses))
-    return plan_from_hashlists(lists, allow=allow, names=names, sensitive=sensitive)
+    return plan_from_hashlists(lists, allow=allow, names=names, sensitive=sensitive,
+                               options=options)

@@ -14,6 +14,7 @@ class Reason(Enum):
     OPTOUT_PREFIX = ("optout_prefix", 3)
     OPTOUT_HOST = ("optout_host", 4)
     OPTOUT_DOMAIN = ("optout_domain", 5)
+    PERCEPTUAL_HASH = ("perceptual_hash", 6)
 
     @property
     def code(self) -> str:

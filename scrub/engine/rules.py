@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from scrub.dataset import ColumnRoles
 from scrub.engine.reasons import Reason
+from scrub.engine.hamming import HammingIndex
 from scrub.keys import KeySet, hex_to_keys
 from scrub.lists.types import KeyType, TextDigestType, UrlDigestType, text_digest_keys
 from scrub.urls import canonicalize_urls, hosts_of, registrable_domains
@@ -208,6 +209,42 @@ class PrefixRule(Rule):
     def describe(self) -> dict[str, object]:
         return {"kind": "prefix", "reason": self.reason.code, "source": self.source.label,
                 "entries": len(self.prefixes)}
+
+
+class PerceptualRule(Rule):
+    """Perceptual hashes within a Hamming radius of a list entry (PDQ, pHash, dHash).
+
+    Exact radius search through :class:`~scrub.engine.hamming.HammingIndex` (equal to brute
+    force). For PDQ, rows whose ``pdq_quality`` column (when the dataset has one) is below the
+    quality floor cannot match: low-quality PDQ hashes (flat or tiny images) collide too easily.
+    """
+
+    def __init__(self, key_type: type[KeyType], index: HammingIndex, radius: int,
+                 source: Source, *, quality_floor: int | None = None) -> None:
+        super().__init__(Reason.PERCEPTUAL_HASH, source)
+        self.key_type = key_type
+        self.index = index
+        self.radius = radius
+        self.quality_floor = quality_floor
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return (self.key_type.target,)
+
+    def match(self, view: BatchView) -> np.ndarray:
+        keys, valid = view.keys_for(self.key_type)
+        if self.quality_floor is not None and view.roles.get("pdq_quality"):
+            quality = pl.Series(view.column("pdq_quality")).cast(pl.Float64, strict=False)
+            valid = valid & (quality >= self.quality_floor).fill_null(False).to_numpy()
+        found = self.index.search(keys, self.radius, valid)
+        hit = np.zeros(view.num_rows, dtype=bool)
+        hit[found.query] = True
+        return hit
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "hamming", "type": self.key_type.name, "reason": self.reason.code,
+                "source": self.source.label, "entries": len(self.index),
+                "radius": self.radius, "quality_floor": self.quality_floor}
 
 
 class AllowRule:

@@ -15,7 +15,6 @@ import pytest
 
 from scrub.engine.apply import apply
 from scrub.engine.plan import plan_from_hashlists
-from scrub.errors import UserInputError
 from scrub.lists.hashlist import read_hashlist
 from scrub.synthetic import read_column
 from scrub.urls import canonical_url, registrable_domain, url_host
@@ -107,16 +106,6 @@ def test_url_digests_match_the_stored_and_the_canonical_url(sample_dataset: Path
     kept = set(pl.read_parquet(sorted((tmp_path / "out").glob("*.parquet")))["URL"].to_list())
     assert stored not in kept and respelled not in kept
     assert result.report["rows_removed"] == 2
-
-
-def test_perceptual_lists_are_refused_not_matched_exactly(sample_dataset: Path,
-                                                          tmp_path: Path) -> None:
-    listed = tmp_path / "pdq.txt"
-    listed.write_text("f" * 64 + "\n")
-    with pytest.raises(UserInputError, match="perceptual"):
-        apply(lambda: plan_from_hashlists([read_hashlist(listed, type_name="pdq")]),
-              sample_dataset, tmp_path / "out", workers=1, progress=False)
-    assert not (tmp_path / "out").exists()
 
 
 def test_vectorised_canonicalisation_agrees_with_the_reference(urls: list[str]) -> None:
