@@ -28,7 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scrub.atomic import atomic_path, atomic_write_json
-from scrub.dataset import WRITER_COMPRESSION, WRITER_COMPRESSION_LEVEL, WRITER_USE_DICTIONARY
+from scrub.dataset import (
+    WRITER_COMPRESSION,
+    WRITER_COMPRESSION_LEVEL,
+    WRITER_USE_DICTIONARY,
+)
 from scrub.keys import keys_to_hex
 
 SAMPLE_MANIFEST = "sample.json"

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scrub.engine.reasons import Reason
 from scrub.engine.hamming import HammingIndex
+from scrub.engine.reasons import Reason
 from scrub.engine.rules import (
     AllowRule,
     ExactKeyRule,

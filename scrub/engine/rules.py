@@ -16,8 +16,8 @@ import polars_hash as plh
 import pyarrow as pa
 
 from scrub.dataset import ColumnRoles
-from scrub.engine.reasons import Reason
 from scrub.engine.hamming import HammingIndex
+from scrub.engine.reasons import Reason
 from scrub.keys import KeySet, hex_to_keys
 from scrub.lists.types import KeyType, TextDigestType, UrlDigestType, text_digest_keys
 from scrub.urls import canonicalize_urls, hosts_of, registrable_domains
