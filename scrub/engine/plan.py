@@ -12,6 +12,7 @@ from scrub.engine.hamming import HammingIndex
 from scrub.engine.reasons import Reason
 from scrub.engine.rules import (
     AllowRule,
+    CaptionTermRule,
     ExactKeyRule,
     PerceptualRule,
     PrefixRule,
@@ -22,7 +23,7 @@ from scrub.errors import UserInputError
 from scrub.keys import KeySet
 from scrub.lists.hashlist import HashList, ListFormat, read_hashlist
 from scrub.lists.store import ListStore
-from scrub.lists.types import UrlDigestType, UrlPrefix, get_type
+from scrub.lists.types import CaptionTerm, UrlDigestType, UrlPrefix, get_type
 
 
 @dataclass
@@ -86,6 +87,8 @@ def plan_from_hashlists(lists: Sequence[HashList], *,
                     quality_floor=settings.pdq_quality_floor if type_name == "pdq" else None))
             elif key_type is UrlPrefix:
                 plan.rules.append(PrefixRule(list(keys), source))
+            elif key_type is CaptionTerm:
+                plan.rules.append(CaptionTermRule(list(keys), Reason.CAPTION_TERM, source))
             else:
                 plan.rules.append(ExactKeyRule(key_type, KeySet(keys), _REASONS.get(
                     type_name, Reason.URL_HASH if issubclass(key_type, UrlDigestType)
@@ -105,7 +108,8 @@ def plan_from_hashlists(lists: Sequence[HashList], *,
 
 #: Column roles of perceptual hashes, matched within a Hamming radius.
 PERCEPTUAL_TARGETS = frozenset({"pdq", "phash", "dhash"})
-_REASONS = {"url": Reason.OPTOUT_URL, "host": Reason.OPTOUT_HOST, "domain": Reason.OPTOUT_DOMAIN}
+_REASONS = {"url": Reason.OPTOUT_URL, "host": Reason.OPTOUT_HOST, "domain": Reason.OPTOUT_DOMAIN,
+            "laion_hash": Reason.LAION_HASH, "sample_key": Reason.SAMPLE_KEY}
 
 
 def _unique_labels(labels: list[str]) -> list[str]:

@@ -15,6 +15,11 @@ class Reason(Enum):
     OPTOUT_HOST = ("optout_host", 4)
     OPTOUT_DOMAIN = ("optout_domain", 5)
     PERCEPTUAL_HASH = ("perceptual_hash", 6)
+    LAION_HASH = ("laion_hash", 7)
+    SAMPLE_KEY = ("sample_key", 8)
+    CAPTION_TERM = ("caption_term", 9)
+    NSFW = ("nsfw", 10)
+    WATERMARK = ("watermark", 11)
 
     @property
     def code(self) -> str:

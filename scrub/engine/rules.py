@@ -6,6 +6,7 @@ masks. Adding a match kind is adding a rule class, not an ``elif`` in the kernel
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,13 +104,7 @@ class BatchView:
                     "domain": self.domains}[key_type.name]()
             keys, valid = text_digest_keys(text)
         else:
-            column = self.column(key_type.target)
-            if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-                    or pa.types.is_string_view(column.type)):
-                keys = np.zeros((self.num_rows, key_type.width), dtype=np.uint8)
-                valid = np.zeros(self.num_rows, dtype=bool)
-            else:
-                keys, valid = hex_to_keys(column, key_type.width)
+            keys, valid = key_type.column_keys(self.column(key_type.target))
             name = self.roles.get(key_type.target) or key_type.target
             self.unmatchable[name] = int((~valid).sum())
         self._keys[cache_key] = (keys, valid)
@@ -245,6 +240,100 @@ class PerceptualRule(Rule):
         return {"kind": "hamming", "type": self.key_type.name, "reason": self.reason.code,
                 "source": self.source.label, "entries": len(self.index),
                 "radius": self.radius, "quality_floor": self.quality_floor}
+
+
+class CaptionTermRule(Rule):
+    """Captions containing any of a set of literal terms, case-insensitively, as whole words.
+
+    An Aho-Corasick scan (``contains_any``) over the lower-cased captions finds candidate rows;
+    a regex then checks that a term stands between non-word characters (or the text's ends), on
+    those rows only. "Ann Lee" matches "Photo of ann lee, 2019" but not "Joann Leeds".
+    """
+
+    def __init__(self, terms: Sequence[str], reason: Reason, source: Source) -> None:
+        super().__init__(reason, source)
+        self.terms = sorted({t.lower() for t in terms})
+        alternatives = "|".join(re.escape(t) for t in sorted(self.terms, key=len, reverse=True))
+        self._pattern = f"(?:^|[^\\w])(?:{alternatives})(?:[^\\w]|$)"
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return ("caption",)
+
+    def match(self, view: BatchView) -> np.ndarray:
+        captions = pl.Series(view.column("caption")).cast(pl.String).str.to_lowercase()
+        hit = np.zeros(view.num_rows, dtype=bool)
+        if not self.terms:
+            return hit
+        rows = captions.str.contains_any(self.terms).fill_null(False).arg_true()
+        if len(rows):
+            confirmed = captions.gather(rows).str.contains(self._pattern).fill_null(False)
+            hit[rows.filter(confirmed).to_numpy()] = True
+        return hit
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "caption_terms", "reason": self.reason.code,
+                "source": self.source.label, "entries": len(self.terms)}
+
+
+class ScoreRule(Rule):
+    """Rows whose score column (``punsafe``, ``pwatermark``...) is above a threshold."""
+
+    def __init__(self, role: str, threshold: float, reason: Reason, source: Source) -> None:
+        super().__init__(reason, source)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError("a score threshold lies between 0 and 1")
+        self.role = role
+        self.threshold = threshold
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return (self.role,)
+
+    def match(self, view: BatchView) -> np.ndarray:
+        scores = pl.Series(view.column(self.role)).cast(pl.Float64, strict=False)
+        view.unmatchable[view.roles.get(self.role) or self.role] = int(
+            scores.is_null().sum() + scores.is_nan().fill_null(False).sum())
+        return (scores > self.threshold).fill_null(False).fill_nan(False).to_numpy()
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "score", "role": self.role, "above": self.threshold,
+                "reason": self.reason.code, "source": self.source.label}
+
+
+class AllOf(Rule):
+    """Rows every child rule matches (e.g. p_unsafe > 0.95 AND a keyword in the caption)."""
+
+    def __init__(self, children: Sequence[Rule], reason: Reason, source: Source) -> None:
+        super().__init__(reason, source)
+        self.children = list(children)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(sorted({role for child in self.children for role in child.roles}))
+
+    def match(self, view: BatchView) -> np.ndarray:
+        hit = np.ones(view.num_rows, dtype=bool)
+        for child in self.children:
+            hit &= child.match(view)
+        return hit
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "all_of", "reason": self.reason.code, "source": self.source.label,
+                "children": [c.describe() for c in self.children]}
+
+
+class AnyOf(AllOf):
+    """Rows any child rule matches."""
+
+    def match(self, view: BatchView) -> np.ndarray:
+        hit = np.zeros(view.num_rows, dtype=bool)
+        for child in self.children:
+            hit |= child.match(view)
+        return hit
+
+    def describe(self) -> dict[str, object]:
+        return super().describe() | {"kind": "any_of"}
 
 
 class AllowRule:

@@ -18,8 +18,9 @@ from typing import ClassVar
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
-from scrub.keys import hex_to_keys
+from scrub.keys import hex_to_keys, int64_to_keys
 from scrub.urls import (
     canonical_host,
     canonical_url,
@@ -71,6 +72,15 @@ class KeyType(ABC):
         """The key the engine compares for a canonical value (what :meth:`normalize_column`
         yields for it)."""
         return bytes.fromhex(canonical)
+
+    @classmethod
+    def column_keys(cls, column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        """``(keys, valid)`` of a dataset column of this type's role (hex strings by default);
+        a column of another Arrow type cannot match and is all invalid."""
+        if (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+                or pa.types.is_string_view(column.type)):
+            return hex_to_keys(column, cls.width)
+        return np.zeros((len(column), cls.width), dtype=np.uint8), np.zeros(len(column), bool)
 
     @classmethod
     @abstractmethod
@@ -429,3 +439,128 @@ def canonical_hostname(value: str) -> str | None:
 
 _HOST_OK = re.compile(r"^[a-z0-9_](?:[a-z0-9_.\-]*[a-z0-9_])?$")
 _HOST_BAD = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@register
+class LaionHash(KeyType):
+    """LAION's ``hash`` column: a signed 64-bit integer, written in decimal."""
+
+    name = "laion_hash"
+    width = 8
+    target = "laion_hash"
+    expected = "LAION's int64 hash (a decimal integer)"
+
+    @classmethod
+    def normalize(cls, value: str) -> str:
+        text = value.strip()
+        if not re.fullmatch(r"-?[0-9]{1,19}", text) or not -(2**63) <= int(text) < 2**63:
+            raise ValueError(f"expected {cls.expected}")
+        return str(int(text))
+
+    @classmethod
+    def normalize_column(cls, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        text = values.cast(pl.String).str.strip_chars()
+        numbers = pl.select(pl.when(text.str.contains(r"^-?[0-9]{1,19}$"))
+                            .then(text.cast(pl.Int64, strict=False))).to_series()
+        valid = numbers.is_not_null().to_numpy()
+        return int64_to_keys(numbers.fill_null(0).to_numpy()), valid
+
+    @classmethod
+    def engine_form(cls, canonical: str) -> bytes | str:
+        return int(canonical).to_bytes(8, "big", signed=True)
+
+    @classmethod
+    def column_keys(cls, column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        if not pa.types.is_integer(column.type):
+            return cls.normalize_column(pl.Series(column).cast(pl.String))
+        numbers = pl.Series(column).cast(pl.Int64, strict=False)
+        return int64_to_keys(numbers.fill_null(0).to_numpy()), numbers.is_not_null().to_numpy()
+
+    @classmethod
+    def examples(cls) -> list[tuple[str, str]]:
+        return [("1438930970809551985", "1438930970809551985"),
+                (" -6708179634213395235 ", "-6708179634213395235"), ("007", "7")]
+
+    @classmethod
+    def bad_examples(cls) -> list[str]:
+        return ["", "0x1f", "1.5", "9223372036854775808", "12345678901234567890"]
+
+
+@register
+class SampleKey(KeyType):
+    """A sample's key (``key``, ``SAMPLE_ID``, ``uid``), compared as exact text."""
+
+    name = "sample_key"
+    width = 32
+    target = "key"
+    expected = "a sample key"
+
+    @classmethod
+    def normalize(cls, value: str) -> str:
+        text = value.strip()
+        if not text or len(text) > 256 or _HOST_BAD.search(text):
+            raise ValueError(f"expected {cls.expected} (1-256 printable characters)")
+        return text
+
+    @classmethod
+    def normalize_column(cls, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        text = values.cast(pl.String).str.strip_chars()
+        ok = (text.str.len_chars().is_between(1, 256)
+              & ~text.str.contains(r"[\x00-\x1f\x7f]")).fill_null(False)
+        keys, valid = text_digest_keys(pl.select(pl.when(ok).then(text)).to_series())
+        return keys, valid
+
+    @classmethod
+    def engine_form(cls, canonical: str) -> bytes | str:
+        return hashlib.sha256(canonical.encode("utf-8")).digest()
+
+    @classmethod
+    def column_keys(cls, column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        return text_digest_keys(pl.Series(column).cast(pl.String))
+
+    @classmethod
+    def examples(cls) -> list[tuple[str, str]]:
+        return [("000010023", "000010023"), (" 42 ", "42"), ("a b", "a b")]
+
+    @classmethod
+    def bad_examples(cls) -> list[str]:
+        return ["", "   ", "x" * 300, "a\x00b"]
+
+
+@register
+class CaptionTerm(KeyType):
+    """A literal term (a person's name, a keyword), matched in captions case-insensitively as
+    whole words. Kept as text (lower-cased, inner whitespace collapsed)."""
+
+    name = "caption_term"
+    width = 0
+    target = "caption"
+    textual = True
+    expected = "a caption term (1-200 characters)"
+
+    @classmethod
+    def normalize(cls, value: str) -> str:
+        text = " ".join(value.split()).lower()
+        if not text or len(text) > 200 or _HOST_BAD.search(text):
+            raise ValueError(f"expected {cls.expected}")
+        return text
+
+    @classmethod
+    def normalize_column(cls, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        text = (values.cast(pl.String).str.replace_all(r"\s+", " ").str.strip_chars()
+                .str.to_lowercase())
+        valid = (text.str.len_chars().is_between(1, 200)
+                 & ~text.str.contains(r"[\x00-\x1f\x7f]")).fill_null(False).to_numpy()
+        return text.to_numpy().astype(object), valid
+
+    @classmethod
+    def engine_form(cls, canonical: str) -> bytes | str:
+        return canonical
+
+    @classmethod
+    def examples(cls) -> list[tuple[str, str]]:
+        return [("Jane  Doe", "jane doe"), (" ÉLODIE Martin ", "élodie martin")]
+
+    @classmethod
+    def bad_examples(cls) -> list[str]:
+        return ["", "   ", "x" * 201]
