@@ -294,7 +294,7 @@ class ScoreRule(Rule):
         scores = pl.Series(view.column(self.role)).cast(pl.Float64, strict=False)
         view.unmatchable[view.roles.get(self.role) or self.role] = int(
             scores.is_null().sum() + scores.is_nan().fill_null(False).sum())
-        return (scores > self.threshold).fill_null(False).fill_nan(False).to_numpy()
+        return ((scores > self.threshold) & ~scores.is_nan()).fill_null(False).to_numpy()
 
     def describe(self) -> dict[str, object]:
         return {"kind": "score", "role": self.role, "above": self.threshold,
