@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 
 import idna
 import polars as pl
@@ -255,13 +256,21 @@ def _split(values: pl.Series, by: str) -> tuple[pl.Series, pl.Series]:
     return parts["field_0"], parts["field_1"]
 
 
-def canonicalize_urls(urls: pl.Series) -> pl.Series:
-    """:func:`canonical_url` over a whole column; null where a value is not a URL.
+@dataclass
+class _UrlColumns:
+    """A URL column split into canonical scheme, host and port, and raw path and query."""
 
-    The same steps as :func:`split_url` and :func:`canonical_url`, with literal splits over whole
-    columns; rare shapes (IPv6 hosts, IDN hosts, dot segments) get per-value work on just those
-    rows (once per distinct host or path).
-    """
+    invalid: pl.Series
+    scheme: pl.Series
+    userinfo: pl.Series
+    host: pl.Series
+    port: pl.Series  # "" or ":NNNN"
+    path: pl.Series
+    query: pl.Series
+
+
+def _split_columns(urls: pl.Series) -> _UrlColumns:
+    """The steps of :func:`split_url` plus the host and port rules, over whole columns."""
     text = urls.cast(pl.String).str.strip_chars()
     n = len(text)
     invalid = text.is_null() | text.str.contains(r"[\x00-\x1f\x7f]").fill_null(True)
@@ -306,11 +315,23 @@ def canonicalize_urls(urls: pl.Series) -> pl.Series:
         shown = pl.select(pl.when(digits == default).then(pl.lit(""))
                           .otherwise(pl.lit(":") + digits)).to_series()
         port_text = port_text.scatter(port_rows, shown)
-    path = _resolve_dot_segments(_escape_unsafe(_normalize_percent_rows(path)))
-    query = _escape_unsafe(_normalize_percent_rows(query))
+    return _UrlColumns(invalid=invalid | host.is_null(), scheme=scheme.str.to_lowercase(),
+                       userinfo=userinfo, host=host, port=port_text, path=path, query=query)
+
+
+def canonicalize_urls(urls: pl.Series) -> pl.Series:
+    """:func:`canonical_url` over a whole column; null where a value is not a URL.
+
+    The same steps as :func:`split_url` and :func:`canonical_url`, with literal splits over whole
+    columns; rare shapes (IPv6 hosts, IDN hosts, dot segments) get per-value work on just those
+    rows (once per distinct host or path).
+    """
+    parts = _split_columns(urls)
+    path = _resolve_dot_segments(_escape_unsafe(_normalize_percent_rows(parts.path)))
+    query = _escape_unsafe(_normalize_percent_rows(parts.query))
     frame = pl.DataFrame({
-        "invalid": invalid | host.is_null(), "scheme": scheme.str.to_lowercase(),
-        "userinfo": userinfo, "host": host, "port": port_text, "path": path, "query": query})
+        "invalid": parts.invalid, "scheme": parts.scheme, "userinfo": parts.userinfo,
+        "host": parts.host, "port": parts.port, "path": path, "query": query})
     result = frame.select(
         pl.when(pl.col("invalid")).then(None).otherwise(pl.concat_str([
             pl.col("scheme"), pl.lit("://"),
@@ -322,6 +343,16 @@ def canonicalize_urls(urls: pl.Series) -> pl.Series:
             .otherwise(pl.lit("?") + pl.col("query")),
         ])).alias(urls.name or "url"))
     return result.to_series()
+
+
+def canonical_hosts(urls: pl.Series) -> pl.Series:
+    """The canonical host of each URL; null where a value is not a URL.
+
+    Equal to ``hosts_of(canonicalize_urls(urls))`` without building canonical paths: host,
+    domain and the first step of prefix rules need no more.
+    """
+    parts = _split_columns(urls)
+    return pl.select(pl.when(parts.invalid).then(None).otherwise(parts.host)).to_series()
 
 
 def _split_bracket_host(hostport: str) -> tuple[str | None, str | None, bool]:

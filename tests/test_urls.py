@@ -84,3 +84,12 @@ def test_hosts_and_registrable_domains() -> None:
     assert registrable_domain("alice.blogspot.com") == "alice.blogspot.com"  # private suffix
     assert registrable_domain("co.uk") is None
     assert registrable_domain("127.0.0.1") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(ANY_TEXT, min_size=1, max_size=30))
+def test_hosts_alone_equal_hosts_of_canonical_urls(values: list[str]) -> None:
+    from scrub.urls import canonical_hosts, hosts_of
+
+    series = pl.Series(values, dtype=pl.String)
+    assert canonical_hosts(series).to_list() == hosts_of(canonicalize_urls(series)).to_list()

@@ -21,7 +21,7 @@ from scrub.engine.hamming import HammingIndex
 from scrub.engine.reasons import Reason
 from scrub.keys import KeySet, hex_to_keys
 from scrub.lists.types import KeyType, TextDigestType, UrlDigestType, text_digest_keys
-from scrub.urls import canonicalize_urls, hosts_of, registrable_domains
+from scrub.urls import canonical_hosts, canonicalize_urls, hosts_of, registrable_domains
 
 
 @dataclass(frozen=True)
@@ -68,16 +68,32 @@ class BatchView:
         cached = self._text.get("canonical")
         if cached is None:
             cached = canonicalize_urls(pl.Series(self.column("url")).cast(pl.String))
-            name = self.roles.get("url") or "url"
-            self.unmatchable[f"{name} (not a URL)"] = int(cached.null_count())
+            self._count_not_urls(cached)
             self._text["canonical"] = cached
         return cached
 
     def hosts(self) -> pl.Series:
+        """Canonical hosts (null where a value is not a URL), without canonicalising paths."""
         cached = self._text.get("host")
         if cached is None:
-            cached = self._text["host"] = hosts_of(self.canonical_urls())
+            if "canonical" in self._text:
+                cached = hosts_of(self._text["canonical"])
+            else:
+                cached = canonical_hosts(pl.Series(self.column("url")).cast(pl.String))
+                self._count_not_urls(cached)
+            self._text["host"] = cached
         return cached
+
+    def canonical_urls_of(self, rows: np.ndarray) -> pl.Series:
+        """Canonical URLs of some rows only (all of them when they are cached already)."""
+        if "canonical" in self._text:
+            return self._text["canonical"].gather(rows)
+        urls = pl.Series(self.column("url")).cast(pl.String)
+        return canonicalize_urls(urls.gather(rows))
+
+    def _count_not_urls(self, values: pl.Series) -> None:
+        name = self.roles.get("url") or "url"
+        self.unmatchable[f"{name} (not a URL)"] = int(values.null_count())
 
     def domains(self) -> pl.Series:
         cached = self._text.get("domain")
@@ -186,20 +202,28 @@ class PrefixRule(Rule):
             if not kept or not prefix.startswith(kept[-1]):
                 kept.append(prefix)
         self.prefixes = pl.Series("prefix", kept, dtype=pl.String)
+        self.hosts = pl.Series(sorted({hosts_of(pl.Series([p])).item() for p in kept} - {None}),
+                               dtype=pl.String)
 
     @property
     def roles(self) -> tuple[str, ...]:
         return ("url",)
 
     def match(self, view: BatchView) -> np.ndarray:
-        urls = view.canonical_urls()
+        hit = np.zeros(view.num_rows, dtype=bool)
         if len(self.prefixes) == 0:
-            return np.zeros(len(urls), dtype=bool)
+            return hit
+        # Only rows on a host some prefix names need their canonical URL.
+        rows = view.hosts().is_in(self.hosts.implode()).fill_null(False).arg_true().to_numpy()
+        if len(rows) == 0:
+            return hit
+        urls = view.canonical_urls_of(rows)
         at = self.prefixes.search_sorted(urls.fill_null(""), side="right").cast(pl.Int64) - 1
         candidate = self.prefixes.gather(at.clip(0, None))
-        hit = pl.select((at >= 0) & urls.is_not_null()
-                        & urls.str.starts_with(candidate)).to_series()
-        return hit.fill_null(False).to_numpy()
+        matched = pl.select((at >= 0) & urls.is_not_null()
+                            & urls.str.starts_with(candidate)).to_series()
+        hit[rows[matched.fill_null(False).to_numpy()]] = True
+        return hit
 
     def describe(self) -> dict[str, object]:
         return {"kind": "prefix", "reason": self.reason.code, "source": self.source.label,
