@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from scrub import __version__
 from scrub.atomic import atomic_write_json
 from scrub.dataset import Shard, discover_shards, open_shard
@@ -20,7 +22,7 @@ from scrub.engine.checkpoint import JobState
 from scrub.engine.local import LocalExecutor, ShardOutcome, default_workers
 from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats, Totals
-from scrub.errors import ScrubError, ShardsFailedError, UserInputError
+from scrub.errors import InvalidDatasetError, ScrubError, ShardsFailedError, UserInputError
 from scrub.progress import Progress
 
 REPORT_NAME = "apply-report.json"
@@ -59,7 +61,7 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
         state.prepare(force=force)
         done = {s.name: st for s in shards if (st := state.completed(s)) is not None}
         pending = [s for s in shards if s.name not in done]
-        meter = Progress("apply", len(shards), _count_rows(shards), enabled=progress)
+        meter = Progress("apply", len(shards), survey(shards), enabled=progress)
         meter.advance(sum(st.rows_in for st in done.values()), shards=len(done))
 
         def on_done(outcome: ShardOutcome) -> None:
@@ -87,14 +89,45 @@ def _job_identity(plan: MatchPlan, source: Path,
     return {"job": "apply", "fingerprint": hashlib.sha256(body.encode()).hexdigest()}
 
 
-def _count_rows(shards: Sequence[Shard]) -> int:
+def survey(shards: Sequence[Shard]) -> int:
+    """Total rows of the readable shards, after checking that their schemas agree.
+
+    A shard whose columns differ from the first readable one (missing, extra, or of another type)
+    is an error naming both shards and the column. Unreadable shards are left to the workers,
+    which report them by name while the others complete.
+    """
     total = 0
+    reference: tuple[Shard, pa.Schema] | None = None
     for shard in shards:
         try:
-            total += open_shard(shard).metadata.num_rows
+            metadata = open_shard(shard).metadata
         except ScrubError:
-            continue  # reported by the worker that processes it
+            continue
+        total += metadata.num_rows
+        schema = metadata.schema.to_arrow_schema()
+        if reference is None:
+            reference = (shard, schema)
+            continue
+        first, expected = reference
+        problem = _schema_difference(expected, schema)
+        if problem:
+            raise InvalidDatasetError(
+                f"{shard.path}: schema differs from {first.name}: {problem}",
+                hint="every shard of a dataset must have the same columns and types")
     return total
+
+
+def _schema_difference(expected: pa.Schema, actual: pa.Schema) -> str | None:
+    for field in expected:
+        if field.name not in actual.names:
+            return f"column {field.name!r} is missing"
+        other = actual.field(field.name)
+        if not other.type.equals(field.type):
+            return f"column {field.name!r} is {other.type}, not {field.type}"
+    for name in actual.names:
+        if name not in expected.names:
+            return f"column {name!r} is extra"
+    return None
 
 
 def build_report(plan: MatchPlan, source: Path, output: Path,

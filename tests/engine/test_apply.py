@@ -225,3 +225,30 @@ def test_the_report_lists_every_shard_in_input_order(sample_dataset: Path, tmp_p
     per_shard = result.report["per_shard"]
     assert [s["shard"] for s in per_shard] == [p.name for p in shard_paths(sample_dataset)]
     assert sum(s["rows_out"] for s in per_shard) == result.report["rows_out"]
+
+
+def test_shards_whose_schemas_disagree_are_named(dataset_copy: Path, tmp_path: Path,
+                                                 lists: list[Path]) -> None:
+    victim = shard_paths(dataset_copy)[3]
+    table = pq.read_table(victim)
+    table = table.set_column(table.schema.get_field_index("WIDTH"), "WIDTH",
+                             table.column("WIDTH").cast(pa.string()))
+    pq.write_table(table, victim)
+    with pytest.raises(UserInputError) as info:
+        run(dataset_copy, tmp_path / "out", lists, workers=1)
+    message = str(info.value)
+    assert victim.name in message and "'WIDTH'" in message and "part-00000" in message
+    assert not (tmp_path / "out" / "apply-report.json").exists()
+
+
+def test_a_hundred_shards_with_one_corrupt_report_exactly_that_shard(tmp_path: Path,
+                                                                     planted_values) -> None:
+    dataset = generate_dataset(tmp_path / "many", rows=20_000, shards=100, seed=8,
+                               embeddings=False)
+    victim = shard_paths(dataset)[57]
+    victim.write_bytes(victim.read_bytes()[:-100])  # the footer is gone
+    lists = write_planted_lists(tmp_path / "lists", planted_values)
+    with pytest.raises(ShardsFailedError) as info:
+        run(dataset, tmp_path / "out", lists, workers=2)
+    assert [name for name, _ in info.value.failures] == [victim.as_posix()]
+    assert len(shard_paths(tmp_path / "out")) == 99
