@@ -35,7 +35,10 @@ import re
 from dataclasses import dataclass
 
 import idna
+import numba
+import numpy as np
 import polars as pl
+import pyarrow as pa
 import tldextract
 
 DEFAULT_PORTS = {"http": "80", "https": "443", "ftp": "21"}
@@ -349,10 +352,123 @@ def canonical_hosts(urls: pl.Series) -> pl.Series:
     """The canonical host of each URL; null where a value is not a URL.
 
     Equal to ``hosts_of(canonicalize_urls(urls))`` without building canonical paths: host,
-    domain and the first step of prefix rules need no more.
+    domain and the first step of prefix rules need no more. A compiled scan over the Arrow
+    buffers handles the common shape (ASCII, no user info, no IPv6 literal, nothing to strip);
+    the other rows take the general column path.
     """
-    parts = _split_columns(urls)
-    return pl.select(pl.when(parts.invalid).then(None).otherwise(parts.host)).to_series()
+    text = urls.cast(pl.String)
+    array = pa.array(text.to_arrow()).cast(pa.large_string())
+    offsets, data, nulls = _buffers(array)
+    out_data, out_offsets, status = _scan_hosts(data, offsets, nulls)
+    hosts = pl.Series(pa.LargeStringArray.from_buffers(
+        len(status), pa.py_buffer(out_offsets), pa.py_buffer(out_data)))
+    hosts = pl.select(pl.when(pl.Series(status == 0)).then(hosts)).to_series()
+    slow = np.flatnonzero(status == 2)
+    if len(slow):
+        parts = _split_columns(text.gather(slow))
+        general = pl.select(pl.when(parts.invalid).then(None).otherwise(parts.host)).to_series()
+        hosts = hosts.scatter(slow, general)
+    return hosts.alias(urls.name or "host")
+
+
+def _buffers(array: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    _, offsets_buf, data_buf = array.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[array.offset: array.offset + len(array) + 1]
+    data = (np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None
+            else np.zeros(0, dtype=np.uint8))
+    nulls = array.is_null().to_numpy(zero_copy_only=False)
+    return offsets, data, nulls
+
+
+@numba.njit(cache=False, nogil=True)
+def _scan_hosts(data, offsets, nulls):  # type: ignore[no-untyped-def]
+    """Host bytes per row, lower-cased, trailing dots dropped; status 0 = done, 1 = not a URL,
+    2 = needs the general path (whitespace or non-ASCII at an end, non-ASCII or '@' or '['
+    in the authority)."""
+    n = len(offsets) - 1
+    status = np.zeros(n, dtype=np.int8)
+    out_offsets = np.zeros(n + 1, dtype=np.int64)
+    out = np.empty(max(len(data), 1), dtype=np.uint8)
+    used = 0
+    for row in range(n):
+        out_offsets[row] = used
+        if nulls[row]:
+            status[row] = 1
+            continue
+        start, stop = offsets[row], offsets[row + 1]
+        if stop == start:
+            status[row] = 1
+            continue
+        first, last = data[start], data[stop - 1]
+        if first <= 32 or last <= 32 or first >= 128 or last >= 128:
+            status[row] = 2  # stripping and control characters: the general path decides
+            continue
+        bad = False
+        for k in range(start, stop):
+            c = data[k]
+            if c < 32 or c == 127:
+                bad = True
+                break
+        if bad:
+            status[row] = 1
+            continue
+        sep = -1
+        for k in range(start, stop - 2):
+            if data[k] == 58 and data[k + 1] == 47 and data[k + 2] == 47:  # "://"
+                sep = k
+                break
+        if sep <= start:
+            status[row] = 1
+            continue
+        c = data[start]
+        if not ((65 <= c <= 90) or (97 <= c <= 122)):
+            status[row] = 1
+            continue
+        for k in range(start + 1, sep):
+            c = data[k]
+            if not ((65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57)
+                    or c == 43 or c == 46 or c == 45):
+                bad = True
+                break
+        if bad:
+            status[row] = 1
+            continue
+        begin = sep + 3
+        end = begin
+        while end < stop and data[end] != 47 and data[end] != 63 and data[end] != 35:
+            end += 1
+        colon = -1
+        for k in range(begin, end):
+            c = data[k]
+            if c == 64 or c == 91 or c >= 128:  # '@', '[', non-ASCII
+                bad = True
+                break
+            if c == 58 and colon < 0:
+                colon = k
+        if bad:
+            status[row] = 2
+            continue
+        host_end = colon if colon >= 0 else end
+        if colon >= 0:
+            for k in range(colon + 1, end):
+                c = data[k]
+                if c < 48 or c > 57:
+                    bad = True
+                    break
+            if bad:
+                status[row] = 1
+                continue
+        while host_end > begin and data[host_end - 1] == 46:
+            host_end -= 1
+        if host_end == begin:
+            status[row] = 1
+            continue
+        for k in range(begin, host_end):
+            c = data[k]
+            out[used] = c + 32 if 65 <= c <= 90 else c
+            used += 1
+    out_offsets[n] = used
+    return out[:used].copy(), out_offsets, status
 
 
 def _split_bracket_host(hostport: str) -> tuple[str | None, str | None, bool]:

@@ -174,6 +174,8 @@ class ExactKeyRule(Rule):
         return (self.key_type.target,)
 
     def match(self, view: BatchView) -> np.ndarray:
+        if self.key_type.name in ("host", "domain"):
+            return self._match_distinct(view)
         keys, valid = view.keys_for(self.key_type)
         hit = self.keys.contains(keys, valid)
         if issubclass(self.key_type, UrlDigestType):
@@ -181,6 +183,14 @@ class ExactKeyRule(Rule):
             keys, valid = view.keys_for(self.key_type, canonical=True)
             hit |= self.keys.contains(keys, valid)
         return hit
+
+    def _match_distinct(self, view: BatchView) -> np.ndarray:
+        # Hosts and domains repeat a lot: digest and look up each distinct value once.
+        values = view.hosts() if self.key_type.name == "host" else view.domains()
+        distinct = values.unique().drop_nulls()
+        keys, valid = text_digest_keys(distinct)
+        listed = distinct.filter(pl.Series(self.keys.contains(keys, valid)))
+        return values.is_in(listed.implode()).fill_null(False).to_numpy()
 
     def describe(self) -> dict[str, object]:
         return {"kind": "exact_key", "type": self.key_type.name, "reason": self.reason.code,
