@@ -33,8 +33,9 @@ _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _GATHER_ROWS = 1 << 16
 
 
-def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(offsets as int64, data bytes, null mask) of a string or binary array."""
+def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets as int64, data bytes, null mask) of a string or binary array, zero-copy where
+    the array allows."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_string_view(arr.type) or pa.types.is_binary_view(arr.type):
@@ -59,7 +60,7 @@ def hex_to_keys(arr: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
     exactly ``2 * width`` characters long, or holds a non-hex character (its key row is zero).
     Upper-case digits are accepted. Whitespace and ``0x`` are not stripped here.
     """
-    offsets, data, nulls = _string_buffers(arr)
+    offsets, data, nulls = string_buffers(arr)
     n = len(offsets) - 1
     chars = 2 * width
     lengths = np.diff(offsets)

@@ -41,6 +41,8 @@ import polars as pl
 import pyarrow as pa
 import tldextract
 
+from scrub.keys import string_buffers
+
 DEFAULT_PORTS = {"http": "80", "https": "443", "ftp": "21"}
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # Printable ASCII that must be escaped when it appears raw in a path or query.
@@ -357,8 +359,7 @@ def canonical_hosts(urls: pl.Series) -> pl.Series:
     the other rows take the general column path.
     """
     text = urls.cast(pl.String)
-    array = pa.array(text.to_arrow()).cast(pa.large_string())
-    offsets, data, nulls = _buffers(array)
+    offsets, data, nulls = string_buffers(text.to_arrow())
     out_data, out_offsets, status = _scan_hosts(data, offsets, nulls)
     hosts = pl.Series(pa.LargeStringArray.from_buffers(
         len(status), pa.py_buffer(out_offsets), pa.py_buffer(out_data)))
@@ -369,15 +370,6 @@ def canonical_hosts(urls: pl.Series) -> pl.Series:
         general = pl.select(pl.when(parts.invalid).then(None).otherwise(parts.host)).to_series()
         hosts = hosts.scatter(slow, general)
     return hosts.alias(urls.name or "host")
-
-
-def _buffers(array: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    _, offsets_buf, data_buf = array.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[array.offset: array.offset + len(array) + 1]
-    data = (np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None
-            else np.zeros(0, dtype=np.uint8))
-    nulls = array.is_null().to_numpy(zero_copy_only=False)
-    return offsets, data, nulls
 
 
 @numba.njit(cache=False, nogil=True)
