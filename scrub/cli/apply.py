@@ -53,7 +53,7 @@ def apply_command(
     force: bool = typer.Option(False, "--force",
                                help="Write into an OUTPUT that holds something else."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or notes on stderr."),
 ) -> None:
     """Remove every row matching the given lists; write the rest and apply-report.json."""
     if not hashlist and not stored:
@@ -69,7 +69,12 @@ def apply_command(
                               options=MatchOptions(pdq_radius, phash_radius, pdq_quality_floor))
 
     result = run_apply(build_plan, input, output, workers=workers, force=force,
-                       column_overrides=overrides, progress=not quiet)
+                       column_overrides=overrides, progress=not quiet, key=key)
+    withheld = result.report["decision_records"].get("withheld", 0)
+    if withheld and not quiet:
+        typer.echo(f"scrub: note: decision records of {withheld} shard(s) were not kept: "
+                   "sensitive lists removed rows there and no key was given "
+                   "(--key-file) to keep them encrypted", err=True)
     if as_json:
         typer.echo(json.dumps(result.report, indent=2, sort_keys=True))
     else:

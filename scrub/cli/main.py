@@ -35,9 +35,10 @@ def _root(
 
 
 def _register() -> None:
-    from scrub.cli import apply, demo, keys, lists
+    from scrub.cli import apply, decisions, demo, keys, lists
 
     apply.register(app)
+    decisions.register(app)
     demo.register(app)
     lists.register(app)
     keys.register(app)

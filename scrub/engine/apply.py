@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from scrub import __version__
 from scrub.atomic import atomic_write_json
 from scrub.dataset import Shard, discover_shards, open_shard
 from scrub.engine.checkpoint import JobState
+from scrub.engine.decisions import write_sources
 from scrub.engine.local import LocalExecutor, ShardOutcome, default_workers
 from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats, Totals
@@ -39,11 +41,14 @@ class ApplyResult:
 def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output: Path | str, *,
           workers: int | None = None, force: bool = False,
           column_overrides: Mapping[str, str] | None = None,
-          progress: bool = True) -> ApplyResult:
+          progress: bool = True, key: bytes | None = None) -> ApplyResult:
     """Scrub ``source`` into ``output`` with ``plan``.
 
     ``plan`` may be a function that builds it (parsing lists): the workers then start while it
     runs. Nothing is written before the plan is built, so a bad list leaves ``output`` untouched.
+
+    ``key`` encrypts the decision records of shards where a sensitive source removed rows;
+    without it those records are withheld (counted in the report), never written in clear.
 
     Raises :class:`ShardsFailedError` when some shards failed (the others are kept),
     :class:`~scrub.errors.OutputConflictError` when ``output`` belongs to something else, and
@@ -56,9 +61,10 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
                              hint="scrub never rewrites its input in place")
     with LocalExecutor(min(workers or default_workers(), len(shards))) as executor:
         ready = plan() if callable(plan) else plan
-        executor.load(ready, column_overrides)
+        executor.load(ready, column_overrides, key)
         state = JobState(output, _job_identity(ready, source, column_overrides))
         state.prepare(force=force)
+        write_sources(state.root, ready)
         done = {s.name: st for s in shards if (st := state.completed(s)) is not None}
         pending = [s for s in shards if s.name not in done]
         meter = Progress("apply", len(shards), survey(shards), enabled=progress)
@@ -148,6 +154,7 @@ def build_report(plan: MatchPlan, source: Path, output: Path,
                             for s in plan.sources if s.kind != "allowlist"},
         "suppressed_by_allowlist": dict(sorted(totals.suppressed_by_source.items())),
         "unmatchable": dict(sorted(totals.unmatchable.items())),
+        "decision_records": dict(sorted(Counter(st.decisions for st in shard_stats).items())),
         "lists": [{"label": src.label, "kind": src.kind, **dict(src.details)}
                   for src in plan.sources],
         "per_shard": [{"shard": st.shard, "rows_in": st.rows_in, "rows_out": st.rows_out,

@@ -103,8 +103,10 @@ class _Tally:
 
 
 def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
-                 column_overrides: Mapping[str, str] | None = None) -> ShardStats:
-    """Write ``shard`` minus the rows ``plan`` drops to ``tmp`` (fsynced); return its stats.
+                 column_overrides: Mapping[str, str] | None = None
+                 ) -> tuple[ShardStats, pa.Table]:
+    """Write ``shard`` minus the rows ``plan`` drops to ``tmp`` (fsynced); return its stats and
+    the decision records of the dropped rows.
 
     Raises :class:`InvalidDatasetError` naming the shard when it cannot be read or lacks a column
     the plan needs.
@@ -120,6 +122,7 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
     size, mtime = input_identity(shard)
     stats = ShardStats(shard=shard.name, input_size=size, input_mtime_ns=mtime)
     tally = _Tally(plan)
+    records: list[pa.Table] = []
     try:
         with open(tmp, "wb") as handle:
             with open_writer(handle, parquet.schema_arrow) as writer:
@@ -128,6 +131,7 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
                     decisions = decide(plan, batch, roles)
                     tally.add(decisions)
                     if decisions.drop.any():
+                        records.append(decisions.records(stats.rows_in - batch.num_rows))
                         batch = batch.filter(pa.array(~decisions.drop))
                     stats.rows_out += batch.num_rows
                     writer.write_table(batch, row_group_size=BATCH_ROWS)
@@ -137,4 +141,9 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
     except (OSError, pa.ArrowException) as exc:
         raise InvalidDatasetError(f"{shard.path}: cannot process ({brief(exc)})") from exc
     tally.into(stats)
-    return stats
+    return stats, (pa.concat_tables(records) if records else _NO_RECORDS)
+
+
+_NO_RECORDS = pa.table({"row": pa.array([], pa.int64()), "reasons": pa.array([], pa.uint32()),
+                        "sources": pa.array([], pa.list_(pa.int32())),
+                        "distance": pa.array([], pa.int16())})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from scrub.dataset import ColumnRoles
@@ -26,6 +27,36 @@ class Decisions:
     unmatchable: dict[str, int]
     #: Rows whose match by a source was cleared by an allow-list, per source id.
     suppressed: dict[int, int] = field(default_factory=dict)
+    #: Smallest Hamming distance of a perceptual match per row (-1 where there is none).
+    distance: np.ndarray | None = None
+
+    def records(self, first_row: int) -> pa.Table:
+        """The dropped rows as decision records: row (within the shard), reason bitmask, the
+        ids of the sources that matched, and the perceptual distance (null if none).
+        Evidence only: never a value from a list or from the row."""
+        rows = self.dropped_rows
+        pairs_row = [np.flatnonzero(hit) for _, hit in sorted(self.sources.items())]
+        pairs_source = [np.full(len(r), source_id, dtype=np.int32)
+                        for (source_id, _), r in zip(sorted(self.sources.items()), pairs_row,
+                                                     strict=True)]
+        grouped = (pl.DataFrame({
+            "row": np.concatenate(pairs_row) if pairs_row else np.zeros(0, dtype=np.int64),
+            "source": np.concatenate(pairs_source) if pairs_source
+            else np.zeros(0, dtype=np.int32)})
+            .group_by("row").agg(pl.col("source").sort()))
+        sources = (pl.DataFrame({"row": rows}).join(grouped, on="row", how="left")["source"]
+                   .to_arrow().cast(pa.list_(pa.int32())))
+        distance = None
+        if self.distance is not None:
+            distance = pa.array(self.distance[rows], type=pa.int16(),
+                                mask=self.distance[rows] < 0)
+        return pa.table({
+            "row": pa.array(rows + first_row, type=pa.int64()),
+            "reasons": pa.array(self.reasons[rows], type=pa.uint32()),
+            "sources": pa.array(sources, type=pa.list_(pa.int32())),
+            "distance": distance if distance is not None
+            else pa.nulls(len(rows), type=pa.int16()),
+        })
 
     @property
     def drop(self) -> np.ndarray:
@@ -40,6 +71,7 @@ class Decisions:
 def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles) -> Decisions:
     """Run every rule of ``plan`` over ``batch`` (a record batch or a table of one row group)."""
     view = BatchView(batch, roles)
+    distance: np.ndarray | None = None
     reasons = np.zeros(batch.num_rows, dtype=np.uint32)
     sources: dict[int, np.ndarray] = {}
     suppressed: dict[int, int] = {}
@@ -61,7 +93,16 @@ def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles
         if not hit.any():
             continue
         reasons[hit] |= np.uint32(rule.reason.mask)
+        found = view.distances.pop(id(rule), None)
+        if found is not None:
+            if distance is None:
+                distance = np.full(batch.num_rows, -1, dtype=np.int16)
+            rows, values = found
+            keep = hit[rows]
+            rows, values = rows[keep], values[keep]
+            current = distance[rows]
+            distance[rows] = np.where((current < 0) | (values < current), values, current)
         seen = sources.get(rule.source.id)
         sources[rule.source.id] = hit if seen is None else (seen | hit)
     return Decisions(reasons=reasons, sources=sources, unmatchable=view.unmatchable,
-                     suppressed=suppressed)
+                     suppressed=suppressed, distance=distance)

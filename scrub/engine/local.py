@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from scrub.dataset import Shard
 from scrub.engine.checkpoint import JobState
+from scrub.engine.decisions import write_decisions
 from scrub.engine.filtering import filter_shard, warm_up
 from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats
@@ -47,11 +48,12 @@ def default_workers() -> int:
 # Worker-process globals, set once by the initializer.
 _PLAN: MatchPlan | None = None
 _OVERRIDES: Mapping[str, str] | None = None
+_KEY: bytes | None = None
 
 
 def _init_worker(plans: multiprocessing.queues.Queue, threads: int) -> None:
     """Set up a worker, warm it up, then wait for the plan (sent once the parent has parsed it)."""
-    global _PLAN, _OVERRIDES
+    global _PLAN, _OVERRIDES, _KEY
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     # A spawned worker ends through sys.exit, whose C++ static destructors can meet Arrow's
     # thread pools still running and abort ("terminate called without an active exception").
@@ -66,7 +68,7 @@ def _init_worker(plans: multiprocessing.queues.Queue, threads: int) -> None:
     warm_up()
     loaded = plans.get()
     if loaded is not None:
-        _PLAN, _OVERRIDES = loaded
+        _PLAN, _OVERRIDES, _KEY = loaded
 
 
 def _ready() -> int:
@@ -76,15 +78,17 @@ def _ready() -> int:
 def _run_one(state: JobState, shard: Shard) -> ShardOutcome:
     if _PLAN is None:
         raise RuntimeError("worker used before a plan was loaded")
-    return process_one(_PLAN, state, shard, _OVERRIDES)
+    return process_one(_PLAN, state, shard, _OVERRIDES, _KEY)
 
 
 def process_one(plan: MatchPlan, state: JobState, shard: Shard,
-                overrides: Mapping[str, str] | None) -> ShardOutcome:
+                overrides: Mapping[str, str] | None, key: bytes | None = None) -> ShardOutcome:
     """Filter and commit one shard; failures become an outcome, never an exception."""
     tmp = state.tmp_dir / f"{shard.name}.partial"
     try:
-        stats = filter_shard(plan, shard, tmp, column_overrides=overrides)
+        stats, records = filter_shard(plan, shard, tmp, column_overrides=overrides)
+        stats.decisions = write_decisions(state.root / "decisions", shard.name, records, plan,
+                                          key)
         state.commit(shard, tmp, stats)
         return ShardOutcome(shard, stats=stats)
     except ScrubError as exc:
@@ -114,6 +118,7 @@ class LocalExecutor:
         self.threads = max(1, default_workers() // self.workers)
         self._plan: MatchPlan | None = None
         self._overrides: Mapping[str, str] | None = None
+        self._key: bytes | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._queue: multiprocessing.queues.Queue | None = None
         self._env: str | None = None
@@ -144,12 +149,14 @@ class LocalExecutor:
             else:
                 os.environ["POLARS_MAX_THREADS"] = self._env
 
-    def load(self, plan: MatchPlan, overrides: Mapping[str, str] | None = None) -> None:
-        """Hand the plan to every worker (once, over a pipe: nothing touches the disk)."""
-        self._plan, self._overrides = plan, overrides
+    def load(self, plan: MatchPlan, overrides: Mapping[str, str] | None = None,
+             key: bytes | None = None) -> None:
+        """Hand the plan (and the data key for decision records) to every worker, once, over a
+        pipe: nothing touches the disk."""
+        self._plan, self._overrides, self._key = plan, overrides, key
         if self._queue is not None:
             for _ in range(self.workers):
-                self._queue.put((plan, overrides))
+                self._queue.put((plan, overrides, key))
 
     def run(self, state: JobState, shards: Sequence[Shard], *,
             on_done: Callable[[ShardOutcome], None] | None = None) -> list[ShardOutcome]:
@@ -169,7 +176,7 @@ class LocalExecutor:
         try:
             if self._pool is None:
                 for shard in shards:
-                    record(process_one(self._plan, state, shard, self._overrides))
+                    record(process_one(self._plan, state, shard, self._overrides, self._key))
             else:
                 self._run_pool(state, shards, record)
         except KeyboardInterrupt:

@@ -56,6 +56,8 @@ class BatchView:
         self.unmatchable: dict[str, int] = {}
         self._keys: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._text: dict[str, pl.Series] = {}
+        #: Evidence of perceptual rules: id(rule) -> (rows, smallest distance per row).
+        self.distances: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def column(self, role: str) -> pa.Array:
         name = self.roles.get(role)
@@ -268,6 +270,10 @@ class PerceptualRule(Rule):
         found = self.index.search(keys, self.radius, valid)
         hit = np.zeros(view.num_rows, dtype=bool)
         hit[found.query] = True
+        if len(found.query):
+            order = np.lexsort((found.distance, found.query))
+            rows, first = np.unique(found.query[order], return_index=True)
+            view.distances[id(self)] = (rows, found.distance[order][first].astype(np.int16))
         return hit
 
     def describe(self) -> dict[str, object]:

@@ -21,6 +21,8 @@ class ShardStats:
     input_size: int = 0
     input_mtime_ns: int = 0
     output_size: int = 0
+    #: How the shard's decision records were kept: plain, encrypted, withheld or none.
+    decisions: str = "none"
 
     @property
     def removed(self) -> int:
