@@ -395,15 +395,14 @@ def _scan_hosts(data, offsets, nulls):  # type: ignore[no-untyped-def]
         if first <= 32 or last <= 32 or first >= 128 or last >= 128:
             status[row] = 2  # stripping and control characters: the general path decides
             continue
-        bad = False
-        for k in range(start, stop):
+        control = 0
+        for k in range(start, stop):  # no early exit: the loop vectorises
             c = data[k]
-            if c < 32 or c == 127:
-                bad = True
-                break
-        if bad:
+            control |= (c < 32) | (c == 127)
+        if control:
             status[row] = 1
             continue
+        bad = False
         sep = -1
         for k in range(start, stop - 2):
             if data[k] == 58 and data[k + 1] == 47 and data[k + 2] == 47:  # "://"

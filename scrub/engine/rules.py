@@ -86,6 +86,12 @@ class BatchView:
             self._text["host"] = cached
         return cached
 
+    def distinct_hosts(self) -> pl.Series:
+        cached = self._text.get("distinct_host")
+        if cached is None:
+            cached = self._text["distinct_host"] = self.hosts().unique().drop_nulls()
+        return cached
+
     def canonical_urls_of(self, rows: np.ndarray) -> pl.Series:
         """Canonical URLs of some rows only (all of them when they are cached already)."""
         if "canonical" in self._text:
@@ -187,12 +193,14 @@ class ExactKeyRule(Rule):
         return hit
 
     def _match_distinct(self, view: BatchView) -> np.ndarray:
-        # Hosts and domains repeat a lot: digest and look up each distinct value once.
-        values = view.hosts() if self.key_type.name == "host" else view.domains()
-        distinct = values.unique().drop_nulls()
-        keys, valid = text_digest_keys(distinct)
+        # Hosts repeat a lot: digest and look up each distinct host (or its domain) once, then
+        # mark the rows on a listed one.
+        hosts = view.hosts()
+        distinct = view.distinct_hosts()
+        values = distinct if self.key_type.name == "host" else registrable_domains(distinct)
+        keys, valid = text_digest_keys(values)
         listed = distinct.filter(pl.Series(self.keys.contains(keys, valid)))
-        return values.is_in(listed.implode()).fill_null(False).to_numpy()
+        return hosts.is_in(listed.implode()).fill_null(False).to_numpy()
 
     def describe(self) -> dict[str, object]:
         return {"kind": "exact_key", "type": self.key_type.name, "reason": self.reason.code,
