@@ -86,10 +86,9 @@ class _Tally:
 
     def add(self, decisions: Decisions) -> None:
         self.unmatchable.update(decisions.unmatchable)
-        for reason in Reason:
-            count = int(np.count_nonzero(decisions.reasons & reason.mask))
-            if count:
-                self.by_reason[reason.code] += count
+        present = int(np.bitwise_or.reduce(decisions.reasons)) if len(decisions.reasons) else 0
+        for reason in Reason.from_mask(present):
+            self.by_reason[reason.code] += int(np.count_nonzero(decisions.reasons & reason.mask))
         for source_id, hit in decisions.sources.items():
             self.by_source[self.labels[source_id]] += int(np.count_nonzero(hit))
         for source_id, count in decisions.suppressed.items():

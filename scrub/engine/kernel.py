@@ -35,17 +35,22 @@ class Decisions:
         ids of the sources that matched, and the perceptual distance (null if none).
         Evidence only: never a value from a list or from the row."""
         rows = self.dropped_rows
-        pairs_row = [np.flatnonzero(hit) for _, hit in sorted(self.sources.items())]
-        pairs_source = [np.full(len(r), source_id, dtype=np.int32)
-                        for (source_id, _), r in zip(sorted(self.sources.items()), pairs_row,
-                                                     strict=True)]
-        grouped = (pl.DataFrame({
-            "row": np.concatenate(pairs_row) if pairs_row else np.zeros(0, dtype=np.int64),
-            "source": np.concatenate(pairs_source) if pairs_source
-            else np.zeros(0, dtype=np.int32)})
-            .group_by("row").agg(pl.col("source").sort()))
-        sources = (pl.DataFrame({"row": rows}).join(grouped, on="row", how="left")["source"]
-                   .to_arrow().cast(pa.list_(pa.int32())))
+        hits = sorted(self.sources.items())
+        if len(hits) == 1:  # the common case: one source, one id per row
+            offsets = pa.array(np.arange(len(rows) + 1, dtype=np.int32))
+            sources = pa.ListArray.from_arrays(
+                offsets, pa.array(np.full(len(rows), hits[0][0], dtype=np.int32)))
+        else:
+            pairs_row = [np.flatnonzero(hit) for _, hit in hits]
+            pairs_source = [np.full(len(r), source_id, dtype=np.int32)
+                            for (source_id, _), r in zip(hits, pairs_row, strict=True)]
+            grouped = (pl.DataFrame({
+                "row": np.concatenate(pairs_row) if pairs_row else np.zeros(0, dtype=np.int64),
+                "source": np.concatenate(pairs_source) if pairs_source
+                else np.zeros(0, dtype=np.int32)})
+                .group_by("row").agg(pl.col("source").sort()))
+            sources = (pl.DataFrame({"row": rows}).join(grouped, on="row", how="left")["source"]
+                       .to_arrow().cast(pa.list_(pa.int32())))
         distance = None
         if self.distance is not None:
             distance = pa.array(self.distance[rows], type=pa.int16(),
