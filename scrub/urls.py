@@ -35,7 +35,6 @@ import re
 from dataclasses import dataclass
 
 import idna
-import numba
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -360,7 +359,7 @@ def canonical_hosts(urls: pl.Series) -> pl.Series:
     """
     text = urls.cast(pl.String)
     offsets, data, nulls = string_buffers(text.to_arrow())
-    out_data, out_offsets, status = _scan_hosts(data, offsets, nulls)
+    out_data, out_offsets, status = _scan_hosts()(data, offsets, nulls)
     hosts = pl.Series(pa.LargeStringArray.from_buffers(
         len(status), pa.py_buffer(out_offsets), pa.py_buffer(out_data)))
     hosts = pl.select(pl.when(pl.Series(status == 0)).then(hosts)).to_series()
@@ -372,8 +371,7 @@ def canonical_hosts(urls: pl.Series) -> pl.Series:
     return hosts.alias(urls.name or "host")
 
 
-@numba.njit(cache=False, nogil=True)
-def _scan_hosts(data, offsets, nulls):  # type: ignore[no-untyped-def]
+def _scan_hosts_py(data, offsets, nulls):  # type: ignore[no-untyped-def]
     """Host bytes per row, lower-cased, trailing dots dropped; status 0 = done, 1 = not a URL,
     2 = needs the general path (whitespace or non-ASCII at an end, non-ASCII or '@' or '['
     in the authority)."""
@@ -509,3 +507,16 @@ def hosts_of(canonical: pl.Series) -> pl.Series:
 def registrable_domains(hosts: pl.Series) -> pl.Series:
     """:func:`registrable_domain` over a column of canonical hosts, once per distinct host."""
     return map_distinct(hosts, registrable_domain)
+
+
+_SCAN = None
+
+
+def _scan_hosts():  # type: ignore[no-untyped-def]
+    """The numba-compiled host scan, built on first use."""
+    global _SCAN
+    if _SCAN is None:
+        import numba
+
+        _SCAN = numba.njit(nogil=True)(_scan_hosts_py)
+    return _SCAN

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
-import numba
 import numpy as np
 
 SUBSTRING_BITS = 16
@@ -96,7 +95,7 @@ class HammingIndex:
         if valid is None:
             valid = np.ones(len(queries), dtype=np.bool_)
         masks = _probe_masks(radius // self.tables)
-        q, e, d = _search(self.offsets, self.ids, self.near, self.codes, words,
+        q, e, d = _compiled()(self.offsets, self.ids, self.near, self.codes, words,
                           _substrings(words), valid.astype(np.bool_), masks, radius)
         return Matches(query=q, entry=e, distance=d)
 
@@ -119,16 +118,7 @@ def brute_force(keys: np.ndarray, queries: np.ndarray, radius: int) -> Matches:
                    np.concatenate(d_all).astype(np.int64))
 
 
-@numba.njit(cache=False, nogil=True)
-def _popcount64(x: np.uint64) -> np.int64:
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
-
-
-@numba.njit(cache=False, nogil=True)
-def _search(offsets, ids, near, codes, words, subs, valid, masks,  # type: ignore[no-untyped-def]
+def _search_py(offsets, ids, near, codes, words, subs, valid, masks,  # type: ignore[no-untyped-def]
             radius):
     n = codes.shape[0]
     width = codes.shape[1]
@@ -152,7 +142,7 @@ def _search(offsets, ids, near, codes, words, subs, valid, masks,  # type: ignor
                 for k in range(start, stop):
                     distance = 0
                     for w in range(head):
-                        distance += _popcount64(near[t, k, w] ^ words[qi, w])
+                        distance += _popcount(near[t, k, w] ^ words[qi, w])
                     if distance > radius:
                         continue
                     entry = ids[t, k]
@@ -160,7 +150,7 @@ def _search(offsets, ids, near, codes, words, subs, valid, masks,  # type: ignor
                         continue
                     seen[entry] = qi
                     for w in range(head, width):
-                        distance += _popcount64(codes[entry, w] ^ words[qi, w])
+                        distance += _popcount(codes[entry, w] ^ words[qi, w])
                     if distance <= radius:
                         if found == capacity:
                             capacity *= 2
@@ -176,3 +166,25 @@ def _search(offsets, ids, near, codes, words, subs, valid, masks,  # type: ignor
                         out_d[found] = distance
                         found += 1
     return out_q[:found], out_e[:found], out_d[:found]
+
+
+def _popcount_py(x):  # type: ignore[no-untyped-def]
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+_popcount = _popcount_py
+_SEARCH = None
+
+
+def _compiled():  # type: ignore[no-untyped-def]
+    """The numba-compiled search, built on first use (importing numba costs ~0.1 s)."""
+    global _SEARCH, _popcount
+    if _SEARCH is None:
+        import numba
+
+        _popcount = numba.njit(nogil=True)(_popcount_py)
+        _SEARCH = numba.njit(nogil=True)(_search_py)
+    return _SEARCH
