@@ -17,6 +17,7 @@ from scrub.engine.plan import MatchOptions, MatchPlan, plan_for_apply
 from scrub.errors import UserInputError
 from scrub.lists.hashlist import ListFormat
 from scrub.lists.store import ListStore
+from scrub.lists.types import registered_types
 
 
 def apply_command(
@@ -29,13 +30,15 @@ def apply_command(
                                      help="A list from the store (latest version by default); "
                                           "repeatable."),
     key_file: Optional[Path] = typer.Option(None, "--key-file", metavar="FILE",
-                                            help="Key of encrypted stored lists "
+                                            help="Data key: reads encrypted stored lists, "
+                                                 "encrypts decision records "
                                                  "(default: $SCRUB_KEY_FILE)."),
     store: Optional[Path] = typer.Option(None, "--store", metavar="DIR",
                                          help="List store (default: $SCRUB_HOME/lists)."),
     type_: Optional[str] = typer.Option(None, "--type", metavar="TYPE",
-                                        help="Type of plain-text list values: md5, sha1, sha256, "
-                                             "url_md5, url_sha1, url_sha256 (default: inferred)."),
+                                        help="Type of plain-text list values (default: "
+                                             "inferred: md5, sha1, sha256); any of "
+                                             + ", ".join(sorted(registered_types())) + "."),
     list_format: ListFormat = typer.Option(ListFormat.auto, "--format",
                                            help="Hash-list file format."),
     site: Optional[str] = typer.Option(None, "--site", metavar="URL",
