@@ -186,6 +186,11 @@ def _bitmap_bits(n: int) -> int:
     return int(min(max(int(np.ceil(np.log2(max(n, 1)))) + 6, 19), 30))
 
 
+def unique_values(keys: np.ndarray) -> np.ndarray:
+    """:func:`unique_keys` for key matrices; sorted unique strings for object arrays (text keys)."""
+    return np.unique(keys) if keys.dtype == object else unique_keys(keys)
+
+
 def unique_keys(keys: np.ndarray) -> np.ndarray:
     """Unique rows of an (n, width) uint8 matrix, in byte order.
 

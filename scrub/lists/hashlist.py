@@ -42,7 +42,7 @@ import polars as pl
 import pyarrow as pa
 
 from scrub.errors import InvalidListError
-from scrub.keys import unique_keys
+from scrub.keys import unique_values
 from scrub.lists.types import (
     HexDigestType,
     KeyType,
@@ -155,12 +155,12 @@ def read_hashlist(path: Path | str, *, type_name: str | None = None,
             result.entries += len(keys)
 
     result.sha256 = digest.hexdigest()
-    result.deleted = {name: _unique(buffer.take()) for name, buffer in tombstones.items()}
+    result.deleted = {name: unique_values(buffer.take()) for name, buffer in tombstones.items()}
     if result.entries == 0 and not result.deleted:
         raise InvalidListError(path, None, "the list holds no entries",
                                hint="a hash list has one value per line; # starts a comment")
     for name in list(parts):
-        result.keys[name] = _unique(parts.pop(name).take())
+        result.keys[name] = unique_values(parts.pop(name).take())
     result.duplicates = result.entries - sum(len(k) for k in result.keys.values())
     return result
 
@@ -189,9 +189,6 @@ class _Growing:
             return np.concatenate(self.parts)
         return self.buffer[: self.used]
 
-
-def _unique(keys: np.ndarray) -> np.ndarray:
-    return np.unique(keys) if keys.dtype == object else unique_keys(keys)
 
 
 def _resolve_type(path: Path, type_name: str | None) -> type[KeyType] | None:

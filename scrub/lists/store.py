@@ -47,7 +47,7 @@ from scrub.crypto import (
     verify_signature,
 )
 from scrub.errors import ExternalSourceError, ScrubError, UserInputError
-from scrub.keys import KeySet, unique_keys
+from scrub.keys import KeySet, unique_values
 from scrub.lists.hashlist import HashList, ListFormat, read_hashlist
 from scrub.lists.types import get_type
 
@@ -386,7 +386,7 @@ def _apply_delta(old: dict[str, np.ndarray], delta: HashList) -> dict[str, np.nd
     result: dict[str, np.ndarray] = {}
     for name in sorted(set(old) | set(delta.keys) | set(delta.deleted)):
         parts = [a for a in (old.get(name), delta.keys.get(name)) if a is not None]
-        merged = _unique(np.concatenate(parts)) if parts else None
+        merged = unique_values(np.concatenate(parts)) if parts else None
         if merged is None:
             continue
         gone = delta.deleted.get(name)
@@ -411,9 +411,6 @@ def _difference_counts(old: dict[str, np.ndarray],
             removed += int((~_member(before, after)).sum())
     return added, removed
 
-
-def _unique(keys: np.ndarray) -> np.ndarray:
-    return np.unique(keys) if keys.dtype == object else unique_keys(keys)
 
 
 def _member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
