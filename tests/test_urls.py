@@ -11,12 +11,14 @@ from scrub.urls import canonical_url, canonicalize_urls, registrable_domain, url
 SEGMENT = st.text(alphabet=st.sampled_from(list("abcXYZ019-._~%/!$&'()*+,;=:@ é写")),
                   max_size=12)
 HOST = st.sampled_from(["example.com", "EXAMPLE.com", "a.b.co.uk", "bücher.de", "127.0.0.1",
-                        "[::1]", "xn--bcher-kva.de", "host.", "sub.blogspot.com"])
+                        "[::1]", "[::1", "[::1]x", "xn--bcher-kva.de", "host.", "host..",
+                        "sub.blogspot.com", "", "."])
 URLS = st.builds(
-    lambda scheme, host, port, path, query, frag: (
-        f"{scheme}://{host}{port}{path}{query}{frag}"),
-    st.sampled_from(["http", "https", "HTTP", "ftp", "HtTpS"]), HOST,
-    st.sampled_from(["", ":80", ":443", ":8080", ":", ":0080"]),
+    lambda scheme, user, host, port, path, query, frag: (
+        f"{scheme}://{user}{host}{port}{path}{query}{frag}"),
+    st.sampled_from(["http", "https", "HTTP", "ftp", "HtTpS", "git+ssh", "1http"]),
+    st.sampled_from(["", "", "", "user@", "u:p@", "a@b@", "@"]), HOST,
+    st.sampled_from(["", ":80", ":443", ":8080", ":", ":0080", ":8o", ":99999"]),
     st.lists(SEGMENT, max_size=4).map(lambda parts: "".join("/" + p for p in parts)),
     st.one_of(st.just(""), st.just("?"), SEGMENT.map(lambda q: "?" + q.replace("/", "="))),
     st.sampled_from(["", "#", "#frag"]),
