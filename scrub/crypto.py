@@ -55,15 +55,21 @@ def resolve_key_file(path: Path | str | None) -> Path | None:
 def load_key(path: Path | str) -> bytes:
     """Read a 32-byte data key from a key file (base64 text or raw bytes)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read the key file ({exc.strerror})",
-                        hint="create one with `scrub keygen --output FILE`") from None
+    data = _read(path, "the key file", KeyFileError,
+                 hint="create one with `scrub keygen --output FILE`")
     key = _raw_or_base64(data, 32)
     if key is None:
         raise KeyFileError(f"{path}: not a scrub key file (expected 32 bytes, base64 or raw)")
     return key
+
+
+def _read(path: Path, what: str, error: type[UserInputError], *,
+          hint: str | None = None) -> bytes:
+    """A small file's bytes, or ``error`` naming the file and why it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror})", hint=hint) from None
 
 
 def _raw_or_base64(data: bytes, size: int) -> bytes | None:
@@ -191,10 +197,7 @@ def _aad(purpose: str, index: int, last: bool) -> bytes:
 def load_public_key(path: Path | str) -> Ed25519PublicKey:
     """An Ed25519 public key from PEM SubjectPublicKeyInfo or raw 32 bytes."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot read the public key ({exc.strerror})") from None
+    data = _read(path, "the public key", UserInputError)
     if len(data) == 32:
         return Ed25519PublicKey.from_public_bytes(data)
     try:
@@ -217,10 +220,7 @@ def public_key_fingerprint(raw: bytes) -> str:
 def load_signature(path: Path | str) -> bytes:
     """A detached Ed25519 signature: raw 64 bytes or base64 text."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot read the signature ({exc.strerror})") from None
+    data = _read(path, "the signature", UserInputError)
     signature = _raw_or_base64(data, 64)
     if signature is None:
         raise ExternalSourceError(f"{path}: not an Ed25519 signature (64 bytes, raw or base64)")
