@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 
 import idna
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import tldextract
 
 from scrub.keys import string_buffers
@@ -46,10 +44,8 @@ DEFAULT_PORTS = {"http": "80", "https": "443", "ftp": "21"}
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # Printable ASCII that must be escaped when it appears raw in a path or query.
 _UNSAFE_ASCII = ' "<>\\^`{|}'
-_HEXDIGITS = "0123456789abcdefABCDEF"
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
-_COMMON_SCHEMES = ["http", "https", "ftp", "HTTP", "HTTPS", "FTP"]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 
@@ -208,119 +204,99 @@ def registrable_domain(host: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Vectorised implementation over polars columns.
 
-def _percent_table() -> tuple[list[str], list[str]]:
-    """Every spelling of every escape whose canonical form differs from it, and that form."""
-    patterns: list[str] = []
-    replacements: list[str] = []
-    for value in range(256):
-        canonical = chr(value) if value in _UNRESERVED else f"%{value:02X}"
-        hi, lo = f"{value:02x}"
-        for a in {hi, hi.upper()}:
-            for b in {lo, lo.upper()}:
-                spelled = f"%{a}{b}"
-                if spelled != canonical:
-                    patterns.append(spelled)
-                    replacements.append(canonical)
-    return patterns, replacements
+def _before(expr: pl.Expr, by: str) -> pl.Expr:
+    """The text before the first ``by`` (all of it when ``by`` is absent)."""
+    return expr.str.splitn(by, 2).struct.field("field_0")
 
 
-_PCT_PATTERNS, _PCT_REPLACEMENTS = _percent_table()
-
-
-def _on_rows(values: pl.Series, rows: pl.Series, function) -> pl.Series:  # type: ignore[no-untyped-def]
-    """``values`` with ``function`` applied to the given rows only (gather, work, scatter)."""
-    if len(rows) == 0:
-        return values
-    return values.scatter(rows, function(values.gather(rows)))
-
-
-def _normalize_percent_rows(values: pl.Series) -> pl.Series:
-    rows = values.str.contains("%", literal=True).fill_null(False).arg_true()
-    return _on_rows(values, rows,
-                    lambda part: part.str.replace_many(_PCT_PATTERNS, _PCT_REPLACEMENTS))
+def _after(expr: pl.Expr, by: str) -> pl.Expr:
+    """The text after the first ``by``; null where ``by`` is absent."""
+    return expr.str.splitn(by, 2).struct.field("field_1")
 
 
 _UNSAFE = r"[^\x21-\x7e]|[\"<>\\^`{|}]"
 
 
-def _escape_unsafe(values: pl.Series) -> pl.Series:
-    """Percent-encode non-ASCII and unsafe ASCII characters (only rows that have any)."""
-    rows = values.str.contains(_UNSAFE).fill_null(False).arg_true()
-    if len(rows) == 0:
-        return values
-    subset = values.gather(rows)
-    found = subset.str.extract_all(_UNSAFE).explode().unique().drop_nulls().to_list()
-    return values.scatter(rows, subset.str.replace_many(found,
-                                                         [_escape_char(ch) for ch in found]))
+def _parse(urls: pl.Series) -> pl.DataFrame:
+    """The steps of :func:`split_url` plus the host and port rules, over a whole column.
+
+    Columns: ``invalid`` (not a URL), ``scheme`` (lower case), ``userinfo``, ``host`` (canonical),
+    ``port`` ("" or ":NNNN", canonical), and raw ``path`` and ``query``. Written as two lazy
+    queries (plus per-value work on rare rows): each eager polars call costs a query's overhead,
+    which dominated small batches.
+    """
+    col = pl.col
+    text = col("url").str.strip_chars()
+    parsed = (
+        pl.LazyFrame({"url": urls.cast(pl.String)})
+        .select(text.alias("text"))
+        .with_columns(scheme=_before(col("text"), "://"), rest=_after(col("text"), "://"))
+        .with_columns(
+            invalid=(col("text").str.contains(r"[\x00-\x1f\x7f]").fill_null(True)
+                     | col("rest").is_null()
+                     | ~col("scheme").str.contains(r"^[A-Za-z][A-Za-z0-9+.\-]*$").fill_null(False)),
+            rest=_before(col("rest"), "#"))
+        .with_columns(before_query=_before(col("rest"), "?"), query=_after(col("rest"), "?"))
+        .with_columns(authority=_before(col("before_query"), "/"),
+                      path_rest=_after(col("before_query"), "/"))
+        .with_columns(
+            path=pl.when(col("path_rest").is_null()).then(pl.lit(""))
+            .otherwise(pl.lit("/") + col("path_rest")),
+            has_at=col("authority").str.contains("@", literal=True).fill_null(False))
+        .with_columns(
+            userinfo=pl.when(col("has_at")).then(_before(col("authority"), "@")),
+            hostport=pl.when(col("has_at")).then(_after(col("authority"), "@"))
+            .otherwise(col("authority")))
+        .select(
+            "invalid", "userinfo", "path", "query", "hostport",
+            col("scheme").str.to_lowercase(),
+            _before(col("hostport"), ":").str.to_lowercase().str.strip_chars_end(".")
+            .alias("host"),
+            _after(col("hostport"), ":").alias("port"),
+            col("hostport").str.starts_with("[").fill_null(False).alias("bracket"))
+        .with_columns(host=pl.when(col("host") != "").then(col("host")),
+                      idn=col("host").str.contains(r"[^\x00-\x7f]").fill_null(False))
+        .collect())
+    if parsed["bracket"].any():  # IPv6 literals, rare: split as split_url does, per value
+        rows = parsed["bracket"].arg_true()
+        ipv6 = [_split_bracket_host(v) for v in parsed["hostport"].gather(rows).to_list()]
+        parsed = parsed.with_columns(
+            parsed["host"].scatter(rows, pl.Series([canonical_host(h) if h else None
+                                                    for h, _, _ in ipv6], dtype=pl.String)),
+            parsed["port"].scatter(rows, pl.Series([p for _, p, _ in ipv6], dtype=pl.String)),
+            parsed["invalid"].scatter(rows, parsed["invalid"].gather(rows)
+                                      | pl.Series([bad for _, _, bad in ipv6])))
+    if parsed["idn"].any():  # non-ASCII hosts: IDNA once per distinct host
+        parsed = parsed.with_columns(
+            map_distinct(parsed["host"], canonical_host, where=parsed["idn"]))
+    port = col("port")
+    present = port.is_not_null() & (port != "")
+    digits = port.str.strip_chars_start("0")
+    digits = pl.when(digits == "").then(pl.lit("0")).otherwise(digits)
+    default = col("scheme").replace_strict(DEFAULT_PORTS, default=None, return_dtype=pl.String)
+    return parsed.lazy().select(
+        (col("invalid") | col("host").is_null()
+         | (present & ~port.str.contains(r"^[0-9]+$").fill_null(False))).alias("invalid"),
+        "scheme", "userinfo", "host",
+        pl.when(~present | (digits == default)).then(pl.lit(""))
+        .otherwise(pl.lit(":") + digits).alias("port"),
+        "path", "query").collect()
 
 
-def _split(values: pl.Series, by: str) -> tuple[pl.Series, pl.Series]:
-    """Split at the first ``by``: (before, after); after is null where ``by`` is absent."""
-    parts = values.str.splitn(by, 2).struct.unnest()
-    return parts["field_0"], parts["field_1"]
+def _percent_table() -> dict[str, str]:
+    """Every spelling of every escape whose canonical form differs from it -> that form."""
+    table: dict[str, str] = {}
+    for value in range(256):
+        canonical = chr(value) if value in _UNRESERVED else f"%{value:02X}"
+        hi, lo = f"{value:02x}"
+        for a in {hi, hi.upper()}:
+            for b in {lo, lo.upper()}:
+                if f"%{a}{b}" != canonical:
+                    table[f"%{a}{b}"] = canonical
+    return table
 
 
-@dataclass
-class _UrlColumns:
-    """A URL column split into canonical scheme, host and port, and raw path and query."""
-
-    invalid: pl.Series
-    scheme: pl.Series
-    userinfo: pl.Series
-    host: pl.Series
-    port: pl.Series  # "" or ":NNNN"
-    path: pl.Series
-    query: pl.Series
-
-
-def _split_columns(urls: pl.Series) -> _UrlColumns:
-    """The steps of :func:`split_url` plus the host and port rules, over whole columns."""
-    text = urls.cast(pl.String).str.strip_chars()
-    n = len(text)
-    invalid = text.is_null() | text.str.contains(r"[\x00-\x1f\x7f]").fill_null(True)
-    scheme, rest = _split(text, "://")
-    known = scheme.is_in(_COMMON_SCHEMES).fill_null(False)
-    odd = (~known & rest.is_not_null()).arg_true()
-    scheme_ok = known.scatter(odd, scheme.gather(odd).str.contains(
-        r"^[A-Za-z][A-Za-z0-9+.\-]*$").fill_null(False)) if len(odd) else known
-    invalid = invalid | rest.is_null() | ~scheme_ok
-    rest = _split(rest, "#")[0]
-    before_query, query = _split(rest, "?")
-    authority, path_rest = _split(before_query, "/")
-    path = pl.select(pl.when(path_rest.is_null()).then(pl.lit(""))
-                     .otherwise(pl.lit("/") + path_rest)).to_series()
-    has_at = authority.str.contains("@", literal=True).fill_null(False)
-    userinfo = pl.Series([None] * n, dtype=pl.String)
-    hostport = authority
-    at_rows = has_at.arg_true()
-    if len(at_rows):
-        user, after = _split(authority.gather(at_rows), "@")
-        userinfo = userinfo.scatter(at_rows, user)
-        hostport = hostport.scatter(at_rows, after)
-    host, port = _split(hostport, ":")
-    bracket = hostport.str.starts_with("[").fill_null(False).arg_true()
-    if len(bracket):
-        ipv6 = [_split_bracket_host(v) for v in hostport.gather(bracket).to_list()]
-        host = host.scatter(bracket, pl.Series([p[0] for p in ipv6], dtype=pl.String))
-        port = port.scatter(bracket, pl.Series([p[1] for p in ipv6], dtype=pl.String))
-        invalid = invalid.scatter(bracket, invalid.gather(bracket)
-                                  | pl.Series([p[2] for p in ipv6], dtype=pl.Boolean))
-    host = _canonical_hosts(host.str.to_lowercase().str.strip_chars_end("."))
-    port_rows = (port.is_not_null() & (port != "")).fill_null(False).arg_true()
-    port_text = pl.Series([""] * n, dtype=pl.String)
-    if len(port_rows):
-        raw_port = port.gather(port_rows)
-        invalid = invalid.scatter(port_rows, invalid.gather(port_rows)
-                                  | ~raw_port.str.contains(r"^[0-9]+$").fill_null(False))
-        digits = raw_port.str.strip_chars_start("0")
-        digits = pl.select(pl.when(digits == "").then(pl.lit("0")).otherwise(digits)).to_series()
-        default = scheme.gather(port_rows).str.to_lowercase() \
-            .replace_strict(DEFAULT_PORTS, default=None, return_dtype=pl.String)
-        shown = pl.select(pl.when(digits == default).then(pl.lit(""))
-                          .otherwise(pl.lit(":") + digits)).to_series()
-        port_text = port_text.scatter(port_rows, shown)
-    return _UrlColumns(invalid=invalid | host.is_null(), scheme=scheme.str.to_lowercase(),
-                       userinfo=userinfo, host=host, port=port_text, path=path, query=query)
+_PERCENT_TABLE = _percent_table()
 
 
 def canonicalize_urls(urls: pl.Series) -> pl.Series:
@@ -328,136 +304,134 @@ def canonicalize_urls(urls: pl.Series) -> pl.Series:
 
     The same steps as :func:`split_url` and :func:`canonical_url`, with literal splits over whole
     columns; rare shapes (IPv6 hosts, IDN hosts, dot segments) get per-value work on just those
-    rows (once per distinct host or path).
+    rows (once per distinct host or path). Escapes are rewritten with a table of just the escapes
+    and unsafe characters that occur: building one of all ~900 spellings costs more than the
+    rewriting.
     """
-    parts = _split_columns(urls)
-    path = _resolve_dot_segments(_escape_unsafe(_normalize_percent_rows(parts.path)))
-    query = _escape_unsafe(_normalize_percent_rows(parts.query))
-    frame = pl.DataFrame({
-        "invalid": parts.invalid, "scheme": parts.scheme, "userinfo": parts.userinfo,
-        "host": parts.host, "port": parts.port, "path": path, "query": query})
-    result = frame.select(
-        pl.when(pl.col("invalid")).then(None).otherwise(pl.concat_str([
-            pl.col("scheme"), pl.lit("://"),
-            pl.when(pl.col("userinfo").is_not_null()).then(pl.col("userinfo") + "@")
+    text = urls.cast(pl.String)
+    simple = pl.select(pl.lit(text).str.contains(_ALREADY_CANONICAL)
+                       & ~pl.lit(text).str.contains(_DOT_SEGMENT)).to_series().fill_null(False)
+    if simple.all():
+        return text.alias(urls.name or "url")
+    if simple.any():
+        rows = (~simple).arg_true()
+        return text.scatter(rows, _canonicalize(text.gather(rows))).alias(urls.name or "url")
+    return _canonicalize(text).alias(urls.name or "url")
+
+
+#: URLs that are their own canonical form: lower-case scheme and host (no trailing dot, no
+#: port, no user info), a path and an optional non-empty query of characters that need no
+#: escaping, no escapes, no fragment; and (checked apart) no dot segment. Most URLs of a real
+#: dataset are like this and skip the column pipeline.
+_ALREADY_CANONICAL = (r"^[a-z][a-z0-9+.\-]*://[a-z0-9\-_~]+(?:\.[a-z0-9\-_~]+)*"
+                      r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?]+)?$")
+_DOT_SEGMENT = r"/\.\.?(?:[/?]|$)"
+
+
+def _canonicalize(urls: pl.Series) -> pl.Series:
+    parts = _parse(urls)
+    col = pl.col
+    both = pl.concat([col("path"), col("query")]).drop_nulls()
+    found = parts.lazy().select(
+        both.filter(both.str.contains("%", literal=True))
+        .str.extract_all(r"%[0-9A-Fa-f]{2}").explode().drop_nulls().unique().implode()
+        .alias("escapes"),
+        both.str.extract_all(_UNSAFE).explode().drop_nulls().unique().implode().alias("unsafe"),
+    ).collect()
+    escapes = [e for e in found["escapes"][0].to_list() if e in _PERCENT_TABLE]
+    unsafe = found["unsafe"][0].to_list()
+
+    def normalized(part: pl.Expr) -> pl.Expr:
+        if escapes:
+            part = part.str.replace_many(escapes, [_PERCENT_TABLE[e] for e in escapes])
+        if unsafe:
+            part = part.str.replace_many(unsafe, [_escape_char(ch) for ch in unsafe])
+        return part
+
+    parts = parts.lazy().with_columns(path=normalized(col("path")),
+                                      query=normalized(col("query"))).collect()
+    dots = parts["path"].str.contains(r"(^|/)\.\.?(/|$)").fill_null(False)
+    if dots.any():
+        parts = parts.with_columns(map_distinct(parts["path"], remove_dot_segments, where=dots))
+    return parts.select(
+        pl.when(col("invalid")).then(None).otherwise(pl.concat_str([
+            col("scheme"), pl.lit("://"),
+            pl.when(col("userinfo").is_not_null()).then(col("userinfo") + "@")
             .otherwise(pl.lit("")),
-            pl.col("host"), pl.col("port"),
-            pl.when(pl.col("path") == "").then(pl.lit("/")).otherwise(pl.col("path")),
-            pl.when(pl.col("query").fill_null("") == "").then(pl.lit(""))
-            .otherwise(pl.lit("?") + pl.col("query")),
-        ])).alias(urls.name or "url"))
-    return result.to_series()
+            col("host"), col("port"),
+            pl.when(col("path") == "").then(pl.lit("/")).otherwise(col("path")),
+            pl.when(col("query").fill_null("") == "").then(pl.lit(""))
+            .otherwise(pl.lit("?") + col("query")),
+        ])).alias(urls.name or "url")).to_series()
 
 
 def canonical_hosts(urls: pl.Series) -> pl.Series:
     """The canonical host of each URL; null where a value is not a URL.
 
     Equal to ``hosts_of(canonicalize_urls(urls))`` without building canonical paths: host,
-    domain and the first step of prefix rules need no more. A compiled scan over the Arrow
-    buffers handles the common shape (ASCII, no user info, no IPv6 literal, nothing to strip);
-    the other rows take the general column path.
+    domain and the first step of prefix rules need no more. Per row there is one literal split
+    (``scheme:``, ``""``, authority) and a byte scan for control characters; everything else is
+    worked out once per distinct scheme and per distinct authority (hosts repeat a lot, and
+    results are cached across calls). Rows with whitespace or non-ASCII at an end take the
+    general column path.
     """
     text = urls.cast(pl.String)
+    n = len(text)
     offsets, data, nulls = string_buffers(text.to_arrow())
-    out_data, out_offsets, status = _scan_hosts()(data, offsets, nulls)
-    hosts = pl.Series(pa.LargeStringArray.from_buffers(
-        len(status), pa.py_buffer(out_offsets), pa.py_buffer(out_data)))
-    hosts = pl.select(pl.when(pl.Series(status == 0)).then(hosts)).to_series()
-    slow = np.flatnonzero(status == 2)
-    if len(slow):
-        parts = _split_columns(text.gather(slow))
-        general = pl.select(pl.when(parts.invalid).then(None).otherwise(parts.host)).to_series()
-        hosts = hosts.scatter(slow, general)
+    starts, ends = offsets[:-1], offsets[1:]
+    control = np.zeros(n, dtype=bool)
+    if len(data):
+        at = np.flatnonzero((data < 32) | (data == 127))
+        control[np.searchsorted(offsets, at, side="right") - 1] = True
+        first = data[np.minimum(starts, len(data) - 1)]
+        last = data[np.maximum(ends - 1, 0)]
+        edge = (ends > starts) & ((first <= 32) | (first >= 128) | (last <= 32) | (last >= 128))
+    else:
+        edge = np.zeros(n, dtype=bool)
+    slow = edge & ~control & ~nulls
+    col = pl.col
+    parts = (pl.LazyFrame({"u": text})
+             .select(col("u").str.splitn("/", 4).alias("p"))
+             .select(col("p").struct.field("field_0").alias("scheme"),
+                     col("p").struct.field("field_1").alias("empty"),
+                     col("p").struct.field("field_2").alias("authority"))
+             .collect())
+    schemes = [v for v in parts["scheme"].unique().drop_nulls().to_list()
+               if v.endswith(":") and _SCHEME.fullmatch(v[:-1])]
+    authorities = parts["authority"].unique().drop_nulls()
+    known = pl.DataFrame({"authority": authorities,
+                          "host": [_host_of_authority(a) for a in authorities.to_list()]},
+                         schema={"authority": pl.String, "host": pl.String})
+    hosts = (parts.lazy()
+             .with_columns(ok=pl.Series(~(control | slow))
+                           & col("scheme").is_in(schemes) & (col("empty") == ""))
+             .join(known.lazy(), on="authority", how="left", maintain_order="left")
+             .select(pl.when(col("ok")).then(col("host")))
+             .collect().to_series())
+    rows = np.flatnonzero(slow)
+    if len(rows):
+        general = _parse(text.gather(rows)).select(
+            pl.when(col("invalid")).then(None).otherwise(col("host"))).to_series()
+        hosts = hosts.scatter(rows, general)
     return hosts.alias(urls.name or "host")
 
 
-def _scan_hosts_py(data, offsets, nulls):  # type: ignore[no-untyped-def]
-    """Host bytes per row, lower-cased, trailing dots dropped; status 0 = done, 1 = not a URL,
-    2 = needs the general path (whitespace or non-ASCII at an end, non-ASCII or '@' or '['
-    in the authority)."""
-    n = len(offsets) - 1
-    status = np.zeros(n, dtype=np.int8)
-    out_offsets = np.zeros(n + 1, dtype=np.int64)
-    out = np.empty(max(len(data), 1), dtype=np.uint8)
-    used = 0
-    for row in range(n):
-        out_offsets[row] = used
-        if nulls[row]:
-            status[row] = 1
-            continue
-        start, stop = offsets[row], offsets[row + 1]
-        if stop == start:
-            status[row] = 1
-            continue
-        first, last = data[start], data[stop - 1]
-        if first <= 32 or last <= 32 or first >= 128 or last >= 128:
-            status[row] = 2  # stripping and control characters: the general path decides
-            continue
-        control = 0
-        for k in range(start, stop):  # no early exit: the loop vectorises
-            c = data[k]
-            control |= (c < 32) | (c == 127)
-        if control:
-            status[row] = 1
-            continue
-        bad = False
-        sep = -1
-        for k in range(start, stop - 2):
-            if data[k] == 58 and data[k + 1] == 47 and data[k + 2] == 47:  # "://"
-                sep = k
-                break
-        if sep <= start:
-            status[row] = 1
-            continue
-        c = data[start]
-        if not ((65 <= c <= 90) or (97 <= c <= 122)):
-            status[row] = 1
-            continue
-        for k in range(start + 1, sep):
-            c = data[k]
-            if not ((65 <= c <= 90) or (97 <= c <= 122) or (48 <= c <= 57)
-                    or c == 43 or c == 46 or c == 45):
-                bad = True
-                break
-        if bad:
-            status[row] = 1
-            continue
-        begin = sep + 3
-        end = begin
-        while end < stop and data[end] != 47 and data[end] != 63 and data[end] != 35:
-            end += 1
-        colon = -1
-        for k in range(begin, end):
-            c = data[k]
-            if c == 64 or c == 91 or c >= 128:  # '@', '[', non-ASCII
-                bad = True
-                break
-            if c == 58 and colon < 0:
-                colon = k
-        if bad:
-            status[row] = 2
-            continue
-        host_end = colon if colon >= 0 else end
-        if colon >= 0:
-            for k in range(colon + 1, end):
-                c = data[k]
-                if c < 48 or c > 57:
-                    bad = True
-                    break
-            if bad:
-                status[row] = 1
-                continue
-        while host_end > begin and data[host_end - 1] == 46:
-            host_end -= 1
-        if host_end == begin:
-            status[row] = 1
-            continue
-        for k in range(begin, host_end):
-            c = data[k]
-            out[used] = c + 32 if 65 <= c <= 90 else c
-            used += 1
-    out_offsets[n] = used
-    return out[:used].copy(), out_offsets, status
+@functools.lru_cache(maxsize=1 << 18)
+def _host_of_authority(rest: str) -> str | None:
+    """The canonical host in what follows ``scheme://`` up to the next ``/`` (as
+    :func:`split_url` and :func:`canonical_url` read it), or None when that is not a URL."""
+    authority = rest.split("#", 1)[0].split("?", 1)[0]
+    hostport = authority.partition("@")[2] if "@" in authority else authority
+    if hostport.startswith("["):
+        host, port, bad = _split_bracket_host(hostport)
+        if bad or host is None:
+            return None
+    else:
+        host, colon, port_text = hostport.partition(":")
+        port = port_text if colon else None
+    if port and not (port.isascii() and port.isdigit()):
+        return None
+    return canonical_host(host)
 
 
 def _split_bracket_host(hostport: str) -> tuple[str | None, str | None, bool]:
@@ -487,18 +461,6 @@ def map_distinct(values: pl.Series, function, *,  # type: ignore[no-untyped-def]
     return values.scatter(rows, mapped) if rows is not None else mapped
 
 
-def _canonical_hosts(hosts: pl.Series) -> pl.Series:
-    """Empty hosts become null; non-ASCII hosts go through IDNA, once per distinct host."""
-    hosts = pl.select(pl.when(hosts == "").then(None).otherwise(hosts)).to_series()
-    return map_distinct(hosts, canonical_host, where=hosts.str.contains(r"[^\x00-\x7f]"))
-
-
-def _resolve_dot_segments(paths: pl.Series) -> pl.Series:
-    """Dot segments resolved, once per distinct path that has one (they are rare)."""
-    return map_distinct(paths, remove_dot_segments,
-                        where=paths.str.contains(r"(^|/)\.\.?(/|$)"))
-
-
 def hosts_of(canonical: pl.Series) -> pl.Series:
     """The host of each canonical URL (null stays null)."""
     return canonical.str.extract(r"^[a-z][a-z0-9+.\-]*://(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)", 1)
@@ -507,16 +469,3 @@ def hosts_of(canonical: pl.Series) -> pl.Series:
 def registrable_domains(hosts: pl.Series) -> pl.Series:
     """:func:`registrable_domain` over a column of canonical hosts, once per distinct host."""
     return map_distinct(hosts, registrable_domain)
-
-
-_SCAN = None
-
-
-def _scan_hosts():  # type: ignore[no-untyped-def]
-    """The numba-compiled host scan, built on first use."""
-    global _SCAN
-    if _SCAN is None:
-        import numba
-
-        _SCAN = numba.njit(nogil=True)(_scan_hosts_py)
-    return _SCAN

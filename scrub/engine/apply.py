@@ -24,6 +24,7 @@ from scrub.engine.decisions import write_sources
 from scrub.engine.local import LocalExecutor, ShardOutcome, default_workers
 from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats, Totals
+from scrub.engine.warmup import announcing_to
 from scrub.errors import InvalidDatasetError, ScrubError, ShardsFailedError, UserInputError
 from scrub.progress import Progress
 
@@ -60,7 +61,8 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
         raise UserInputError(f"{output}: OUTPUT must differ from the input folder",
                              hint="scrub never rewrites its input in place")
     with LocalExecutor(min(workers or default_workers(), len(shards))) as executor:
-        ready = plan() if callable(plan) else plan
+        with announcing_to(executor.warm):
+            ready = plan() if callable(plan) else plan
         executor.load(ready, column_overrides, key)
         state = JobState(output, _job_identity(ready, source, column_overrides))
         state.prepare(force=force)

@@ -28,6 +28,7 @@ from scrub.engine.decisions import write_decisions
 from scrub.engine.filtering import filter_shard, warm_up
 from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats
+from scrub.engine.warmup import compile_kernel
 from scrub.errors import Interrupted, ScrubError
 
 
@@ -66,9 +67,14 @@ def _init_worker(plans: multiprocessing.queues.Queue, threads: int) -> None:
     pa.set_cpu_count(threads)
     pa.set_io_thread_count(max(threads, 2))
     warm_up()
-    loaded = plans.get()
-    if loaded is not None:
-        _PLAN, _OVERRIDES, _KEY = loaded
+    while True:
+        message = plans.get()
+        if isinstance(message, str):  # a kernel the coming plan needs: prepare it while idle
+            compile_kernel(message)
+            continue
+        if message is not None:
+            _PLAN, _OVERRIDES, _KEY = message
+        return
 
 
 def _ready() -> int:
@@ -122,6 +128,7 @@ class LocalExecutor:
         self._pool: ProcessPoolExecutor | None = None
         self._queue: multiprocessing.queues.Queue | None = None
         self._env: str | None = None
+        self._warmed: set[str] = set()
 
     def __enter__(self) -> "LocalExecutor":
         if self.workers > 1:
@@ -148,6 +155,17 @@ class LocalExecutor:
                 os.environ.pop("POLARS_MAX_THREADS", None)
             else:
                 os.environ["POLARS_MAX_THREADS"] = self._env
+
+    def warm(self, kernels: set[str]) -> None:
+        """Have every worker compile these kernels now, while the plan is still being built.
+
+        A hint only: a worker that compiles a kernel twice or not at all is still correct."""
+        if self._queue is None or self._plan is not None:
+            return
+        for kernel in sorted(kernels - self._warmed):
+            for _ in range(self.workers):
+                self._queue.put(kernel)
+        self._warmed |= kernels
 
     def load(self, plan: MatchPlan, overrides: Mapping[str, str] | None = None,
              key: bytes | None = None) -> None:

@@ -19,6 +19,7 @@ from scrub.engine.rules import (
     Rule,
     Source,
 )
+from scrub.engine.warmup import announce
 from scrub.errors import UserInputError
 from scrub.keys import KeySet
 from scrub.lists.hashlist import HashList, ListFormat, read_hashlist
@@ -112,6 +113,13 @@ _REASONS = {"url": Reason.OPTOUT_URL, "host": Reason.OPTOUT_HOST, "domain": Reas
             "laion_hash": Reason.LAION_HASH, "sample_key": Reason.SAMPLE_KEY}
 
 
+def _size(path: Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0  # read_hashlist names the problem
+
+
 def _unique_labels(labels: list[str]) -> list[str]:
     """Disambiguate repeated labels (two files called ``list.txt``) with ``#2``, ``#3``..."""
     seen: dict[str, int] = {}
@@ -132,13 +140,24 @@ def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListSto
     version); naming an allow-list in ``refs`` selects it explicitly. Every list is read and
     validated here, before anything is written.
     """
-    lists = [read_hashlist(path, type_name=type_name, fmt=fmt, site=site) for path in files]
+    if type_name is not None:
+        announce([type_name])
+    # Smallest files first: their entry types (opt-out lists are usually the small ones) are
+    # announced early, so workers prepare while the big lists are parsed. The plan keeps the
+    # order given.
+    order = sorted(range(len(files)), key=lambda i: _size(files[i]))
+    read: dict[int, HashList] = {}
+    for index in order:
+        read[index] = read_hashlist(files[index], type_name=type_name, fmt=fmt, site=site,
+                                    on_type=lambda name: announce([name]))
+    lists = [read[i] for i in range(len(files))]
     names = [hl.label for hl in lists]
     sensitive = [True] * len(lists)
     allow: list[tuple[HashList, list[str]]] = []
     if refs:
         store = store or ListStore()
         chosen = [store.resolve(ref) for ref in refs]
+        announce({type_name for meta in chosen for type_name in meta.counts})
         for meta in chosen:
             stored = store.load(meta.ref, key=key)
             if meta.kind == "allow":

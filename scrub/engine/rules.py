@@ -21,7 +21,13 @@ from scrub.engine.hamming import HammingIndex
 from scrub.engine.reasons import Reason
 from scrub.keys import KeySet, hex_to_keys
 from scrub.lists.types import KeyType, TextDigestType, UrlDigestType, text_digest_keys
-from scrub.urls import canonical_hosts, canonicalize_urls, hosts_of, registrable_domains
+from scrub.urls import (
+    canonical_hosts,
+    canonicalize_urls,
+    hosts_of,
+    registrable_domain,
+    registrable_domains,
+)
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,8 @@ class ExactKeyRule(Rule):
         # mark the rows on a listed one.
         hosts = view.hosts()
         distinct = view.distinct_hosts()
-        values = distinct if self.key_type.name == "host" else registrable_domains(distinct)
+        values = distinct if self.key_type.name == "host" else pl.Series(
+            [registrable_domain(h) for h in distinct.to_list()], dtype=pl.String)
         keys, valid = text_digest_keys(values)
         listed = distinct.filter(pl.Series(self.keys.contains(keys, valid)))
         return hosts.is_in(listed.implode()).fill_null(False).to_numpy()
@@ -222,8 +229,7 @@ class PrefixRule(Rule):
             if not kept or not prefix.startswith(kept[-1]):
                 kept.append(prefix)
         self.prefixes = pl.Series("prefix", kept, dtype=pl.String)
-        self.hosts = pl.Series(sorted({hosts_of(pl.Series([p])).item() for p in kept} - {None}),
-                               dtype=pl.String)
+        self.hosts = hosts_of(self.prefixes).drop_nulls().unique().sort()
 
     @property
     def roles(self) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -111,8 +111,12 @@ class _Lines:
 
 def read_hashlist(path: Path | str, *, type_name: str | None = None,
                   fmt: ListFormat = ListFormat.auto, label: str | None = None,
-                  site: str | None = None) -> HashList:
+                  site: str | None = None,
+                  on_type: Callable[[str], None] | None = None) -> HashList:
     """Parse a hash-list file.
+
+    ``on_type`` is told each entry type as it is first met, before that chunk is normalised
+    (executors use it to prepare what the rules of that type need).
 
     Raises :class:`InvalidListError` (exit 2) naming the file and line for every malformed entry,
     an unreadable, empty, binary or wrongly encoded file, or an ambiguous form without ``--type``.
@@ -142,7 +146,11 @@ def read_hashlist(path: Path | str, *, type_name: str | None = None,
     else:
         typed = _typed_from_jsonl(path, lines, forced)
 
+    announced: set[str] = set()
     for key_type, numbers, values, deleted in typed:
+        if on_type is not None and key_type.name not in announced:
+            announced.add(key_type.name)
+            on_type(key_type.name)
         keys, valid = key_type.normalize_column(values)
         if not valid.all():
             bad = int(numbers[np.argmin(valid)])
