@@ -35,11 +35,12 @@ def _root(
 
 
 def _register() -> None:
-    from scrub.cli import apply, decisions, demo, keys, lists
+    from scrub.cli import apply, decisions, demo, hash, keys, lists
 
     apply.register(app)
     decisions.register(app)
     demo.register(app)
+    hash.register(app)
     lists.register(app)
     keys.register(app)
 

@@ -78,6 +78,10 @@ class JobState:
             return None
         if out.stat().st_size != stats.output_size:
             return None
+        if stats.tar_output_size:  # a webdataset shard: its tar must be there too
+            tar = out.with_suffix(".tar")
+            if not tar.is_file() or tar.stat().st_size != stats.tar_output_size:
+                return None
         return stats
 
     def commit(self, shard: Shard, tmp: Path, stats: ShardStats) -> None:

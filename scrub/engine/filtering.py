@@ -74,7 +74,7 @@ def warm_up() -> None:
     read_back.filter(pa.array(valid))
 
 
-class _Tally:
+class Tally:
     """Counts one shard's removals per reason and per source, and its unmatchable rows."""
 
     def __init__(self, plan: MatchPlan) -> None:
@@ -120,7 +120,7 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
             hint="name the column with --column ROLE=NAME")
     size, mtime = input_identity(shard)
     stats = ShardStats(shard=shard.name, input_size=size, input_mtime_ns=mtime)
-    tally = _Tally(plan)
+    tally = Tally(plan)
     records: list[pa.Table] = []
     try:
         with open(tmp, "wb") as handle:

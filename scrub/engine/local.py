@@ -30,6 +30,7 @@ from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats
 from scrub.engine.warmup import compile_kernel
 from scrub.errors import Interrupted, ScrubError
+from scrub.images.webdataset import filter_webdataset_shard, tar_of
 
 
 @dataclass
@@ -91,10 +92,18 @@ def process_one(plan: MatchPlan, state: JobState, shard: Shard,
                 overrides: Mapping[str, str] | None, key: bytes | None = None) -> ShardOutcome:
     """Filter and commit one shard; failures become an outcome, never an exception."""
     tmp = state.tmp_dir / f"{shard.name}.partial"
+    tar = tar_of(shard)
+    tmp_tar = state.tmp_dir / f"{tar.name}.partial" if tar is not None else None
     try:
-        stats, records = filter_shard(plan, shard, tmp, column_overrides=overrides)
+        if tar is not None and tmp_tar is not None:  # a webdataset shard: sidecar + tar
+            stats, records = filter_webdataset_shard(plan, shard, tmp, tmp_tar,
+                                                     column_overrides=overrides)
+        else:
+            stats, records = filter_shard(plan, shard, tmp, column_overrides=overrides)
         stats.decisions = write_decisions(state.root / "decisions", shard.name, records, plan,
                                           key)
+        if tar is not None and tmp_tar is not None:
+            os.replace(tmp_tar, state.output / tar.name)
         state.commit(shard, tmp, stats)
         return ShardOutcome(shard, stats=stats)
     except ScrubError as exc:
@@ -104,6 +113,8 @@ def process_one(plan: MatchPlan, state: JobState, shard: Shard,
         return ShardOutcome(shard, error=f"internal error ({type(exc).__name__}){detail}")
     finally:
         tmp.unlink(missing_ok=True)
+        if tmp_tar is not None:
+            tmp_tar.unlink(missing_ok=True)
 
 
 def _strip_path(message: str, shard: Shard) -> str:

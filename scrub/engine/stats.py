@@ -23,6 +23,11 @@ class ShardStats:
     output_size: int = 0
     #: How the shard's decision records were kept: plain, encrypted, withheld or none.
     decisions: str = "none"
+    #: Webdataset shards: the tar's members removed, its output size, and whether the pair was
+    #: rewritten (False: nothing matched, the input files were linked or copied as they are).
+    tar_members_removed: int = 0
+    tar_output_size: int = 0
+    rewritten: bool = True
 
     @property
     def removed(self) -> int:

@@ -1,0 +1,1 @@
+"""Images: hashing downloaded images and scrubbing webdataset copies (tars + parquet sidecars)."""
