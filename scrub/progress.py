@@ -24,9 +24,10 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """Counts finished shards and rows against known totals."""
+    """Counts finished shards and rows against known totals (``total_rows`` None: not known
+    ahead, e.g. samples in tars; the ETA then follows the shards)."""
 
-    def __init__(self, label: str, total_shards: int, total_rows: int, *,
+    def __init__(self, label: str, total_shards: int, total_rows: int | None, *,
                  stream: TextIO | None = None, enabled: bool = True,
                  interval: float = 5.0) -> None:
         self.label = label
@@ -54,10 +55,15 @@ class Progress:
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.rows / elapsed
-        left = max(self.total_rows - self.rows, 0)
-        eta = _clock(left / rate) if rate > 0 else "?"
-        return (f"{self.label}: {self.shards}/{self.total_shards} shards · "
-                f"{_human(self.rows)}/{_human(self.total_rows)} rows · "
+        if self.total_rows is None:
+            rows = f"{_human(self.rows)} rows"
+            left_shards = max(self.total_shards - self.shards, 0)
+            eta = _clock(left_shards * elapsed / self.shards) if self.shards else "?"
+        else:
+            rows = f"{_human(self.rows)}/{_human(self.total_rows)} rows"
+            left = max(self.total_rows - self.rows, 0)
+            eta = _clock(left / rate) if rate > 0 else "?"
+        return (f"{self.label}: {self.shards}/{self.total_shards} shards · {rows} · "
                 f"{_human(rate)} rows/s · ETA {eta}")
 
     def finish(self) -> None:

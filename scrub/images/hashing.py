@@ -4,7 +4,8 @@ An image is decoded once, whatever hashes are asked for. Content hashes (MD5, SH
 never need decoding, so a file that cannot be decoded still gets them. Perceptual hashes follow
 the references partner lists are made with: PDQ through ``pdqhash`` (Meta's C++ implementation;
 256 bits written as 64 hex digits, most significant bit first, as ThreatExchange writes them,
-with its 0-100 quality), pHash and dHash through ``imagehash`` (64 bits, 16 hex digits).
+with its 0-100 quality), pHash and dHash with ``imagehash``'s exact bits (64 bits, 16 hex
+digits; see :mod:`scrub.images.perceptual`).
 
 Pixel modes: every mode is brought to 8-bit RGB the way Pillow converts it (palette and
 transparency included; alpha is dropped, not composited), which is what ThreatExchange's own
@@ -24,6 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
+
+from scrub.images.perceptual import dhash_hex, greyscale, phash_hex
 
 CONTENT_TYPES = ("md5", "sha1", "sha256")
 PIXEL_TYPES = ("pdq", "phash", "dhash")
@@ -86,12 +89,11 @@ def hash_image(data: bytes, types: Sequence[str], *, dihedral: bool = False,
             rotations, _ = pdqhash.compute_dihedral(pixels)
             out["pdq_dihedral"] = [_bits_hex(b) for b in rotations]
     if "phash" in types or "dhash" in types:
-        import imagehash
-
+        grey = greyscale(rgb)
         if "phash" in types:
-            out["phash"] = str(imagehash.phash(rgb))
+            out["phash"] = phash_hex(grey)
         if "dhash" in types:
-            out["dhash"] = str(imagehash.dhash(rgb))
+            out["dhash"] = dhash_hex(grey)
     return out
 
 

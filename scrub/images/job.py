@@ -174,7 +174,7 @@ def hash_dataset(source: Path, output: Path, types: Sequence[str], *, dihedral: 
     _claim(output, job, force)
     done = {s.name: m for s in shards if (m := _completed(s, output)) is not None}
     pending = [s for s in shards if s.name not in done]
-    meter = Progress("hash", len(shards), 0, enabled=progress)
+    meter = Progress("hash", len(shards), None, enabled=progress)
     meter.advance(0, shards=len(done))
     results: list[dict[str, object]] = [{"shard": n, **m} for n, m in done.items()]
     tasks = [(s, output, tuple(types), dihedral, max_pixels) for s in pending]

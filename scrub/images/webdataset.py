@@ -27,7 +27,13 @@ from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats
 from scrub.errors import InvalidDatasetError, brief
 from scrub.images.hashing import CONTENT_TYPES, PIXEL_TYPES, hash_image
-from scrub.images.tars import group_samples, iter_image_bytes, read_members, rewrite_tar
+from scrub.images.tars import (
+    TarMembers,
+    group_samples,
+    iter_image_bytes,
+    read_members,
+    rewrite_tar,
+)
 
 IMAGE_ROLES = frozenset(CONTENT_TYPES + PIXEL_TYPES)
 
@@ -52,7 +58,7 @@ def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: P
     except (OSError, pa.ArrowException) as exc:
         raise InvalidDatasetError(f"{shard.path}: cannot read ({brief(exc)})") from exc
     roles = detect_roles(table.schema, column_overrides)
-    members = read_members(tar)
+    members = read_members(tar)  # also proves the tar whole before anything is written
     view = table
     missing_images = sorted((plan.required_roles() & IMAGE_ROLES) - set(roles.columns))
     if missing_images:
@@ -105,7 +111,7 @@ def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: P
     return stats, decisions.records(0)
 
 
-def _tar_hashes(tar: Path, members: list, types: list[str]) -> pl.DataFrame:
+def _tar_hashes(tar: Path, members: TarMembers, types: list[str]) -> pl.DataFrame:
     """Hashes of each sample's first image, by key (first occurrence of a key only)."""
     columns: dict[str, list[object]] = {"key": [], **{t: [] for t in types}}
     if "pdq" in types:
