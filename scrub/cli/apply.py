@@ -13,7 +13,7 @@ from scrub.cli.render import render_apply_summary
 from scrub.crypto import load_key, resolve_key_file
 from scrub.dataset import parse_role_overrides
 from scrub.engine.apply import apply as run_apply
-from scrub.engine.plan import MatchOptions, MatchPlan, plan_for_apply
+from scrub.engine.plan import MatchOptions, MatchPlan, add_ledger_rules, plan_for_apply
 from scrub.errors import UserInputError
 from scrub.lists.hashlist import ListFormat
 from scrub.lists.store import ListStore
@@ -53,23 +53,38 @@ def apply_command(
                                      help="pHash/dHash match radius in bits."),
     pdq_quality_floor: int = typer.Option(50, "--pdq-quality-floor", min=0, max=100,
                                           help="Rows whose pdq_quality is lower never match."),
+    ledger: bool = typer.Option(False, "--ledger",
+                                help="Also remove what verified takedown requests name."),
+    db_url: Optional[str] = typer.Option(None, "--db", metavar="URL",
+                                         help="Ledger database (default: $SCRUB_DATABASE_URL, "
+                                              "else $SCRUB_HOME/ledger.db)."),
     force: bool = typer.Option(False, "--force",
                                help="Write into an OUTPUT that holds something else."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or notes on stderr."),
 ) -> None:
     """Remove every row matching the given lists; write the rest and apply-report.json."""
-    if not hashlist and not stored:
-        raise UserInputError("nothing to apply: give at least one --hashlist FILE or --list NAME")
+    if not hashlist and not stored and not ledger:
+        raise UserInputError("nothing to apply: give at least one --hashlist FILE, --list NAME "
+                             "or --ledger")
     overrides = parse_role_overrides(column)
     key_path = resolve_key_file(key_file)
     key = load_key(key_path) if key_path else None
 
     def build_plan() -> MatchPlan:
         # Every list is read and validated before OUTPUT is touched: a bad list writes nothing.
-        return plan_for_apply(hashlist, stored, store=ListStore(store) if store else None,
+        options = MatchOptions(pdq_radius, phash_radius, pdq_quality_floor)
+        plan = plan_for_apply(hashlist, stored, store=ListStore(store) if store else None,
                               key=key, type_name=type_, fmt=list_format, site=site,
-                              options=MatchOptions(pdq_radius, phash_radius, pdq_quality_floor))
+                              options=options)
+        if ledger:
+            from scrub.ledger.db import make_engine
+            from scrub.ledger.service import Ledger
+
+            book = Ledger(make_engine(db_url))
+            add_ledger_rules(plan, book.enforced_items(), watermark=book.watermark(),
+                             options=options)
+        return plan
 
     result = run_apply(build_plan, input, output, workers=workers, force=force,
                        column_overrides=overrides, progress=not quiet, key=key)

@@ -35,7 +35,7 @@ def _root(
 
 
 def _register() -> None:
-    from scrub.cli import apply, decisions, demo, hash, keys, lists
+    from scrub.cli import apply, decisions, demo, hash, keys, ledger, lists
 
     apply.register(app)
     decisions.register(app)
@@ -43,6 +43,7 @@ def _register() -> None:
     hash.register(app)
     lists.register(app)
     keys.register(app)
+    ledger.register(app)
 
 
 _register()

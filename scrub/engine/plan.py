@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import polars as pl
 
 from scrub.engine.hamming import HammingIndex
 from scrub.engine.reasons import Reason
@@ -80,20 +83,7 @@ def plan_from_hashlists(lists: Sequence[HashList], *,
                         details=details, name=names[index] if names else label)
         plan.sources.append(source)
         for type_name, keys in sorted(hashlist.keys.items()):
-            key_type = get_type(type_name)
-            if key_type.target in PERCEPTUAL_TARGETS:
-                settings = options or MatchOptions()
-                plan.rules.append(PerceptualRule(
-                    key_type, HammingIndex(keys), settings.radius(type_name), source,
-                    quality_floor=settings.pdq_quality_floor if type_name == "pdq" else None))
-            elif key_type is UrlPrefix:
-                plan.rules.append(PrefixRule(list(keys), source))
-            elif key_type is CaptionTerm:
-                plan.rules.append(CaptionTermRule(list(keys), Reason.CAPTION_TERM, source))
-            else:
-                plan.rules.append(ExactKeyRule(key_type, KeySet(keys), _REASONS.get(
-                    type_name, Reason.URL_HASH if issubclass(key_type, UrlDigestType)
-                    else Reason.CONTENT_HASH), source))
+            plan.rules.append(_rule(type_name, keys, source, options))
     for hashlist, suppresses in allow:
         source = Source(id=len(plan.sources), label=hashlist.label, kind="allowlist",
                         digest=hashlist.sha256, sensitive=False, name=hashlist.label)
@@ -105,6 +95,55 @@ def plan_from_hashlists(lists: Sequence[HashList], *,
                                      "entries", hint="allow exact values (hashes, URLs, hosts)")
             plan.allow.append(AllowRule(key_type, KeySet(keys), frozenset(suppresses), source))
     return plan
+
+
+def _rule(type_name: str, keys: np.ndarray, source: Source, options: MatchOptions | None,
+          reason: Reason | None = None) -> Rule:
+    """The rule matching ``keys`` of one type; ``reason`` overrides the type's own (ledger
+    requests give their kind as the reason)."""
+    key_type = get_type(type_name)
+    if key_type.target in PERCEPTUAL_TARGETS:
+        settings = options or MatchOptions()
+        rule: Rule = PerceptualRule(
+            key_type, HammingIndex(keys), settings.radius(type_name), source,
+            quality_floor=settings.pdq_quality_floor if type_name == "pdq" else None)
+    elif key_type is UrlPrefix:
+        rule = PrefixRule(list(keys), source)
+    elif key_type is CaptionTerm:
+        rule = CaptionTermRule(list(keys), Reason.CAPTION_TERM, source)
+    else:
+        rule = ExactKeyRule(key_type, KeySet(keys), _REASONS.get(
+            type_name, Reason.URL_HASH if issubclass(key_type, UrlDigestType)
+            else Reason.CONTENT_HASH), source)
+    if reason is not None:
+        rule.reason = reason
+    return rule
+
+
+#: Reason of each request kind.
+REQUEST_REASONS = {"gdpr_erasure": Reason.GDPR_ERASURE, "copyright": Reason.COPYRIGHT,
+                   "safety": Reason.SAFETY, "other": Reason.OTHER_REQUEST}
+
+
+def add_ledger_rules(plan: MatchPlan, items: Iterable[tuple[int, str, str, str]], *,
+                     watermark: tuple[int, str], options: MatchOptions | None = None) -> None:
+    """Rules from the ledger's enforced requests: (request id, kind, item type, value) rows.
+    One source per request (label ``request N``, sensitive: items name people), its kind as
+    the reason of every rule it contributes."""
+    by_request: dict[tuple[int, str], dict[str, list[str]]] = {}
+    for request_id, kind, type_name, value in items:
+        by_request.setdefault((request_id, kind), {}).setdefault(type_name, []).append(value)
+    for (request_id, kind), typed in sorted(by_request.items()):
+        source = Source(id=len(plan.sources), label=f"request {request_id}", kind="request",
+                        digest=f"ledger:{watermark[0]}:{watermark[1]}", sensitive=True,
+                        details=(("request", request_id), ("kind", kind)),
+                        name=f"request {request_id}")
+        plan.sources.append(source)
+        for type_name, values in sorted(typed.items()):
+            keys, valid = get_type(type_name).normalize_column(pl.Series(values,
+                                                                         dtype=pl.String))
+            plan.rules.append(_rule(type_name, keys[valid], source, options,
+                                    REQUEST_REASONS[kind]))
 
 
 #: Column roles of perceptual hashes, matched within a Hamming radius.

@@ -20,6 +20,10 @@ class Reason(Enum):
     CAPTION_TERM = ("caption_term", 9)
     NSFW = ("nsfw", 10)
     WATERMARK = ("watermark", 11)
+    GDPR_ERASURE = ("gdpr_erasure", 12)
+    COPYRIGHT = ("copyright", 13)
+    SAFETY = ("safety", 14)
+    OTHER_REQUEST = ("other_request", 15)
 
     @property
     def code(self) -> str:

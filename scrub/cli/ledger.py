@@ -1,0 +1,316 @@
+"""``scrub requests ...``, ``scrub ledger verify`` and ``scrub db upgrade|current|check``."""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from scrub.cli.errors import handle_errors
+from scrub.crypto import load_key, resolve_key_file
+from scrub.errors import ScrubError, UserInputError
+from scrub.ledger import db
+from scrub.ledger.models import KINDS, STATUSES
+from scrub.ledger.service import IdentitySeal, Ledger, LedgerError, RequestSpec, RequestView
+
+requests_app = typer.Typer(help="Takedown and erasure requests.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The ledger's tamper-evident history.", no_args_is_help=True)
+db_app = typer.Typer(help="The ledger database's schema (migrations).", no_args_is_help=True)
+
+DB = typer.Option(None, "--db", metavar="URL",
+                  help="Database URL (default: $SCRUB_DATABASE_URL, else "
+                       "sqlite:///$SCRUB_HOME/ledger.db).")
+KEY_FILE = typer.Option(None, "--key-file", metavar="FILE",
+                        help="Key sealing requester identities (default: $SCRUB_KEY_FILE).")
+ACTOR = typer.Option(None, "--actor", help="Who acts (default: $SCRUB_ACTOR or the login).")
+AS_JSON = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+def _ledger(url: Optional[str], key_file: Optional[Path] = None, *,
+            need_key: bool = False) -> Ledger:
+    resolved = resolve_key_file(key_file)
+    if need_key and resolved is None:
+        raise UserInputError("this needs the ledger key (requester identities are encrypted)",
+                             hint="pass --key-file or set SCRUB_KEY_FILE")
+    seal = IdentitySeal(load_key(resolved)) if resolved else None
+    return Ledger(db.make_engine(url), seal=seal)
+
+
+def _actor(actor: Optional[str]) -> str:
+    return actor or os.environ.get("SCRUB_ACTOR") or getpass.getuser()
+
+
+def _line(view: RequestView) -> str:
+    flags = " OVERDUE" if view.overdue else ""
+    return (f"{view.id}\t{view.kind}\t{view.status}{flags}\treceived {view.received_at[:10]}"
+            f"\tdue {view.due_at[:10]}\t{len(view.items)} item(s)")
+
+
+@requests_app.command("add")
+@handle_errors
+def add_command(
+    file: Optional[Path] = typer.Option(None, "--file", metavar="REQUEST.json",
+                                        help="The request as JSON (see the README)."),
+    kind: Optional[str] = typer.Option(None, "--kind", help=f"One of {', '.join(KINDS)}."),
+    received_at: Optional[str] = typer.Option(None, "--received-at",
+                                              help="ISO 8601 time (default: now)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Requester's name."),
+    email: Optional[str] = typer.Option(None, "--email", help="Requester's email."),
+    item: list[str] = typer.Option([], "--item", metavar="TYPE=VALUE",
+                                   help="An item, e.g. url=https://... (repeatable)."),
+    notes: Optional[str] = typer.Option(None, "--notes"),
+    db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
+    actor: Optional[str] = ACTOR, as_json: bool = AS_JSON,
+) -> None:
+    """Record a request; prints its id (or the whole record with --json)."""
+    if file is not None:
+        record = _read_json(file)
+        where = str(file)
+    else:
+        import datetime as dt
+
+        items = []
+        for text in item:
+            type_name, sep, value = text.partition("=")
+            if not sep:
+                raise UserInputError(f"--item {type_name!r}: expected TYPE=VALUE")
+            items.append({"type": type_name, "value": value})
+        record = {"kind": kind, "received_at": received_at
+                  or dt.datetime.now(dt.timezone.utc).isoformat(),
+                  "requester": {"name": name, "email": email}, "items": items,
+                  "notes": notes}
+        where = "the request"
+    spec = RequestSpec.parse(record, where=where)
+    ledger = _ledger(db_url, key_file, need_key=True)
+    request_id, created = ledger.add(spec, _actor(actor))
+    if as_json:
+        typer.echo(json.dumps({**asdict(ledger.show(request_id)), "created": created},
+                              indent=2))
+    else:
+        typer.echo(request_id)
+        if not created:
+            typer.echo(f"scrub: a repeat of request {request_id}: its new items were added "
+                       "to it", err=True)
+
+
+@requests_app.command("import")
+@handle_errors
+def import_command(
+    file: Path = typer.Argument(..., help="Requests as JSONL (one request per line) or CSV "
+                                "(kind,received_at,name,email,item_type,item_value; rows with "
+                                "the same kind, time and email form one request)."),
+    db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
+    actor: Optional[str] = ACTOR,
+) -> None:
+    """Record a batch of requests: all or nothing."""
+    specs = _read_batch(file)
+    ledger = _ledger(db_url, key_file, need_key=True)
+    results = ledger.add_many(specs, _actor(actor))
+    created = sum(1 for _, new in results if new)
+    typer.echo(f"imported {len(specs)} request(s): {created} new, "
+               f"{len(specs) - created} joined earlier ones")
+
+
+@requests_app.command("ls")
+@handle_errors
+def ls_command(
+    status: Optional[str] = typer.Option(None, "--status", help=f"One of {', '.join(STATUSES)}."),
+    kind: Optional[str] = typer.Option(None, "--kind"),
+    overdue: bool = typer.Option(False, "--overdue", help="Only open requests past due."),
+    db_url: Optional[str] = DB, as_json: bool = AS_JSON,
+) -> None:
+    """List requests (no identities)."""
+    if status and status not in STATUSES:
+        raise UserInputError(f"--status must be one of {', '.join(STATUSES)}")
+    if kind and kind not in KINDS:
+        raise UserInputError(f"--kind must be one of {', '.join(KINDS)}")
+    views = _ledger(db_url).list(status=status, kind=kind, overdue=overdue)
+    if as_json:
+        typer.echo(json.dumps([asdict(v) for v in views], indent=2))
+        return
+    for view in views:
+        typer.echo(_line(view))
+
+
+@requests_app.command("show")
+@handle_errors
+def show_command(
+    request_id: int = typer.Argument(..., metavar="ID"),
+    identity: bool = typer.Option(False, "--identity",
+                                  help="Also decrypt the requester (needs the key)."),
+    db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE, as_json: bool = AS_JSON,
+) -> None:
+    """One request with its items and history."""
+    view = _ledger(db_url, key_file, need_key=identity).show(request_id, identity=identity)
+    if as_json:
+        typer.echo(json.dumps(asdict(view), indent=2))
+        return
+    typer.echo(_line(view))
+    for entry in view.items:
+        typer.echo(f"  item {entry['type']}: {entry['value']}")
+    if view.requester:
+        typer.echo(f"  requester: {view.requester['name']} <{view.requester['email']}>")
+    for event in view.history:
+        typer.echo(f"  {event['at']}  {event['action']}  by {event['actor']}")
+
+
+def _transition(action: str, doc: str):  # type: ignore[no-untyped-def]
+    @handle_errors
+    def command(
+        request_id: int = typer.Argument(..., metavar="ID"),
+        reason: Optional[str] = typer.Option(None, "--reason"),
+        db_url: Optional[str] = DB, actor: Optional[str] = ACTOR,
+    ) -> None:
+        _ledger(db_url).transition(request_id, action, _actor(actor), reason=reason)
+        typer.echo(f"request {request_id}: {action} recorded")
+
+    command.__doc__ = doc
+    requests_app.command(action)(command)
+
+
+_transition("verify", "Mark a received request verified (its items then apply).")
+_transition("reject", "Reject a received request.")
+_transition("withdraw", "Withdraw an open request.")
+_transition("close", "Close an applied or rejected request.")
+
+
+@requests_app.command("extend")
+@handle_errors
+def extend_command(
+    request_id: int = typer.Argument(..., metavar="ID"),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded in the history)."),
+    days: int = typer.Option(60, "--days", help="Days to add (at most 90 after receipt)."),
+    db_url: Optional[str] = DB, actor: Optional[str] = ACTOR,
+) -> None:
+    """Extend an open request's deadline, with a recorded reason."""
+    ledger = _ledger(db_url)
+    ledger.extend(request_id, _actor(actor), reason=reason, days=days)
+    typer.echo(f"request {request_id}: due {ledger.show(request_id).due_at[:10]}")
+
+
+@requests_app.command("export")
+@handle_errors
+def export_command(
+    request_id: int = typer.Argument(..., metavar="ID"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
+    db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
+) -> None:
+    """The data subject's report: their request, what it matched, where it was removed."""
+    report = json.dumps(_ledger(db_url, key_file, need_key=True).export(request_id), indent=2)
+    if output:
+        from scrub.atomic import atomic_write_bytes
+
+        atomic_write_bytes(output, (report + "\n").encode())
+    else:
+        typer.echo(report)
+
+
+@ledger_app.command("verify")
+@handle_errors
+def verify_command(db_url: Optional[str] = DB, as_json: bool = AS_JSON) -> None:
+    """Recompute the event chain; exit 1 naming the first bad event."""
+    report = _ledger(db_url).verify_chain()
+    if as_json:
+        typer.echo(json.dumps(asdict(report), indent=2))
+    if not report.ok:
+        raise ScrubError(f"ledger history is broken: {report.problem}",
+                         hint="restore the database from a backup and compare")
+    if not as_json:
+        typer.echo(f"ledger history intact: {report.events} event(s), head {report.head}")
+
+
+@db_app.command("upgrade")
+@handle_errors
+def upgrade_command(db_url: Optional[str] = DB,
+                    revision: str = typer.Option("head", "--revision")) -> None:
+    """Migrate the ledger database to this scrub's schema."""
+    engine = db.make_engine(db_url)
+    db.upgrade(engine, revision)
+    typer.echo(f"{db.describe(str(engine.url))}: at revision {db.current_revision(engine)}")
+
+
+@db_app.command("current")
+@handle_errors
+def current_command(db_url: Optional[str] = DB) -> None:
+    """The database's revision and the code's."""
+    engine = db.make_engine(db_url)
+    typer.echo(f"database: {db.current_revision(engine) or '(none)'}; "
+               f"code: {db.head_revision()}")
+
+
+@db_app.command("check")
+@handle_errors
+def check_command(db_url: Optional[str] = DB) -> None:
+    """Exit non-zero when the database is behind or differs from the models."""
+    engine = db.make_engine(db_url)
+    db.require_current(engine)
+    try:
+        db.check(engine)
+    except Exception as exc:  # alembic's AutogenerateDiffsDetected
+        if isinstance(exc, ScrubError):
+            raise
+        raise ScrubError("the database schema differs from the models") from None
+    typer.echo("database schema matches the code")
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserInputError(f"{path}: cannot read ({exc.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        line = getattr(exc, "lineno", None)
+        raise UserInputError(f"{path}{f':{line}' if line else ''}: not valid JSON") from None
+
+
+def _read_batch(path: Path) -> list[RequestSpec]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: cannot read ({type(exc).__name__})") from None
+    if path.suffix.lower() == ".csv":
+        return _csv_batch(path, text)
+    specs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserInputError(f"{path}:{number}: not valid JSON") from None
+        specs.append(RequestSpec.parse(record, where=f"{path}:{number}"))
+    if not specs:
+        raise LedgerError(f"{path}: no requests in the file")
+    return specs
+
+
+def _csv_batch(path: Path, text: str) -> list[RequestSpec]:
+    rows = csv.DictReader(text.splitlines())
+    needed = {"kind", "received_at", "name", "email", "item_type", "item_value"}
+    missing = needed - set(rows.fieldnames or [])
+    if missing:
+        raise LedgerError(f"{path}:1: missing column(s) {', '.join(sorted(missing))}")
+    grouped: dict[tuple[str, str, str], tuple[int, dict]] = {}
+    for number, row in enumerate(rows, start=2):
+        group = (row["kind"], row["received_at"], row["email"])
+        if group not in grouped:
+            grouped[group] = (number, {"kind": row["kind"], "received_at": row["received_at"],
+                                       "requester": {"name": row["name"],
+                                                     "email": row["email"]}, "items": []})
+        grouped[group][1]["items"].append({"type": row["item_type"], "value": row["item_value"]})
+    if not grouped:
+        raise LedgerError(f"{path}: no requests in the file")
+    return [RequestSpec.parse(record, where=f"{path}:{number}")
+            for number, record in grouped.values()]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(requests_app, name="requests")
+    app.add_typer(ledger_app, name="ledger")
+    app.add_typer(db_app, name="db")

@@ -1,0 +1,1 @@
+"""The takedown-request ledger: requests, their items, and a hash-chained event history."""

@@ -1,0 +1,120 @@
+"""SQLAlchemy models of the ledger. Schema changes go through Alembic (``migrations/``).
+
+Names of constraints and indexes follow one convention (``metadata.naming_convention``) so that
+migrations can refer to them on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+KINDS = ("gdpr_erasure", "copyright", "safety", "other")
+STATUSES = ("received", "verified", "rejected", "scheduled", "applied", "closed", "withdrawn")
+ITEM_TYPES = ("url", "url_prefix", "host", "domain", "md5", "sha1", "sha256", "pdq", "phash",
+              "sample_key", "caption_term")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Request(Base):
+    __tablename__ = "requests"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", KINDS), name="kind"),
+        CheckConstraint(_one_of("status", STATUSES), name="status"),
+        Index(None, "status", "due_at"),
+        {"comment": "Takedown and erasure requests; identities only encrypted"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), comment="gdpr_erasure, copyright, safety, other")
+    status: Mapped[str] = mapped_column(String(20), comment="lifecycle state")
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True),
+                                                comment="received + 30 days, up to + 90")
+    extension_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    identity: Mapped[bytes] = mapped_column(
+        LargeBinary, comment="AES-GCM sealed requester name and email (nonce + ciphertext)")
+    key_id: Mapped[str] = mapped_column(String(16), comment="fingerprint of the sealing key")
+    requester_hash: Mapped[str] = mapped_column(
+        String(64), index=True, comment="keyed hash of the email: finds repeat requesters")
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duplicate_of: Mapped[int | None] = mapped_column(
+        ForeignKey("requests.id"), nullable=True, comment="the first request with these items")
+    releases: Mapped[str | None] = mapped_column(
+        Text, nullable=True, comment="release ids the request was applied in (JSON list)")
+
+    items: Mapped[list[Item]] = relationship(back_populates="request", order_by="Item.id")
+
+
+class Item(Base):
+    __tablename__ = "request_items"
+    __table_args__ = (
+        CheckConstraint(_one_of("type", ITEM_TYPES), name="type"),
+        UniqueConstraint("request_id", "type", "value"),
+        Index(None, "type", "value"),
+        {"comment": "What a request asks to remove, in canonical form"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
+    type: Mapped[str] = mapped_column(String(20))
+    value: Mapped[str] = mapped_column(Text, comment="canonical value (a URL, a hash, a term)")
+    request: Mapped[Request] = relationship(back_populates="items")
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("seq"),
+        {"comment": "Append-only history; each event carries the hash of the previous one"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, comment="position in the chain, from 1")
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"), index=True,
+                                                   nullable=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))
+    body: Mapped[str] = mapped_column(Text, comment="canonical JSON: before/after, no identity")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ChainHead(Base):
+    """One row: the last event's sequence number and hash. Writers lock it to append."""
+
+    __tablename__ = "chain_head"
+    __table_args__ = ({"comment": "Serialises appends to the event chain"},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,55 @@
+"""The ledger commands' wiring: ids on stdout, errors as one line with exit 2 or 3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from scrub.cli.main import app
+
+runner = CliRunner()
+REQUEST = {"kind": "gdpr_erasure", "received_at": "2026-11-01T10:00:00Z",
+           "requester": {"name": "Jane Roe", "email": "jane.roe@example.org"},
+           "items": [{"type": "url", "value": "https://example.com/a.jpg"}]}
+
+
+def invoke(tmp_path: Path, *args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, [*args], env={"SCRUB_HOME": str(tmp_path / "home"),
+                                            "SCRUB_KEY_FILE": str(tmp_path / "k.key")})
+
+
+def test_add_verify_list_and_verify_the_history(tmp_path: Path) -> None:
+    assert invoke(tmp_path, "keygen", "--output", str(tmp_path / "k.key")).exit_code == 0
+    behind = invoke(tmp_path, "requests", "ls")
+    assert behind.exit_code == 3 and "scrub db upgrade" in behind.output
+    assert invoke(tmp_path, "db", "upgrade").exit_code == 0
+    request = tmp_path / "r.json"
+    request.write_text(json.dumps(REQUEST))
+    added = invoke(tmp_path, "requests", "add", "--file", str(request))
+    assert added.exit_code == 0 and added.stdout.strip() == "1"
+    assert invoke(tmp_path, "requests", "verify", "1").exit_code == 0
+    again = invoke(tmp_path, "requests", "verify", "1")
+    assert again.exit_code == 2 and "request 1 is verified" in again.output
+    listed = invoke(tmp_path, "requests", "ls", "--json")
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["verified"]
+    assert "jane.roe" not in listed.stdout and "Jane Roe" not in listed.stdout
+    checked = invoke(tmp_path, "ledger", "verify")
+    assert checked.exit_code == 0 and "2 event(s)" in checked.stdout
+    exported = json.loads(invoke(tmp_path, "requests", "export", "1").stdout)
+    assert exported["requester"]["email"] == "jane.roe@example.org"
+
+
+def test_bad_requests_exit_2_naming_the_field_and_write_nothing(tmp_path: Path) -> None:
+    invoke(tmp_path, "keygen", "--output", str(tmp_path / "k.key"))
+    invoke(tmp_path, "db", "upgrade")
+    request = tmp_path / "r.json"
+    request.write_text(json.dumps({**REQUEST, "items": [{"type": "url", "value": "no url"}]}))
+    result = invoke(tmp_path, "requests", "add", "--file", str(request))
+    assert result.exit_code == 2 and "items[0]: not a valid url item" in result.output
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(json.dumps(REQUEST) + "\n" + json.dumps({"kind": "other"}) + "\n")
+    result = invoke(tmp_path, "requests", "import", str(batch))
+    assert result.exit_code == 2 and "batch.jsonl:2: missing field 'received_at'" in result.output
+    assert json.loads(invoke(tmp_path, "requests", "ls", "--json").stdout) == []
