@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine, event, func, insert, select, update
+from sqlalchemy import Engine, event, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from scrub.crypto import KeyFileError, key_id
@@ -459,8 +459,6 @@ class Ledger:
         if not items:
             return None
         pairs = [(Item.type == t) & (Item.value == v) for t, v in items[:500]]
-        from sqlalchemy import or_
-
         query = (select(func.min(Request.id)).join(Item, Item.request_id == Request.id)
                  .where(Request.requester_hash == lookup, Request.status != "withdrawn",
                         or_(*pairs)))
