@@ -163,21 +163,27 @@ def show_command(
 def _transition(action: str, doc: str):  # type: ignore[no-untyped-def]
     @handle_errors
     def command(
-        request_id: int = typer.Argument(..., metavar="ID"),
+        request_ids: list[int] = typer.Argument(..., metavar="ID...",
+                                                help="One or more request ids (all move, or "
+                                                "none)."),
         reason: Optional[str] = typer.Option(None, "--reason"),
         db_url: Optional[str] = DB, actor: Optional[str] = ACTOR,
     ) -> None:
-        _ledger(db_url).transition(request_id, action, _actor(actor), reason=reason)
-        typer.echo(f"request {request_id}: {action} recorded")
+        _ledger(db_url).transition_many(request_ids, action, _actor(actor), reason=reason)
+        if len(request_ids) == 1:
+            typer.echo(f"request {request_ids[0]}: {action} recorded")
+        else:
+            typer.echo(f"{len(set(request_ids))} requests: {action} recorded")
 
     command.__doc__ = doc
     requests_app.command(action)(command)
 
 
-_transition("verify", "Mark a received request verified (its items then apply).")
-_transition("reject", "Reject a received request.")
-_transition("withdraw", "Withdraw an open request.")
-_transition("close", "Close an applied or rejected request.")
+_transition("verify", "Mark received requests verified (their items then apply).")
+_transition("reject", "Reject received requests.")
+_transition("schedule", "Mark verified requests scheduled for the next release.")
+_transition("withdraw", "Withdraw open requests.")
+_transition("close", "Close applied or rejected requests.")
 
 
 @requests_app.command("extend")
@@ -276,18 +282,17 @@ def _read_batch(path: Path) -> list[RequestSpec]:
         raise UserInputError(f"{path}: cannot read ({type(exc).__name__})") from None
     if path.suffix.lower() == ".csv":
         return _csv_batch(path, text)
-    specs = []
+    records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            records.append((json.loads(line), f"{path}:{number}"))
         except json.JSONDecodeError:
             raise UserInputError(f"{path}:{number}: not valid JSON") from None
-        specs.append(RequestSpec.parse(record, where=f"{path}:{number}"))
-    if not specs:
+    if not records:
         raise LedgerError(f"{path}: no requests in the file")
-    return specs
+    return RequestSpec.parse_many(records)
 
 
 def _csv_batch(path: Path, text: str) -> list[RequestSpec]:
@@ -306,8 +311,8 @@ def _csv_batch(path: Path, text: str) -> list[RequestSpec]:
         grouped[group][1]["items"].append({"type": row["item_type"], "value": row["item_value"]})
     if not grouped:
         raise LedgerError(f"{path}: no requests in the file")
-    return [RequestSpec.parse(record, where=f"{path}:{number}")
-            for number, record in grouped.values()]
+    return RequestSpec.parse_many([(record, f"{path}:{number}")
+                                   for number, record in grouped.values()])
 
 
 def register(app: typer.Typer) -> None:

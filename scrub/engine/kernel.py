@@ -97,7 +97,6 @@ def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles
                 hit = hit & ~cleared
         if not hit.any():
             continue
-        reasons[hit] |= np.uint32(rule.reason.mask)
         found = view.distances.pop(id(rule), None)
         if found is not None:
             if distance is None:
@@ -107,7 +106,9 @@ def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles
             rows, values = rows[keep], values[keep]
             current = distance[rows]
             distance[rows] = np.where((current < 0) | (values < current), values, current)
-        seen = sources.get(rule.source.id)
-        sources[rule.source.id] = hit if seen is None else (seen | hit)
+        for source_id, mask in rule.attribute(view, hit).items():
+            reasons[mask] |= np.uint32(rule.reason_of(source_id).mask)
+            seen = sources.get(source_id)
+            sources[source_id] = mask if seen is None else (seen | mask)
     return Decisions(reasons=reasons, sources=sources, unmatchable=view.unmatchable,
                      suppressed=suppressed, distance=distance)

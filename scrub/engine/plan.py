@@ -128,22 +128,42 @@ REQUEST_REASONS = {"gdpr_erasure": Reason.GDPR_ERASURE, "copyright": Reason.COPY
 def add_ledger_rules(plan: MatchPlan, items: Iterable[tuple[int, str, str, str]], *,
                      watermark: tuple[int, str], options: MatchOptions | None = None) -> None:
     """Rules from the ledger's enforced requests: (request id, kind, item type, value) rows.
+
     One source per request (label ``request N``, sensitive: items name people), its kind as
-    the reason of every rule it contributes."""
-    by_request: dict[tuple[int, str], dict[str, list[str]]] = {}
+    the reason of the rows it matches. Matching runs one rule per item type over the values of
+    all those requests, however many there are; the rows it hits are attributed to each request
+    whose own values they match, with that request's reason (:class:`AttributedRule`).
+    """
+    from scrub.engine.attribution import AttributedRule
+
+    digest = f"ledger:{watermark[0]}:{watermark[1]}"
+    source_of: dict[int, Source] = {}
+    reasons: dict[int, Reason] = {}
+    grouped: dict[str, tuple[list[str], list[int]]] = {}
     for request_id, kind, type_name, value in items:
-        by_request.setdefault((request_id, kind), {}).setdefault(type_name, []).append(value)
-    for (request_id, kind), typed in sorted(by_request.items()):
-        source = Source(id=len(plan.sources), label=f"request {request_id}", kind="request",
-                        digest=f"ledger:{watermark[0]}:{watermark[1]}", sensitive=True,
-                        details=(("request", request_id), ("kind", kind)),
-                        name=f"request {request_id}")
-        plan.sources.append(source)
-        for type_name, values in sorted(typed.items()):
-            keys, valid = get_type(type_name).normalize_column(pl.Series(values,
-                                                                         dtype=pl.String))
-            plan.rules.append(_rule(type_name, keys[valid], source, options,
-                                    REQUEST_REASONS[kind]))
+        source = source_of.get(request_id)
+        if source is None:
+            source = source_of[request_id] = Source(
+                id=len(plan.sources), label=f"request {request_id}", kind="request",
+                digest=digest, sensitive=True, details=(("request", request_id), ("kind", kind)),
+                name=f"request {request_id}")
+            plan.sources.append(source)
+            reasons[source.id] = REQUEST_REASONS[kind]
+        values, owners = grouped.setdefault(type_name, ([], []))
+        values.append(value)
+        owners.append(source.id)
+    for type_name, (values, owners) in sorted(grouped.items()):
+        key_type = get_type(type_name)
+        distinct = pl.Series(values, dtype=pl.String).unique(maintain_order=True)
+        keys, valid = key_type.normalize_column(distinct)
+        keys = keys[valid]
+        if not key_type.textual:  # one index entry per distinct key
+            keys = np.unique(keys, axis=0) if len(keys) else keys
+        group = Source(id=-1, label=f"ledger {type_name}", kind="ledger", digest=digest,
+                       sensitive=True, name="ledger")
+        inner = _rule(type_name, keys, group, options, reasons[owners[0]])
+        plan.rules.append(AttributedRule(inner, type_name, values, owners, group,
+                                         {o: reasons[o] for o in set(owners)}))
 
 
 #: Column roles of perceptual hashes, matched within a Hamming radius.

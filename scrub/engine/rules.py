@@ -173,6 +173,15 @@ class Rule(ABC):
     def describe(self) -> dict[str, object]:
         """A value-free description (kind, reason, source, sizes) for fingerprints and reports."""
 
+    def attribute(self, view: BatchView, hit: np.ndarray) -> dict[int, np.ndarray]:
+        """Source id -> the rows of ``hit`` due to that source: all of them to the rule's one
+        source, unless the rule serves many (ledger requests)."""
+        return {self.source.id: hit}
+
+    def reason_of(self, source_id: int) -> Reason:
+        """The reason given to the rows a source matched."""
+        return self.reason
+
 
 class ExactKeyRule(Rule):
     """Exact membership of a row's key (a content hash or a URL digest) in a set of keys."""

@@ -79,12 +79,11 @@ class Item(Base):
     __table_args__ = (
         CheckConstraint(_one_of("type", ITEM_TYPES), name="type"),
         UniqueConstraint("request_id", "type", "value"),
-        Index(None, "type", "value"),
         {"comment": "What a request asks to remove, in canonical form"},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
     type: Mapped[str] = mapped_column(String(20))
     value: Mapped[str] = mapped_column(Text, comment="canonical value (a URL, a hash, a term)")
     request: Mapped[Request] = relationship(back_populates="items")

@@ -68,6 +68,20 @@ class KeyType(ABC):
         """
 
     @classmethod
+    def canonical_text_column(cls, values: pl.Series) -> pl.Series:
+        """Vectorised :meth:`normalize`: the canonical text of each value, null where it is
+        invalid (the ledger stores items in this form). This default calls :meth:`normalize`
+        once per distinct value; types with a column form override it."""
+
+        def one(value: str) -> str | None:
+            try:
+                return cls.normalize(value)
+            except ValueError:
+                return None
+
+        return map_distinct(values.cast(pl.String), one)
+
+    @classmethod
     def engine_form(cls, canonical: str) -> bytes | str:
         """The key the engine compares for a canonical value (what :meth:`normalize_column`
         yields for it)."""
@@ -111,6 +125,12 @@ class HexDigestType(KeyType):
     def normalize_column(cls, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         text = values.cast(pl.String).str.strip_chars().str.to_lowercase().str.strip_prefix("0x")
         return hex_to_keys(text.to_arrow(), cls.width)
+
+    @classmethod
+    def canonical_text_column(cls, values: pl.Series) -> pl.Series:
+        text = values.cast(pl.String).str.strip_chars().str.to_lowercase().str.strip_prefix("0x")
+        valid = text.str.contains(f"^[0-9a-f]{{{2 * cls.width}}}$")
+        return pl.select(pl.when(valid).then(text)).to_series()
 
     @classmethod
     def examples(cls) -> list[tuple[str, str]]:
@@ -293,6 +313,10 @@ class TextDigestType(KeyType):
         return text_digest_keys(cls.canonical_column(values.cast(pl.String)))
 
     @classmethod
+    def canonical_text_column(cls, values: pl.Series) -> pl.Series:
+        return cls.canonical_column(values.cast(pl.String))
+
+    @classmethod
     def engine_form(cls, canonical: str) -> bytes | str:
         return hashlib.sha256(canonical.encode("utf-8")).digest()
 
@@ -413,6 +437,10 @@ class UrlPrefix(KeyType):
         return canonical.to_numpy().astype(object), valid
 
     @classmethod
+    def canonical_text_column(cls, values: pl.Series) -> pl.Series:
+        return canonicalize_urls(values.cast(pl.String))
+
+    @classmethod
     def engine_form(cls, canonical: str) -> bytes | str:
         return canonical
 
@@ -503,12 +531,15 @@ class SampleKey(KeyType):
         return text
 
     @classmethod
-    def normalize_column(cls, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    def canonical_text_column(cls, values: pl.Series) -> pl.Series:
         text = values.cast(pl.String).str.strip_chars()
         ok = (text.str.len_chars().is_between(1, 256)
               & ~text.str.contains(r"[\x00-\x1f\x7f]")).fill_null(False)
-        keys, valid = text_digest_keys(pl.select(pl.when(ok).then(text)).to_series())
-        return keys, valid
+        return pl.select(pl.when(ok).then(text)).to_series()
+
+    @classmethod
+    def normalize_column(cls, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        return text_digest_keys(cls.canonical_text_column(values))
 
     @classmethod
     def engine_form(cls, canonical: str) -> bytes | str:
@@ -546,12 +577,18 @@ class CaptionTerm(KeyType):
         return text
 
     @classmethod
+    def canonical_text_column(cls, values: pl.Series) -> pl.Series:
+        # Python's str.split() also splits on \x1c-\x1f; Rust's \s does not.
+        text = (values.cast(pl.String).str.replace_all(r"[\s\x1c-\x1f]+", " ")
+                .str.strip_chars(" ").str.to_lowercase())
+        ok = (text.str.len_chars().is_between(1, 200)
+              & ~text.str.contains(r"[\x00-\x1f\x7f]")).fill_null(False)
+        return pl.select(pl.when(ok).then(text)).to_series()
+
+    @classmethod
     def normalize_column(cls, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        text = (values.cast(pl.String).str.replace_all(r"\s+", " ").str.strip_chars()
-                .str.to_lowercase())
-        valid = (text.str.len_chars().is_between(1, 200)
-                 & ~text.str.contains(r"[\x00-\x1f\x7f]")).fill_null(False).to_numpy()
-        return text.to_numpy().astype(object), valid
+        text = cls.canonical_text_column(values)
+        return text.to_numpy().astype(object), text.is_not_null().to_numpy()
 
     @classmethod
     def engine_form(cls, canonical: str) -> bytes | str:

@@ -53,3 +53,29 @@ def test_bad_requests_exit_2_naming_the_field_and_write_nothing(tmp_path: Path) 
     result = invoke(tmp_path, "requests", "import", str(batch))
     assert result.exit_code == 2 and "batch.jsonl:2: missing field 'received_at'" in result.output
     assert json.loads(invoke(tmp_path, "requests", "ls", "--json").stdout) == []
+
+
+def test_batch_import_then_many_ids_move_together_or_not_at_all(tmp_path: Path) -> None:
+    invoke(tmp_path, "keygen", "--output", str(tmp_path / "k.key"))
+    invoke(tmp_path, "db", "upgrade")
+    batch = tmp_path / "batch.jsonl"
+    records = [{**REQUEST, "requester": {"name": f"P {n}", "email": f"p{n}@example.org"},
+                "items": [{"type": "md5", "value": f"{n:032x}"}]} for n in range(1, 6)]
+    batch.write_text("".join(json.dumps(r) + "\n" for r in records))
+    imported = invoke(tmp_path, "requests", "import", str(batch))
+    assert imported.exit_code == 0 and "5 new" in imported.stdout
+    refused = invoke(tmp_path, "requests", "verify", "1", "2", "9")
+    assert refused.exit_code == 2 and "no request 9" in refused.output
+    listed = json.loads(invoke(tmp_path, "requests", "ls", "--json").stdout)
+    assert {r["status"] for r in listed} == {"received"}
+    moved = invoke(tmp_path, "requests", "verify", "1", "2", "3")
+    assert moved.exit_code == 0 and "3 requests: verify recorded" in moved.stdout
+    assert invoke(tmp_path, "requests", "schedule", "1", "2").exit_code == 0
+    listed = json.loads(invoke(tmp_path, "requests", "ls", "--json").stdout)
+    assert [r["status"] for r in listed] == ["scheduled"] * 2 + ["verified"] + ["received"] * 2
+    bad = invoke(tmp_path, "requests", "schedule", "3", "4")
+    assert bad.exit_code == 2 and "request 4 is received" in bad.output
+    assert json.loads(invoke(tmp_path, "requests", "show", "3", "--json").stdout)["status"] \
+        == "verified"
+    checked = invoke(tmp_path, "ledger", "verify")
+    assert checked.exit_code == 0 and "10 event(s)" in checked.stdout

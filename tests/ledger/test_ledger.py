@@ -94,6 +94,32 @@ def test_a_repeat_request_joins_the_first(ledger: Ledger) -> None:
     assert created and other != first
 
 
+def test_a_batch_joins_repeats_in_order_within_it_and_with_the_ledger(ledger: Ledger) -> None:
+    def item(n: int) -> dict:
+        return {"type": "md5", "value": f"{n:032x}"}
+
+    stored, _ = ledger.add(spec(email="ann@example.org", items=[item(1)]), "alice")
+    withdrawn, _ = ledger.add(spec(email="bo@example.org", items=[item(5)]), "alice")
+    ledger.transition(withdrawn, "withdraw", "alice")
+    results = ledger.add_many([
+        spec(email="cy@example.org", items=[item(2)]),              # new (A)
+        spec(email="cy@example.org", items=[item(3), item(2)]),     # joins A, brings 3
+        spec(email="cy@example.org", items=[item(3), item(4)]),     # 3 is A's now: joins A
+        spec(email="ANN@example.org", items=[item(6), item(1)]),    # joins the stored request
+        spec(email="bo@example.org", items=[item(5)]),              # withdrawn one: new
+        spec(email="dee@example.org", items=[item(2)]),             # same item, other person
+    ], "bob")
+    a = results[0][0]
+    assert results[0][1] and results[4][1] and results[5][1]
+    assert results[1:4] == [(a, False), (a, False), (stored, False)]
+    assert len({a, results[4][0], results[5][0], stored, withdrawn}) == 5
+    assert sorted(i["value"][-1] for i in ledger.show(a).items) == ["2", "3", "4"]
+    assert sorted(i["value"][-1] for i in ledger.show(stored).items) == ["1", "6"]
+    history = ledger.show(a).history
+    assert [e["action"] for e in history] == ["created"] + ["duplicate_received"] * 2
+    assert ledger.verify_chain().ok and ledger.verify_chain().events == 9
+
+
 @pytest.mark.parametrize(("record", "message"), [
     ({"received_at": RECEIVED}, "missing field 'kind'"),
     ({"kind": "gdpr_erasure"}, "missing field 'received_at'"),

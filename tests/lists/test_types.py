@@ -42,6 +42,23 @@ def test_vectorised_normalisation_agrees_with_the_scalar_one(
         assert got == key_type.engine_form(expected)
 
 
+ODD = ["", " ", "\t", "A\x1fB", "a\x00b", "\u00a0x\u2003y\u00a0", "ΣΑΣ", "0X" + "AB" * 16,
+       "x" * 300, "https://Example.com/a b", "K\u212a", "  0x" + "0f" * 32 + "\n"]
+
+
+@pytest.mark.parametrize(("name", "key_type"), TYPES)
+def test_canonical_text_column_agrees_with_the_scalar_one(
+        name: str, key_type: type[KeyType]) -> None:
+    raws = [raw for raw, _ in key_type.examples()] + key_type.bad_examples() + ODD
+    column = key_type.canonical_text_column(pl.Series(raws, dtype=pl.String)).to_list()
+    for raw, got in zip(raws, column):
+        try:
+            expected = key_type.normalize(raw)
+        except ValueError:
+            expected = None
+        assert got == expected, f"{raw!r}"
+
+
 def test_registry_rejects_a_second_type_of_the_same_name() -> None:
     existing = registered_types()["md5"]
 

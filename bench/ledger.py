@@ -1,0 +1,193 @@
+"""Benchmark: the takedown ledger at scale, on SQLite.
+
+1. Import: writes (and caches under ``bench/.cache``) a JSONL batch of 100k requests holding
+   1M items of every type (URLs, prefixes, hosts, domains, md5/sha256/PDQ hashes, caption
+   terms), with some repeat requesters naming items they asked for before, and times
+   ``scrub requests import`` of it into a fresh SQLite ledger, as a user runs it (target: <= 60 s).
+2. Verify: builds a 1M-event chain in a fresh ledger (events written directly with the
+   ledger's own hash function, which is what an operator's history would hold after years of
+   use) and times ``scrub ledger verify`` of it (target: <= 30 s). Then edits one event in the
+   middle and checks that verify names it.
+
+Usage: ``python bench/ledger.py [--requests 100000] [--items 1000000] [--events 1000000]
+[--repeat 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from bench.measure import timed  # noqa: E402
+from scrub.crypto import write_key_file  # noqa: E402
+
+CACHE = ROOT / ".cache"
+SCRUB = str(Path(sys.executable).with_name("scrub"))
+TYPES = np.array(["url", "url", "url", "url", "md5", "md5", "sha256", "pdq", "url_prefix",
+                  "host", "domain", "caption_term"])
+
+
+def _hex(rng: np.random.Generator, count: int, nbytes: int) -> list[str]:
+    return [bytes(row).hex() for row in rng.integers(0, 256, (count, nbytes), dtype=np.uint8)]
+
+
+def request_batch(requests: int, items: int) -> Path:
+    """A JSONL batch; about 2% of requests come again from the same person naming one of the
+    items of their first request plus new ones (the ledger must join them, not duplicate)."""
+    path = CACHE / f"requests-{requests}-{items}.jsonl"
+    if path.is_file():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(11)
+    counts = rng.multinomial(items - requests, np.full(requests, 1 / requests)) + 1
+    types = TYPES[rng.integers(0, len(TYPES), items)]
+    md5, sha, pdq = _hex(rng, items, 16), _hex(rng, items, 32), _hex(rng, items, 32)
+    sites = rng.integers(0, 2_000_000, items)
+    words = np.array(["Jane", "John", "Doe", "Smith", "Maria", "Garcia", "Wei", "Zhang", "Ana",
+                      "Silva", "Olu", "Adeyemi"])
+    first, last = rng.integers(0, len(words), (2, items))
+    emails = rng.integers(0, requests * 50, requests)
+    repeat = rng.random(requests) < 0.02
+    start = dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc)
+    seconds = np.sort(rng.integers(0, 80 * 86400, requests))
+    tmp = path.with_suffix(".partial")
+    position = 0
+    previous: list[dict] = []
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for r in range(requests):
+            entries = []
+            for j in range(position, position + counts[r]):
+                kind, site = types[j], f"site{sites[j]}.org"
+                value = {"url": f"https://www.{site}/photos/{j}.jpg?size=large",
+                         "url_prefix": f"https://{site}/gallery/{j}/",
+                         "host": f"cdn.{site}", "domain": site, "md5": md5[j],
+                         "sha256": sha[j], "pdq": pdq[j],
+                         "caption_term": f"{words[first[j]]} {words[last[j]]} {j}"}[kind]
+                entries.append({"type": str(kind), "value": value})
+            position += counts[r]
+            email = f"person{emails[r]}@mail.example.net"
+            if repeat[r] and previous:
+                earlier = previous[int(rng.integers(0, len(previous)))]
+                email = earlier["requester"]["email"]
+                entries.append(earlier["items"][0])
+            record = {"kind": ("gdpr_erasure", "copyright", "safety", "other")[r % 4],
+                      "received_at": (start + dt.timedelta(seconds=int(seconds[r])))
+                      .isoformat().replace("+00:00", "Z"),
+                      "requester": {"name": f"Person {emails[r]}", "email": email},
+                      "items": entries}
+            if r % 97 == 0:
+                previous.append(record)
+            handle.write(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def fresh_ledger(work: Path) -> tuple[str, Path]:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    key = work / "ledger.key"
+    write_key_file(key)
+    url = f"sqlite:///{work / 'ledger.db'}"
+    subprocess.run([SCRUB, "db", "upgrade", "--db", url], check=True, capture_output=True)
+    return url, key
+
+
+def bench_import(requests: int, items: int, repeat: int) -> None:
+    batch = request_batch(requests, items)
+    times, peaks = [], []
+    for _ in range(repeat):
+        url, key = fresh_ledger(CACHE / "ledger-import")
+        os.sync()
+        elapsed, peak, out = timed([SCRUB, "requests", "import", str(batch), "--db", url,
+                                    "--key-file", str(key), "--actor", "bench"])
+        times.append(elapsed)
+        peaks.append(peak)
+    print(f"import: {requests:,} requests, {items:,} items: {out.strip()}")
+    print(f"  median {statistics.median(times):.1f} s over {repeat} rounds "
+          f"({', '.join(f'{t:.1f}' for t in times)}), "
+          f"{items / statistics.median(times):,.0f} items/s, "
+          f"peak RSS {max(peaks) / 2**20:,.0f} MiB  (target <= 60 s)")
+
+
+def build_chain(url: str, events: int) -> None:
+    """``events`` valid events, written directly with the ledger's hash function."""
+    from sqlalchemy import insert, update
+
+    from scrub.ledger.db import make_engine
+    from scrub.ledger.models import ChainHead, Event
+    from scrub.ledger.service import GENESIS, event_hash
+
+    engine = make_engine(url)
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    prev, seq = GENESIS, 0
+    with engine.begin() as connection:
+        while seq < events:
+            rows = []
+            for _ in range(min(50_000, events - seq)):
+                seq += 1
+                body = json.dumps({"after": {"status": "verified"}, "before":
+                                   {"status": "received"}}, sort_keys=True,
+                                  separators=(",", ":"))
+                when = at + dt.timedelta(seconds=seq)  # every event at its own time
+                digest = event_hash(prev, seq, None, when, "bench", "verify", body)
+                rows.append({"seq": seq, "request_id": None, "at": when, "actor": "bench",
+                             "action": "verify", "body": body, "prev_hash": prev,
+                             "hash": digest})
+                prev = digest
+            connection.execute(insert(Event), rows)
+        connection.execute(update(ChainHead).where(ChainHead.id == 1)
+                           .values(seq=seq, hash=prev))
+    engine.dispose()
+
+
+def bench_verify(events: int, repeat: int) -> None:
+    url, _ = fresh_ledger(CACHE / "ledger-verify")
+    build_chain(url, events)
+    os.sync()
+    times = []
+    for _ in range(repeat):
+        elapsed, peak, out = timed([SCRUB, "ledger", "verify", "--db", url])
+        times.append(elapsed)
+    print(f"verify: {events:,} events: {out.strip()}")
+    print(f"  median {statistics.median(times):.1f} s over {repeat} rounds "
+          f"({', '.join(f'{t:.1f}' for t in times)}), "
+          f"{events / statistics.median(times):,.0f} events/s, peak RSS {peak / 2**20:,.0f} MiB "
+          "(target <= 30 s)")
+    import sqlite3
+
+    middle = events // 2
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+        connection.execute("UPDATE events SET actor = 'mallory' WHERE seq = ?", (middle,))
+    tampered = subprocess.run([SCRUB, "ledger", "verify", "--db", url], capture_output=True,
+                              text=True)
+    found = f"event {middle}" in tampered.stderr + tampered.stdout
+    print(f"  tampered event {middle}: exit {tampered.returncode}, named: {found}")
+    if tampered.returncode == 0 or not found:
+        raise SystemExit("verify missed the edited event")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    bench_import(args.requests, args.items, args.repeat)
+    bench_verify(args.events, args.repeat)
+
+
+if __name__ == "__main__":
+    main()

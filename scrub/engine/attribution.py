@@ -1,0 +1,148 @@
+"""One rule for many sources: ledger requests at scale.
+
+A ledger can hold 100k verified requests. A rule per request would mean 100k passes over every
+batch, so the plan holds one rule per item type over the values of all requests, and
+:class:`AttributedRule` then names, for the rows that rule hits (few), the requests whose own
+values they match (a join on those rows only), each with its own reason.
+
+Attribution compares the forms the engine matched: fixed-width keys (hashes, URL/host/domain
+digests, sample keys), canonical prefixes inside the row's host, caption terms at word
+boundaries, perceptual index entries within the radius.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from scrub.engine.reasons import Reason
+from scrub.engine.rules import (
+    BatchView,
+    CaptionTermRule,
+    ExactKeyRule,
+    PerceptualRule,
+    PrefixRule,
+    Rule,
+    Source,
+)
+from scrub.keys import keys_to_hex
+from scrub.lists.types import UrlDigestType, get_type
+from scrub.urls import hosts_of
+
+
+class AttributedRule(Rule):
+    """``inner`` matches the values of many sources at once; :meth:`attribute` splits its hits
+    by source. ``values`` are canonical item values, ``owners`` the source id of each (a value
+    named by several sources appears once per source); each source's rows get its reason."""
+
+    def __init__(self, inner: Rule, type_name: str, values: Sequence[str],
+                 owners: Sequence[int], source: Source, reasons: Mapping[int, Reason]) -> None:
+        super().__init__(inner.reason, source)
+        #: The reason of each source's rows (a request's kind).
+        self.reasons = dict(reasons)
+        self.inner = inner
+        self.type_name = type_name
+        self.key_type = get_type(type_name)
+        table = pl.DataFrame({"value": pl.Series(values, dtype=pl.String),
+                              "source": pl.Series(owners, dtype=pl.Int32)})
+        if isinstance(inner, (ExactKeyRule, PerceptualRule)):
+            keys, valid = self.key_type.normalize_column(table["value"])
+            table = table.filter(pl.Series(valid)).with_columns(
+                pl.Series("value", keys_to_hex(keys[valid]).astype(str)))
+        elif isinstance(inner, CaptionTermRule):
+            table = table.with_columns(pl.col("value").str.to_lowercase())
+        elif isinstance(inner, PrefixRule):
+            table = table.with_columns(host=hosts_of(table["value"]))
+        self.owners = table.unique()
+        if isinstance(inner, PerceptualRule):
+            # entry i of the inner index holds the i-th distinct key it was built from
+            self.entries = pl.Series("value", keys_to_hex(
+                np.ascontiguousarray(_unpack(inner.index.codes))).astype(str))
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self.inner.roles
+
+    @property
+    def sources(self) -> list[int]:
+        return sorted(self.owners["source"].unique().to_list())
+
+    def match(self, view: BatchView) -> np.ndarray:
+        hit = self.inner.match(view)
+        found = view.distances.pop(id(self.inner), None)
+        if found is not None:
+            view.distances[id(self)] = found
+        return hit
+
+    def attribute(self, view: BatchView, hit: np.ndarray) -> dict[int, np.ndarray]:
+        """Source id -> mask of the hit rows that source's own values match."""
+        rows = np.flatnonzero(hit)
+        pairs = self._pairs(view, rows)  # columns: row (index into rows), value or source
+        if "source" not in pairs.columns:
+            pairs = pairs.join(self.owners.select("value", "source"), on="value")
+        out: dict[int, np.ndarray] = {}
+        grouped = pairs.select("row", "source").unique().group_by("source").agg("row")
+        for source, members in grouped.iter_rows():
+            mask = np.zeros(len(hit), dtype=bool)
+            mask[rows[np.asarray(members, dtype=np.int64)]] = True
+            out[int(source)] = mask
+        return out
+
+    def reason_of(self, source_id: int) -> Reason:
+        return self.reasons[source_id]
+
+    def _pairs(self, view: BatchView, rows: np.ndarray) -> pl.DataFrame:
+        inner = self.inner
+        if isinstance(inner, PerceptualRule):
+            keys, valid = view.keys_for(self.key_type)
+            found = inner.index.search(keys[rows], inner.radius, valid[rows])
+            return pl.DataFrame({"row": found.query.astype(np.int64),
+                                 "value": self.entries.gather(found.entry)})
+        if isinstance(inner, ExactKeyRule):
+            keys, valid = view.keys_for(self.key_type)
+            frames = [_hex_pairs(keys[rows], valid[rows])]
+            if issubclass(self.key_type, UrlDigestType):
+                keys, valid = view.keys_for(self.key_type, canonical=True)
+                frames.append(_hex_pairs(keys[rows], valid[rows]))
+            return pl.concat(frames)
+        if isinstance(inner, PrefixRule):
+            urls = view.canonical_urls_of(rows)
+            frame = pl.DataFrame({"row": np.arange(len(rows)), "url": urls,
+                                  "host": hosts_of(urls)})
+            return (frame.join(self.owners, on="host")
+                    .filter(pl.col("url").str.starts_with(pl.col("value")))
+                    .select("row", "source"))
+        if isinstance(inner, CaptionTermRule):
+            captions = (pl.Series(view.column("caption")).cast(pl.String)
+                        .gather(rows).str.to_lowercase())
+            terms = self.owners["value"].unique().to_list()
+            frame = (pl.DataFrame({"row": np.arange(len(rows)), "caption": captions})
+                     .with_columns(value=pl.col("caption").str.extract_many(
+                         terms, overlapping=True))
+                     .explode("value").drop_nulls("value").unique(["row", "value"]))
+            bounded = frame.with_columns(pattern=pl.lit(r"(?:^|[^\w])")
+                                         + pl.col("value").map_elements(
+                                             re.escape, return_dtype=pl.String)
+                                         + pl.lit(r"(?:[^\w]|$)"))
+            return (bounded.filter(pl.col("caption").str.contains(pl.col("pattern")))
+                    .select("row", "value"))
+        raise TypeError(f"no attribution for {type(inner).__name__}")
+
+    def describe(self) -> dict[str, object]:
+        return {**self.inner.describe(), "source": self.source.label,
+                "reasons": sorted({r.code for r in self.reasons.values()}),
+                "attributed_to": len(self.sources)}
+
+
+def _hex_pairs(keys: np.ndarray, valid: np.ndarray) -> pl.DataFrame:
+    at = np.flatnonzero(valid)
+    return pl.DataFrame({"row": at.astype(np.int64),
+                         "value": keys_to_hex(keys[at]).astype(str)})
+
+
+def _unpack(codes: np.ndarray) -> np.ndarray:
+    """(n, words) uint64 codes back to (n, 8 * words) uint8 big-endian keys."""
+    return codes.astype(">u8").view(np.uint8).reshape(len(codes), -1)
