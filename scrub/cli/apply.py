@@ -14,6 +14,9 @@ from scrub.crypto import load_key, resolve_key_file
 from scrub.dataset import parse_role_overrides
 from scrub.engine.apply import apply as run_apply
 from scrub.engine.plan import MatchOptions, MatchPlan, add_ledger_rules, plan_for_apply
+from scrub.engine.reasons import Reason
+from scrub.engine.rules import ScoreRule, Source
+from scrub.engine.scores import RESCORED
 from scrub.errors import UserInputError
 from scrub.lists.hashlist import ListFormat
 from scrub.lists.store import ListStore
@@ -58,15 +61,31 @@ def apply_command(
     db_url: Optional[str] = typer.Option(None, "--db", metavar="URL",
                                          help="Ledger database (default: $SCRUB_DATABASE_URL, "
                                               "else $SCRUB_HOME/ledger.db)."),
+    punsafe_above: Optional[float] = typer.Option(
+        None, "--punsafe-above", min=0.0, max=1.0, metavar="T",
+        help="Also drop rows whose punsafe exceeds T (reason nsfw)."),
+    scores: Optional[Path] = typer.Option(
+        None, "--scores", metavar="DIR", help="Rescored punsafe from `scrub nsfw rescore` (one "
+        "parquet per shard, same names, row-aligned)."),
+    trust_score: Optional[str] = typer.Option(
+        None, "--trust-score", metavar="stored|rescored",
+        help="Which punsafe --punsafe-above reads (default: rescored when --scores is given)."),
     force: bool = typer.Option(False, "--force",
                                help="Write into an OUTPUT that holds something else."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or notes on stderr."),
 ) -> None:
     """Remove every row matching the given lists; write the rest and apply-report.json."""
-    if not hashlist and not stored and not ledger:
-        raise UserInputError("nothing to apply: give at least one --hashlist FILE, --list NAME "
-                             "or --ledger")
+    if not hashlist and not stored and not ledger and punsafe_above is None:
+        raise UserInputError("nothing to apply: give at least one --hashlist FILE, --list NAME, "
+                             "--ledger or --punsafe-above T")
+    trusted = trust_score or ("rescored" if scores else "stored")
+    if trusted not in ("stored", "rescored"):
+        raise UserInputError(f"--trust-score {trusted!r}: choose stored or rescored")
+    if trusted == "rescored" and scores is None:
+        raise UserInputError("--trust-score rescored needs --scores DIR")
+    if scores is not None and not scores.is_dir():
+        raise UserInputError(f"--scores {scores}: no such folder")
     overrides = parse_role_overrides(column)
     key_path = resolve_key_file(key_file)
     key = load_key(key_path) if key_path else None
@@ -84,6 +103,14 @@ def apply_command(
             book = Ledger(make_engine(db_url))
             add_ledger_rules(plan, book.enforced_items(), watermark=book.watermark(),
                              options=options)
+        if scores is not None:
+            plan.scores[RESCORED] = str(scores.resolve())
+        if punsafe_above is not None:
+            role = RESCORED if trusted == "rescored" else "punsafe"
+            source = Source(id=len(plan.sources), label=f"punsafe > {punsafe_above} ({trusted})",
+                            kind="policy", digest="", sensitive=False, name="punsafe")
+            plan.sources.append(source)
+            plan.rules.append(ScoreRule(role, punsafe_above, Reason.NSFW, source))
         return plan
 
     result = run_apply(build_plan, input, output, workers=workers, force=force,

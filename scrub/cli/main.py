@@ -35,7 +35,7 @@ def _root(
 
 
 def _register() -> None:
-    from scrub.cli import apply, decisions, demo, hash, keys, ledger, lists
+    from scrub.cli import apply, decisions, demo, hash, keys, ledger, lists, nsfw
 
     apply.register(app)
     decisions.register(app)
@@ -44,6 +44,7 @@ def _register() -> None:
     lists.register(app)
     keys.register(app)
     ledger.register(app)
+    nsfw.register(app)
 
 
 _register()

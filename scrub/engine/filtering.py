@@ -31,6 +31,7 @@ from scrub.engine.checkpoint import input_identity
 from scrub.engine.kernel import Decisions, decide
 from scrub.engine.plan import MatchPlan
 from scrub.engine.reasons import Reason
+from scrub.engine.scores import scored_roles, shard_scores, with_scores
 from scrub.engine.stats import ShardStats
 from scrub.errors import InvalidDatasetError, brief
 from scrub.keys import hex_to_keys
@@ -111,7 +112,8 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
     the plan needs.
     """
     parquet = open_shard(shard)
-    roles = detect_roles(parquet.schema_arrow, column_overrides)
+    scores = shard_scores(plan.scores, shard, parquet.metadata.num_rows)
+    roles = scored_roles(detect_roles(parquet.schema_arrow, column_overrides), scores)
     missing = sorted(plan.required_roles() - set(roles.columns))
     if missing:
         raise InvalidDatasetError(
@@ -126,8 +128,9 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
         with open(tmp, "wb") as handle:
             with open_writer(handle, parquet.schema_arrow) as writer:
                 for batch in iter_batches(parquet):
+                    view = with_scores(batch, scores, stats.rows_in)
                     stats.rows_in += batch.num_rows
-                    decisions = decide(plan, batch, roles)
+                    decisions = decide(plan, view, roles)
                     tally.add(decisions)
                     if decisions.drop.any():
                         records.append(decisions.records(stats.rows_in - batch.num_rows))

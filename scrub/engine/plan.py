@@ -37,6 +37,9 @@ class MatchPlan:
     sources: list[Source] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     allow: list[AllowRule] = field(default_factory=list)
+    #: Score columns kept beside the dataset: role -> folder of one parquet per shard
+    #: (see :mod:`scrub.engine.scores`).
+    scores: dict[str, str] = field(default_factory=dict)
 
     def required_roles(self) -> set[str]:
         return {role for rule in self.rules for role in rule.roles}
@@ -49,7 +52,18 @@ class MatchPlan:
             "rules": [r.describe() for r in self.rules],
             "allow": [a.describe() for a in self.allow],
         }
+        if self.scores:
+            body["scores"] = {role: _folder_digest(Path(folder))
+                              for role, folder in sorted(self.scores.items())}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _folder_digest(folder: Path) -> str:
+    """What a resumed run must see unchanged in a scores folder: its files' names, sizes and
+    modification times."""
+    entries = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    return hashlib.sha256(json.dumps([str(folder.resolve()), entries]).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from scrub.engine.checkpoint import input_identity
 from scrub.engine.filtering import Tally, open_writer
 from scrub.engine.kernel import decide
 from scrub.engine.plan import MatchPlan
+from scrub.engine.scores import scored_roles, shard_scores, with_scores
 from scrub.engine.stats import ShardStats
 from scrub.errors import InvalidDatasetError, brief
 from scrub.images.hashing import CONTENT_TYPES, PIXEL_TYPES, hash_image
@@ -57,9 +58,10 @@ def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: P
         table = parquet.read()
     except (OSError, pa.ArrowException) as exc:
         raise InvalidDatasetError(f"{shard.path}: cannot read ({brief(exc)})") from exc
-    roles = detect_roles(table.schema, column_overrides)
+    scores = shard_scores(plan.scores, shard, table.num_rows)
+    roles = scored_roles(detect_roles(table.schema, column_overrides), scores)
     members = read_members(tar)  # also proves the tar whole before anything is written
-    view = table
+    view = with_scores(table, scores, 0)
     missing_images = sorted((plan.required_roles() & IMAGE_ROLES) - set(roles.columns))
     if missing_images:
         key_column = roles.get("key")
@@ -74,7 +76,8 @@ def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: P
             column = name if name not in view.schema.names else f"{name} (from the tar)"
             view = view.append_column(column, joined[name].to_arrow())
             extra[name] = column
-        roles = detect_roles(view.schema, {**(column_overrides or {}), **extra})
+        roles = scored_roles(detect_roles(view.schema, {**(column_overrides or {}), **extra}),
+                             scores)
     missing = sorted(plan.required_roles() - set(roles.columns))
     if missing:
         raise InvalidDatasetError(

@@ -1,0 +1,177 @@
+"""Rescoring from images: open_clip ViT-L/14 (weights from a local checkpoint) over webdataset
+tars, then the NSFW head.
+
+Images are read and decoded by CPU worker processes (a torch ``DataLoader`` over each tar's
+image members, order kept), embedded in batches on the GPU when there is one, L2-normalised as
+clip-retrieval stores them, and scored. Per tar the output holds ``{name}.parquet`` (``key``,
+float32 ``punsafe``, null where the image does not decode, and a ``status``), and, with
+``write_embeddings``, ``img_emb/img_emb_{i}.npy`` (float16, row-aligned) so that later
+rescoring can start from the embeddings. Nothing is downloaded: the checkpoint is a local file
+(``.safetensors`` or a ``weights_only`` torch file) and the architecture an open_clip name or a
+local JSON config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from scrub.atomic import atomic_path
+from scrub.errors import InvalidDatasetError, UserInputError
+from scrub.images.job import discover
+from scrub.images.tars import group_samples, read_members
+from scrub.nsfw.head import LoadedHead
+from scrub.nsfw.rescore import MODEL_KEY, ROWS_KEY, RescoreReport, _done
+from scrub.progress import Progress
+
+#: Larger images are not decoded (decompression bombs).
+MAX_PIXELS = 50_000_000
+
+
+def load_clip(checkpoint: Path, arch: str = "ViT-L-14", *, device: torch.device
+              ) -> tuple[torch.nn.Module, object, str]:
+    """(model, preprocessing, id) of an open_clip model from a local checkpoint; ``arch`` is an
+    open_clip model name or a path to a model config JSON."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
+    import open_clip
+
+    if arch.endswith(".json"):
+        config = Path(arch)
+        if not config.is_file():
+            raise UserInputError(f"{config}: no such model config")
+        open_clip.add_model_config(config)
+        arch = config.stem
+    if arch not in open_clip.list_models():
+        raise UserInputError(f"unknown open_clip architecture {arch!r}",
+                             hint="e.g. ViT-L-14, or a model config .json")
+    if not Path(checkpoint).is_file():
+        raise UserInputError(f"{checkpoint}: no such CLIP checkpoint (weights load from a "
+                             "local file, never from the network)")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            arch, pretrained=str(checkpoint), device=device)
+    except (RuntimeError, KeyError, ValueError, OSError) as exc:
+        raise UserInputError(f"{checkpoint}: not a {arch} checkpoint "
+                             f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return model.eval(), preprocess, f"open_clip:{arch}:sha256:{digest.hexdigest()}"
+
+
+class _TarImages(torch.utils.data.Dataset):
+    """The first image of each sample of a tar, decoded and preprocessed (zeros and ``False``
+    when it does not decode)."""
+
+    def __init__(self, tar: Path, spans: list[tuple[int, int] | None], preprocess) -> None:
+        self.tar, self.spans, self.preprocess = tar, spans, preprocess
+        self._shape: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, bool]:
+        span = self.spans[index]
+        if span is not None:
+            with open(self.tar, "rb") as handle:
+                handle.seek(span[0])
+                data = handle.read(span[1])
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    if image.width * image.height > MAX_PIXELS:
+                        raise ValueError("too large")
+                    tensor = self.preprocess(image.convert("RGB"))
+                self._shape = tuple(tensor.shape)
+                return tensor, True
+            except Exception:  # noqa: BLE001 - any undecodable image is a status, not a crash
+                pass
+        return torch.zeros(self._shape or _probe_shape(self.preprocess)), False
+
+
+def _probe_shape(preprocess) -> tuple[int, ...]:  # type: ignore[no-untyped-def]
+    return tuple(preprocess(Image.new("RGB", (8, 8))).shape)
+
+
+def rescore_images(source: Path, output: Path, loaded: LoadedHead, checkpoint: Path, *,
+                   device: torch.device, batch_size: int = 256, clip_arch: str = "ViT-L-14",
+                   workers: int | None = None, write_embeddings: bool = False,
+                   progress: bool = True) -> RescoreReport:
+    """Score the images of every tar of ``source`` into ``output``."""
+    source, output = Path(source), Path(output)
+    shards = [s for s in discover(source) if s.tar is not None]
+    if not shards:
+        raise UserInputError(f"{source}: no webdataset tars to score")
+    clip, preprocess, clip_id = load_clip(checkpoint, clip_arch, device=device)
+    width = getattr(clip.visual, "output_dim", None)
+    if width is not None and width != loaded.head.arch.dim:
+        raise UserInputError(f"{checkpoint}: {clip_arch} makes {width}-value embeddings; the "
+                             f"{loaded.head.arch.name} head reads {loaded.head.arch.dim}")
+    head = loaded.head.to(device)
+    model_id = f"{loaded.model_id}+{clip_id}"
+    half = device.type == "cuda"
+    if half:
+        clip, head = clip.half(), head.half()
+    workers = max(1, (os.cpu_count() or 2) - 1) if workers is None else workers
+    report = RescoreReport()
+    meter = Progress("rescore", len(shards), None, enabled=progress)
+    output.mkdir(parents=True, exist_ok=True)
+    for index, shard in enumerate(shards):
+        target = output / f"{shard.name}.parquet"
+        samples = group_samples(read_members(shard.tar))  # type: ignore[arg-type]
+        if _done(target, model_id, len(samples)):
+            report.skipped += 1
+            meter.advance(len(samples))
+            continue
+        spans = [(s.images[0].offset_data, s.images[0].size) if s.images and not s.repeated
+                 else None for s in samples]
+        loader = torch.utils.data.DataLoader(
+            _TarImages(shard.tar, spans, preprocess), batch_size=batch_size,  # type: ignore
+            num_workers=workers, pin_memory=half, shuffle=False)
+        scores = np.zeros(len(spans), dtype=np.float32)
+        decoded = np.zeros(len(spans), dtype=bool)
+        embeddings = np.zeros((len(spans), loaded.head.arch.dim), dtype=np.float16)
+        at = 0
+        with torch.inference_mode():
+            for pixels, ok in loader:
+                pixels = pixels.to(device, non_blocking=True)
+                features = clip.encode_image(pixels.half() if half else pixels, normalize=True)
+                values = head(features).float().cpu().numpy()
+                n = len(values)
+                scores[at:at + n], decoded[at:at + n] = values, ok.numpy()
+                embeddings[at:at + n] = features.float().cpu().numpy().astype(np.float16)
+                at += n
+        status = ["ok" if d else "duplicate_key" if s.repeated else "no_image"
+                  if not s.images else "undecodable" for d, s in zip(decoded, samples)]
+        table = pa.table({"key": [s.key for s in samples],
+                          "punsafe": pa.array(scores, type=pa.float32(), mask=~decoded),
+                          "status": status}).replace_schema_metadata(
+            {MODEL_KEY: model_id.encode(), ROWS_KEY: str(len(samples)).encode()})
+        if write_embeddings:
+            number = re.search(r"(\d+)$", shard.name)
+            name = f"img_emb_{int(number.group(1)) if number else index}.npy"
+            with atomic_path(output / "img_emb" / name) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.save(handle, embeddings, allow_pickle=False)
+        with atomic_path(target) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        bad = int((~decoded).sum())
+        for name in set(status) - {"ok"}:
+            report.statuses[name] = report.statuses.get(name, 0) + status.count(name)
+        report.shards += 1
+        report.rows += len(samples)
+        report.scored += len(samples) - bad
+        meter.advance(len(samples))
+    meter.finish()
+    if report.shards == 0 and report.skipped == 0:
+        raise InvalidDatasetError(f"{source}: no samples")
+    return report

@@ -1,0 +1,288 @@
+"""Rescoring ``punsafe`` from CLIP embeddings, shard by shard.
+
+Embeddings come in clip-retrieval's layout (``img_emb/img_emb_{i}.npy``, float16, row ``r``
+of file ``i`` belonging to row ``r`` of shard ``i``, the shard whose name ends in ``i``) or as
+a list column of the shards. They are memory-mapped and streamed in large batches; on CUDA
+through pinned host buffers, copies on their own stream overlapping the previous batch's
+compute, in half precision; on CPU in float32.
+
+The output folder holds one parquet per input shard, same file name: a float32 ``punsafe``
+column row-aligned with the shard (null where the embedding holds NaN or infinity), ``key``
+when the shard has one, and the model id in the file's metadata. Each file appears atomically;
+a rerun skips shards whose output already holds this model's scores.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from scrub.atomic import atomic_path
+from scrub.dataset import Shard, discover_shards, open_shard
+from scrub.errors import InvalidDatasetError, UserInputError
+from scrub.nsfw.head import LoadedHead
+from scrub.progress import Progress
+
+MODEL_KEY = b"scrub.nsfw.model"
+ROWS_KEY = b"scrub.nsfw.rows"
+KEY_COLUMNS = ("key", "SAMPLE_ID", "uid")
+#: Rows per forward pass on CPU (a batch is split into passes of this size).
+CPU_PASS = 8_192
+
+
+@dataclass
+class RescoreReport:
+    shards: int = 0
+    skipped: int = 0
+    rows: int = 0
+    scored: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without it is a user error with a hint."""
+    if device not in ("auto", "cuda", "cpu"):
+        raise UserInputError(f"--device {device!r}: choose auto, cuda or cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("--device cuda: no CUDA device is available here",
+                             hint="use --device cpu (or auto), or check the driver and "
+                             "torch's CUDA build")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def embedding_file(root: Path, shard: Shard) -> Path:
+    """The clip-retrieval embedding file of a shard: ``img_emb/img_emb_{i}.npy`` where ``i``
+    is the number the shard's name ends with."""
+    match = re.search(r"(\d+)$", shard.path.stem)
+    if match is None:
+        raise InvalidDatasetError(f"{shard.path}: the name does not end in a shard number, so "
+                                  "no img_emb file can be matched to it")
+    return root / "img_emb" / f"img_emb_{int(match.group(1))}.npy"
+
+
+def rescore(source: Path, output: Path, loaded: LoadedHead, *, device: torch.device,
+            batch_size: int = 65_536, embedding_column: str | None = None,
+            progress: bool = True) -> RescoreReport:
+    """Score every shard of ``source`` into ``output``."""
+    source, output = Path(source), Path(output)
+    if output.resolve() == source.resolve():
+        raise UserInputError("OUTPUT must not be the input folder")
+    metadata_dir = source / "metadata" if (source / "metadata").is_dir() else source
+    shards = discover_shards(metadata_dir)
+    head = loaded.head.to(device)
+    precision = torch.float16 if device.type == "cuda" else torch.float32
+    head = head.to(precision) if precision != torch.float32 else head
+    model_id = loaded.model_id
+    report = RescoreReport()
+    totals = [open_shard(s).metadata.num_rows for s in shards]
+    meter = Progress("rescore", len(shards), sum(totals), enabled=progress)
+    output.mkdir(parents=True, exist_ok=True)
+    jobs: list[tuple[Shard, Path, int, np.ndarray]] = []
+    for shard, rows in zip(shards, totals):  # every shard checked before any work
+        target = output / shard.name
+        if _done(target, model_id, rows):
+            report.skipped += 1
+            meter.advance(rows)
+            continue
+        embeddings = _embeddings(source, shard, open_shard(shard), rows, embedding_column,
+                                 loaded.head.arch.dim)
+        jobs.append((shard, target, rows, embeddings))
+    reads = [(j, start, min(batch_size, rows - start))
+             for j, (_, _, rows, _) in enumerate(jobs) for start in range(0, rows, batch_size)]
+    scores = finite = np.empty(0)
+    current = -1
+    batches = _batches(jobs, reads, to_float32=device.type == "cpu")
+    for j, start, values, ok in _score(head, batches, device, precision):
+        if j != current:
+            for empty in range(current + 1, j):  # shards of no rows
+                _write(jobs[empty], np.empty(0, np.float32), np.ones(0, bool), model_id, report)
+            if current >= 0:
+                _write(jobs[current], scores, finite, model_id, report)
+                meter.advance(jobs[current][2])
+            current, rows = j, jobs[j][2]
+            scores, finite = np.empty(rows, dtype=np.float32), np.ones(rows, dtype=bool)
+        scores[start:start + len(values)] = values
+        finite[start:start + len(values)] = ok
+    if current >= 0:
+        _write(jobs[current], scores, finite, model_id, report)
+        meter.advance(jobs[current][2])
+    for empty in range(current + 1, len(jobs)):
+        _write(jobs[empty], np.empty(0, np.float32), np.ones(0, bool), model_id, report)
+    meter.finish()
+    return report
+
+
+def _write(job: tuple[Shard, Path, int, np.ndarray], scores: np.ndarray, finite: np.ndarray,
+           model_id: str, report: RescoreReport) -> None:
+    """One shard's scores, atomically, with its keys and the model id in the metadata."""
+    shard, target, rows, _ = job
+    bad = int((~finite).sum())
+    if bad:
+        report.statuses["nonfinite_embedding"] = (
+            report.statuses.get("nonfinite_embedding", 0) + bad)
+    columns = {"punsafe": pa.array(scores, type=pa.float32(), mask=~finite)}
+    keys = _keys(open_shard(shard))
+    if keys is not None:
+        columns = {"key": keys, **columns}
+    table = pa.table(columns).replace_schema_metadata(
+        {MODEL_KEY: model_id.encode(), ROWS_KEY: str(rows).encode()})
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    report.shards += 1
+    report.rows += rows
+    report.scored += rows - bad
+
+
+def _done(target: Path, model_id: str, rows: int) -> bool:
+    if not target.is_file():
+        return False
+    try:
+        metadata = pq.read_schema(target).metadata or {}
+    except (OSError, pa.ArrowException):
+        return False
+    return (metadata.get(MODEL_KEY) == model_id.encode()
+            and metadata.get(ROWS_KEY) == str(rows).encode())
+
+
+def _keys(parquet: pq.ParquetFile) -> pa.ChunkedArray | None:
+    names = parquet.schema_arrow.names
+    column = next((c for c in KEY_COLUMNS if c in names), None)
+    return None if column is None else parquet.read(columns=[column]).column(0)
+
+
+def _embeddings(source: Path, shard: Shard, parquet: pq.ParquetFile, rows: int,
+                column: str | None, dim: int) -> np.ndarray:
+    """The shard's embeddings as an (rows, dim) array (memory-mapped for .npy files)."""
+    if column is not None:
+        if column not in parquet.schema_arrow.names:
+            raise InvalidDatasetError(f"{shard.path}: no column {column!r}")
+        values = parquet.read(columns=[column]).column(0).combine_chunks()
+        if not (pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type)
+                or pa.types.is_large_list(values.type)):
+            raise InvalidDatasetError(f"{shard.path}: column {column!r} is {values.type}, "
+                                      "not a list of floats")
+        lengths = values.value_lengths().to_numpy(zero_copy_only=False)
+        if values.null_count or (len(lengths) and (lengths != dim).any()):
+            row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False)
+                                     | (lengths != dim))[0])
+            raise InvalidDatasetError(f"{shard.path}: row {row} of column {column!r} is not a "
+                                      f"{dim}-value embedding")
+        flat = values.flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(rows, dim)
+    path = embedding_file(source, shard)
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise InvalidDatasetError(f"{shard.path}: no embeddings at {path}",
+                                  hint="clip-retrieval's layout is img_emb/img_emb_{i}.npy; "
+                                  "or name a list column with --embedding-column") from None
+    except (OSError, ValueError) as exc:
+        raise InvalidDatasetError(f"{path}: not a readable .npy array ({exc})") from None
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise InvalidDatasetError(f"{path}: shape {array.shape}, the head needs (rows, {dim})")
+    if array.shape[0] != rows:
+        raise InvalidDatasetError(f"{path} holds {array.shape[0]} embeddings but {shard.path} "
+                                  f"has {rows} rows: they are not row-aligned")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InvalidDatasetError(f"{path}: dtype {array.dtype}, expected float16 or float32")
+    return array
+
+
+def _read_rows(array: np.ndarray, start: int, count: int) -> np.ndarray:
+    """Rows of an embedding matrix as a new, writable array: a memory-mapped .npy file is read
+    with one sequential ``readinto`` (cheaper than faulting its pages in one by one)."""
+    if isinstance(array, np.memmap) and array.flags.c_contiguous:
+        out = np.empty((count, array.shape[1]), dtype=array.dtype)
+        with open(array.filename, "rb", buffering=0) as handle:  # type: ignore[arg-type]
+            handle.seek(array.offset + start * array.strides[0])
+            view = memoryview(out).cast("B")
+            done = 0
+            while done < len(view):
+                got = handle.readinto(view[done:])
+                if not got:
+                    raise InvalidDatasetError(f"{array.filename}: ends early (truncated file)")
+                done += got
+        return out
+    return np.array(array[start:start + count])
+
+
+def _batches(jobs: list[tuple[Shard, Path, int, np.ndarray]], reads: list[tuple[int, int, int]],
+             *, to_float32: bool) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(job, start, rows) for every read, across shards, the next one read (and converted to
+    float32 when ``to_float32``) by a helper thread while this one is scored."""
+    def load(embeddings: np.ndarray, start: int, count: int) -> np.ndarray:
+        if not to_float32:
+            return _read_rows(embeddings, start, count)
+        # One pass reads the mapped pages and converts them (torch converts float16 many
+        # times faster than numpy, and releases the GIL); torch only warns that the mapped
+        # rows are read-only, which is all they are used as.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            rows = torch.from_numpy(np.asarray(embeddings[start:start + count]))
+            converted = rows.to(torch.float32)
+        return (converted.clone() if converted is rows else converted).numpy()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="scrub-read") as reader:
+        def fetch(i: int):  # type: ignore[no-untyped-def]
+            j, start, count = reads[i]
+            return reader.submit(load, jobs[j][3], start, count)
+
+        ahead = fetch(0) if reads else None
+        for i, (j, start, _) in enumerate(reads):
+            chunk = ahead.result()  # type: ignore[union-attr]
+            if i + 1 < len(reads):
+                ahead = fetch(i + 1)
+            yield j, start, chunk
+
+
+def _score(head: torch.nn.Module, batches: Iterator[tuple[int, int, np.ndarray]],
+           device: torch.device, precision: torch.dtype
+           ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(job, start, scores, finite) per batch (``finite`` False: the row holds NaN or infinity).
+    On CUDA, batch k+1 is copied (pinned memory, its own stream) while
+    batch k is computed."""
+    with torch.inference_mode():
+        if device.type != "cuda":
+            for job, start, chunk in batches:
+                # cache-sized passes: 64k x 512 activations would not stay in cache
+                parts = [head.score(part) for part in torch.from_numpy(chunk).split(CPU_PASS)]
+                yield (job, start, torch.cat([p[0] for p in parts]).numpy(),
+                       torch.cat([p[1] for p in parts]).numpy())
+            return
+        copy_stream = torch.cuda.Stream(device)
+        compute_stream = torch.cuda.current_stream(device)
+        pending = None
+        for job, start, chunk in batches:
+            host = torch.from_numpy(chunk).pin_memory()
+            with torch.cuda.stream(copy_stream):
+                on_device = host.to(device, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record(copy_stream)
+            if pending is not None:
+                yield _finish(head, *pending, compute_stream, precision)
+            pending = (job, start, on_device, ready, host)
+        if pending is not None:
+            yield _finish(head, *pending, compute_stream, precision)
+
+
+def _finish(head: torch.nn.Module, job: int, start: int, on_device: torch.Tensor,
+            ready: torch.cuda.Event,
+            host: torch.Tensor, stream: torch.cuda.Stream,
+            precision: torch.dtype) -> tuple[int, int, np.ndarray, np.ndarray]:
+    stream.wait_event(ready)
+    on_device.record_stream(stream)  # the copy stream's allocation is used here
+    scores, ok = head.score(on_device.to(precision))
+    result = scores.float().cpu().numpy(), ok.cpu().numpy()
+    del host  # the pinned buffer may go once its copy is done (the scores are back)
+    return job, start, *result
