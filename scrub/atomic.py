@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -52,3 +53,12 @@ def atomic_write_json(final: Path, obj: object, *, durable: bool = True) -> None
     """Write ``obj`` as stable, indented JSON (sorted keys, trailing newline) atomically."""
     atomic_write_bytes(final, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(),
                        durable=durable)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

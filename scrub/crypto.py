@@ -253,3 +253,19 @@ def write_signing_keypair(private_path: Path, public_path: Path, *, force: bool 
         tmp.write_bytes(public.public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo))
     return public_key_fingerprint(public_key_bytes(public))
+
+
+def load_signing_key(path: Path | str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PKCS#8 PEM (as ``scrub keygen --signing`` writes it)."""
+    path = Path(path)
+    data = _read(path, "the signing key", UserInputError)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise UserInputError(f"{path}: not a PEM private key (PKCS#8, unencrypted)",
+                             hint="make one with `scrub keygen --signing`") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise UserInputError(f"{path}: the signing key is not an Ed25519 key "
+                             f"({type(key).__name__.removeprefix('_')})",
+                             hint="make one with `scrub keygen --signing`")
+    return key

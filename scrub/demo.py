@@ -66,3 +66,78 @@ def run_demo(workdir: Path | str, *, rows: int = 50_000, shards: int = 4, seed: 
     result = apply(plan, dataset, output, workers=workers, force=True, progress=progress)
     return DemoResult(workdir=work, dataset=dataset, output=output, lists=[md5_list, url_csv],
                       planted_rows=len(md5_rows) + len(url_rows), result=result)
+
+
+@dataclass
+class ReleaseDemo:
+    """Where the demo's release went, and what it did."""
+
+    release_id: str
+    variants: dict[str, Path]
+    rows_out: dict[str, int]
+    request: int
+    public_key: Path
+
+
+#: The repository's policy folder (``research.toml``, ``research-safe.toml``).
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = None,
+                     progress: bool = True) -> ReleaseDemo:
+    """The rest of the path on the demo's sample: both lists imported into a store (the partner
+    list encrypted), a takedown request recorded and verified in a SQLite ledger, and the
+    research and research-safe variants built, signed and audited under ``release/``."""
+    import shutil
+
+    from scrub.crypto import load_key, load_signing_key, write_key_file, write_signing_keypair
+    from scrub.ledger import db
+    from scrub.ledger.service import IdentitySeal, Ledger, RequestSpec
+    from scrub.lists.store import ListStore
+    from scrub.release.build import build, plan_release
+    from scrub.release.manifest import Finisher
+    from scrub.release.policy import load_policy
+
+    work = demo.workdir
+    key_path, signing, public = work / "data.key", work / "signing.pem", work / "signing.pub"
+    key = load_key(key_path) if key_path.is_file() else write_key_file(key_path)
+    if not signing.is_file():
+        write_signing_keypair(signing, public, force=True)
+    store = ListStore(work / "store")
+    catalog = store.catalog()
+    for path, name, source in ((demo.lists[0], "partner-md5", "partner"),
+                               (demo.lists[1], "takedown-urls", "registry")):
+        if name not in catalog:
+            store.import_list(path, name=name, source=source, version="1", key=key)
+    engine = db.make_engine(f"sqlite:///{work / 'ledger.db'}")
+    db.upgrade(engine)
+    ledger = Ledger(engine, seal=IdentitySeal(key))
+    existing = ledger.list()
+    if existing:
+        request = existing[0].id
+    else:
+        rows = read_column(demo.dataset, "URL")
+        url = rows[int(np.random.default_rng([seed, 11]).integers(0, len(rows)))]
+        request, _ = ledger.add(RequestSpec.parse({
+            "kind": "gdpr_erasure", "received_at": "2026-11-01T10:00:00Z",
+            "requester": {"name": "Demo Requester", "email": "requester@example.org"},
+            "items": [{"type": "url", "value": url}]}, where="demo request"), "demo")
+        ledger.transition(request, "verify", "demo")
+    policies = [load_policy(POLICIES / "research.toml"),
+                load_policy(POLICIES / "research-safe.toml")]
+    release = plan_release(policies, store=store, key=key, ledger=ledger)
+    private = load_signing_key(signing)
+    output = work / "release"
+    shutil.rmtree(output, ignore_errors=True)  # the demo's own folder: a fresh release each run
+    from cryptography.hazmat.primitives import serialization
+
+    secret = hashlib.sha256(b"scrub-release-secret" + private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption())).digest()
+    result = build(demo.dataset, output, release, secret=secret, workers=workers,
+                   progress=progress,
+                   finish=Finisher(release, demo.dataset, private, dataset="scrub-demo"))
+    ledger.transition_many(release.requests, "apply", "demo", release=result.release_id)
+    return ReleaseDemo(result.release_id, result.variants,
+                       {n: sum(int(s["rows_out"]) for s in st)  # type: ignore[call-overload]
+                        for n, st in result.stats.items()}, request, public)

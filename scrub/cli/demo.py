@@ -10,7 +10,7 @@ import typer
 
 from scrub.cli.errors import handle_errors
 from scrub.cli.render import render_apply_summary
-from scrub.demo import run_demo
+from scrub.demo import run_demo, run_release_demo
 
 
 def demo_command(
@@ -24,7 +24,8 @@ def demo_command(
     as_json: bool = typer.Option(False, "--json", help="Print the apply report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
-    """Generate a LAION-like sample, plant hash-list matches, scrub it and summarise."""
+    """Generate a LAION-like sample, plant hash-list matches, scrub it; then import the lists,
+    verify a takedown request and build the signed research and research-safe releases."""
     if shards > rows:
         shards = rows
     demo = run_demo(workdir, rows=rows, shards=shards, seed=seed, workers=workers,
@@ -36,6 +37,15 @@ def demo_command(
     typer.echo(f"lists:        {', '.join(str(p) for p in demo.lists)}")
     typer.echo(f"planted:      {demo.planted_rows:,} rows")
     typer.echo(render_apply_summary(demo.result.report, demo.result.path))
+    release = run_release_demo(demo, seed=seed, workers=workers, progress=not quiet)
+    typer.echo(f"\nrelease {release.release_id} (lists in {demo.workdir / 'store'}, request "
+               f"{release.request} verified in {demo.workdir / 'ledger.db'}):")
+    for name, folder in release.variants.items():
+        typer.echo(f"  {name + ':':15s} {release.rows_out[name]:,} rows -> {folder}")
+    for folder in release.variants.values():
+        typer.echo(f"  audit:          {folder / 'audit.html'}")
+    typer.echo(f"  verify with:    scrub release verify {next(iter(release.variants.values()))}"
+               f" --pubkey {release.public_key}")
 
 
 def register(app: typer.Typer) -> None:

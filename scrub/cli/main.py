@@ -35,7 +35,7 @@ def _root(
 
 
 def _register() -> None:
-    from scrub.cli import apply, decisions, demo, hash, keys, ledger, lists, nsfw
+    from scrub.cli import apply, decisions, demo, hash, keys, ledger, lists, nsfw, release
 
     apply.register(app)
     decisions.register(app)
@@ -45,6 +45,7 @@ def _register() -> None:
     keys.register(app)
     ledger.register(app)
     nsfw.register(app)
+    release.register(app)
 
 
 _register()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,9 @@ class Decisions:
     suppressed: dict[int, int] = field(default_factory=dict)
     #: Smallest Hamming distance of a perceptual match per row (-1 where there is none).
     distance: np.ndarray | None = None
+    #: With ``groups`` (release variants): per group, the reason bitmask of each row from
+    #: that group's sources only (0 = the group keeps the row).
+    group_reasons: list[np.ndarray] = field(default_factory=list)
 
     def records(self, first_row: int) -> pa.Table:
         """The dropped rows as decision records: row (within the shard), reason bitmask, the
@@ -73,14 +77,19 @@ class Decisions:
         return np.flatnonzero(self.reasons)
 
 
-def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles) -> Decisions:
-    """Run every rule of ``plan`` over ``batch`` (a record batch or a table of one row group)."""
+def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles, *,
+           groups: Sequence[frozenset[int]] = ()) -> Decisions:
+    """Run every rule of ``plan`` over ``batch`` (a record batch or a table of one row group).
+
+    ``groups`` are sets of source ids (the variants of a release, each a subset of the plan):
+    every rule still runs once, and each group's reasons come from its own sources only."""
     view = BatchView(batch, roles)
     distance: np.ndarray | None = None
     reasons = np.zeros(batch.num_rows, dtype=np.uint32)
     sources: dict[int, np.ndarray] = {}
     suppressed: dict[int, int] = {}
     allowed: dict[int, np.ndarray] = {}
+    group_reasons = [np.zeros(batch.num_rows, dtype=np.uint32) for _ in groups]
     for rule in plan.rules:
         hit = rule.match(view)
         if not hit.any():
@@ -107,8 +116,12 @@ def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles
             current = distance[rows]
             distance[rows] = np.where((current < 0) | (values < current), values, current)
         for source_id, mask in rule.attribute(view, hit).items():
-            reasons[mask] |= np.uint32(rule.reason_of(source_id).mask)
+            bit = np.uint32(rule.reason_of(source_id).mask)
+            reasons[mask] |= bit
+            for members, into in zip(groups, group_reasons):
+                if source_id in members:
+                    into[mask] |= bit
             seen = sources.get(source_id)
             sources[source_id] = mask if seen is None else (seen | mask)
     return Decisions(reasons=reasons, sources=sources, unmatchable=view.unmatchable,
-                     suppressed=suppressed, distance=distance)
+                     suppressed=suppressed, distance=distance, group_reasons=group_reasons)

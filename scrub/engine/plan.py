@@ -17,6 +17,7 @@ from scrub.engine.rules import (
     AllowRule,
     CaptionTermRule,
     ExactKeyRule,
+    KeyedRemovalRule,
     PerceptualRule,
     PrefixRule,
     Rule,
@@ -218,6 +219,11 @@ def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListSto
     # Smallest files first: their entry types (opt-out lists are usually the small ones) are
     # announced early, so workers prepare while the big lists are parsed. The plan keeps the
     # order given.
+    from scrub.atomic import file_sha256
+    from scrub.release.manifest import removal_keys, removal_sets
+
+    removal_lists = [(f, key) for f in files if (key := removal_keys(Path(f))) is not None]
+    files = [f for f in files if all(f is not r for r, _ in removal_lists)]
     order = sorted(range(len(files)), key=lambda i: _size(files[i]))
     read: dict[int, HashList] = {}
     for index in order:
@@ -246,5 +252,12 @@ def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListSto
             if latest.kind == "allow" and name not in explicit \
                     and block_names & set(latest.suppresses):
                 allow.append((store.load(latest.ref, key=key).as_hashlist(), latest.suppresses))
-    return plan_from_hashlists(lists, allow=allow, names=names, sensitive=sensitive,
+    plan = plan_from_hashlists(lists, allow=allow, names=names, sensitive=sensitive,
                                options=options)
+    for path, key in removal_lists:  # a release's removal list (scrub/release)
+        source = Source(id=len(plan.sources), label=Path(path).name, kind="removal_list",
+                        digest=file_sha256(Path(path)), sensitive=True, name=Path(path).name)
+        plan.sources.append(source)
+        plan.rules.append(KeyedRemovalRule(key, removal_sets(Path(path)), source))
+    return plan
+

@@ -24,6 +24,7 @@ class Reason(Enum):
     COPYRIGHT = ("copyright", 13)
     SAFETY = ("safety", 14)
     OTHER_REQUEST = ("other_request", 15)
+    RELEASE_REMOVAL = ("release_removal", 16)
 
     @property
     def code(self) -> str:

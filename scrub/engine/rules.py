@@ -364,6 +364,40 @@ class ScoreRule(Rule):
                 "reason": self.reason.code, "source": self.source.label}
 
 
+class KeyedRemovalRule(Rule):
+    """A release's removal list: rows whose canonical URL, md5 or sha256 has an HMAC-SHA256
+    (under the list's published key) in the list. Columns the dataset lacks are skipped."""
+
+    def __init__(self, key: str, digests: dict[str, Sequence[str]], source: Source) -> None:
+        super().__init__(Reason.RELEASE_REMOVAL, source)
+        self.key = key
+        self.digests = {name: pl.Series(name, list(values), dtype=pl.String)
+                        for name, values in digests.items() if len(values)}
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return ("url",) if "url" in self.digests else ()
+
+    def match(self, view: BatchView) -> np.ndarray:
+        hit = np.zeros(view.num_rows, dtype=bool)
+        for name, digests in self.digests.items():
+            if name == "url":
+                values = view.canonical_urls()
+            elif view.roles.get(name):
+                values = (pl.Series(view.column(name)).cast(pl.String).str.strip_chars()
+                          .str.to_lowercase())
+            else:
+                continue
+            keyed = pl.DataFrame({"v": values}).select(
+                plh.col("v").chash.hmac_sha256(key=self.key)).to_series()
+            hit |= keyed.is_in(digests.implode()).fill_null(False).to_numpy()
+        return hit
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "removal_list", "reason": self.reason.code, "source": self.source.label,
+                "entries": {name: len(values) for name, values in self.digests.items()}}
+
+
 class AllOf(Rule):
     """Rows every child rule matches (e.g. p_unsafe > 0.95 AND a keyword in the caption)."""
 

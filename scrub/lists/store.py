@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scrub.atomic import atomic_path, atomic_write_json
+from scrub.atomic import atomic_path, atomic_write_json, file_sha256
 from scrub.crypto import (
     EncryptingWriter,
     KeyFileError,
@@ -305,7 +305,7 @@ class ListStore:
                     if not path.is_file():
                         problems.append(f"{meta.ref}: stored {name} file is missing")
                         damaged = True
-                    elif _file_sha256(path) != digest:
+                    elif file_sha256(path) != digest:
                         problems.append(f"{meta.ref}: stored {name} file was altered "
                                         "(sha256 differs)")
                         damaged = True
@@ -347,7 +347,7 @@ class ListStore:
                         sink.close()
                     else:
                         pq.write_table(table, handle, compression="zstd")
-            digests[name] = _file_sha256(target)
+            digests[name] = file_sha256(target)
         return folder.as_posix(), digests
 
     def _write_catalog(self, catalog: dict[str, list[ListVersion]]) -> None:
@@ -365,14 +365,6 @@ def _purpose(meta: ListVersion, type_name: str) -> str:
 
 def _file_name(type_name: str, sensitive: bool) -> str:
     return f"{type_name}.parquet.enc" if sensitive else f"{type_name}.parquet"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_name(value: str, what: str) -> None:

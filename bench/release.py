@@ -1,0 +1,88 @@
+"""Benchmark: ``scrub release build`` of both Re-LAION variants against ``scrub apply`` alone.
+
+Uses bench/apply.py's cached LAION-like dataset (10M rows in 20 shards) and 1M-entry md5 list
+with 10k planted hits. The list goes into a fresh store; then, alternating for ``--repeat``
+rounds, both as fresh processes timed from launch to exit:
+
+- apply: ``scrub apply DATASET OUT --list bench-md5`` (one output);
+- release: ``scrub release build DATASET OUT --policy research.toml --policy
+  research-safe.toml --signing-key K`` (two variants in one pass, each with its manifest,
+  signature, audit and removal list; target <= 1.3x apply's time).
+
+Usage: ``python bench/release.py [--rows 10000000] [--shards 20] [--repeat 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from bench.apply import CACHE, prepare  # noqa: E402
+from bench.measure import timed  # noqa: E402
+from scrub.crypto import write_key_file, write_signing_keypair  # noqa: E402
+from scrub.engine.local import default_workers  # noqa: E402
+from scrub.lists.store import ListStore  # noqa: E402
+
+POLICIES = ROOT.parent / "policies"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--shards", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    dataset, hashlist = prepare(args.rows, args.shards, 10_000, 1_000_000)
+    work = CACHE / "release-run"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    key = write_key_file(work / "data.key")
+    ListStore(work / "store").import_list(hashlist, name="bench-md5", source="bench",
+                                          version="1", key=key)
+    write_signing_keypair(work / "sign.pem", work / "sign.pub")
+    workers = str(default_workers())
+    env = {**os.environ, "SCRUB_HOME": str(work / "home")}
+    common = ["--store", str(work / "store"), "--key-file", str(work / "data.key"),
+              "--workers", workers, "--quiet", "--json"]
+    applies, releases = [], []
+    os.environ.update(env)
+    # the policies apply verified ledger requests: an empty, migrated ledger
+    timed([sys.executable, "-m", "scrub", "db", "upgrade"])
+    for _ in range(args.repeat):
+        shutil.rmtree(work / "apply-out", ignore_errors=True)
+        os.sync()
+        elapsed, _, out = timed([sys.executable, "-m", "scrub", "apply", str(dataset),
+                                 str(work / "apply-out"), "--list", "bench-md5", *common])
+        applies.append(elapsed)
+        removed = json.loads(out)["rows_removed"]
+        shutil.rmtree(work / "release-out", ignore_errors=True)
+        os.sync()
+        elapsed, peak, out = timed([
+            sys.executable, "-m", "scrub", "release", "build", str(dataset),
+            str(work / "release-out"), "--policy", str(POLICIES / "research.toml"),
+            "--policy", str(POLICIES / "research-safe.toml"), "--signing-key",
+            str(work / "sign.pem"), "--no-ledger-update", *common])
+        releases.append(elapsed)
+    summary = json.loads(out)
+    a, r = statistics.median(applies), statistics.median(releases)
+    print(f"{args.rows:,} rows, {args.shards} shards, {workers} workers, median of "
+          f"{args.repeat} (apply removed {removed:,} rows)")
+    print(f"  scrub apply (one output):             {a:6.1f} s  "
+          f"({', '.join(f'{t:.1f}' for t in applies)})")
+    print(f"  scrub release build (two variants):   {r:6.1f} s  "
+          f"({', '.join(f'{t:.1f}' for t in releases)}), peak RSS {peak / 2**20:,.0f} MiB")
+    for name, info in sorted(summary["variants"].items()):
+        print(f"    {name}: {info['rows_out']:,} rows")
+    print(f"  ratio {r / a:.2f}x apply (target <= 1.3x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Releases: policy variants built in one pass, signed manifests, audit reports, removal lists."""

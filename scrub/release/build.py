@@ -1,0 +1,403 @@
+"""``scrub release build``: several policy variants of a dataset in one pass over it.
+
+One plan holds the rules of every policy (lists, ledger requests, NSFW thresholds), each rule
+under a source; a variant is the set of sources its policy uses. Every shard is read once: the
+kernel runs each rule once and gives, per variant, the reason bits of its own sources
+(``decide(..., groups=...)``), and each variant's writer gets the rows it keeps, in input order,
+with the input schema. ``img_emb/img_emb_{i}.npy`` files are filtered with the same masks so
+they stay row-aligned.
+
+Work happens under ``OUT/.scrub-release`` (per-shard outputs and stats, so an interrupted build
+resumes where it stopped and yields the same bytes); the variants move to ``OUT/<name>`` only
+when every shard, manifest, audit and removal list is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import multiprocessing
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import polars_hash as plh
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scrub import __version__
+from scrub.atomic import atomic_path, atomic_write_json
+from scrub.dataset import Shard, detect_roles, discover_shards, open_shard
+from scrub.engine.apply import survey
+from scrub.engine.filtering import iter_batches, open_writer
+from scrub.engine.kernel import decide
+from scrub.engine.plan import MatchOptions, MatchPlan, add_ledger_rules, plan_for_apply
+from scrub.engine.reasons import Reason
+from scrub.engine.rules import AllOf, CaptionTermRule, ScoreRule, Source
+from scrub.engine.scores import RESCORED, scored_roles, shard_scores, with_scores
+from scrub.errors import InvalidDatasetError, OutputConflictError, UserInputError, brief
+from scrub.lists.store import ListStore
+from scrub.progress import Progress
+from scrub.release.policy import Policy
+from scrub.urls import canonicalize_urls
+
+STAGING = ".scrub-release"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+REMOVALS = "removals.parquet"
+#: Marks a removal list and carries its HMAC key (also published in the manifest).
+REMOVALS_KEY = b"scrub.removals.hmac_key"
+
+
+@dataclass
+class Variant:
+    policy: Policy
+    sources: frozenset[int]
+
+
+@dataclass
+class ReleasePlan:
+    plan: MatchPlan
+    variants: list[Variant]
+    lists: list[dict[str, str]]
+    watermark: tuple[int, str] | None = None
+    requests: list[int] = field(default_factory=list)
+
+
+def plan_release(policies: Sequence[Policy], *, store: ListStore | None, key: bytes | None,
+                 ledger: object | None = None, scores: Path | None = None,
+                 options: MatchOptions | None = None) -> ReleasePlan:
+    """One plan for every policy, and each policy's sources in it."""
+    names = [p.name for p in policies]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})[0]
+        raise UserInputError(f"two policies are named {twice!r} (each names a variant)")
+    refs: dict[str, set[str]] = {}
+    wanted = [ref for p in policies for ref in p.lists]
+    if wanted:
+        store = store or ListStore()
+        catalog = store.catalog()
+        for policy in policies:
+            for ref in policy.lists:
+                chosen = ([versions[-1] for versions in catalog.values()
+                           if versions[-1].kind == "block"] if ref == "*"
+                          else [_resolve(store, ref, policy)])
+                for meta in chosen:
+                    refs.setdefault(f"{meta.name}@{meta.version}", set()).add(policy.name)
+    plan = plan_for_apply([], sorted(refs), store=store, key=key, options=options)
+    by_list = {s.id: s for s in plan.sources if s.kind == "hashlist"}
+    label_policies: dict[int, set[str]] = {}
+    for source in by_list.values():
+        for ref, users in refs.items():
+            if ref.split("@", 1)[0] == source.name:
+                label_policies.setdefault(source.id, set()).update(users)
+    release = ReleasePlan(plan=plan, variants=[], lists=[
+        {"name": s.name, "label": s.label, "sha256": s.digest} for s in by_list.values()])
+    request_ids: set[int] = set()
+    if any(p.ledger for p in policies):
+        if ledger is None:
+            raise UserInputError("a policy applies ledger requests: give the ledger (--db, or "
+                                 "the default $SCRUB_HOME/ledger.db)")
+        before = len(plan.sources)
+        items = list(ledger.enforced_items())  # type: ignore[attr-defined]
+        release.watermark = ledger.watermark()  # type: ignore[attr-defined]
+        add_ledger_rules(plan, items, watermark=release.watermark, options=options)
+        request_ids = set(range(before, len(plan.sources)))
+        release.requests = sorted({item[0] for item in items})
+    if scores is not None:
+        plan.scores[RESCORED] = str(Path(scores).resolve())
+    score_sources: dict[tuple[str, float, bool], int] = {}
+    for policy in policies:
+        if policy.score == "rescored" and scores is None:
+            raise UserInputError(f"{policy.path}: nsfw.score is \"rescored\": give --scores DIR "
+                                 "(from `scrub nsfw rescore`)")
+        for threshold in policy.thresholds:
+            spec = (policy.score, threshold.above, threshold.keywords)
+            if spec in score_sources:
+                continue
+            role = RESCORED if policy.score == "rescored" else "punsafe"
+            label = f"punsafe > {threshold.above}" + (" with a flagged caption"
+                                                      if threshold.keywords else "")
+            source = Source(id=len(plan.sources), label=f"{label} ({policy.score})",
+                            kind="policy", digest="", sensitive=False, name=label)
+            plan.sources.append(source)
+            rule = ScoreRule(role, threshold.above, Reason.NSFW, source)
+            if threshold.keywords:
+                terms = CaptionTermRule(policy.keywords, Reason.NSFW, source)
+                rule = AllOf([rule, terms], Reason.NSFW, source)  # type: ignore[assignment]
+            plan.rules.append(rule)
+            score_sources[spec] = source.id
+    for policy in policies:
+        members = {sid for sid, users in label_policies.items() if policy.name in users}
+        if policy.ledger:
+            members |= request_ids
+        members |= {score_sources[(policy.score, t.above, t.keywords)]
+                    for t in policy.thresholds}
+        release.variants.append(Variant(policy, frozenset(members)))
+    return release
+
+
+def _resolve(store: ListStore, ref: str, policy: Policy):  # type: ignore[no-untyped-def]
+    try:
+        return store.resolve(ref)
+    except UserInputError as exc:
+        raise UserInputError(f"{policy.path}: lists.names: {exc.message}", hint=exc.hint) \
+            from None
+
+
+# --------------------------------------------------------------------------- one shard
+
+
+def embedding_file(source: Path, shard: Shard) -> Path | None:
+    match = re.search(r"(\d+)$", shard.path.stem)
+    if match is None:
+        return None
+    path = source / "img_emb" / f"img_emb_{int(match.group(1))}.npy"
+    return path if path.is_file() else None
+
+
+def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str], shard: Shard,
+                stage: Path, emb: Path | None, hmac_key: str,
+                overrides: dict[str, str] | None) -> list[dict[str, object]]:
+    """Every variant of one shard under ``stage/<variant>/``; per variant its stats."""
+    parquet = open_shard(shard)
+    rows = parquet.metadata.num_rows
+    scores = shard_scores(plan.scores, shard, rows)
+    roles = scored_roles(detect_roles(parquet.schema_arrow, overrides), scores)
+    missing = sorted(plan.required_roles() - set(roles.columns))
+    if missing:
+        raise InvalidDatasetError(f"{shard.path}: no column for role(s) {', '.join(missing)}",
+                                  hint="name the column with --column ROLE=NAME")
+    embeddings = None
+    if emb is not None:
+        embeddings = np.load(emb, mmap_mode="r", allow_pickle=False)
+        if embeddings.shape[0] != rows:
+            raise InvalidDatasetError(f"{emb} holds {embeddings.shape[0]} embeddings but "
+                                      f"{shard.path} has {rows} rows: they are not row-aligned")
+    stats = [{"shard": shard.name, "rows_in": rows, "rows_out": 0, "by_reason": {},
+              "by_source": {}} for _ in groups]
+    keeps: list[list[np.ndarray]] = [[] for _ in groups]
+    removed: list[list[pa.Table]] = [[] for _ in groups]
+    paths = [stage / name / shard.name for name in names]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmps = [p.with_name(f".{p.name}.partial") for p in paths]
+    writers = [open_writer(tmp, parquet.schema_arrow) for tmp in tmps]
+    offset = 0
+    try:
+        for batch in iter_batches(parquet):
+            view = with_scores(batch, scores, offset)
+            offset += batch.num_rows
+            decisions = decide(plan, view, roles, groups=groups)
+            for v, bits in enumerate(decisions.group_reasons):
+                drop = bits != 0
+                keeps[v].append(~drop)
+                writers[v].write_table(batch.filter(pa.array(~drop)) if drop.any() else batch)
+                stat = stats[v]
+                stat["rows_out"] += int((~drop).sum())  # type: ignore[operator]
+                if not drop.any():
+                    continue
+                for reason in Reason:
+                    count = int(((bits & np.uint32(reason.mask)) != 0).sum())
+                    if count:
+                        by = stat["by_reason"]
+                        by[reason.code] = by.get(reason.code, 0) + count  # type: ignore
+                for source, mask in decisions.sources.items():
+                    if source in groups[v]:
+                        count = int((mask & drop).sum())
+                        by = stat["by_source"]
+                        by[str(source)] = by.get(str(source), 0) + count  # type: ignore
+                removed[v].append(_removal_rows(batch.filter(pa.array(drop)), roles, hmac_key))
+        for writer in writers:
+            writer.close()
+        for stat, tmp, path in zip(stats, tmps, paths):
+            stat["sha256"] = _fsync_and_hash(tmp)  # while the file is still in the page cache
+            os.replace(tmp, path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InvalidDatasetError(f"{shard.path}: cannot process ({brief(exc)})") from exc
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+    source_hash = _fsync_and_hash(shard.path, sync=False)
+    for v, name in enumerate(names):
+        stats[v]["input_sha256"] = source_hash
+        if embeddings is not None and emb is not None:
+            keep = np.concatenate(keeps[v]) if keeps[v] else np.ones(0, bool)
+            target = stage / name / "img_emb" / emb.name
+            with atomic_path(target) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.save(handle, np.asarray(embeddings[keep]), allow_pickle=False)
+                stats[v]["embeddings"] = {"name": f"img_emb/{emb.name}",
+                                          "sha256": _fsync_and_hash(tmp, sync=False)}
+        part = (pa.concat_tables(removed[v]) if removed[v] else _empty_removals())
+        with atomic_path(stage / ".removals" / name / shard.name) as tmp:
+            pq.write_table(part, tmp)
+    return stats
+
+
+def _fsync_and_hash(path: Path, *, sync: bool = True) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb+" if sync else "rb") as handle:
+        if sync:
+            os.fsync(handle.fileno())
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _empty_removals() -> pa.Table:
+    return pa.table({"url": pa.array([], pa.string()), "md5": pa.array([], pa.string()),
+                     "sha256": pa.array([], pa.string())})
+
+
+def _removal_rows(dropped: pa.Table, roles, hmac_key: str) -> pa.Table:  # type: ignore
+    """Keyed hashes (HMAC-SHA256) of the dropped rows' canonical URLs and content hashes."""
+    columns: dict[str, pl.Series] = {}
+    n = dropped.num_rows
+    url = roles.get("url")
+    urls = (canonicalize_urls(pl.Series(dropped.column(url)).cast(pl.String)) if url
+            else pl.Series([None] * n, dtype=pl.String))
+    columns["url"] = urls
+    for name in ("md5", "sha256"):
+        column = roles.get(name)
+        values = (pl.Series(dropped.column(column)).cast(pl.String).str.strip_chars()
+                  .str.to_lowercase() if column else pl.Series([None] * n, dtype=pl.String))
+        columns[name] = values
+    frame = pl.DataFrame(columns).select(
+        plh.col(name).chash.hmac_sha256(key=hmac_key).alias(name) for name in columns)
+    return frame.to_arrow()
+
+
+# --------------------------------------------------------------------------- the job
+
+
+_WORKER: dict[str, object] = {}
+
+
+def _init(plan: MatchPlan, groups: list[frozenset[int]]) -> None:
+    _WORKER["plan"], _WORKER["groups"] = plan, groups
+
+
+def _task(args: tuple) -> list[dict[str, object]]:  # type: ignore[type-arg]
+    return build_shard(_WORKER["plan"], _WORKER["groups"], *args)  # type: ignore[arg-type]
+
+
+@dataclass
+class BuildResult:
+    release_id: str
+    variants: dict[str, Path]
+    stats: dict[str, list[dict[str, object]]]
+    job: dict[str, object]
+
+
+def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
+          release_id: str | None = None,
+          workers: int | None = None, overrides: dict[str, str] | None = None,
+          allow_empty: bool = False, progress: bool = True,
+          finish=None) -> BuildResult:  # type: ignore[no-untyped-def]
+    """Build every variant's shards (resuming a staged build of the same job), then call
+    ``finish(stage, job, stats)`` to write manifests and reports, then publish atomically.
+
+    ``secret`` (derived from the signing key) keys the removal list's HMAC key to the job: it
+    cannot be guessed before publication, and a rebuild of the same job finds the same key."""
+    source, output = Path(source), Path(output)
+    shards = discover_shards(source)
+    if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
+        raise UserInputError(f"{output}: OUTPUT must be outside the input folder")
+    total = survey(shards)
+    names = [v.policy.name for v in release.variants]
+    identity = {
+        "scrub_version": __version__, "input": str(source.resolve()),
+        "input_shards": [[s.name, s.path.stat().st_size, s.path.stat().st_mtime_ns]
+                         for s in shards],
+        "plan": release.plan.fingerprint(),
+        "policies": {v.policy.name: v.policy.sha256 for v in release.variants},
+        "columns": dict(sorted((overrides or {}).items())),
+    }
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    stage = output / STAGING
+    job_path = stage / "job.json"
+    job: dict[str, object] | None = None
+    if job_path.is_file():
+        job = json.loads(job_path.read_text())
+        if job.get("fingerprint") != fingerprint:  # another build: start again
+            shutil.rmtree(stage)
+            job = None
+    for name in names:
+        existing = output / name / MANIFEST
+        if existing.is_file():
+            raise OutputConflictError(
+                f"{output / name}: holds a release already "
+                f"({json.loads(existing.read_text()).get('release_id', '?')})",
+                hint="build into a new OUT folder (releases are never overwritten)")
+    if job is None:
+        # Everything below is a function of the job (the day, the inputs, the policies, the
+        # signing key), so an interrupted build and an uninterrupted one give the same bytes.
+        created = dt.datetime.now(dt.timezone.utc).date()
+        job = {"fingerprint": fingerprint, "created_at": created.isoformat(),
+               "release_id": release_id or f"{created:%Y%m%d}-{fingerprint[:10]}",
+               "removal_key": hmac.new(secret, f"removals:{fingerprint}".encode(),
+                                       hashlib.sha256).hexdigest()}
+        stage.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(job_path, job)
+    groups = [v.sources for v in release.variants]
+    done_dir = stage / ".done"
+    done_dir.mkdir(parents=True, exist_ok=True)
+    stats: dict[str, dict[str, list[dict[str, object]]]] = {}
+    pending = []
+    for shard in shards:
+        marker = done_dir / f"{shard.name}.json"
+        if marker.is_file():
+            stats[shard.name] = json.loads(marker.read_text())
+        else:
+            pending.append(shard)
+    meter = Progress("release", len(shards), total, enabled=progress)
+    meter.advance(sum(open_shard(s).metadata.num_rows for s in shards if s.name in stats),
+                  shards=len(stats))
+    args = [(names, shard, stage, embedding_file(source, shard), str(job["removal_key"]),
+             overrides) for shard in pending]
+    count = max(1, min(workers or (os.cpu_count() or 1), len(pending) or 1))
+    try:
+        if count == 1:
+            _init(release.plan, groups)
+            results = map(_task, args)
+            _collect(results, pending, names, stats, done_dir, meter)
+        else:
+            # spawn, not fork: a forked child of a process running polars/Arrow threads can
+            # deadlock on their locks
+            with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_init,
+                                     initargs=(release.plan, groups)) as pool:
+                _collect(pool.map(_task, args), pending, names, stats, done_dir, meter)
+    finally:
+        meter.finish()
+    by_variant = {name: [stats[s.name][name] for s in shards] for name in names}  # type: ignore
+    for name, rows in by_variant.items():
+        if not allow_empty and total and sum(r["rows_out"] for r in rows) == 0:  # type: ignore
+            raise UserInputError(f"policy {name!r} removes every row of the dataset; nothing "
+                                 "was published", hint="pass --allow-empty if that is meant")
+    if finish is not None:
+        finish(stage, job, by_variant)
+    output.mkdir(parents=True, exist_ok=True)
+    published = {}
+    for name in names:
+        os.replace(stage / name, output / name)
+        published[name] = output / name
+    shutil.rmtree(stage)
+    return BuildResult(str(job["release_id"]), published, by_variant, job)
+
+
+def _collect(results, pending, names, stats, done_dir, meter) -> None:  # type: ignore
+    for shard, result in zip(pending, results):
+        per_variant = dict(zip(names, result))
+        atomic_write_json(done_dir / f"{shard.name}.json", per_variant, durable=False)
+        stats[shard.name] = per_variant
+        meter.advance(int(result[0]["rows_in"]) if result else 0)

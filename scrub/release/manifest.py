@@ -1,0 +1,295 @@
+"""What a release publishes beside its shards: the signed manifest, the audit report (JSON and
+self-contained HTML) and the removal list, and how a release is verified.
+
+The manifest is canonical JSON (sorted keys, two-space indent); ``manifest.sig`` holds the
+base64 Ed25519 signature of its exact bytes. Sensitive sources (partner lists, ledger
+requests) appear in reports as counts only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from scrub import __version__
+from scrub.atomic import atomic_path, atomic_write_bytes, atomic_write_json, file_sha256
+from scrub.crypto import load_public_key, public_key_bytes, public_key_fingerprint
+from scrub.errors import ExternalSourceError, UserInputError
+from scrub.release.build import MANIFEST, REMOVALS, REMOVALS_KEY, SIGNATURE, ReleasePlan
+
+
+def canonical(obj: object) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+class Finisher:
+    """Writes each variant's removal list, audit and signed manifest into the staging folder."""
+
+    def __init__(self, release: ReleasePlan, source: Path, signing_key: Ed25519PrivateKey, *,
+                 dataset: str, previous: Path | None = None) -> None:
+        self.release, self.source, self.key = release, source, signing_key
+        self.dataset, self.previous = dataset, previous
+
+    def __call__(self, stage: Path, job: dict[str, object],
+                 stats: dict[str, list[dict[str, object]]]) -> None:
+        first = next(iter(stats.values()))
+        inputs = [{"name": s["shard"], "sha256": s["input_sha256"]} for s in first]
+        public = public_key_bytes(self.key.public_key())
+        for variant in self.release.variants:
+            name = variant.policy.name
+            folder = stage / name
+            removal_rows = self._removal_list(stage, name, str(job["removal_key"]))
+            shards = [{"name": s["shard"], "rows": s["rows_out"], "sha256": s["sha256"]}
+                      for s in stats[name]]  # hashed by the workers as they wrote them
+            embeddings = [s["embeddings"] for s in stats[name] if "embeddings" in s]
+            audit = self._audit(variant.sources, name, stats[name], job)
+            atomic_write_json(folder / "audit.json", audit)
+            atomic_write_bytes(folder / "audit.html", render_html(audit).encode())
+            manifest = {
+                "format": "scrub-release/1", "scrub_version": __version__,
+                "dataset": self.dataset, "release_id": job["release_id"], "variant": name,
+                "created_at": job["created_at"],
+                "policy": variant.policy.describe(),
+                "lists": [entry for entry in self.release.lists
+                          if any(s.digest == entry["sha256"] and s.id in variant.sources
+                                 for s in self.release.plan.sources)],
+                "ledger": ({"events": self.release.watermark[0],
+                            "head": self.release.watermark[1]}
+                           if self.release.watermark and variant.policy.ledger else None),
+                "input_shards": inputs,
+                "shards": shards, "embeddings": embeddings,
+                "totals": {"rows_in": audit["rows_in"], "rows_out": audit["rows_out"],
+                           "removed": audit["removed"],
+                           "removed_by_reason": audit["removed_by_reason"]},
+                "removals": {"file": REMOVALS, "rows": removal_rows,
+                             "sha256": file_sha256(folder / REMOVALS),
+                             "hmac": "sha256", "key": job["removal_key"]},
+                "files": {"audit.json": file_sha256(folder / "audit.json"),
+                          "audit.html": file_sha256(folder / "audit.html")},
+                "signed_by": public_key_fingerprint(public),
+            }
+            body = canonical(manifest)
+            atomic_write_bytes(folder / MANIFEST, body)
+            atomic_write_bytes(folder / SIGNATURE, base64.b64encode(self.key.sign(body)) + b"\n")
+
+    def _removal_list(self, stage: Path, name: str, key: str) -> int:
+        """Every removed row's keyed hashes, all reasons together, unlabelled and shuffled (in
+        an order fixed by the key, so a resumed build writes the same bytes)."""
+        parts = sorted((stage / ".removals" / name).glob("*.parquet"))
+        table = pl.concat([pl.read_parquet(p) for p in parts]) if parts else pl.DataFrame(
+            {"url": [], "md5": [], "sha256": []}, schema={c: pl.String for c in
+                                                          ("url", "md5", "sha256")})
+        table = table.filter(pl.any_horizontal(pl.all().is_not_null())).unique(
+            maintain_order=True)
+        seed = int.from_bytes(hashlib.sha256(f"{key}:{name}".encode()).digest()[:8], "big")
+        order = np.random.default_rng(seed).permutation(table.height)
+        shuffled = table[order].to_arrow().replace_schema_metadata({REMOVALS_KEY: key.encode()})
+        with atomic_path(stage / name / REMOVALS) as tmp:
+            pq.write_table(shuffled, tmp, compression="zstd")
+        return table.height
+
+    def _audit(self, members: frozenset[int], name: str, rows: list[dict[str, object]],
+               job: dict[str, object]) -> dict[str, object]:
+        sources = {str(s.id): s for s in self.release.plan.sources if s.id in members}
+        by_source: dict[str, int] = {}
+        by_reason: dict[str, int] = {}
+        requests = 0
+        for shard in rows:
+            for code, count in shard["by_reason"].items():  # type: ignore[union-attr]
+                by_reason[code] = by_reason.get(code, 0) + count
+            for sid, count in shard["by_source"].items():  # type: ignore[union-attr]
+                source = sources[sid]
+                if source.kind == "request":  # ledger requests: one line for all of them
+                    label, requests = "ledger requests", requests + 1
+                else:
+                    label = source.label
+                by_source[label] = by_source.get(label, 0) + count
+        rows_in = sum(int(r["rows_in"]) for r in rows)  # type: ignore[call-overload]
+        rows_out = sum(int(r["rows_out"]) for r in rows)  # type: ignore[call-overload]
+        audit: dict[str, object] = {
+            "release_id": job["release_id"], "variant": name, "dataset": self.dataset,
+            "created_at": job["created_at"], "rows_in": rows_in, "rows_out": rows_out,
+            "removed": rows_in - rows_out,
+            "removed_by_reason": dict(sorted(by_reason.items())),
+            "removed_by_source": dict(sorted(by_source.items())),
+            "sensitive_sources": sorted({s.label if s.kind != "request" else "ledger requests"
+                                         for s in sources.values() if s.sensitive}),
+            "per_shard": [{"shard": r["shard"], "rows_in": r["rows_in"],
+                           "rows_out": r["rows_out"]} for r in rows],
+        }
+        if self.previous is not None:
+            audit["previous"] = compare(self.previous, audit)
+        return audit
+
+
+def compare(previous: Path, audit: dict[str, object]) -> dict[str, object]:
+    """Totals and reasons against a previous release of the same variant."""
+    path = previous / "audit.json" if previous.is_dir() else previous
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UserInputError(f"--previous {previous}: no readable audit.json") from None
+    reasons = sorted(set(old.get("removed_by_reason", {})) | set(audit["removed_by_reason"]))
+    return {"release_id": old.get("release_id"), "rows_out": old.get("rows_out"),
+            "removed": old.get("removed"),
+            "removed_by_reason": {r: old.get("removed_by_reason", {}).get(r, 0)
+                                  for r in reasons}}
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _bars(title: str, data: dict[str, int]) -> str:
+    """An inline SVG bar chart (no scripts, no external assets)."""
+    if not data:
+        return f"<h3>{html.escape(title)}</h3><p>none</p>"
+    top = max(data.values()) or 1
+    height = 24 * len(data) + 10
+    bars = []
+    for i, (label, value) in enumerate(sorted(data.items(), key=lambda kv: -kv[1])):
+        width = 360 * value / top
+        y = 5 + 24 * i
+        bars.append(f'<text x="0" y="{y + 15}" font-size="12">{html.escape(label[:40])}</text>'
+                    f'<rect x="260" y="{y}" width="{width:.1f}" height="18" fill="#4a7bb7"/>'
+                    f'<text x="{266 + width:.1f}" y="{y + 14}" font-size="12">{value:,}</text>')
+    return (f"<h3>{html.escape(title)}</h3><svg xmlns='http://www.w3.org/2000/svg' "
+            f"width='720' height='{height}' role='img'>{''.join(bars)}</svg>")
+
+
+def render_html(audit: dict[str, object]) -> str:
+    """The audit as one self-contained HTML page: tables and inline SVG charts."""
+    rows = "".join(f"<tr><td>{html.escape(str(s['shard']))}</td><td>{s['rows_in']:,}</td>"
+                   f"<td>{s['rows_out']:,}</td></tr>" for s in audit["per_shard"])  # type: ignore
+    per_shard = {str(s["shard"]): int(s["rows_in"]) - int(s["rows_out"])  # type: ignore
+                 for s in audit["per_shard"]}  # type: ignore[attr-defined]
+    previous = ""
+    if "previous" in audit:
+        old = audit["previous"]
+        lines = "".join(
+            f"<tr><td>{html.escape(r)}</td><td>{v:,}</td>"
+            f"<td>{audit['removed_by_reason'].get(r, 0):,}</td></tr>"  # type: ignore
+            for r, v in old["removed_by_reason"].items())  # type: ignore[index]
+        previous = (f"<h2>Against release {html.escape(str(old['release_id']))}</h2>"  # type: ignore
+                    f"<table><tr><th>reason</th><th>before</th><th>now</th></tr>{lines}</table>")
+    sensitive = ", ".join(html.escape(s) for s in audit["sensitive_sources"])  # type: ignore
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Audit: {html.escape(str(audit['variant']))} {html.escape(str(audit['release_id']))}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}</style></head><body>
+<h1>Release {html.escape(str(audit['release_id']))}: {html.escape(str(audit['variant']))}</h1>
+<p>Dataset {html.escape(str(audit['dataset']))}, built {html.escape(str(audit['created_at']))}.
+{audit['rows_in']:,} rows in, {audit['rows_out']:,} published, {audit['removed']:,} removed.</p>
+<p>Sensitive sources ({sensitive or 'none'}) are shown as counts only.</p>
+{_bars('Removed rows by reason', audit['removed_by_reason'])}
+{_bars('Removed rows by source', audit['removed_by_source'])}
+{_bars('Removed rows by shard', per_shard)}
+{previous}
+<h2>Shards</h2><table><tr><th>shard</th><th>rows in</th><th>rows out</th></tr>{rows}</table>
+</body></html>
+"""
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def verify_release(folder: Path, pubkey: Path) -> dict[str, object]:
+    """Check the signature, every listed file's sha256 and every shard's row count; errors
+    (exit 3) name the first problem."""
+    manifest_path, signature_path = folder / MANIFEST, folder / SIGNATURE
+    if not manifest_path.is_file() or not signature_path.is_file():
+        raise UserInputError(f"{folder}: no {MANIFEST} and {SIGNATURE} (not a release folder)")
+    body = manifest_path.read_bytes()
+    key = load_public_key(pubkey)
+    try:
+        signature = base64.b64decode(signature_path.read_bytes().strip(), validate=True)
+        key.verify(signature, body)
+    except Exception:  # noqa: BLE001 - bad base64 or bad signature: the same verdict
+        raise ExternalSourceError(f"{manifest_path}: the signature does not verify",
+                                  hint="the manifest or its signature was altered, or signed by "
+                                  "another key") from None
+    manifest = json.loads(body)
+    problems: list[str] = []
+    listed = {s["name"] for s in manifest["shards"]}
+    for shard in manifest["shards"]:
+        path = folder / shard["name"]
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+            continue
+        if file_sha256(path) != shard["sha256"]:
+            problems.append(f"{path}: sha256 differs from the manifest")
+        rows = pq.ParquetFile(path).metadata.num_rows
+        if rows != shard["rows"]:
+            problems.append(f"{path}: {rows} rows, the manifest says {shard['rows']}")
+    for extra in sorted(p.name for p in folder.glob("*.parquet")):
+        if extra not in listed and extra != REMOVALS:
+            problems.append(f"{folder / extra}: not in the manifest")
+    files = {e["name"]: e["sha256"] for e in manifest.get("embeddings", [])}
+    files.update(manifest.get("files", {}))
+    files[REMOVALS] = manifest["removals"]["sha256"]
+    for name, digest in sorted(files.items()):
+        path = folder / name
+        if not path.is_file() or file_sha256(path) != digest:
+            problems.append(f"{path}: missing or sha256 differs from the manifest")
+    if problems:
+        raise ExternalSourceError(f"release {manifest['release_id']} ({manifest['variant']}) "
+                                  f"fails verification: {problems[0]}"
+                                  + (f" (and {len(problems) - 1} more)" if len(problems) > 1
+                                     else ""))
+    return manifest
+
+
+def removal_keys(path: Path) -> str | None:
+    """The HMAC key of a removal list, or None when ``path`` is not one."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    key = metadata.get(REMOVALS_KEY)
+    return key.decode() if key else None
+
+
+def removal_sets(path: Path) -> dict[str, Sequence[str]]:
+    table = pl.read_parquet(path)
+    return {name: table[name].drop_nulls().unique().to_list() for name in table.columns}
+
+
+def diff_releases(old: Path, new: Path) -> dict[str, object]:
+    """What changed between two releases of a dataset: rows (by sample key) removed and added
+    back, and the removals per reason from their audits."""
+    sides = []
+    for folder in (old, new):
+        manifest_path = folder / MANIFEST
+        if not manifest_path.is_file():
+            raise UserInputError(f"{folder}: no {MANIFEST} (not a release folder)")
+        manifest = json.loads(manifest_path.read_text())
+        audit = json.loads((folder / "audit.json").read_text())
+        shards = [folder / s["name"] for s in manifest["shards"]]
+        names = pq.read_schema(shards[0]).names if shards else []
+        column = next((c for c in ("key", "SAMPLE_ID", "uid", "url", "URL") if c in names), None)
+        if column is None:
+            raise UserInputError(f"{folder}: no key or URL column to match rows on")
+        keys = pl.concat([pl.read_parquet(p, columns=[column]).to_series().cast(pl.String)
+                          for p in shards]) if shards else pl.Series([], dtype=pl.String)
+        sides.append((manifest, audit, keys))
+    (m_old, a_old, k_old), (m_new, a_new, k_new) = sides
+    reasons = sorted(set(a_old["removed_by_reason"]) | set(a_new["removed_by_reason"]))
+    return {
+        "old": m_old["release_id"], "new": m_new["release_id"],
+        "rows_old": int(len(k_old)), "rows_new": int(len(k_new)),
+        "removed": int((~k_old.is_in(k_new.implode())).sum()),
+        "added": int((~k_new.is_in(k_old.implode())).sum()),
+        "by_reason": {r: {"old": a_old["removed_by_reason"].get(r, 0),
+                          "new": a_new["removed_by_reason"].get(r, 0)} for r in reasons},
+    }

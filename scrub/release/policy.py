@@ -1,0 +1,165 @@
+"""Release policies: TOML files naming what a variant removes.
+
+.. code-block:: toml
+
+    [policy]
+    name = "research"                  # the variant's folder name
+    description = "..."
+    extends = "research.toml"          # optional: start from another policy (same folder)
+
+    [lists]
+    names = ["*"]                      # store lists: "*" (every block list), NAME (latest),
+                                       # NAME@latest or NAME@VERSION (pinned)
+    [ledger]
+    requests = true                    # every verified request of the ledger
+
+    [nsfw]
+    score = "stored"                   # which punsafe to trust: "stored" or "rescored"
+    [[nsfw.rules]]
+    above = 0.95
+    keywords = true                    # only where the caption keyword filter flags the row
+
+    [keywords]
+    file = "keywords.txt"              # one term per line (# comments), relative to the policy
+    terms = ["..."]                    # and/or inline terms
+
+A policy's content hash (sha256 of its file, and of the files it extends or reads) goes into
+the release manifest. Errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scrub.errors import UserInputError
+
+_SECTIONS = {"policy": {"name", "description", "extends"}, "lists": {"names"},
+             "ledger": {"requests"}, "nsfw": {"score", "rules"}, "keywords": {"file", "terms"},
+             "output": {"layout"}}
+
+
+@dataclass(frozen=True)
+class ScoreThreshold:
+    above: float
+    keywords: bool = False
+
+
+@dataclass
+class Policy:
+    name: str
+    path: Path
+    description: str = ""
+    lists: list[str] = field(default_factory=list)
+    ledger: bool = False
+    score: str = "stored"
+    thresholds: list[ScoreThreshold] = field(default_factory=list)
+    keywords: list[str] = field(default_factory=list)
+    #: sha256 over the policy's own bytes and those of every file it extends or reads.
+    sha256: str = ""
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "sha256": self.sha256, "lists": self.lists,
+                "ledger": self.ledger, "score": self.score,
+                "thresholds": [{"above": t.above, "keywords": t.keywords}
+                               for t in self.thresholds],
+                "keywords": len(self.keywords)}
+
+
+def load_policy(path: Path | str, *, _seen: tuple[Path, ...] = ()) -> Policy:
+    """Parse and check a policy file (and the policies it extends)."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise UserInputError(f"{path}: 'extends' forms a cycle")
+    try:
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise UserInputError(f"{path}: cannot read the policy ({exc.strerror})") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserInputError(f"{path}: not valid TOML ({exc})") from None
+    for section, value in data.items():
+        if section not in _SECTIONS:
+            raise UserInputError(f"{path}: unknown section [{section}]",
+                                 hint=f"sections: {', '.join(_SECTIONS)}")
+        if not isinstance(value, dict):
+            raise UserInputError(f"{path}: [{section}] must be a table")
+        unknown = sorted(set(value) - _SECTIONS[section])
+        if unknown:
+            raise UserInputError(f"{path}: unknown key(s) {', '.join(unknown)} in [{section}]")
+    head = data.get("policy", {})
+    digest = hashlib.sha256(raw)
+    base: Policy | None = None
+    if "extends" in head:
+        parent = path.parent / _text(head["extends"], path, "policy.extends")
+        base = load_policy(parent, _seen=(*_seen, path.resolve()))
+        digest.update(base.sha256.encode())
+    name = _text(head.get("name", path.stem), path, "policy.name")
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise UserInputError(f"{path}: policy.name {name!r} must be letters, digits, - or _ "
+                             "(it names the variant's folder)")
+    policy = Policy(name=name, path=path,
+                    description=str(head.get("description", base.description if base else "")),
+                    lists=list(base.lists) if base else [],
+                    ledger=base.ledger if base else False,
+                    score=base.score if base else "stored",
+                    thresholds=list(base.thresholds) if base else [],
+                    keywords=list(base.keywords) if base else [])
+    if "lists" in data:
+        names = data["lists"].get("names", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise UserInputError(f"{path}: lists.names must be a list of list names")
+        policy.lists = list(dict.fromkeys([*policy.lists, *names]))
+    if "ledger" in data:
+        requests = data["ledger"].get("requests", False)
+        if not isinstance(requests, bool):
+            raise UserInputError(f"{path}: ledger.requests must be true or false")
+        policy.ledger = policy.ledger or requests
+    nsfw = data.get("nsfw", {})
+    if "score" in nsfw:
+        if nsfw["score"] not in ("stored", "rescored"):
+            raise UserInputError(f"{path}: nsfw.score must be \"stored\" or \"rescored\"")
+        policy.score = nsfw["score"]
+    for index, rule in enumerate(nsfw.get("rules", [])):
+        where = f"nsfw.rules[{index}]"
+        if not isinstance(rule, dict) or set(rule) - {"above", "keywords"}:
+            raise UserInputError(f"{path}: {where} takes 'above' and 'keywords' only")
+        above = rule.get("above")
+        if isinstance(above, bool) or not isinstance(above, (int, float)) \
+                or not 0.0 <= above <= 1.0:
+            raise UserInputError(f"{path}: {where}.above must be a number from 0 to 1")
+        keywords = rule.get("keywords", False)
+        if not isinstance(keywords, bool):
+            raise UserInputError(f"{path}: {where}.keywords must be true or false")
+        threshold = ScoreThreshold(float(above), keywords)
+        if threshold not in policy.thresholds:
+            policy.thresholds.append(threshold)
+    if "keywords" in data:
+        section = data["keywords"]
+        terms = section.get("terms", [])
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            raise UserInputError(f"{path}: keywords.terms must be a list of strings")
+        if "file" in section:
+            listing = path.parent / _text(section["file"], path, "keywords.file")
+            try:
+                text = listing.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UserInputError(f"{path}: keywords.file {listing}: cannot read "
+                                     f"({type(exc).__name__})") from None
+            digest.update(text.encode())
+            terms = [*terms, *(line.strip() for line in text.splitlines()
+                               if line.strip() and not line.lstrip().startswith("#"))]
+        policy.keywords = list(dict.fromkeys([*policy.keywords, *terms]))
+    if any(t.keywords for t in policy.thresholds) and not policy.keywords:
+        raise UserInputError(f"{path}: a rule uses the keyword filter but the policy has no "
+                             "[keywords]")
+    policy.sha256 = digest.hexdigest()
+    return policy
+
+
+def _text(value: object, path: Path, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UserInputError(f"{path}: {key} must be non-empty text")
+    return value.strip()
