@@ -42,6 +42,10 @@ def build_command(
     previous: Optional[Path] = typer.Option(None, "--previous", metavar="DIR",
                                             help="A previous release of the same variant, to "
                                             "compare with in the audit (single policy)."),
+    from_release: Optional[Path] = typer.Option(
+        None, "--from", metavar="OUT", help="Rebuild incrementally from a previous build "
+        "(its OUT folder): only new list versions and requests are matched, and shards they "
+        "do not touch are reused byte for byte."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1),
     column: list[str] = typer.Option([], "--column", metavar="ROLE=NAME"),
     allow_empty: bool = typer.Option(False, "--allow-empty",
@@ -74,8 +78,15 @@ def build_command(
         ledger = Ledger(make_engine(db_url))
     release = plan_release(policies, store=ListStore(store) if store else None, key=key,
                            ledger=ledger, scores=scores)
+    reuse = None
+    if from_release is not None:
+        from scrub.release.build import prepare_reuse
+
+        reuse = prepare_reuse(from_release, input, release, policies,
+                              store=ListStore(store) if store else None, key=key,
+                              ledger=ledger, scores=scores)
     finisher = Finisher(release, input, private, dataset=dataset or input.resolve().name,
-                        previous=previous)
+                        previous=previous, carry=from_release)
     from cryptography.hazmat.primitives import serialization
 
     secret = hashlib.sha256(b"scrub-release-secret" + private.private_bytes(
@@ -84,7 +95,7 @@ def build_command(
     result = build(input, output, release, secret=secret, release_id=release_id,
                    workers=workers,
                    overrides=parse_role_overrides(column), allow_empty=allow_empty,
-                   progress=not quiet, finish=finisher)
+                   progress=not quiet, reuse=reuse, finish=finisher)
     marked = 0
     if ledger is not None and not no_ledger_update and release.requests:
         from scrub.ledger.service import TRANSITIONS

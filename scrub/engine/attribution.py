@@ -29,7 +29,7 @@ from scrub.engine.rules import (
     Source,
 )
 from scrub.keys import keys_to_hex
-from scrub.lists.types import UrlDigestType, get_type
+from scrub.lists.types import UrlDigestType, get_type, text_digest_keys
 from scrub.urls import hosts_of
 
 
@@ -57,6 +57,9 @@ class AttributedRule(Rule):
         elif isinstance(inner, PrefixRule):
             table = table.with_columns(host=hosts_of(table["value"]))
         self.owners = table.unique()
+        #: Hosts of the listed URLs: only rows on them can match (see :meth:`match`).
+        self.url_hosts = (hosts_of(pl.Series(values, dtype=pl.String)).drop_nulls().unique()
+                          if type_name == "url" else None)
         if isinstance(inner, PerceptualRule):
             # entry i of the inner index holds the i-th distinct key it was built from
             self.entries = pl.Series("value", keys_to_hex(
@@ -71,10 +74,25 @@ class AttributedRule(Rule):
         return sorted(self.owners["source"].unique().to_list())
 
     def match(self, view: BatchView) -> np.ndarray:
+        if self.url_hosts is not None and isinstance(self.inner, ExactKeyRule):
+            return self._match_urls(view)
         hit = self.inner.match(view)
         found = view.distances.pop(id(self.inner), None)
         if found is not None:
             view.distances[id(self)] = found
+        return hit
+
+    def _match_urls(self, view: BatchView) -> np.ndarray:
+        """Exact URLs: a row's canonical URL can only equal a listed one if its host is a
+        listed URL's host (hosts are cheap: no path canonicalisation), so only those rows are
+        canonicalised and digested. Equal to digesting every row (the host of a canonical URL
+        is the row's canonical host, tested in tests/test_urls.py)."""
+        hit = np.zeros(view.num_rows, dtype=bool)
+        rows = view.hosts().is_in(self.url_hosts.implode()).fill_null(False)  # type: ignore
+        rows = rows.arg_true().to_numpy()
+        if len(rows):
+            keys, valid = text_digest_keys(view.canonical_urls_of(rows))
+            hit[rows] = self.inner.keys.contains(keys, valid)  # type: ignore[attr-defined]
         return hit
 
     def attribute(self, view: BatchView, hit: np.ndarray) -> dict[int, np.ndarray]:
@@ -101,6 +119,9 @@ class AttributedRule(Rule):
             found = inner.index.search(keys[rows], inner.radius, valid[rows])
             return pl.DataFrame({"row": found.query.astype(np.int64),
                                  "value": self.entries.gather(found.entry)})
+        if isinstance(inner, ExactKeyRule) and self.url_hosts is not None:
+            keys, valid = text_digest_keys(view.canonical_urls_of(rows))
+            return _hex_pairs(keys, valid)
         if isinstance(inner, ExactKeyRule):
             keys, valid = view.keys_for(self.key_type)
             frames = [_hex_pairs(keys[rows], valid[rows])]

@@ -14,6 +14,7 @@ when every shard, manifest, audit and removal list is written.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -24,7 +25,7 @@ import re
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,8 @@ STAGING = ".scrub-release"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 REMOVALS = "removals.parquet"
+#: Per-shard drop masks and stats inside a variant (for incremental rebuilds).
+STATE = "_state"
 #: Marks a removal list and carries its HMAC key (also published in the manifest).
 REMOVALS_KEY = b"scrub.removals.hmac_key"
 
@@ -184,6 +187,7 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
                                       f"{shard.path} has {rows} rows: they are not row-aligned")
     stats = [{"shard": shard.name, "rows_in": rows, "rows_out": 0, "by_reason": {},
               "by_source": {}} for _ in groups]
+    labels = source_labels(plan)
     keeps: list[list[np.ndarray]] = [[] for _ in groups]
     removed: list[list[pa.Table]] = [[] for _ in groups]
     paths = [stage / name / shard.name for name in names]
@@ -213,8 +217,9 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
                 for source, mask in decisions.sources.items():
                     if source in groups[v]:
                         count = int((mask & drop).sum())
+                        label = labels[source]
                         by = stat["by_source"]
-                        by[str(source)] = by.get(str(source), 0) + count  # type: ignore
+                        by[label] = by.get(label, 0) + count  # type: ignore
                 removed[v].append(_removal_rows(batch.filter(pa.array(drop)), roles, hmac_key))
         for writer in writers:
             writer.close()
@@ -240,7 +245,45 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
         part = (pa.concat_tables(removed[v]) if removed[v] else _empty_removals())
         with atomic_path(stage / ".removals" / name / shard.name) as tmp:
             pq.write_table(part, tmp)
+        drop = ~np.concatenate(keeps[v]) if keeps[v] else np.zeros(0, bool)
+        stats[v]["state"] = write_state(stage / name, shard, drop, stats[v])
     return stats
+
+
+def source_labels(plan: MatchPlan) -> dict[int, str]:
+    """Source id -> the label reports use (every ledger request is "ledger requests")."""
+    return {s.id: "ledger requests" if s.kind == "request" else s.label for s in plan.sources}
+
+
+def state_path(variant: Path, shard_name: str) -> Path:
+    return variant / STATE / f"{Path(shard_name).stem}.json"
+
+
+def write_state(variant: Path, shard: Shard, drop: np.ndarray,
+                stat: dict[str, object]) -> str:
+    """The shard's drop mask and stats, for incremental rebuilds; its sha256 (the manifest
+    lists it, so a later build can trust it)."""
+    body = {"rows": int(len(drop)),
+            "drop": base64.b64encode(np.packbits(drop).tobytes()).decode(),
+            "stats": {k: v for k, v in stat.items() if k != "state"}}
+    data = (json.dumps(body, sort_keys=True) + "\n").encode()
+    with atomic_path(state_path(variant, shard.name)) as tmp:
+        tmp.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_state(variant: Path, shard_name: str, digest: str) -> tuple[np.ndarray, dict]:
+    path = state_path(variant, shard_name)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise UserInputError(f"{path}: missing; the previous release cannot be rebuilt "
+                             "incrementally") from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise UserInputError(f"{path}: differs from its manifest entry")
+    body = json.loads(data)
+    bits = np.frombuffer(base64.b64decode(body["drop"]), dtype=np.uint8)
+    return np.unpackbits(bits, count=body["rows"]).astype(bool), body["stats"]
 
 
 def _fsync_and_hash(path: Path, *, sync: bool = True) -> str:
@@ -279,14 +322,139 @@ def _removal_rows(dropped: pa.Table, roles, hmac_key: str) -> pa.Table:  # type:
 # --------------------------------------------------------------------------- the job
 
 
+@dataclass
+class Reuse:
+    """What an incremental rebuild starts from: the previous release (``previous/<variant>``),
+    its manifests, and a plan of only the rules that are new since (list versions, requests)."""
+
+    previous: Path
+    manifests: dict[str, dict]
+    delta: ReleasePlan
+
+    @property
+    def key(self) -> str:
+        return str(next(iter(self.manifests.values()))["removals"]["key"])
+
+
+class _NewItems:
+    """A ledger view offering only the items of requests a previous release did not apply."""
+
+    def __init__(self, ledger: object, items: list, watermark: tuple[int, str]) -> None:
+        self.items, self._watermark = items, watermark
+
+    def enforced_items(self) -> list:
+        return self.items
+
+    def watermark(self) -> tuple[int, str]:
+        return self._watermark
+
+
+def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: Sequence[Policy],
+                  *, store: ListStore | None, key: bytes | None, ledger: object | None,
+                  scores: Path | None) -> Reuse:
+    """Check that ``previous`` can be extended (same policies, same input shards, only new
+    list versions and requests since) and plan the new rules; otherwise a clear error."""
+    manifests = {}
+    for policy in policies:
+        path = Path(previous) / policy.name / MANIFEST
+        if not path.is_file():
+            raise UserInputError(f"--from {previous}: no {policy.name}/{MANIFEST}")
+        manifest = json.loads(path.read_text())
+        if manifest["policy"]["sha256"] != policy.sha256:
+            raise UserInputError(f"--from {previous}: policy {policy.name} changed since; run a "
+                                 "full build")
+        manifests[policy.name] = manifest
+    current = {s.name: s.path.stat().st_size for s in discover_shards(source)}
+    for name, manifest in manifests.items():
+        before = {s["name"]: s.get("size") for s in manifest["input_shards"]}
+        if before != current:
+            raise UserInputError(f"--from {previous}: the input shards changed since "
+                                 f"{name} was built; run a full build")
+    old_lists = {(e["label"], e["sha256"]) for m in manifests.values() for e in m["lists"]}
+    new_lists = {(e["label"], e["sha256"]) for e in release.lists}
+    if not old_lists <= new_lists:
+        gone = sorted(label for label, _ in old_lists - new_lists)
+        raise UserInputError(f"--from {previous}: list version(s) {', '.join(gone)} no longer "
+                             "apply; run a full build")
+    old_requests = {r for m in manifests.values() for r in (m.get("ledger") or {})
+                    .get("requests", [])}
+    if not old_requests <= set(release.requests):
+        raise UserInputError(f"--from {previous}: {len(old_requests - set(release.requests))} "
+                             "request(s) applied before are no longer verified (withdrawn?); "
+                             "run a full build")
+    added = {label for label, _ in new_lists - old_lists}
+    trimmed = [replace(p, lists=sorted(label for label in added
+                                       if _uses(release, p.name, label)),
+                       thresholds=[]) for p in policies]
+    view = None
+    if ledger is not None and any(p.ledger for p in policies):
+        items = [i for i in ledger.enforced_items()  # type: ignore[attr-defined]
+                 if i[0] not in old_requests]
+        view = _NewItems(ledger, items, ledger.watermark())  # type: ignore[attr-defined]
+    delta = plan_release(trimmed, store=store, key=key, ledger=view, scores=scores)
+    return Reuse(Path(previous), manifests, delta)
+
+
+def _uses(release: ReleasePlan, policy: str, label: str) -> bool:
+    variant = next(v for v in release.variants if v.policy.name == policy)
+    return any(s.label == label and s.id in variant.sources for s in release.plan.sources)
+
+
+def rebuild_shard(plan: MatchPlan, groups: list[frozenset[int]], reuse: Reuse,
+                  names: list[str], shard: Shard, stage: Path, emb: Path | None, hmac_key: str,
+                  overrides: dict[str, str] | None) -> list[dict[str, object]]:
+    """Reuse the previous release's files of this shard when the new rules remove nothing
+    more from it (reading only the columns they need); else build it again in full."""
+    entries = [{s["name"]: s for s in reuse.manifests[n]["shards"]}[shard.name] for n in names]
+    olds = [read_state(reuse.previous / n, shard.name, e["state"]) for n, e in
+            zip(names, entries)]
+    delta, delta_groups = reuse.delta.plan, [v.sources for v in reuse.delta.variants]
+    if delta.rules:
+        parquet = open_shard(shard)
+        scores = shard_scores(delta.scores, shard, parquet.metadata.num_rows)
+        roles = scored_roles(detect_roles(parquet.schema_arrow, overrides), scores)
+        columns = sorted({roles.get(r) for r in delta.required_roles()} - {None}
+                         - {roles.get(r) for r in scores})
+        offset = 0
+        for index in range(parquet.metadata.num_row_groups):
+            batch = parquet.read_row_group(index, columns=columns, use_threads=False)
+            view = with_scores(batch, scores, offset)
+            decisions = decide(delta, view, roles, groups=delta_groups)
+            for (old, _), bits in zip(olds, decisions.group_reasons):
+                if ((bits != 0) & ~old[offset:offset + batch.num_rows]).any():
+                    return build_shard(plan, groups, names, shard, stage, emb, hmac_key,
+                                       overrides)
+            offset += batch.num_rows
+    stats = []
+    for name, entry, (_, stat) in zip(names, entries, olds):
+        for relative in (shard.name, *([f"img_emb/{emb.name}"] if emb else []),
+                         str(state_path(Path(), shard.name))):
+            target = stage / name / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(reuse.previous / name / relative, target)
+        stats.append({**stat, "state": entry["state"]})
+    return stats
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 _WORKER: dict[str, object] = {}
 
 
-def _init(plan: MatchPlan, groups: list[frozenset[int]]) -> None:
-    _WORKER["plan"], _WORKER["groups"] = plan, groups
+def _init(plan: MatchPlan, groups: list[frozenset[int]], reuse: Reuse | None = None) -> None:
+    _WORKER["plan"], _WORKER["groups"], _WORKER["reuse"] = plan, groups, reuse
 
 
 def _task(args: tuple) -> list[dict[str, object]]:  # type: ignore[type-arg]
+    if _WORKER.get("reuse") is not None:
+        return rebuild_shard(_WORKER["plan"], _WORKER["groups"],  # type: ignore[arg-type]
+                             _WORKER["reuse"], *args)  # type: ignore[arg-type]
     return build_shard(_WORKER["plan"], _WORKER["groups"], *args)  # type: ignore[arg-type]
 
 
@@ -301,7 +469,7 @@ class BuildResult:
 def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
           release_id: str | None = None,
           workers: int | None = None, overrides: dict[str, str] | None = None,
-          allow_empty: bool = False, progress: bool = True,
+          allow_empty: bool = False, progress: bool = True, reuse: Reuse | None = None,
           finish=None) -> BuildResult:  # type: ignore[no-untyped-def]
     """Build every variant's shards (resuming a staged build of the same job), then call
     ``finish(stage, job, stats)`` to write manifests and reports, then publish atomically.
@@ -321,6 +489,7 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
         "plan": release.plan.fingerprint(),
         "policies": {v.policy.name: v.policy.sha256 for v in release.variants},
         "columns": dict(sorted((overrides or {}).items())),
+        "from": str(reuse.previous.resolve()) if reuse else None,
     }
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     stage = output / STAGING
@@ -344,8 +513,8 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
         created = dt.datetime.now(dt.timezone.utc).date()
         job = {"fingerprint": fingerprint, "created_at": created.isoformat(),
                "release_id": release_id or f"{created:%Y%m%d}-{fingerprint[:10]}",
-               "removal_key": hmac.new(secret, f"removals:{fingerprint}".encode(),
-                                       hashlib.sha256).hexdigest()}
+               "removal_key": reuse.key if reuse else hmac.new(
+                   secret, f"removals:{fingerprint}".encode(), hashlib.sha256).hexdigest()}
         stage.mkdir(parents=True, exist_ok=True)
         atomic_write_json(job_path, job)
     groups = [v.sources for v in release.variants]
@@ -367,7 +536,7 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
     count = max(1, min(workers or (os.cpu_count() or 1), len(pending) or 1))
     try:
         if count == 1:
-            _init(release.plan, groups)
+            _init(release.plan, groups, reuse)
             results = map(_task, args)
             _collect(results, pending, names, stats, done_dir, meter)
         else:
@@ -375,7 +544,7 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
             # deadlock on their locks
             with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_init,
-                                     initargs=(release.plan, groups)) as pool:
+                                     initargs=(release.plan, groups, reuse)) as pool:
                 _collect(pool.map(_task, args), pending, names, stats, done_dir, meter)
     finally:
         meter.finish()

@@ -25,7 +25,14 @@ from scrub import __version__
 from scrub.atomic import atomic_path, atomic_write_bytes, atomic_write_json, file_sha256
 from scrub.crypto import load_public_key, public_key_bytes, public_key_fingerprint
 from scrub.errors import ExternalSourceError, UserInputError
-from scrub.release.build import MANIFEST, REMOVALS, REMOVALS_KEY, SIGNATURE, ReleasePlan
+from scrub.release.build import (
+    MANIFEST,
+    REMOVALS,
+    REMOVALS_KEY,
+    SIGNATURE,
+    STATE,
+    ReleasePlan,
+)
 
 
 def canonical(obj: object) -> bytes:
@@ -36,20 +43,24 @@ class Finisher:
     """Writes each variant's removal list, audit and signed manifest into the staging folder."""
 
     def __init__(self, release: ReleasePlan, source: Path, signing_key: Ed25519PrivateKey, *,
-                 dataset: str, previous: Path | None = None) -> None:
+                 dataset: str, previous: Path | None = None, carry: Path | None = None) -> None:
+        """``previous``: a release to compare with in the audit; ``carry``: the release an
+        incremental build extends (its removal list, under the same key, is carried over)."""
         self.release, self.source, self.key = release, source, signing_key
-        self.dataset, self.previous = dataset, previous
+        self.dataset, self.previous, self.carry = dataset, previous, carry
 
     def __call__(self, stage: Path, job: dict[str, object],
                  stats: dict[str, list[dict[str, object]]]) -> None:
         first = next(iter(stats.values()))
-        inputs = [{"name": s["shard"], "sha256": s["input_sha256"]} for s in first]
+        inputs = [{"name": s["shard"], "sha256": s["input_sha256"],
+                   "size": (self.source / str(s["shard"])).stat().st_size} for s in first]
         public = public_key_bytes(self.key.public_key())
         for variant in self.release.variants:
             name = variant.policy.name
             folder = stage / name
             removal_rows = self._removal_list(stage, name, str(job["removal_key"]))
-            shards = [{"name": s["shard"], "rows": s["rows_out"], "sha256": s["sha256"]}
+            shards = [{"name": s["shard"], "rows": s["rows_out"], "sha256": s["sha256"],
+                       "state": s["state"]}
                       for s in stats[name]]  # hashed by the workers as they wrote them
             embeddings = [s["embeddings"] for s in stats[name] if "embeddings" in s]
             audit = self._audit(variant.sources, name, stats[name], job)
@@ -64,7 +75,8 @@ class Finisher:
                           if any(s.digest == entry["sha256"] and s.id in variant.sources
                                  for s in self.release.plan.sources)],
                 "ledger": ({"events": self.release.watermark[0],
-                            "head": self.release.watermark[1]}
+                            "head": self.release.watermark[1],
+                            "requests": self.release.requests}
                            if self.release.watermark and variant.policy.ledger else None),
                 "input_shards": inputs,
                 "shards": shards, "embeddings": embeddings,
@@ -86,6 +98,8 @@ class Finisher:
         """Every removed row's keyed hashes, all reasons together, unlabelled and shuffled (in
         an order fixed by the key, so a resumed build writes the same bytes)."""
         parts = sorted((stage / ".removals" / name).glob("*.parquet"))
+        if self.carry is not None:
+            parts.append(self.carry / name / REMOVALS)
         table = pl.concat([pl.read_parquet(p) for p in parts]) if parts else pl.DataFrame(
             {"url": [], "md5": [], "sha256": []}, schema={c: pl.String for c in
                                                           ("url", "md5", "sha256")})
@@ -103,16 +117,10 @@ class Finisher:
         sources = {str(s.id): s for s in self.release.plan.sources if s.id in members}
         by_source: dict[str, int] = {}
         by_reason: dict[str, int] = {}
-        requests = 0
         for shard in rows:
             for code, count in shard["by_reason"].items():  # type: ignore[union-attr]
                 by_reason[code] = by_reason.get(code, 0) + count
-            for sid, count in shard["by_source"].items():  # type: ignore[union-attr]
-                source = sources[sid]
-                if source.kind == "request":  # ledger requests: one line for all of them
-                    label, requests = "ledger requests", requests + 1
-                else:
-                    label = source.label
+            for label, count in shard["by_source"].items():  # type: ignore[union-attr]
                 by_source[label] = by_source.get(label, 0) + count
         rows_in = sum(int(r["rows_in"]) for r in rows)  # type: ignore[call-overload]
         rows_out = sum(int(r["rows_out"]) for r in rows)  # type: ignore[call-overload]
@@ -221,6 +229,7 @@ def verify_release(folder: Path, pubkey: Path) -> dict[str, object]:
                                   "another key") from None
     manifest = json.loads(body)
     problems: list[str] = []
+    files: dict[str, str] = {}
     listed = {s["name"] for s in manifest["shards"]}
     for shard in manifest["shards"]:
         path = folder / shard["name"]
@@ -232,10 +241,13 @@ def verify_release(folder: Path, pubkey: Path) -> dict[str, object]:
         rows = pq.ParquetFile(path).metadata.num_rows
         if rows != shard["rows"]:
             problems.append(f"{path}: {rows} rows, the manifest says {shard['rows']}")
+    for shard in manifest["shards"]:
+        if "state" in shard:
+            files[f"{STATE}/{Path(shard['name']).stem}.json"] = shard["state"]
     for extra in sorted(p.name for p in folder.glob("*.parquet")):
         if extra not in listed and extra != REMOVALS:
             problems.append(f"{folder / extra}: not in the manifest")
-    files = {e["name"]: e["sha256"] for e in manifest.get("embeddings", [])}
+    files.update({e["name"]: e["sha256"] for e in manifest.get("embeddings", [])})
     files.update(manifest.get("files", {}))
     files[REMOVALS] = manifest["removals"]["sha256"]
     for name, digest in sorted(files.items()):
