@@ -12,13 +12,13 @@ member copied byte for byte in order.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
+from scrub.atomic import link_or_copy
 from scrub.dataset import Shard, detect_roles, open_shard
 from scrub.engine.checkpoint import input_identity
 from scrub.engine.filtering import Tally, open_writer
@@ -93,8 +93,8 @@ def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: P
     drop = decisions.drop
     stats.rows_out = int((~drop).sum())
     if not drop.any():
-        _link_or_copy(shard.path, tmp)
-        _link_or_copy(tar, tmp_tar)
+        link_or_copy(shard.path, tmp)
+        link_or_copy(tar, tmp_tar)
         stats.rewritten = False
     else:
         key_column = roles.get("key")
@@ -131,12 +131,3 @@ def _tar_hashes(tar: Path, members: TarMembers, types: list[str]) -> pl.DataFram
     return pl.DataFrame(columns, schema=schema)
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """``target`` with ``source``'s bytes: a hard link where possible (no copy), else a copy."""
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-        with open(target, "rb+") as handle:
-            os.fsync(handle.fileno())

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scrub import __version__
-from scrub.atomic import atomic_path, atomic_write_json
+from scrub.atomic import atomic_path, atomic_write_json, link_or_copy
 from scrub.dataset import Shard, detect_roles, discover_shards, open_shard
 from scrub.engine.apply import survey
 from scrub.engine.filtering import iter_batches, open_writer
@@ -431,17 +431,9 @@ def rebuild_shard(plan: MatchPlan, groups: list[frozenset[int]], reuse: Reuse,
                          str(state_path(Path(), shard.name))):
             target = stage / name / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(reuse.previous / name / relative, target)
+            link_or_copy(reuse.previous / name / relative, target)
         stats.append({**stat, "state": entry["state"]})
     return stats
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
 
 
 _WORKER: dict[str, object] = {}
