@@ -12,11 +12,6 @@ from scrub.cli.errors import handle_errors
 from scrub.cli.render import render_apply_summary
 from scrub.crypto import load_key, resolve_key_file
 from scrub.dataset import parse_role_overrides
-from scrub.engine.apply import apply as run_apply
-from scrub.engine.plan import MatchOptions, MatchPlan, add_ledger_rules, plan_for_apply
-from scrub.engine.reasons import Reason
-from scrub.engine.rules import ScoreRule, Source
-from scrub.engine.scores import RESCORED
 from scrub.errors import UserInputError
 from scrub.lists.hashlist import ListFormat
 from scrub.lists.store import ListStore
@@ -86,11 +81,17 @@ def apply_command(
         raise UserInputError("--trust-score rescored needs --scores DIR")
     if scores is not None and not scores.is_dir():
         raise UserInputError(f"--scores {scores}: no such folder")
+    from scrub.engine.apply import apply as run_apply
+    from scrub.engine.plan import MatchOptions, add_ledger_rules, plan_for_apply
+    from scrub.engine.reasons import Reason
+    from scrub.engine.rules import ScoreRule, Source
+    from scrub.engine.scores import RESCORED
+
     overrides = parse_role_overrides(column)
     key_path = resolve_key_file(key_file)
     key = load_key(key_path) if key_path else None
 
-    def build_plan() -> MatchPlan:
+    def build_plan():  # type: ignore[no-untyped-def]
         # Every list is read and validated before OUTPUT is touched: a bad list writes nothing.
         options = MatchOptions(pdq_radius, phash_radius, pdq_quality_floor)
         plan = plan_for_apply(hashlist, stored, store=ListStore(store) if store else None,

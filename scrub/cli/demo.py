@@ -10,7 +10,6 @@ import typer
 
 from scrub.cli.errors import handle_errors
 from scrub.cli.render import render_apply_summary
-from scrub.demo import run_demo, run_release_demo
 
 
 def demo_command(
@@ -26,6 +25,8 @@ def demo_command(
 ) -> None:
     """Generate a LAION-like sample, plant hash-list matches, scrub it; then import the lists,
     verify a takedown request and build the signed research and research-safe releases."""
+    from scrub.demo import run_demo, run_release_demo
+
     if shards > rows:
         shards = rows
     demo = run_demo(workdir, rows=rows, shards=shards, seed=seed, workers=workers,

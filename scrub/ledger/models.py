@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from scrub.ledger.vocabulary import ITEM_TYPES, KINDS, STATUSES
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -30,10 +32,6 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-KINDS = ("gdpr_erasure", "copyright", "safety", "other")
-STATUSES = ("received", "verified", "rejected", "scheduled", "applied", "closed", "withdrawn")
-ITEM_TYPES = ("url", "url_prefix", "host", "domain", "md5", "sha1", "sha256", "pdq", "phash",
-              "sample_key", "caption_term")
 
 
 class Base(DeclarativeBase):
