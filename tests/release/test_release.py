@@ -161,7 +161,7 @@ def test_manifests_verify_and_catch_tampering(setup: dict, built: Path, tmp_path
     assert {e["name"] for e in manifest["lists"]} == {"partner-md5", "optout"}
     assert manifest["ledger"]["events"] == 3 and len(manifest["ledger"]["head"]) == 64
     assert len(manifest["input_shards"]) == 4 and len(manifest["shards"]) == 4
-    for case in ("shard", "rows", "signature"):
+    for case in ("shard", "rows", "signature", "state"):
         copy = tmp_path / case
         shutil.copytree(built / "research", copy)
         shard = copy / "part-00001.parquet"
@@ -170,6 +170,9 @@ def test_manifests_verify_and_catch_tampering(setup: dict, built: Path, tmp_path
             pq.write_table(table.set_column(1, "TEXT", pa.array(["x"] * table.num_rows)), shard)
         elif case == "rows":
             pq.write_table(pq.read_table(shard).slice(1), shard)
+        elif case == "state":
+            state = copy / "_state" / "part-00001.json"
+            state.write_text(state.read_text().replace('"rows_out": ', '"rows_out": 1'))
         else:
             body = json.loads((copy / "manifest.json").read_text())
             body["totals"]["removed"] += 1
@@ -178,7 +181,8 @@ def test_manifests_verify_and_catch_tampering(setup: dict, built: Path, tmp_path
                                   str(root / "sign.pub")])
         assert bad.exit_code == 3, (case, bad.output)
         expected = {"shard": "part-00001.parquet: sha256 differs",
-                    "rows": "part-00001.parquet", "signature": "signature does not verify"}
+                    "rows": "part-00001.parquet", "signature": "signature does not verify",
+                    "state": "part-00001.json: missing or sha256 differs"}
         assert expected[case] in bad.output
 
 
