@@ -87,7 +87,6 @@ def rescore(source: Path, output: Path, loaded: LoadedHead, *, device: torch.dev
     report = RescoreReport()
     totals = [open_shard(s).metadata.num_rows for s in shards]
     meter = Progress("rescore", len(shards), sum(totals), enabled=progress)
-    output.mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[Shard, Path, int, np.ndarray]] = []
     for shard, rows in zip(shards, totals):  # every shard checked before any work
         target = output / shard.name
@@ -98,6 +97,7 @@ def rescore(source: Path, output: Path, loaded: LoadedHead, *, device: torch.dev
         embeddings = _embeddings(source, shard, open_shard(shard), rows, embedding_column,
                                  loaded.head.arch.dim)
         jobs.append((shard, target, rows, embeddings))
+    output.mkdir(parents=True, exist_ok=True)  # only once every shard checked out
     reads = [(j, start, min(batch_size, rows - start))
              for j, (_, _, rows, _) in enumerate(jobs) for start in range(0, rows, batch_size)]
     scores = finite = np.empty(0)

@@ -290,20 +290,27 @@ def test_bad_policies_and_keys_are_refused(setup: dict, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a PEM private key" in result.output
 
 
+def add_verified(setup: dict, kind: str, email: str, url: str) -> tuple[Ledger, int]:
+    """A new verified request in the shared ledger naming one URL."""
+    from scrub.ledger.db import make_engine
+
+    ledger = Ledger(make_engine(setup["db"]), seal=IdentitySeal(load_key(setup["key"])))
+    request, _ = ledger.add(RequestSpec.parse({
+        "kind": kind, "received_at": "2026-11-20T10:00:00Z",
+        "requester": {"name": email.split("@")[0], "email": email},
+        "items": [{"type": "url", "value": url}]}, where="r"), "alice")
+    ledger.transition(request, "verify", "alice")
+    return ledger, request
+
+
 def test_diff_names_the_rows_a_new_request_removed(setup: dict, built: Path,
                                                    tmp_path: Path) -> None:
-    from scrub.ledger.db import make_engine
 
     before = build(setup, tmp_path / "a", "--no-ledger-update", "--release-id", "a")
     assert before.exit_code == 0, before.output
     whole = setup["whole"]
     target = whole["URL"][int(setup["plan"]["pending"][0]) + 1]
-    ledger = Ledger(make_engine(setup["db"]), seal=IdentitySeal(load_key(setup["key"])))
-    new, _ = ledger.add(RequestSpec.parse({
-        "kind": "copyright", "received_at": "2026-11-20T10:00:00Z",
-        "requester": {"name": "Cy", "email": "cy@example.org"},
-        "items": [{"type": "url", "value": target}]}, where="r"), "alice")
-    ledger.transition(new, "verify", "alice")
+    add_verified(setup, "copyright", "cy@example.org", target)
     after = build(setup, tmp_path / "b", "--no-ledger-update", "--release-id", "b")
     assert after.exit_code == 0, after.output
     same = [u for u in whole["URL"].to_list() if canonical_url(u) == canonical_url(target)]
@@ -318,18 +325,12 @@ def test_diff_names_the_rows_a_new_request_removed(setup: dict, built: Path,
 
 def test_an_incremental_rebuild_reuses_untouched_shards_and_equals_a_full_one(
         setup: dict, built: Path, tmp_path: Path) -> None:
-    from scrub.ledger.db import make_engine
 
     base = build(setup, tmp_path / "base", "--no-ledger-update", "--release-id", "base")
     assert base.exit_code == 0, base.output
     shards = sorted(p.name for p in setup["data"].glob("*.parquet"))
     in_shard_2 = pl.read_parquet(setup["data"] / shards[2])["URL"][17]
-    ledger = Ledger(make_engine(setup["db"]), seal=IdentitySeal(load_key(setup["key"])))
-    new, _ = ledger.add(RequestSpec.parse({
-        "kind": "safety", "received_at": "2026-11-21T10:00:00Z",
-        "requester": {"name": "Di", "email": "di@example.org"},
-        "items": [{"type": "url", "value": in_shard_2}]}, where="r"), "alice")
-    ledger.transition(new, "verify", "alice")
+    ledger, new = add_verified(setup, "safety", "di@example.org", in_shard_2)
     incremental = build(setup, tmp_path / "inc", "--no-ledger-update", "--release-id", "inc",
                         "--from", str(tmp_path / "base"))
     assert incremental.exit_code == 0, incremental.output
