@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from scrub.cli import options
 from scrub.cli.errors import handle_errors
 from scrub.cli.render import render_apply_summary
 from scrub.crypto import load_key, resolve_key_file
@@ -67,6 +68,8 @@ def apply_command(
         help="Which punsafe --punsafe-above reads (default: rescored when --scores is given)."),
     force: bool = typer.Option(False, "--force",
                                help="Write into an OUTPUT that holds something else."),
+    engine: str = options.ENGINE,
+    address: Optional[str] = options.ADDRESS,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or notes on stderr."),
 ) -> None:
@@ -74,6 +77,9 @@ def apply_command(
     if not hashlist and not stored and not ledger and punsafe_above is None:
         raise UserInputError("nothing to apply: give at least one --hashlist FILE, --list NAME, "
                              "--ledger or --punsafe-above T")
+    from scrub.engine.distributed import check_engine
+
+    check_engine(engine, address)
     trusted = trust_score or ("rescored" if scores else "stored")
     if trusted not in ("stored", "rescored"):
         raise UserInputError(f"--trust-score {trusted!r}: choose stored or rescored")
@@ -115,7 +121,8 @@ def apply_command(
         return plan
 
     result = run_apply(build_plan, input, output, workers=workers, force=force,
-                       column_overrides=overrides, progress=not quiet, key=key)
+                       column_overrides=overrides, progress=not quiet, key=key,
+                       engine=engine, address=address)
     withheld = result.report["decision_records"].get("withheld", 0)
     if withheld and not quiet:
         typer.echo(f"scrub: note: decision records of {withheld} shard(s) were not kept: "

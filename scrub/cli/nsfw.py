@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from scrub.cli import options
 from scrub.cli.errors import handle_errors
 from scrub.errors import UserInputError
 
@@ -23,10 +24,11 @@ CONFIG_KEYS = {"head", "arch", "sha256", "clip", "clip_arch", "device", "batch_s
 
 def _torch():  # type: ignore[no-untyped-def]
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         raise UserInputError("NSFW rescoring needs torch", hint="pip install 'scrub[nsfw]'") \
             from None
+    return torch
 
 
 def _config(path: Path | None) -> dict[str, object]:
@@ -81,6 +83,8 @@ def rescore_command(
     write_embeddings: bool = typer.Option(False, "--write-embeddings",
                                           help="With --clip: also write img_emb/img_emb_{i}.npy "
                                           "(float16) for later rescoring."),
+    engine: str = options.ENGINE,
+    address: Optional[str] = options.ADDRESS,
     model_config: Optional[Path] = typer.Option(None, "--model-config", metavar="TOML",
                                                 help="The same settings from a file "
                                                 "(flags win)."),
@@ -88,10 +92,12 @@ def rescore_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
     """Score every row's embedding with the NSFW head; write punsafe per shard."""
-    _torch()
+    torch = _torch()
+    from scrub.engine.distributed import check_engine
     from scrub.nsfw.head import load_head
     from scrub.nsfw.rescore import rescore, resolve_device
 
+    check_engine(engine, address)
     config = _config(model_config)
     flags = {"head": head, "arch": arch, "sha256": sha256, "clip": clip, "device": device,
              "batch_size": batch_size, "embedding_column": embedding_column,
@@ -101,11 +107,20 @@ def rescore_command(
     if settings.get("head") is None:
         raise UserInputError("missing --head WEIGHTS.safetensors (or head = ... in "
                              "--model-config)")
-    chosen = resolve_device(str(settings.get("device", "auto")))
+    requested = str(settings.get("device", "auto"))
+    if engine == "ray" and requested in ("auto", "cuda"):
+        # the cluster's actors hold the GPUs, not necessarily this driver
+        chosen = torch.device("cuda" if requested == "cuda" else "cpu")
+    else:
+        chosen = resolve_device(requested)
     loaded = load_head(Path(str(settings["head"])), arch=settings.get("arch"),  # type: ignore
                        sha256=settings.get("sha256"))  # type: ignore[arg-type]
     size = int(settings.get("batch_size", 65_536))  # type: ignore[call-overload]
     if settings.get("clip") is not None:
+        if engine == "ray":
+            raise UserInputError("--engine ray scores embeddings; --clip (images) runs locally",
+                                 hint="rescore the images locally with --write-embeddings, "
+                                 "then rescore those embeddings on the cluster")
         from scrub.nsfw.images import rescore_images
 
         report = rescore_images(
@@ -118,7 +133,9 @@ def rescore_command(
     else:
         report = rescore(input, output, loaded, device=chosen, batch_size=size,
                          embedding_column=settings.get("embedding_column"),  # type: ignore
-                         progress=not quiet)
+                         progress=not quiet, engine=engine, address=address,
+                         workers=settings.get("workers") or None,  # type: ignore[arg-type]
+                         auto_device=str(settings.get("device", "auto")) == "auto")
     if as_json:
         typer.echo(json.dumps({**asdict(report), "model": loaded.model_id,
                                "device": str(chosen)}, indent=2, sort_keys=True))

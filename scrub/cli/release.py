@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from scrub.cli import options
 from scrub.cli.errors import handle_errors
 from scrub.errors import UserInputError
 
@@ -52,6 +53,8 @@ def build_command(
                                      help="Publish a variant even if it removes every row."),
     no_ledger_update: bool = typer.Option(False, "--no-ledger-update",
                                           help="Do not mark the requests applied."),
+    engine: str = options.ENGINE,
+    address: Optional[str] = options.ADDRESS,
     as_json: bool = typer.Option(False, "--json"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -59,11 +62,13 @@ def build_command(
     lists; mark the ledger's requests applied with the release id."""
     from scrub.crypto import load_key, load_signing_key, resolve_key_file
     from scrub.dataset import parse_role_overrides
+    from scrub.engine.distributed import check_engine
     from scrub.lists.store import ListStore
     from scrub.release.build import build, plan_release
     from scrub.release.manifest import Finisher
     from scrub.release.policy import load_policy
 
+    check_engine(engine, address)
     policies = [load_policy(p) for p in policy]
     if previous is not None and len(policies) != 1:
         raise UserInputError("--previous compares one variant: give a single --policy")
@@ -95,7 +100,8 @@ def build_command(
     result = build(input, output, release, secret=secret, release_id=release_id,
                    workers=workers,
                    overrides=parse_role_overrides(column), allow_empty=allow_empty,
-                   progress=not quiet, reuse=reuse, finish=finisher)
+                   progress=not quiet, reuse=reuse, finish=finisher, engine=engine,
+                   address=address)
     marked = 0
     if ledger is not None and not no_ledger_update and release.requests:
         from scrub.ledger.service import TRANSITIONS

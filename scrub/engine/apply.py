@@ -42,7 +42,8 @@ class ApplyResult:
 def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output: Path | str, *,
           workers: int | None = None, force: bool = False,
           column_overrides: Mapping[str, str] | None = None,
-          progress: bool = True, key: bytes | None = None) -> ApplyResult:
+          progress: bool = True, key: bytes | None = None, engine: str = "local",
+          address: str | None = None) -> ApplyResult:
     """Scrub ``source`` into ``output`` with ``plan``.
 
     ``plan`` may be a function that builds it (parsing lists): the workers then start while it
@@ -50,6 +51,9 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
 
     ``key`` encrypts the decision records of shards where a sensitive source removed rows;
     without it those records are withheld (counted in the report), never written in clear.
+
+    ``engine="ray"`` runs the shards on a Ray cluster (``address``, or a local one) instead of
+    local processes: same output bytes, same resume (:mod:`scrub.engine.distributed`).
 
     Raises :class:`ShardsFailedError` when some shards failed (the others are kept),
     :class:`~scrub.errors.OutputConflictError` when ``output`` belongs to something else, and
@@ -60,7 +64,13 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
     if output.resolve() == (source if source.is_dir() else source.parent).resolve():
         raise UserInputError(f"{output}: OUTPUT must differ from the input folder",
                              hint="scrub never rewrites its input in place")
-    with LocalExecutor(min(workers or default_workers(), len(shards))) as executor:
+    if engine == "ray":
+        from scrub.engine.distributed import RayExecutor
+
+        executor: LocalExecutor | RayExecutor = RayExecutor(address, workers)
+    else:
+        executor = LocalExecutor(min(workers or default_workers(), len(shards)))
+    with executor:
         with announcing_to(executor.warm):
             ready = plan() if callable(plan) else plan
         executor.load(ready, column_overrides, key)

@@ -73,16 +73,16 @@ def embedding_file(root: Path, shard: Shard) -> Path:
 
 def rescore(source: Path, output: Path, loaded: LoadedHead, *, device: torch.device,
             batch_size: int = 65_536, embedding_column: str | None = None,
-            progress: bool = True) -> RescoreReport:
-    """Score every shard of ``source`` into ``output``."""
+            progress: bool = True, engine: str = "local", address: str | None = None,
+            workers: int | None = None, auto_device: bool = False) -> RescoreReport:
+    """Score every shard of ``source`` into ``output`` (``engine="ray"``: one shard per Ray
+    actor call, GPU actors for CUDA, or for ``auto_device`` when the cluster has GPUs)."""
     source, output = Path(source), Path(output)
     if output.resolve() == source.resolve():
         raise UserInputError("OUTPUT must not be the input folder")
     metadata_dir = source / "metadata" if (source / "metadata").is_dir() else source
     shards = discover_shards(metadata_dir)
-    head = loaded.head.to(device)
     precision = torch.float16 if device.type == "cuda" else torch.float32
-    head = head.to(precision) if precision != torch.float32 else head
     model_id = loaded.model_id
     report = RescoreReport()
     totals = [open_shard(s).metadata.num_rows for s in shards]
@@ -98,6 +98,22 @@ def rescore(source: Path, output: Path, loaded: LoadedHead, *, device: torch.dev
                                  loaded.head.arch.dim)
         jobs.append((shard, target, rows, embeddings))
     output.mkdir(parents=True, exist_ok=True)  # only once every shard checked out
+    if engine == "ray":
+        _rescore_ray(source, jobs, loaded, device, batch_size, embedding_column, report, meter,
+                     address=address, workers=workers, auto_device=auto_device)
+    else:
+        head = loaded.head.to(device)
+        head = head.to(precision) if precision != torch.float32 else head
+        score_jobs(head, jobs, device, precision, batch_size, model_id, report, meter)
+    meter.finish()
+    return report
+
+
+def score_jobs(head: torch.nn.Module, jobs: list[tuple[Shard, Path, int, np.ndarray]],
+               device: torch.device, precision: torch.dtype, batch_size: int, model_id: str,
+               report: RescoreReport, meter: Progress | None = None) -> None:
+    """Score and write every job's shard (batches never span shards, so a shard's scores are
+    the same whichever jobs it is scored with)."""
     reads = [(j, start, min(batch_size, rows - start))
              for j, (_, _, rows, _) in enumerate(jobs) for start in range(0, rows, batch_size)]
     scores = finite = np.empty(0)
@@ -109,18 +125,64 @@ def rescore(source: Path, output: Path, loaded: LoadedHead, *, device: torch.dev
                 _write(jobs[empty], np.empty(0, np.float32), np.ones(0, bool), model_id, report)
             if current >= 0:
                 _write(jobs[current], scores, finite, model_id, report)
-                meter.advance(jobs[current][2])
+                if meter is not None:
+                    meter.advance(jobs[current][2])
             current, rows = j, jobs[j][2]
             scores, finite = np.empty(rows, dtype=np.float32), np.ones(rows, dtype=bool)
         scores[start:start + len(values)] = values
         finite[start:start + len(values)] = ok
     if current >= 0:
         _write(jobs[current], scores, finite, model_id, report)
-        meter.advance(jobs[current][2])
+        if meter is not None:
+            meter.advance(jobs[current][2])
     for empty in range(current + 1, len(jobs)):
         _write(jobs[empty], np.empty(0, np.float32), np.ones(0, bool), model_id, report)
-    meter.finish()
-    return report
+
+
+def _rescore_ray(source: Path, jobs: list[tuple[Shard, Path, int, np.ndarray]],
+                 loaded: LoadedHead, device: torch.device, batch_size: int,
+                 column: str | None, report: RescoreReport, meter: Progress, *,
+                 address: str | None, workers: int | None, auto_device: bool) -> None:
+    """One shard per Ray actor call; on GPU actors (``num_gpus=1``) when ``device`` is CUDA
+    or, for ``auto_device``, when the cluster has GPUs (the driver may have none)."""
+    from scrub.engine.distributed import connect, ray_map, require_ray
+
+    connect(address, num_cpus=workers)
+    gpus = int(require_ray().cluster_resources().get("GPU", 0))
+    on_gpu = device.type == "cuda" or (auto_device and gpus > 0)
+    if on_gpu and gpus == 0:
+        raise UserInputError("--device cuda: the Ray cluster has no GPU")
+    payload = {"head": loaded.head.cpu(), "model_id": loaded.model_id, "gpu": on_gpu,
+               "batch_size": batch_size, "source": source, "column": column,
+               "dim": loaded.head.arch.dim, "jobs": [job[:3] for job in jobs]}
+    count = min(workers or gpus, gpus) if on_gpu else workers
+    for index, counts in ray_map(_ray_setup, payload, len(jobs), workers=count,
+                                 num_gpus=1.0 if on_gpu else 0.0):
+        for name in ("shards", "rows", "scored"):
+            setattr(report, name, getattr(report, name) + counts[name])
+        for status, n in counts["statuses"].items():
+            report.statuses[status] = report.statuses.get(status, 0) + n
+        meter.advance(jobs[index][2])
+
+
+def _ray_setup(payload: dict) -> object:  # type: ignore[type-arg]
+    from dataclasses import asdict
+
+    device = torch.device("cuda" if payload["gpu"] else "cpu")
+    precision = torch.float16 if device.type == "cuda" else torch.float32
+    head = payload["head"].to(device)
+    head = head.to(precision) if precision != torch.float32 else head
+
+    def run(index: int) -> dict:  # type: ignore[type-arg]
+        shard, target, rows = payload["jobs"][index]
+        embeddings = _embeddings(payload["source"], shard, open_shard(shard), rows,
+                                 payload["column"], payload["dim"])
+        counts = RescoreReport()
+        score_jobs(head, [(shard, target, rows, embeddings)], device, precision,
+                   payload["batch_size"], payload["model_id"], counts)
+        return asdict(counts)
+
+    return run
 
 
 def _write(job: tuple[Shard, Path, int, np.ndarray], scores: np.ndarray, finite: np.ndarray,

@@ -462,7 +462,8 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
           release_id: str | None = None,
           workers: int | None = None, overrides: dict[str, str] | None = None,
           allow_empty: bool = False, progress: bool = True, reuse: Reuse | None = None,
-          finish=None) -> BuildResult:  # type: ignore[no-untyped-def]
+          finish=None, engine: str = "local",
+          address: str | None = None) -> BuildResult:  # type: ignore[no-untyped-def]
     """Build every variant's shards (resuming a staged build of the same job), then call
     ``finish(stage, job, stats)`` to write manifests and reports, then publish atomically.
 
@@ -527,7 +528,15 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
              overrides) for shard in pending]
     count = max(1, min(workers or (os.cpu_count() or 1), len(pending) or 1))
     try:
-        if count == 1:
+        if engine == "ray":
+            from scrub.engine.distributed import connect, ray_map
+
+            connect(address, num_cpus=workers)
+            payload = {"plan": release.plan, "groups": groups, "reuse": reuse, "args": args}
+            done = dict(ray_map(_ray_setup, payload, len(args), workers=workers))
+            _collect((done[i] for i in range(len(args))), pending, names, stats, done_dir,
+                     meter)
+        elif count == 1:
             _init(release.plan, groups, reuse)
             results = map(_task, args)
             _collect(results, pending, names, stats, done_dir, meter)
@@ -554,6 +563,12 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
         published[name] = output / name
     shutil.rmtree(stage)
     return BuildResult(str(job["release_id"]), published, by_variant, job)
+
+
+def _ray_setup(payload: dict) -> object:  # type: ignore[type-arg]
+    _init(payload["plan"], payload["groups"], payload["reuse"])
+    args = payload["args"]
+    return lambda index: _task(args[index])
 
 
 def _collect(results, pending, names, stats, done_dir, meter) -> None:  # type: ignore

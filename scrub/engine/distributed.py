@@ -1,0 +1,262 @@
+"""The Ray executor: the same per-shard work as the local executor, scheduled by Ray Data.
+
+``scrub apply``, ``scrub release build`` and ``scrub nsfw rescore`` take ``--engine ray
+[--address auto|ray://HOST:PORT]``. Ray Data makes one block per shard (``ray.data.range`` over
+the shard indices) and sends each through ``map_batches`` to a pool of actors, one shard per
+call. Each actor runs exactly the function the local executor runs (the same kernel, the same
+atomic writer into the same output folder), so the output is byte-identical; resume is the
+jobs' own (completed shards are skipped before anything is scheduled).
+
+What the actors need (the match plan with its lists, the job's keys) travels **once per actor**
+through the object store, never per shard: the driver pickles it in memory, seals it with
+AES-256-GCM under a fresh key and ``ray.put``s the ciphertext; each actor fetches that one object
+when it starts and opens it in its own memory. So lists stay encrypted in the object store, and
+in any object Ray spills to disk; the key travels only in the actors' creation arguments.
+
+Fault tolerance is Ray Data's: a killed actor is restarted and its shard retried
+(``max_restarts``/``max_task_retries`` of -1). Every shard's work is idempotent: it writes under a
+temporary name and commits by rename, so a retried shard yields the same bytes.
+
+Every output folder must be reachable at the same path from every node (a shared file system),
+as it is on one machine. Actors never raise for an expected failure: they return the error's class
+and message (which, like every ScrubError, name files and rows, never values), and the driver
+raises it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from scrub import errors
+from scrub.errors import ScrubError, UserInputError
+
+#: Associated data of the sealed payload (binds the ciphertext to its purpose).
+_AAD = b"scrub.distributed.payload.v1"
+
+ENGINES = ("local", "ray")
+
+
+def require_ray():  # type: ignore[no-untyped-def]
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UserInputError("--engine ray needs Ray Data, which is not installed",
+                             hint="pip install 'scrub[ray]'") from None
+    return ray
+
+
+def check_engine(engine: str, address: str | None) -> None:
+    if engine not in ENGINES:
+        raise UserInputError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if address is not None and engine != "ray":
+        raise UserInputError("--address is for --engine ray")
+    if engine == "ray":
+        require_ray()
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address`` (``auto``: the one ``ray start`` runs on this machine;
+    ``ray://HOST:PORT``: a remote one), or start a local one when ``address`` is None."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return
+    options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                               "log_to_driver": bool(os.environ.get("SCRUB_DEBUG"))}
+    try:
+        if address is None:
+            ray.init(num_cpus=num_cpus, **options)
+        else:
+            ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UserInputError(f"--address {address}: cannot join a Ray cluster "
+                             f"({errors.brief(exc)})",
+                             hint="start one with `ray start --head`, or leave out --address "
+                             "to run a local one") from None
+    from ray.data import DataContext
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # no per-dataset INFO lines
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False  # scrub reports its own progress
+    context.print_on_execution_start = False
+    context.verbose_stats_logs = False
+
+
+def cluster_cpus() -> int:
+    ray = require_ray()
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def seal(payload: object) -> tuple[bytes, bytes]:
+    """(key, nonce + ciphertext) of ``payload`` pickled in memory."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = AESGCM.generate_key(bit_length=256)
+    nonce = os.urandom(12)
+    return key, nonce + AESGCM(key).encrypt(nonce, pickle.dumps(payload, protocol=5), _AAD)
+
+
+def unseal(key: bytes, blob: bytes) -> object:
+    """The payload of :func:`seal`; only ever called on an authenticated ciphertext."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return pickle.loads(AESGCM(key).decrypt(blob[:12], blob[12:], _AAD))  # noqa: S301
+
+
+class _ShardWorker:
+    """One Ray Data actor: opens the sealed payload once, then runs one shard per call."""
+
+    def __init__(self, refs: list, key: bytes, setup: Callable[[Any], Callable[[int], Any]],
+                 threads: int) -> None:
+        import pyarrow as pa
+        import ray
+
+        pa.set_memory_pool(pa.system_memory_pool())  # as the local workers (no warm-up cost)
+        pa.set_cpu_count(threads)
+        pa.set_io_thread_count(max(threads, 2))
+        payload = unseal(key, ray.get(refs[0]))
+        self.run = setup(payload)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = []
+        for index in batch["id"]:
+            try:
+                out.append(json.dumps({"ok": self.run(int(index))}))
+            except ScrubError as exc:
+                out.append(json.dumps({"error": type(exc).__name__, "message": exc.message,
+                                       "hint": exc.hint}))
+            except Exception as exc:  # noqa: BLE001 - the message may hold a value: type only
+                out.append(json.dumps({"error": "internal",
+                                       "message": f"internal error ({type(exc).__name__})"}))
+        return {"id": np.asarray(batch["id"]), "result": np.asarray(out, dtype=object)}
+
+
+def _reraise(result: dict[str, Any]) -> None:
+    name = result["error"]
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, ScrubError) and name not in (
+            "InvalidListError", "ShardsFailedError"):
+        raise cls(result["message"], hint=result.get("hint"))
+    raise ScrubError(result["message"], hint=result.get("hint"))
+
+
+def ray_map(setup: Callable[[Any], Callable[[int], Any]], payload: object, count: int, *,
+            workers: int | None = None, num_gpus: float = 0.0) -> Iterator[tuple[int, Any]]:
+    """Run ``setup(payload)(i)`` for every ``i < count`` on a Ray Data actor pool; yield
+    ``(i, result)`` as shards finish (any order). ``setup`` and the results must be picklable
+    and JSON-able respectively. An expected error in a shard is raised here, by class."""
+    ray = require_ray()
+    if count == 0:
+        return
+    size = max(1, min(workers or cluster_cpus(), count))
+    key, blob = seal(payload)
+    refs = [ray.put(blob)]
+    del blob
+    threads = 1
+    # from_items: the indices are blocks made here, no read task competing for the actors' CPUs
+    items = [{"id": i} for i in range(count)]
+    dataset = ray.data.from_items(items, override_num_blocks=count).map_batches(
+        _ShardWorker, batch_size=1, zero_copy_batch=True,
+        compute=ray.data.ActorPoolStrategy(size=size),
+        fn_constructor_args=(refs, key, setup, threads),
+        num_cpus=1, num_gpus=num_gpus or None,
+        runtime_env={"env_vars": {"POLARS_MAX_THREADS": str(threads),
+                                  "SCRUB_DEBUG": os.environ.get("SCRUB_DEBUG", "")}})
+    # Ray prints cluster events ("a worker died ...") to the driver's stdout; while the job
+    # runs they go to stderr, so stdout keeps only scrub's own output (--json).
+    with contextlib.redirect_stdout(sys.stderr):
+        for row in dataset.iter_rows():
+            result = json.loads(row["result"])
+            if "error" in result:
+                _reraise(result)
+            yield int(row["id"]), result["ok"]
+
+
+def ordered(results: Iterator[tuple[int, Any]], count: int,
+            on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+    """Results of :func:`ray_map` in index order (``on_result`` called as each arrives)."""
+    out: list[Any] = [None] * count
+    for index, result in results:
+        out[index] = result
+        if on_result is not None:
+            on_result(index, result)
+    return out
+
+
+
+# --------------------------------------------------------------------------- scrub apply
+
+
+def _apply_setup(payload: dict[str, Any]) -> Callable[[int], Any]:
+    from scrub.engine.filtering import warm_up
+    from scrub.engine.local import process_one
+
+    warm_up()
+    plan, state, shards = payload["plan"], payload["state"], payload["shards"]
+
+    def run(index: int) -> dict[str, Any]:
+        outcome = process_one(plan, state, shards[index], payload["overrides"], payload["key"])
+        return {"stats": outcome.stats.to_json() if outcome.stats else None,
+                "error": outcome.error}
+
+    return run
+
+
+class RayExecutor:
+    """:class:`~scrub.engine.local.LocalExecutor`'s interface over a Ray cluster."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        self.address, self.workers = address, workers
+        self._loaded: tuple[Any, Any, Any] | None = None
+
+    def __enter__(self) -> "RayExecutor":
+        connect(self.address, num_cpus=self.workers)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def warm(self, kernels: set[str]) -> None:
+        return None  # actors compile what the plan needs when they start
+
+    def load(self, plan: Any, overrides: Any = None, key: bytes | None = None) -> None:
+        self._loaded = (plan, overrides, key)
+
+    def run(self, state: Any, shards: Sequence[Any], *,
+            on_done: Callable[[Any], None] | None = None) -> list[Any]:
+        from scrub.engine.local import ShardOutcome
+        from scrub.engine.stats import ShardStats
+
+        if self._loaded is None:
+            raise RuntimeError("load a plan before running")
+        plan, overrides, key = self._loaded
+        payload = {"plan": plan, "overrides": overrides, "key": key, "state": state,
+                   "shards": list(shards)}
+        outcomes: list[Any] = [None] * len(shards)
+        try:
+            for index, result in ray_map(_apply_setup, payload, len(shards),
+                                         workers=self.workers):
+                stats = result["stats"]
+                outcome = ShardOutcome(shards[index], error=result["error"],
+                                       stats=ShardStats.from_json(stats) if stats else None)
+                outcomes[index] = outcome
+                if on_done is not None:
+                    on_done(outcome)
+        except KeyboardInterrupt:
+            from scrub.errors import Interrupted
+
+            done = sum(o is not None for o in outcomes)
+            raise Interrupted(
+                f"interrupted; {done} of {len(shards)} shards finished in this run",
+                hint="rerun the same command to resume from the completed shards") from None
+        return outcomes
