@@ -10,6 +10,7 @@ by name and the others carry on.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing
 import multiprocessing.queues
 import os
@@ -31,6 +32,7 @@ from scrub.engine.stats import ShardStats
 from scrub.engine.warmup import compile_kernel
 from scrub.errors import Interrupted, ScrubError
 from scrub.images.webdataset import filter_webdataset_shard, tar_of
+from scrub.workers import worker_threads
 
 
 @dataclass
@@ -138,15 +140,16 @@ class LocalExecutor:
         self._key: bytes | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._queue: multiprocessing.queues.Queue | None = None
-        self._env: str | None = None
+        self._env: contextlib.AbstractContextManager[None] | None = None
         self._warmed: set[str] = set()
 
     def __enter__(self) -> "LocalExecutor":
         if self.workers > 1:
             context = multiprocessing.get_context("spawn")
-            # Read by polars in each worker as it starts; kept set until the pool is shut down.
-            self._env = os.environ.get("POLARS_MAX_THREADS")
-            os.environ["POLARS_MAX_THREADS"] = str(self.threads)
+            # Read by polars and OpenBLAS in each worker as it starts; kept set until the pool
+            # is shut down (workers start lazily).
+            self._env = worker_threads(self.threads)
+            self._env.__enter__()
             self._queue = context.Queue()
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
                                              initializer=_init_worker,
@@ -162,10 +165,9 @@ class LocalExecutor:
                     self._queue.put(None)  # release workers still waiting for a plan
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-            if self._env is None:
-                os.environ.pop("POLARS_MAX_THREADS", None)
-            else:
-                os.environ["POLARS_MAX_THREADS"] = self._env
+            if self._env is not None:
+                self._env.__exit__(None, None, None)
+                self._env = None
 
     def warm(self, kernels: set[str]) -> None:
         """Have every worker compile these kernels now, while the plan is still being built.

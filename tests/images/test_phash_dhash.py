@@ -44,3 +44,29 @@ def test_hash_image_gives_imagehash_values_for_a_jpeg() -> None:
     decoded = Image.open(io.BytesIO(data)).convert("RGB")
     assert out["phash"] == str(imagehash.phash(decoded))
     assert out["dhash"] == str(imagehash.dhash(decoded))
+
+
+def test_the_dense_resize_equals_pillow_pixel_for_pixel() -> None:
+    """Every shape (wide, tall, square, smaller than the target), random, flat and two-level
+    pixels: the dense products where they apply and Pillow's fallback elsewhere give Pillow's
+    bytes; the wide ones did take the dense path."""
+    from scrub.images import perceptual
+
+    rng = np.random.default_rng(21)
+    dense = 0
+    for index in range(240):
+        width, height = (int(v) for v in rng.integers(1, 700, size=2))
+        kind = index % 3
+        if kind == 0:
+            pixels = rng.integers(0, 256, (height, width), dtype=np.uint8)
+        elif kind == 1:
+            pixels = np.full((height, width), int(rng.integers(0, 256)), dtype=np.uint8)
+        else:
+            pixels = (rng.random((height, width)) > 0.5).astype(np.uint8) * 255
+        grey = Image.fromarray(pixels, "L")
+        expected = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS))
+        assert np.array_equal(perceptual.lanczos_resize(grey, 32, 32), expected), (width, height)
+        if width >= height >= 32:
+            dense += 1
+            assert np.array_equal(perceptual._dense(pixels.astype(np.float64), 32, 32), expected)
+    assert dense > 40 and perceptual._dense_agrees()
