@@ -466,6 +466,31 @@ def hosts_of(canonical: pl.Series) -> pl.Series:
     return canonical.str.extract(r"^[a-z][a-z0-9+.\-]*://(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)", 1)
 
 
+@functools.lru_cache(maxsize=1)
+def _psl_rules() -> tuple[pl.Series, pl.Series, pl.Series]:
+    """The public suffix list's rules (private section included) as exact suffixes, wildcard
+    bases (``*.base``) and exceptions (``!name``)."""
+    rules = list(_psl()._get_tld_extractor().tlds_incl_private)
+    exact = [r for r in rules if not r.startswith(("*.", "!"))]
+    wild = [r[2:] for r in rules if r.startswith("*.")]
+    exceptions = [r[1:] for r in rules if r.startswith("!")]
+    return (pl.Series(exact, dtype=pl.String), pl.Series(wild, dtype=pl.String),
+            pl.Series(exceptions, dtype=pl.String))
+
+
+def plainly_registrable(hosts: pl.Series) -> pl.Series:
+    """True where a canonical ASCII host is surely its own registrable domain by the rules
+    alone: one label on an exact public suffix that no wildcard or exception touches, and not
+    a suffix itself. False means "not sure" (ask :func:`registrable_domain`), not "no"."""
+    exact, wild, exceptions = _psl_rules()
+    exact, wild, exceptions = exact.implode(), wild.implode(), exceptions.implode()
+    rest = hosts.str.extract(r"^[^.]+\.(.+)$", 1)
+    sure = (rest.is_in(exact) & ~rest.is_in(wild) & ~rest.is_in(exceptions)
+            & ~hosts.is_in(exact) & ~hosts.is_in(exceptions)
+            & ~hosts.str.contains(r"(?:^|\.)xn--") & hosts.str.contains(r"^[a-z0-9_.\-]+$"))
+    return sure.fill_null(False)
+
+
 def registrable_domains(hosts: pl.Series) -> pl.Series:
     """:func:`registrable_domain` over a column of canonical hosts, once per distinct host."""
     return map_distinct(hosts, registrable_domain)

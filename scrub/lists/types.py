@@ -26,6 +26,7 @@ from scrub.urls import (
     canonical_url,
     canonicalize_urls,
     map_distinct,
+    plainly_registrable,
     registrable_domain,
 )
 
@@ -396,7 +397,16 @@ class Domain(TextDigestType):
 
     @classmethod
     def canonical_column(cls, values: pl.Series) -> pl.Series:
-        return map_distinct(values.cast(pl.String), cls.canonical)
+        # Plain ASCII names on a plain public suffix (nearly every opt-out entry) are decided
+        # on the whole column; the rest one by one (IDNA, wildcard and exception rules).
+        text = values.cast(pl.String)
+        plain = text.str.contains(r"^[A-Za-z0-9_.\-]+$").fill_null(False)
+        hosts = text.str.to_lowercase().str.strip_chars_end(".")
+        sure = plain & hosts.str.contains(_HOST_OK.pattern).fill_null(False) \
+            & plainly_registrable(hosts)
+        if bool(sure.all()):
+            return hosts
+        return hosts.zip_with(sure, map_distinct(text, cls.canonical, where=~sure))
 
     @classmethod
     def examples(cls) -> list[tuple[str, str]]:

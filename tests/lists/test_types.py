@@ -67,3 +67,28 @@ def test_registry_rejects_a_second_type_of_the_same_name() -> None:
 
     with pytest.raises(TypeError, match="already registered"):
         register(Clash)
+
+
+def test_domain_columns_decided_by_the_suffix_rules_agree_with_tldextract() -> None:
+    """The whole-column path for registrable domains against the scalar one (tldextract) on
+    names under every kind of public suffix rule: exact, wildcard, exception, private,
+    punycode, upper case, trailing dots, spaces, bare suffixes and non-names."""
+    import random
+
+    from scrub.lists.types import Domain
+    from scrub.urls import _psl_rules, plainly_registrable
+
+    exact, wild, exceptions = _psl_rules()
+    rng = random.Random(3)
+    labels = ["a", "www", "Example", "xn--bcher-kva", "x-y", "-bad", "bad-", "a_b", "1", "f.b"]
+    values: list[str | None] = []
+    for suffix in exact.sample(600, seed=2).to_list() + wild.to_list() + exceptions.to_list():
+        label = rng.choice(labels)
+        values += [f"{label}.{suffix}", suffix, f"{label}.{suffix.upper()}.",
+                   f" {label}.{suffix}", f"{label}.{suffix}..", f"x.{label}.{suffix}"]
+    values += ["www.ck", "x.www.ck", "foo.ck", "a.city.kitakyushu.jp", "example.co.uk", None]
+    column = Domain.canonical_column(pl.Series(values, dtype=pl.String)).to_list()
+    expected = [Domain.canonical(v) if v is not None else None for v in values]
+    assert column == expected
+    hosts = pl.Series(["example.com", "co.uk", "x.www.ck", "a.b.sch.uk"])
+    assert plainly_registrable(hosts).to_list() == [True, False, False, False]
