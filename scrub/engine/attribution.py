@@ -30,7 +30,7 @@ from scrub.engine.rules import (
 )
 from scrub.keys import keys_to_hex
 from scrub.lists.types import UrlDigestType, get_type, text_digest_keys
-from scrub.urls import hosts_of
+from scrub.urls import canonical_hosts, hosts_of
 
 
 class AttributedRule(Rule):
@@ -60,6 +60,23 @@ class AttributedRule(Rule):
         #: Hosts of the listed URLs: only rows on them can match (see :meth:`match`).
         self.url_hosts = (hosts_of(pl.Series(values, dtype=pl.String)).drop_nulls().unique()
                           if type_name == "url" else None)
+        #: The listed URLs' last path segments, when each is plain text (unreserved
+        #: characters): a URL without %-escapes or non-ASCII that canonicalises to a listed
+        #: one holds its segment verbatim (canonical paths only drop segments and escape).
+        self.url_tails: list[str] | None = None
+        if self.url_hosts is not None:
+            tails = (pl.Series(values, dtype=pl.String).str.extract(r"://[^/?#]*(/[^?#]*)", 1)
+                     .str.extract(r"([^/]*)$", 1))
+            if bool(tails.str.contains(r"^[A-Za-z0-9._~\-]{3,}$").fill_null(False).all()):
+                self.url_tails = tails.unique().to_list()
+        #: Skip working out every row's host (and so the "not a URL" count) when only a few
+        #: rows can be on a listed host: set for incremental rebuilds, whose counts come from
+        #: the previous build.
+        self.prefilter = False
+        #: Whether every listed host appears as such in an ASCII URL on it (not an IP
+        #: address, whose canonical form a URL may spell in other ways, e.g. 0x7f.1).
+        self.literal_hosts = self.url_hosts is not None and not bool(
+            self.url_hosts.str.contains(r"^\[|(?:^|\.)(?:0x[0-9a-f]*|[0-9]+)$").any())
         if isinstance(inner, PerceptualRule):
             # entry i of the inner index holds the i-th distinct key it was built from
             self.entries = pl.Series("value", keys_to_hex(
@@ -88,8 +105,24 @@ class AttributedRule(Rule):
         canonicalised and digested. Equal to digesting every row (the host of a canonical URL
         is the row's canonical host, tested in tests/test_urls.py)."""
         hit = np.zeros(view.num_rows, dtype=bool)
-        rows = view.hosts().is_in(self.url_hosts.implode()).fill_null(False)  # type: ignore
-        rows = rows.arg_true().to_numpy()
+        hosts = self.url_hosts.implode()  # type: ignore[union-attr]
+        if view.has_hosts() or not (self.prefilter and self.literal_hosts):
+            rows = view.hosts().is_in(hosts).fill_null(False).arg_true().to_numpy()
+        else:
+            # Rows that could match: an ASCII URL without %-escapes holds its canonical host
+            # verbatim (up to case) and its canonical path's last segment verbatim; any other
+            # URL is kept to be sure. (Literal searches only: a regex costs more than it saves.)
+            urls = pl.Series(view.column("url")).cast(pl.String)
+            found = urls.str.contains_any(self.url_hosts.to_list(),  # type: ignore
+                                          ascii_case_insensitive=True)
+            if self.url_tails is not None:
+                found = found & urls.str.contains_any(self.url_tails)
+            maybe = (found | urls.str.contains("%", literal=True)
+                     | (urls.str.len_bytes() != urls.str.len_chars()))
+            rows = maybe.fill_null(False).arg_true().to_numpy()
+            if len(rows):
+                on = canonical_hosts(urls.gather(rows)).is_in(hosts).fill_null(False)
+                rows = rows[on.to_numpy()]
         if len(rows):
             keys, valid = text_digest_keys(view.canonical_urls_of(rows))
             hit[rows] = self.inner.keys.contains(keys, valid)  # type: ignore[attr-defined]

@@ -92,6 +92,10 @@ class BatchView:
             self._text["host"] = cached
         return cached
 
+    def has_hosts(self) -> bool:
+        """Whether the hosts (or canonical URLs) of every row are worked out already."""
+        return "host" in self._text or "canonical" in self._text
+
     def distinct_hosts(self) -> pl.Series:
         cached = self._text.get("distinct_host")
         if cached is None:

@@ -38,6 +38,7 @@ from scrub import __version__
 from scrub.atomic import atomic_path, atomic_write_json, link_or_copy
 from scrub.dataset import Shard, detect_roles, discover_shards, open_shard
 from scrub.engine.apply import survey
+from scrub.engine.attribution import AttributedRule
 from scrub.engine.filtering import iter_batches, open_writer
 from scrub.engine.kernel import decide
 from scrub.engine.plan import MatchOptions, MatchPlan, add_ledger_rules, plan_for_apply
@@ -392,6 +393,9 @@ def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: 
                  if i[0] not in old_requests]
         view = _NewItems(ledger, items, ledger.watermark())  # type: ignore[attr-defined]
     delta = plan_release(trimmed, store=store, key=key, ledger=view, scores=scores)
+    for rule in delta.plan.rules:
+        if isinstance(rule, AttributedRule):
+            rule.prefilter = True  # the counts of reused shards come from the previous build
     return Reuse(Path(previous), manifests, delta)
 
 
