@@ -109,16 +109,25 @@ class AttributedRule(Rule):
         if view.has_hosts() or not (self.prefilter and self.literal_hosts):
             rows = view.hosts().is_in(hosts).fill_null(False).arg_true().to_numpy()
         else:
-            # Rows that could match: an ASCII URL without %-escapes holds its canonical host
-            # verbatim (up to case) and its canonical path's last segment verbatim; any other
-            # URL is kept to be sure. (Literal searches only: a regex costs more than it saves.)
+            # Rows that could match. A URL "scheme://authority/..." whose authority is ASCII
+            # without %-escapes holds its canonical host there verbatim (up to case); a URL
+            # that is ASCII without %-escapes holds its canonical path's last segment verbatim.
+            # Other URLs are kept to be sure. (Literal searches: a regex costs more than it
+            # saves.)
             urls = pl.Series(view.column("url")).cast(pl.String)
-            found = urls.str.contains_any(self.url_hosts.to_list(),  # type: ignore
-                                          ascii_case_insensitive=True)
+            parts = urls.str.splitn("/", 4)
+            authority = parts.struct.field("field_2")
+            plain_authority = (parts.struct.field("field_0").str.ends_with(":")
+                               & (parts.struct.field("field_1") == "")
+                               & ~authority.str.contains("%", literal=True)
+                               & (authority.str.len_bytes() == authority.str.len_chars()))
+            maybe = ~plain_authority.fill_null(False) | authority.str.contains_any(
+                self.url_hosts.to_list(), ascii_case_insensitive=True)  # type: ignore
             if self.url_tails is not None:
-                found = found & urls.str.contains_any(self.url_tails)
-            maybe = (found | urls.str.contains("%", literal=True)
-                     | (urls.str.len_bytes() != urls.str.len_chars()))
+                plain = ~urls.str.contains("%", literal=True) & (
+                    urls.str.len_bytes() == urls.str.len_chars())
+                maybe = maybe & (~plain.fill_null(False)
+                                 | urls.str.contains_any(self.url_tails))
             rows = maybe.fill_null(False).arg_true().to_numpy()
             if len(rows):
                 on = canonical_hosts(urls.gather(rows)).is_in(hosts).fill_null(False)
