@@ -173,6 +173,11 @@ class Rule(ABC):
     def match(self, view: BatchView) -> np.ndarray:
         """Boolean mask of the rows this rule drops."""
 
+    def match_rows(self, view: BatchView, rows: np.ndarray) -> np.ndarray:
+        """:meth:`match` of some rows only (a mask over ``rows``); rules whose cost is per row
+        override it to work on those rows alone."""
+        return self.match(view)[rows]
+
     @abstractmethod
     def describe(self) -> dict[str, object]:
         """A value-free description (kind, reason, source, sizes) for fingerprints and reports."""
@@ -328,8 +333,14 @@ class CaptionTermRule(Rule):
         return ("caption",)
 
     def match(self, view: BatchView) -> np.ndarray:
-        captions = pl.Series(view.column("caption")).cast(pl.String).str.to_lowercase()
-        hit = np.zeros(view.num_rows, dtype=bool)
+        return self._match(pl.Series(view.column("caption")), view.num_rows)
+
+    def match_rows(self, view: BatchView, rows: np.ndarray) -> np.ndarray:
+        return self._match(pl.Series(view.column("caption")).gather(rows), len(rows))
+
+    def _match(self, column: pl.Series, count: int) -> np.ndarray:
+        captions = column.cast(pl.String).str.to_lowercase()
+        hit = np.zeros(count, dtype=bool)
         if not self.terms:
             return hit
         rows = captions.str.contains_any(self.terms).fill_null(False).arg_true()
@@ -414,9 +425,15 @@ class AllOf(Rule):
         return tuple(sorted({role for child in self.children for role in child.roles}))
 
     def match(self, view: BatchView) -> np.ndarray:
-        hit = np.ones(view.num_rows, dtype=bool)
-        for child in self.children:
-            hit &= child.match(view)
+        # each child after the first looks only at the rows still in (a caption rule after a
+        # score threshold reads a few captions, not every one)
+        hit = self.children[0].match(view) if self.children else np.ones(view.num_rows, bool)
+        for child in self.children[1:]:
+            rows = np.flatnonzero(hit)
+            if len(rows) == 0:
+                break
+            hit = np.zeros(view.num_rows, dtype=bool)
+            hit[rows[child.match_rows(view, rows)]] = True
         return hit
 
     def describe(self) -> dict[str, object]:

@@ -195,7 +195,8 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
     tmps = [p.with_name(f".{p.name}.partial") for p in paths]
-    writers = [open_writer(tmp, parquet.schema_arrow) for tmp in tmps]
+    sinks = [_HashingFile(tmp) for tmp in tmps]
+    writers = [open_writer(sink, parquet.schema_arrow) for sink in sinks]  # type: ignore
     offset = 0
     try:
         for batch in iter_batches(parquet):
@@ -224,13 +225,14 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
                 removed[v].append(_removal_rows(batch.filter(pa.array(drop)), roles, hmac_key))
         for writer in writers:
             writer.close()
-        for stat, tmp, path in zip(stats, tmps, paths):
-            stat["sha256"] = _fsync_and_hash(tmp)  # while the file is still in the page cache
+        for stat, sink, tmp, path in zip(stats, sinks, tmps, paths):
+            stat["sha256"] = sink.finish()  # hashed as written: never read back
             os.replace(tmp, path)
     except (OSError, pa.ArrowException) as exc:
         raise InvalidDatasetError(f"{shard.path}: cannot process ({brief(exc)})") from exc
     finally:
-        for tmp in tmps:
+        for sink, tmp in zip(sinks, tmps):
+            sink.abandon()
             tmp.unlink(missing_ok=True)
     source_hash = _fsync_and_hash(shard.path, sync=False)
     for v, name in enumerate(names):
@@ -285,6 +287,50 @@ def read_state(variant: Path, shard_name: str, digest: str) -> tuple[np.ndarray,
     body = json.loads(data)
     bits = np.frombuffer(base64.b64decode(body["drop"]), dtype=np.uint8)
     return np.unpackbits(bits, count=body["rows"]).astype(bool), body["stats"]
+
+
+class _HashingFile:
+    """A write-only file for the parquet writer that hashes (sha256) what it writes."""
+
+    def __init__(self, path: Path) -> None:
+        self._handle = open(path, "wb")  # noqa: SIM115 - closed by finish() or abandon()
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self._handle.write(data)
+        self._digest.update(data)
+        self._size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._size
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self) -> None:  # the parquet writer's close: the file stays open to be synced
+        self.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def finish(self) -> str:
+        """Sync and close the file; its sha256."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        self.closed = True
+        return self._digest.hexdigest()
+
+    def abandon(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+        self.closed = True
 
 
 def _fsync_and_hash(path: Path, *, sync: bool = True) -> str:
