@@ -583,20 +583,19 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
 
             connect(address, num_cpus=workers)
             payload = {"plan": release.plan, "groups": groups, "reuse": reuse, "args": args}
-            done = dict(ray_map(_ray_setup, payload, len(args), workers=workers))
-            _collect((done[i] for i in range(len(args))), pending, names, stats, done_dir,
+            finished = ray_map(_ray_setup, payload, len(args), workers=workers)
+            _collect(((pending[i], result) for i, result in finished), names, stats, done_dir,
                      meter)
         elif count == 1:
             _init(release.plan, groups, reuse)
-            results = map(_task, args)
-            _collect(results, pending, names, stats, done_dir, meter)
+            _collect(zip(pending, map(_task, args)), names, stats, done_dir, meter)
         else:
             # spawn, not fork: a forked child of a process running polars/Arrow threads can
             # deadlock on their locks
             with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_init,
                                      initargs=(release.plan, groups, reuse)) as pool:
-                _collect(pool.map(_task, args), pending, names, stats, done_dir, meter)
+                _collect(zip(pending, pool.map(_task, args)), names, stats, done_dir, meter)
     finally:
         meter.finish()
     by_variant = {name: [stats[s.name][name] for s in shards] for name in names}  # type: ignore
@@ -621,8 +620,10 @@ def _ray_setup(payload: dict) -> object:  # type: ignore[type-arg]
     return lambda index: _task(args[index])
 
 
-def _collect(results, pending, names, stats, done_dir, meter) -> None:  # type: ignore
-    for shard, result in zip(pending, results):
+def _collect(results, names, stats, done_dir, meter) -> None:  # type: ignore
+    """Record each (shard, per-variant stats) as it finishes: a completion marker (what a
+    resumed build skips), the stats, progress."""
+    for shard, result in results:
         per_variant = dict(zip(names, result))
         atomic_write_json(done_dir / f"{shard.name}.json", per_variant, durable=False)
         stats[shard.name] = per_variant
