@@ -117,10 +117,6 @@ def rescore_command(
                        sha256=settings.get("sha256"))  # type: ignore[arg-type]
     size = int(settings.get("batch_size", 65_536))  # type: ignore[call-overload]
     if settings.get("clip") is not None:
-        if engine == "ray":
-            raise UserInputError("--engine ray scores embeddings; --clip (images) runs locally",
-                                 hint="rescore the images locally with --write-embeddings, "
-                                 "then rescore those embeddings on the cluster")
         from scrub.nsfw.images import rescore_images
 
         report = rescore_images(
@@ -129,7 +125,8 @@ def rescore_command(
             clip_arch=str(settings.get("clip_arch", "ViT-L-14")),
             workers=settings.get("workers"),  # type: ignore[arg-type]
             write_embeddings=bool(settings.get("write_embeddings", False)),
-            progress=not quiet)
+            progress=not quiet, engine=engine, address=address,
+            auto_device=requested == "auto")
     else:
         report = rescore(input, output, loaded, device=chosen, batch_size=size,
                          embedding_column=settings.get("embedding_column"),  # type: ignore

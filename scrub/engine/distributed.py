@@ -125,12 +125,18 @@ class _ShardWorker:
         pa.set_cpu_count(threads)
         pa.set_io_thread_count(max(threads, 2))
         payload = unseal(key, ray.get(refs[0]))
-        self.run = setup(payload)
+        self.failed: ScrubError | None = None
+        try:
+            self.run = setup(payload)
+        except ScrubError as exc:  # (a failing actor would be restarted forever)
+            self.failed = exc
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = []
         for index in batch["id"]:
             try:
+                if self.failed is not None:
+                    raise self.failed
                 out.append(json.dumps({"ok": self.run(int(index))}))
             except ScrubError as exc:
                 out.append(json.dumps({"error": type(exc).__name__, "message": exc.message,

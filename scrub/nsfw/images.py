@@ -105,47 +105,90 @@ def _probe_shape(preprocess) -> tuple[int, ...]:  # type: ignore[no-untyped-def]
 def rescore_images(source: Path, output: Path, loaded: LoadedHead, checkpoint: Path, *,
                    device: torch.device, batch_size: int = 256, clip_arch: str = "ViT-L-14",
                    workers: int | None = None, write_embeddings: bool = False,
-                   progress: bool = True) -> RescoreReport:
-    """Score the images of every tar of ``source`` into ``output``."""
+                   progress: bool = True, engine: str = "local", address: str | None = None,
+                   auto_device: bool = False) -> RescoreReport:
+    """Score the images of every tar of ``source`` into ``output`` (``engine="ray"``: one tar
+    per call of Ray actors, each with its own CLIP loaded from ``checkpoint``, which must be
+    at the same path on every node; GPU actors for CUDA, or for ``auto_device`` when the
+    cluster has GPUs)."""
     source, output = Path(source), Path(output)
     shards = [s for s in discover(source) if s.tar is not None]
     if not shards:
         raise UserInputError(f"{source}: no webdataset tars to score")
-    clip, preprocess, clip_id = load_clip(checkpoint, clip_arch, device=device)
-    width = getattr(clip.visual, "output_dim", None)
-    if width is not None and width != loaded.head.arch.dim:
-        raise UserInputError(f"{checkpoint}: {clip_arch} makes {width}-value embeddings; the "
-                             f"{loaded.head.arch.name} head reads {loaded.head.arch.dim}")
-    head = loaded.head.to(device)
-    model_id = f"{loaded.model_id}+{clip_id}"
-    half = device.type == "cuda"
-    if half:
-        clip, head = clip.half(), head.half()
-    workers = max(1, (os.cpu_count() or 2) - 1) if workers is None else workers
+    settings = {"checkpoint": Path(checkpoint), "clip_arch": clip_arch,
+                "batch_size": batch_size, "write_embeddings": write_embeddings,
+                "output": output, "head": loaded.head, "head_id": loaded.model_id}
     report = RescoreReport()
     meter = Progress("rescore", len(shards), None, enabled=progress)
-    output.mkdir(parents=True, exist_ok=True)
-    for index, shard in enumerate(shards):
+    if engine == "ray":
+        _rescore_images_ray(shards, settings, device, workers, address, auto_device, report,
+                            meter)
+    else:
+        scorer = _TarScorer(settings, device, workers)
+        output.mkdir(parents=True, exist_ok=True)
+        for index, shard in enumerate(shards):
+            counts = scorer(index, shard)
+            _add(report, counts)
+            meter.advance(counts["samples"])
+    meter.finish()
+    if report.shards == 0 and report.skipped == 0:
+        raise InvalidDatasetError(f"{source}: no samples")
+    return report
+
+
+def _add(report: RescoreReport, counts: dict) -> None:  # type: ignore[type-arg]
+    for name in ("shards", "skipped", "rows", "scored"):
+        setattr(report, name, getattr(report, name) + counts[name])
+    for status, n in counts["statuses"].items():
+        report.statuses[status] = report.statuses.get(status, 0) + n
+
+
+class _TarScorer:
+    """CLIP and the head on one device; scores one tar per call into the output folder."""
+
+    def __init__(self, settings: dict, device: torch.device,  # type: ignore[type-arg]
+                 workers: int | None, *, spawn: bool = False) -> None:
+        checkpoint, clip_arch = settings["checkpoint"], settings["clip_arch"]
+        clip, self.preprocess, clip_id = load_clip(checkpoint, clip_arch, device=device)
+        head = settings["head"]
+        width = getattr(clip.visual, "output_dim", None)
+        if width is not None and width != head.arch.dim:
+            raise UserInputError(f"{checkpoint}: {clip_arch} makes {width}-value embeddings; "
+                                 f"the {head.arch.name} head reads {head.arch.dim}")
+        self.head = head.to(device)
+        self.model_id = f"{settings['head_id']}+{clip_id}"
+        self.half = device.type == "cuda"
+        if self.half:
+            clip, self.head = clip.half(), self.head.half()
+        self.clip, self.device, self.settings = clip, device, settings
+        self.workers = max(1, (os.cpu_count() or 2) - 1) if workers is None else workers
+        self.context = "spawn" if spawn and self.workers else None
+
+    def __call__(self, index: int, shard) -> dict:  # type: ignore[no-untyped-def,type-arg]
+        output, dim = self.settings["output"], self.settings["head"].arch.dim
         target = output / f"{shard.name}.parquet"
         samples = group_samples(read_members(shard.tar))  # type: ignore[arg-type]
-        if _done(target, model_id, len(samples)):
-            report.skipped += 1
-            meter.advance(len(samples))
-            continue
+        counts = {"shards": 0, "skipped": 0, "rows": 0, "scored": 0, "statuses": {},
+                  "samples": len(samples)}
+        if _done(target, self.model_id, len(samples)):
+            counts["skipped"] = 1
+            return counts
         spans = [(s.images[0].offset_data, s.images[0].size) if s.images and not s.repeated
                  else None for s in samples]
         loader = torch.utils.data.DataLoader(
-            _TarImages(shard.tar, spans, preprocess), batch_size=batch_size,  # type: ignore
-            num_workers=workers, pin_memory=half, shuffle=False)
+            _TarImages(shard.tar, spans, self.preprocess),  # type: ignore[arg-type]
+            batch_size=self.settings["batch_size"], num_workers=self.workers,
+            pin_memory=self.half, shuffle=False, multiprocessing_context=self.context)
         scores = np.zeros(len(spans), dtype=np.float32)
         decoded = np.zeros(len(spans), dtype=bool)
-        embeddings = np.zeros((len(spans), loaded.head.arch.dim), dtype=np.float16)
+        embeddings = np.zeros((len(spans), dim), dtype=np.float16)
         at = 0
         with torch.inference_mode():
             for pixels, ok in loader:
-                pixels = pixels.to(device, non_blocking=True)
-                features = clip.encode_image(pixels.half() if half else pixels, normalize=True)
-                values = head(features).float().cpu().numpy()
+                pixels = pixels.to(self.device, non_blocking=True)
+                features = self.clip.encode_image(pixels.half() if self.half else pixels,
+                                                  normalize=True)
+                values = self.head(features).float().cpu().numpy()
                 n = len(values)
                 scores[at:at + n], decoded[at:at + n] = values, ok.numpy()
                 embeddings[at:at + n] = features.float().cpu().numpy().astype(np.float16)
@@ -155,8 +198,8 @@ def rescore_images(source: Path, output: Path, loaded: LoadedHead, checkpoint: P
         table = pa.table({"key": [s.key for s in samples],
                           "punsafe": pa.array(scores, type=pa.float32(), mask=~decoded),
                           "status": status}).replace_schema_metadata(
-            {MODEL_KEY: model_id.encode(), ROWS_KEY: str(len(samples)).encode()})
-        if write_embeddings:
+            {MODEL_KEY: self.model_id.encode(), ROWS_KEY: str(len(samples)).encode()})
+        if self.settings["write_embeddings"]:
             number = re.search(r"(\d+)$", shard.name)
             name = f"img_emb_{int(number.group(1)) if number else index}.npy"
             with atomic_path(output / "img_emb" / name) as tmp:
@@ -164,14 +207,33 @@ def rescore_images(source: Path, output: Path, loaded: LoadedHead, checkpoint: P
                     np.save(handle, embeddings, allow_pickle=False)
         with atomic_path(target) as tmp:
             pq.write_table(table, tmp, compression="zstd")
-        bad = int((~decoded).sum())
         for name in set(status) - {"ok"}:
-            report.statuses[name] = report.statuses.get(name, 0) + status.count(name)
-        report.shards += 1
-        report.rows += len(samples)
-        report.scored += len(samples) - bad
-        meter.advance(len(samples))
-    meter.finish()
-    if report.shards == 0 and report.skipped == 0:
-        raise InvalidDatasetError(f"{source}: no samples")
-    return report
+            counts["statuses"][name] = status.count(name)  # type: ignore[index]
+        counts.update(shards=1, rows=len(samples), scored=int(decoded.sum()))
+        return counts
+
+
+def _rescore_images_ray(shards: list, settings: dict,  # type: ignore[type-arg]
+                        device: torch.device, workers: int | None, address: str | None,
+                        auto_device: bool, report: RescoreReport, meter: Progress) -> None:
+    from scrub.engine.distributed import connect, ray_map, require_ray
+
+    connect(address)
+    gpus = int(require_ray().cluster_resources().get("GPU", 0))
+    on_gpu = device.type == "cuda" or (auto_device and gpus > 0)
+    if on_gpu and gpus == 0:
+        raise UserInputError("--device cuda: the Ray cluster has no GPU")
+    settings["output"].mkdir(parents=True, exist_ok=True)
+    payload = {**settings, "head": settings["head"].cpu(), "gpu": on_gpu, "shards": shards,
+               "decoders": workers}
+    for _, counts in ray_map(_ray_setup, payload, len(shards), workers=gpus if on_gpu else None,
+                             num_gpus=1.0 if on_gpu else 0.0):
+        _add(report, counts)
+        meter.advance(counts["samples"])
+
+
+def _ray_setup(payload: dict) -> object:  # type: ignore[type-arg]
+    device = torch.device("cuda" if payload["gpu"] else "cpu")
+    # decoding processes inside an actor: spawned, and only as many as asked (default none)
+    scorer = _TarScorer(payload, device, payload["decoders"] or 0, spawn=True)
+    return lambda index: scorer(index, payload["shards"][index])

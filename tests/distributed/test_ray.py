@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from scrub.cli.main import app
 from scrub.synthetic import generate_dataset
 from tests.helpers import folder_bytes, write_planted_lists
+from tests.nsfw.test_images import tars, tiny_clip  # noqa: F401 (fixtures)
 from tests.release.test_release import build as build_release
 from tests.release.test_release import setup  # noqa: F401 (a fixture)
 
@@ -163,6 +164,31 @@ def test_nsfw_rescore_on_ray_gives_the_local_scores(tmp_path: Path) -> None:
     assert on_ray.exit_code == 0, on_ray.output
     assert json.loads(on_ray.stdout) == json.loads(local.stdout)
     assert folder_bytes(tmp_path / "ray") == folder_bytes(tmp_path / "local")
+
+
+def test_nsfw_rescore_of_images_on_ray_gives_the_local_scores(  # noqa: F811
+        tars: Path, tiny_clip: tuple[Path, Path], tmp_path: Path) -> None:
+    from scrub.nsfw.head import random_head, save_head
+
+    config, checkpoint = tiny_clip
+    save_head(random_head("vit-l-14", seed=4), tmp_path / "head.safetensors")
+    common = ["--head", str(tmp_path / "head.safetensors"), "--clip", str(checkpoint),
+              "--clip-arch", str(config), "--device", "cpu", "--workers", "0",
+              "--batch-size", "4", "--write-embeddings", "--quiet", "--json"]
+    local = runner.invoke(app, ["nsfw", "rescore", str(tars), str(tmp_path / "local"), *common])
+    assert local.exit_code == 0, local.output
+    on_ray = runner.invoke(app, ["nsfw", "rescore", str(tars), str(tmp_path / "ray"), *common,
+                                 "--engine", "ray"])
+    assert on_ray.exit_code == 0, on_ray.output
+    assert json.loads(on_ray.stdout) == json.loads(local.stdout)
+    for name in ("00000.parquet", "00001.parquet", "img_emb/img_emb_0.npy"):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    # an error inside the actors (no such checkpoint there) is the driver's error
+    missing = [*common]
+    missing[missing.index("--clip") + 1] = str(tmp_path / "nowhere.safetensors")
+    failed = runner.invoke(app, ["nsfw", "rescore", str(tars), str(tmp_path / "x"), *missing,
+                                 "--engine", "ray"])
+    assert failed.exit_code == 2 and "no such CLIP checkpoint" in failed.output
 
 
 def test_bad_engine_flags(sample_dataset: Path, planted_values: dict[str, list[str]],
