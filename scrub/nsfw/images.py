@@ -108,9 +108,9 @@ def rescore_images(source: Path, output: Path, loaded: LoadedHead, checkpoint: P
                    progress: bool = True, engine: str = "local", address: str | None = None,
                    auto_device: bool = False) -> RescoreReport:
     """Score the images of every tar of ``source`` into ``output`` (``engine="ray"``: one tar
-    per call of Ray actors, each with its own CLIP loaded from ``checkpoint``, which must be
-    at the same path on every node; GPU actors for CUDA, or for ``auto_device`` when the
-    cluster has GPUs)."""
+    per Ray task, each worker process loading CLIP once from ``checkpoint``, which must be at
+    the same path on every node; on GPUs for CUDA, or for ``auto_device`` when the cluster has
+    GPUs)."""
     source, output = Path(source), Path(output)
     shards = [s for s in discover(source) if s.tar is not None]
     if not shards:
@@ -234,6 +234,6 @@ def _rescore_images_ray(shards: list, settings: dict,  # type: ignore[type-arg]
 
 def _ray_setup(payload: dict) -> object:  # type: ignore[type-arg]
     device = torch.device("cuda" if payload["gpu"] else "cpu")
-    # decoding processes inside an actor: spawned, and only as many as asked (default none)
+    # decoding processes inside a Ray worker: spawned, and only as many as asked (default none)
     scorer = _TarScorer(payload, device, payload["decoders"] or 0, spawn=True)
     return lambda index: scorer(index, payload["shards"][index])

@@ -76,7 +76,7 @@ def rescore(source: Path, output: Path, loaded: LoadedHead, *, device: torch.dev
             progress: bool = True, engine: str = "local", address: str | None = None,
             workers: int | None = None, auto_device: bool = False) -> RescoreReport:
     """Score every shard of ``source`` into ``output`` (``engine="ray"``: one shard per Ray
-    actor call, GPU actors for CUDA, or for ``auto_device`` when the cluster has GPUs)."""
+    task, on GPUs for CUDA, or for ``auto_device`` when the cluster has GPUs)."""
     source, output = Path(source), Path(output)
     if output.resolve() == source.resolve():
         raise UserInputError("OUTPUT must not be the input folder")
@@ -143,7 +143,7 @@ def _rescore_ray(source: Path, jobs: list[tuple[Shard, Path, int, np.ndarray]],
                  loaded: LoadedHead, device: torch.device, batch_size: int,
                  column: str | None, report: RescoreReport, meter: Progress, *,
                  address: str | None, workers: int | None, auto_device: bool) -> None:
-    """One shard per Ray actor call; on GPU actors (``num_gpus=1``) when ``device`` is CUDA
+    """One shard per Ray task; on a GPU each (``num_gpus=1``) when ``device`` is CUDA
     or, for ``auto_device``, when the cluster has GPUs (the driver may have none)."""
     from scrub.engine.distributed import connect, ray_map, require_ray
 

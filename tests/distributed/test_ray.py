@@ -94,7 +94,7 @@ def test_a_killed_worker_is_replaced_and_the_output_is_identical(tmp_path: Path)
             if len(done) >= 3:  # mid-run: some shards done, most to do
                 for proc in psutil.process_iter(["cmdline"]):
                     line = " ".join(proc.info["cmdline"] or [])
-                    if "MapWorker" in line and "_ShardWorker" in line:
+                    if "ray::_shard_call" in line:
                         proc.kill()
                         killed.append(proc.pid)
                         return
@@ -104,7 +104,7 @@ def test_a_killed_worker_is_replaced_and_the_output_is_identical(tmp_path: Path)
     killer.start()
     on_ray = apply(data, tmp_path / "ray", lists, "--engine", "ray")
     killer.join()
-    assert killed, "no worker was running mid-run to kill"
+    assert killed, "no worker was running a shard mid-run to kill"
     assert on_ray.exit_code == 0, on_ray.output
     assert len(list((tmp_path / "ray").glob("part-*.parquet"))) == 24
     assert report_of(on_ray) == report_of(local)
@@ -166,8 +166,9 @@ def test_nsfw_rescore_on_ray_gives_the_local_scores(tmp_path: Path) -> None:
     assert folder_bytes(tmp_path / "ray") == folder_bytes(tmp_path / "local")
 
 
-def test_nsfw_rescore_of_images_on_ray_gives_the_local_scores(  # noqa: F811
-        tars: Path, tiny_clip: tuple[Path, Path], tmp_path: Path) -> None:
+def test_nsfw_rescore_of_images_on_ray_gives_the_local_scores(
+        tars: Path, tiny_clip: tuple[Path, Path],  # noqa: F811
+        tmp_path: Path) -> None:
     from scrub.nsfw.head import random_head, save_head
 
     config, checkpoint = tiny_clip
@@ -183,7 +184,7 @@ def test_nsfw_rescore_of_images_on_ray_gives_the_local_scores(  # noqa: F811
     assert json.loads(on_ray.stdout) == json.loads(local.stdout)
     for name in ("00000.parquet", "00001.parquet", "img_emb/img_emb_0.npy"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
-    # an error inside the actors (no such checkpoint there) is the driver's error
+    # an error inside the workers (no such checkpoint there) is the driver's error
     missing = [*common]
     missing[missing.index("--clip") + 1] = str(tmp_path / "nowhere.safetensors")
     failed = runner.invoke(app, ["nsfw", "rescore", str(tars), str(tmp_path / "x"), *missing,
