@@ -78,6 +78,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address`` (``auto``: the one ``ray start`` runs on this machine;
     ``ray://HOST:PORT``: a remote one), or start a local one when ``address`` is None."""
     ray = require_ray()
+    if address not in (None, "auto", "local"):
+        _probe(address)  # Ray itself would retry an unreachable address for minutes
     if ray.is_initialized():
         return
     options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
@@ -92,6 +94,24 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
                              f"({errors.brief(exc)})",
                              hint="start one with `ray start --head`, or leave out --address "
                              "to run a local one") from None
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """A clear error, quickly, when nothing listens at ``[ray://]HOST:PORT``."""
+    import socket
+
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserInputError(f"--address {address}: expected auto, HOST:PORT or "
+                             "ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserInputError(f"--address {address}: nothing answers there "
+                             f"({errors.brief(exc)})",
+                             hint="start the cluster with `ray start --head`, or check the "
+                             "address and port") from None
 
 
 def cluster_cpus() -> int:

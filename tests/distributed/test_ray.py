@@ -199,5 +199,10 @@ def test_bad_engine_flags(sample_dataset: Path, planted_values: dict[str, list[s
     assert result.exit_code == 2 and "--engine 'spark'" in result.output
     result = apply(sample_dataset, tmp_path / "b", lists, "--address", "auto")
     assert result.exit_code == 2 and "--address is for --engine ray" in result.output
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    result = apply(sample_dataset, tmp_path / "c", lists, "--engine", "ray", "--address",
+                   "127.0.0.1:1")
+    assert result.exit_code == 2 and "nothing answers there" in result.output
+    result = apply(sample_dataset, tmp_path / "d", lists, "--engine", "ray", "--address", "x")
+    assert result.exit_code == 2 and "expected auto, HOST:PORT" in result.output
+    assert not any((tmp_path / name).exists() for name in "abcd")
     shutil.rmtree(tmp_path / "lists")
