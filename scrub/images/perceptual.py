@@ -28,7 +28,6 @@ from PIL import Image
 #: Images up to this many pixels are resized by the dense products (8 bytes a pixel).
 DENSE_MAX_PIXELS = 1 << 20
 _PRECISION_BITS = 32 - 8 - 2
-_HALF = float(1 << (_PRECISION_BITS - 1))
 _UNIT = 1.0 / (1 << _PRECISION_BITS)
 
 
@@ -45,7 +44,8 @@ def phash_hex(grey: Image.Image) -> str:
     pixels = lanczos_resize(grey, 32, 32)
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
     low = dct[:8, :8]
-    return _bits_hex(low > np.median(low))
+    middle = np.partition(low.ravel(), (31, 32))  # np.median's two middle values and mean
+    return _bits_hex(low > (middle[31] + middle[32]) / 2)
 
 
 def dhash_hex(grey: Image.Image) -> str:
@@ -74,15 +74,18 @@ def lanczos_resize(grey: Image.Image, width: int, height: int) -> np.ndarray:
 
 
 def _dense(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Horizontal pass, then vertical, each skipped where the size does not change. The
-    horizontal pass multiplies only the band of columns each group of outputs reads."""
+    """Horizontal pass, then vertical, each skipped where the size does not change. Each pass
+    multiplies only the band of inputs each group of outputs reads."""
     if width != pixels.shape[1]:
         sums = np.empty((pixels.shape[0], width))
         for lo, hi, first, last, block in _bands(pixels.shape[1], width):
             sums[:, first:last] = pixels[:, lo:hi] @ block
         pixels = _round_clip(sums)
     if height != pixels.shape[0]:
-        pixels = _round_clip(_weights(pixels.shape[0], height) @ pixels)
+        sums = np.empty((height, pixels.shape[1]))
+        for lo, hi, first, last, block in _bands(pixels.shape[0], height):
+            sums[first:last] = block.T @ pixels[lo:hi]
+        pixels = _round_clip(sums)
     return pixels
 
 
@@ -102,9 +105,12 @@ def _dense_agrees() -> bool:
 
 
 def _round_clip(sums: np.ndarray) -> np.ndarray:
-    """Pillow's ``clip8((1 << 21) + sum >> 22)``."""
-    out = np.floor((sums + _HALF) * _UNIT)
-    return np.clip(out, 0.0, 255.0, out=out)
+    """Pillow's ``clip8((1 << 21) + sum >> 22)`` (scaling by a power of two and adding 0.5
+    are exact on these integers), in place."""
+    np.multiply(sums, _UNIT, out=sums)
+    np.add(sums, 0.5, out=sums)
+    np.floor(sums, out=sums)
+    return np.clip(sums, 0.0, 255.0, out=sums)
 
 
 @lru_cache(maxsize=64)
