@@ -45,8 +45,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
-
 from scrub import errors
 from scrub.errors import ScrubError, UserInputError
 
@@ -119,6 +117,10 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def cluster_gpus() -> int:
+    return int(require_ray().cluster_resources().get("GPU", 0))
+
+
 def seal(payload: object) -> tuple[bytes, bytes]:
     """(key, nonce + ciphertext) of ``payload`` pickled in memory."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -156,20 +158,18 @@ class _ShardWorker:
         except ScrubError as exc:  # reported by each of its shards, not retried forever
             self.failed = exc
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = []
-        for index in batch["id"]:
-            try:
-                if self.failed is not None:
-                    raise self.failed
-                out.append(json.dumps({"ok": self.run(int(index))}))
-            except ScrubError as exc:
-                out.append(json.dumps({"error": type(exc).__name__, "message": exc.message,
-                                       "hint": exc.hint}))
-            except Exception as exc:  # noqa: BLE001 - the message may hold a value: type only
-                out.append(json.dumps({"error": "internal",
-                                       "message": f"internal error ({type(exc).__name__})"}))
-        return {"id": np.asarray(batch["id"]), "result": np.asarray(out, dtype=object)}
+    def __call__(self, index: int) -> str:
+        """Shard ``index``'s result, or its error's class and message, as JSON."""
+        try:
+            if self.failed is not None:
+                raise self.failed
+            return json.dumps({"ok": self.run(index)})
+        except ScrubError as exc:
+            return json.dumps({"error": type(exc).__name__, "message": exc.message,
+                               "hint": exc.hint})
+        except Exception as exc:  # noqa: BLE001 - the message may hold a value: type only
+            return json.dumps({"error": "internal",
+                               "message": f"internal error ({type(exc).__name__})"})
 
 
 #: The opened payloads of this worker process, by job key: one per job, however many tasks.
@@ -184,7 +184,7 @@ def _shard_call(index: int, refs: list, key: bytes,
     if worker is None:
         _OPENED.clear()  # another job's payload is no longer needed
         worker = _OPENED[key] = _ShardWorker(refs, key, setup, threads)
-    return str(worker({"id": np.asarray([index])})["result"][0])
+    return worker(index)
 
 
 def _warm(threads: int) -> int:
@@ -253,7 +253,6 @@ def ray_map(setup: Callable[[Any], Callable[[int], Any]], payload: object, count
                         ray.cancel(other)
                     _reraise(result)
                 yield index, result["ok"]
-
 
 
 # --------------------------------------------------------------------------- scrub apply

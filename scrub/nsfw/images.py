@@ -30,7 +30,7 @@ from scrub.errors import InvalidDatasetError, UserInputError
 from scrub.images.job import discover
 from scrub.images.tars import group_samples, read_members
 from scrub.nsfw.head import LoadedHead
-from scrub.nsfw.rescore import MODEL_KEY, ROWS_KEY, RescoreReport, _done
+from scrub.nsfw.rescore import MODEL_KEY, ROWS_KEY, RescoreReport, _done, ray_gpus
 from scrub.progress import Progress
 
 #: Larger images are not decoded (decompression bombs).
@@ -128,19 +128,12 @@ def rescore_images(source: Path, output: Path, loaded: LoadedHead, checkpoint: P
         output.mkdir(parents=True, exist_ok=True)
         for index, shard in enumerate(shards):
             counts = scorer(index, shard)
-            _add(report, counts)
+            report.add(counts)
             meter.advance(counts["samples"])
     meter.finish()
     if report.shards == 0 and report.skipped == 0:
         raise InvalidDatasetError(f"{source}: no samples")
     return report
-
-
-def _add(report: RescoreReport, counts: dict) -> None:  # type: ignore[type-arg]
-    for name in ("shards", "skipped", "rows", "scored"):
-        setattr(report, name, getattr(report, name) + counts[name])
-    for status, n in counts["statuses"].items():
-        report.statuses[status] = report.statuses.get(status, 0) + n
 
 
 class _TarScorer:
@@ -216,19 +209,17 @@ class _TarScorer:
 def _rescore_images_ray(shards: list, settings: dict,  # type: ignore[type-arg]
                         device: torch.device, workers: int | None, address: str | None,
                         auto_device: bool, report: RescoreReport, meter: Progress) -> None:
-    from scrub.engine.distributed import connect, ray_map, require_ray
+    from scrub.engine.distributed import cluster_gpus, connect, ray_map
 
     connect(address)
-    gpus = int(require_ray().cluster_resources().get("GPU", 0))
-    on_gpu = device.type == "cuda" or (auto_device and gpus > 0)
-    if on_gpu and gpus == 0:
-        raise UserInputError("--device cuda: the Ray cluster has no GPU")
+    on_gpu = ray_gpus(device, auto_device) == 1
     settings["output"].mkdir(parents=True, exist_ok=True)
     payload = {**settings, "head": settings["head"].cpu(), "gpu": on_gpu, "shards": shards,
                "decoders": workers}
-    for _, counts in ray_map(_ray_setup, payload, len(shards), workers=gpus if on_gpu else None,
+    for _, counts in ray_map(_ray_setup, payload, len(shards),
+                             workers=cluster_gpus() if on_gpu else None,
                              num_gpus=1.0 if on_gpu else 0.0):
-        _add(report, counts)
+        report.add(counts)
         meter.advance(counts["samples"])
 
 

@@ -47,6 +47,24 @@ class RescoreReport:
     scored: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
 
+    def add(self, counts: dict) -> None:  # type: ignore[type-arg]
+        """Add another report's counts (as ``asdict`` gives them, e.g. from a Ray task)."""
+        for name in ("shards", "skipped", "rows", "scored"):
+            setattr(self, name, getattr(self, name) + counts.get(name, 0))
+        for status, n in counts["statuses"].items():
+            self.statuses[status] = self.statuses.get(status, 0) + n
+
+
+def ray_gpus(device: torch.device, auto_device: bool) -> int:
+    """GPUs each Ray task takes (0 or 1): 1 when ``device`` is CUDA, or for ``auto_device``
+    when the cluster has GPUs (the driver may have none). Call after joining the cluster."""
+    from scrub.engine.distributed import cluster_gpus
+
+    gpus = cluster_gpus()
+    if device.type == "cuda" and gpus == 0:
+        raise UserInputError("--device cuda: the Ray cluster has no GPU")
+    return 1 if device.type == "cuda" or (auto_device and gpus > 0) else 0
+
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present; ``cuda`` without it is a user error with a hint."""
@@ -145,23 +163,17 @@ def _rescore_ray(source: Path, jobs: list[tuple[Shard, Path, int, np.ndarray]],
                  address: str | None, workers: int | None, auto_device: bool) -> None:
     """One shard per Ray task; on a GPU each (``num_gpus=1``) when ``device`` is CUDA
     or, for ``auto_device``, when the cluster has GPUs (the driver may have none)."""
-    from scrub.engine.distributed import connect, ray_map, require_ray
+    from scrub.engine.distributed import cluster_gpus, connect, ray_map
 
     connect(address, num_cpus=workers)
-    gpus = int(require_ray().cluster_resources().get("GPU", 0))
-    on_gpu = device.type == "cuda" or (auto_device and gpus > 0)
-    if on_gpu and gpus == 0:
-        raise UserInputError("--device cuda: the Ray cluster has no GPU")
+    on_gpu = ray_gpus(device, auto_device) == 1
     payload = {"head": loaded.head.cpu(), "model_id": loaded.model_id, "gpu": on_gpu,
                "batch_size": batch_size, "source": source, "column": column,
                "dim": loaded.head.arch.dim, "jobs": [job[:3] for job in jobs]}
-    count = min(workers or gpus, gpus) if on_gpu else workers
+    count = min(workers or cluster_gpus(), cluster_gpus()) if on_gpu else workers
     for index, counts in ray_map(_ray_setup, payload, len(jobs), workers=count,
                                  num_gpus=1.0 if on_gpu else 0.0):
-        for name in ("shards", "rows", "scored"):
-            setattr(report, name, getattr(report, name) + counts[name])
-        for status, n in counts["statuses"].items():
-            report.statuses[status] = report.statuses.get(status, 0) + n
+        report.add(counts)
         meter.advance(jobs[index][2])
 
 
