@@ -131,7 +131,13 @@ def seal(payload: object) -> tuple[bytes, bytes]:
 
 
 def unseal(key: bytes, blob: bytes) -> object:
-    """The payload of :func:`seal`; only ever called on an authenticated ciphertext."""
+    """The payload of :func:`seal`.
+
+    The house rule is never to unpickle what came from disk, because a pickle runs whatever
+    its writer put in it. Here the bytes may come back from Ray's spill files, but AES-GCM
+    refuses them unless they were sealed under this job's key, which exists only in the
+    driver's and the tasks' memory: only this job's driver can have written them. That is the
+    same trust as the pipes the local executor sends its plan through (also pickles)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     return pickle.loads(AESGCM(key).decrypt(blob[:12], blob[12:], _AAD))  # noqa: S301
