@@ -8,8 +8,9 @@ processes timed from launch to exit:
 - local: ``scrub apply DATASET OUT --hashlist LIST --workers CPUS``;
 - ray: ``scrub apply DATASET OUT --hashlist LIST --engine ray --address auto``.
 
-Prints both throughputs (rows/s), their ratio (target >= 0.8x), and checks that both outputs
-hold the same bytes. Stops the cluster at the end.
+Prints both throughputs (rows/s), their ratio (target >= 0.8x), peak RSS (the command's process
+tree: for Ray that is the driver only, the cluster's workers are not its children), and checks
+that both outputs hold the same bytes. Stops the cluster at the end.
 
 Usage: ``python bench/ray_engine.py [--rows 10000000] [--shards 20] [--cpus 2] [--repeat 3]``
 """
@@ -55,15 +56,17 @@ def main() -> None:
                    check=True, capture_output=True)
     common = ["--hashlist", str(hashlist), "--quiet", "--json"]
     runs: dict[str, list[float]] = {"local": [], "ray": []}
+    peaks: dict[str, list[int]] = {"local": [], "ray": []}
     try:
         for _ in range(args.repeat):
             for name, extra in (("local", ["--workers", str(args.cpus)]),
                                 ("ray", ["--engine", "ray", "--address", "auto"])):
                 shutil.rmtree(work / name, ignore_errors=True)
                 os.sync()
-                elapsed, _, _ = timed([sys.executable, "-m", "scrub", "apply", str(dataset),
-                                       str(work / name), *common, *extra])
+                elapsed, peak, _ = timed([sys.executable, "-m", "scrub", "apply", str(dataset),
+                                          str(work / name), *common, *extra])
                 runs[name].append(elapsed)
+                peaks[name].append(peak)
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True)
     shards = sorted(p.name for p in (work / "local").glob("*.parquet"))
@@ -74,7 +77,9 @@ def main() -> None:
           f"{args.repeat}")
     for name, value in (("local executor", local), ("ray (local cluster)", ray)):
         times = ", ".join(f"{t:.1f}" for t in runs[name.split()[0]])
-        print(f"  {name:<22} {value:6.1f} s  {args.rows / value / 1e6:5.2f} M rows/s  ({times})")
+        peak = max(peaks[name.split()[0]]) / 2**20
+        print(f"  {name:<22} {value:6.1f} s  {args.rows / value / 1e6:5.2f} M rows/s  ({times}), "
+              f"peak RSS {peak:,.0f} MiB")
     print(f"  output shards identical: {len(match)}/{len(shards)}"
           + (f" (differ: {mismatch + errors})" if mismatch or errors else ""))
     print(f"  ratio {local / ray:.2f}x the local executor's throughput (target >= 0.8x)")
