@@ -160,7 +160,6 @@ class _HeaderFields:
     checksums: np.ndarray  #: (n, 8) checksum fields
     sums: np.ndarray  #: each header's byte sum
     kinds: np.ndarray
-    magic: np.ndarray  #: (n, 5) bytes 257-262
     prefixed: np.ndarray  #: whether the ustar prefix field is used
 
     @classmethod
@@ -169,7 +168,6 @@ class _HeaderFields:
         names = np.empty((count, 100), dtype=np.uint8)
         sizes = np.empty((count, 12), dtype=np.uint8)
         checksums = np.empty((count, 8), dtype=np.uint8)
-        magic = np.empty((count, 5), dtype=np.uint8)
         sums = np.empty(count, dtype=np.int64)
         kinds = np.empty(count, dtype=np.uint8)
         prefixed = np.empty(count, dtype=bool)
@@ -181,16 +179,14 @@ class _HeaderFields:
             names[part] = piece[:, :100]
             sizes[part] = piece[:, 124:136]
             checksums[part] = piece[:, 148:156]
-            magic[part] = piece[:, 257:262]
             kinds[part] = piece[:, 156]
             prefixed[part] = piece[:, 345] != 0
             sums[part] = piece.sum(axis=1, dtype=np.uint32)
-        return cls(names, sizes, checksums, sums, kinds, magic, prefixed)
+        return cls(names, sizes, checksums, sums, kinds, prefixed)
 
     def take(self, index: np.ndarray) -> _HeaderFields:
         return _HeaderFields(self.names[index], self.sizes[index], self.checksums[index],
-                             self.sums[index], self.kinds[index], self.magic[index],
-                             self.prefixed[index])
+                             self.sums[index], self.kinds[index], self.prefixed[index])
 
 
 def _chain(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, _HeaderFields] | None:
@@ -201,12 +197,10 @@ def _chain(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, _HeaderFields] | N
     if count == 0:
         return None
     candidates = np.flatnonzero(grid[:, 257] == _MAGIC[0])
-    fields = _HeaderFields.gather(grid, candidates)
-    magic = (fields.magic == _MAGIC).all(axis=1)
-    if not magic.all():
-        candidates, fields = candidates[magic], fields.take(magic)
+    candidates = candidates[(grid[candidates, 257:262] == _MAGIC).all(axis=1)]
     if len(candidates) == 0 or candidates[0] != 0:
         return None
+    fields = _HeaderFields.gather(grid, candidates)
     sizes, parsed = _octal_columns(fields.sizes)
     if not parsed.all() or np.isin(fields.kinds, _SPECIAL_KINDS).any():
         return None
