@@ -326,14 +326,10 @@ def _score(head: torch.nn.Module, batches: Iterator[tuple[int, int, np.ndarray]]
     """(job, start, scores, finite) per batch (``finite`` False: the row holds NaN or infinity).
     On CUDA, batch k+1 is copied (pinned memory, its own stream) while
     batch k is computed."""
+    if device.type != "cuda":
+        yield from _score_cpu(head, batches)
+        return
     with torch.inference_mode():
-        if device.type != "cuda":
-            for job, start, chunk in batches:
-                # cache-sized passes: 64k x 512 activations would not stay in cache
-                parts = [head.score(part) for part in torch.from_numpy(chunk).split(CPU_PASS)]
-                yield (job, start, torch.cat([p[0] for p in parts]).numpy(),
-                       torch.cat([p[1] for p in parts]).numpy())
-            return
         copy_stream = torch.cuda.Stream(device)
         compute_stream = torch.cuda.current_stream(device)
         pending = None
@@ -348,6 +344,36 @@ def _score(head: torch.nn.Module, batches: Iterator[tuple[int, int, np.ndarray]]
             pending = (job, start, on_device, ready, host)
         if pending is not None:
             yield _finish(head, *pending, compute_stream, precision)
+
+
+def _score_cpu(head: torch.nn.Module, batches: Iterator[tuple[int, int, np.ndarray]]
+               ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """The CPU path: every pass of ``CPU_PASS`` rows (a batch's rows from its first) runs on one
+    thread, passes in parallel over the cores.
+
+    A CPU matrix product's rounding depends on how many threads split it (measured: scores
+    differing in the 7th digit between 1 and 2 threads), so a score must not depend on the
+    thread count of the process that computes it: a shard scored by the local executor, on a
+    Ray worker (one thread) or on a machine with more cores gets the same bytes. Each pass has
+    fixed rows (batches start at fixed rows of a shard) and runs single-threaded; parallelism
+    comes from running passes side by side (torch releases the GIL), at the same speed.
+    """
+    threads = torch.get_num_threads()
+
+    def one(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():  # thread-local, so entered in each worker thread
+            return head.score(part)
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="scrub-score") as pool:
+            for job, start, chunk in batches:
+                # cache-sized passes: 64k x 512 activations would not stay in cache
+                parts = list(pool.map(one, torch.from_numpy(chunk).split(CPU_PASS)))
+                yield (job, start, torch.cat([p[0] for p in parts]).numpy(),
+                       torch.cat([p[1] for p in parts]).numpy())
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _finish(head: torch.nn.Module, job: int, start: int, on_device: torch.Tensor,

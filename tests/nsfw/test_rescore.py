@@ -65,6 +65,26 @@ def test_scores_are_row_aligned_with_each_shard(data: Path, weights: Path,
         assert table.schema.metadata[MODEL_KEY] == load_head(weights).model_id.encode()
 
 
+def test_scores_do_not_depend_on_the_thread_count(data: Path, weights: Path,
+                                                 tmp_path: Path) -> None:
+    # A multi-threaded CPU matrix product rounds differently from a single-threaded one (this
+    # head on 700 rows: scores differ in the 7th digit), so the local executor (all cores) and a
+    # Ray worker (one thread) would write different bytes unless each pass runs on one thread.
+    outputs = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out = tmp_path / f"threads-{threads}"
+            rescore(data, out, load_head(weights), device=CPU, batch_size=700, progress=False)
+            assert torch.get_num_threads() == threads  # restored after scoring
+            outputs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.parquet"))})
+    finally:
+        torch.set_num_threads(before)
+    assert len(outputs[0]) == 3
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
 def test_nan_and_inf_embeddings_get_null_scores_and_are_counted(data: Path, weights: Path,
                                                                 tmp_path: Path) -> None:
     path = data / "img_emb" / "img_emb_1.npy"
