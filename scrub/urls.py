@@ -36,6 +36,8 @@ import re
 import idna
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import tldextract
 
 from scrub.keys import string_buffers
@@ -368,12 +370,28 @@ def _canonicalize(urls: pl.Series) -> pl.Series:
 def canonical_hosts(urls: pl.Series) -> pl.Series:
     """The canonical host of each URL; null where a value is not a URL.
 
-    Equal to ``hosts_of(canonicalize_urls(urls))`` without building canonical paths: host,
-    domain and the first step of prefix rules need no more. Per row there is one literal split
+    Equal to ``hosts_of(canonicalize_urls(urls))`` without building canonical paths (see
+    :func:`host_table`, which this spells out row by row).
+    """
+    codes, distinct = host_table(urls)
+    return hosts_at(codes, distinct).alias(urls.name or "host")
+
+
+def hosts_at(codes: np.ndarray, distinct: pl.Series) -> pl.Series:
+    """The hosts of a :func:`host_table`, one per row (null where the code is -1)."""
+    index = pl.Series(codes, dtype=pl.Int64)
+    return distinct.gather(pl.select(pl.when(index >= 0).then(index)).to_series())
+
+
+def host_table(urls: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """Canonical hosts as ``(codes, distinct)``: ``distinct`` holds each host once and
+    ``codes`` (int64, one per row) indexes into it, -1 where a value is not a URL.
+
+    Hosts repeat a lot, so host rules look up each distinct host once and mark rows by code
+    (a gather) instead of comparing strings row by row. Per row there is one literal split
     (``scheme:``, ``""``, authority) and a byte scan for control characters; everything else is
-    worked out once per distinct scheme and per distinct authority (hosts repeat a lot, and
-    results are cached across calls). Rows with whitespace or non-ASCII at an end take the
-    general column path.
+    worked out once per distinct scheme and per distinct authority (results are cached across
+    calls). Rows with whitespace or non-ASCII at an end take the general column path.
     """
     text = urls.cast(pl.String)
     n = len(text)
@@ -391,29 +409,51 @@ def canonical_hosts(urls: pl.Series) -> pl.Series:
     slow = edge & ~control & ~nulls
     col = pl.col
     parts = (pl.LazyFrame({"u": text})
-             .select(col("u").str.splitn("/", 4).alias("p"))
+             .select(col("u").str.split_exact("/", 2).alias("p"))
              .select(col("p").struct.field("field_0").alias("scheme"),
                      col("p").struct.field("field_1").alias("empty"),
                      col("p").struct.field("field_2").alias("authority"))
              .collect())
     schemes = [v for v in parts["scheme"].unique().drop_nulls().to_list()
                if v.endswith(":") and _SCHEME.fullmatch(v[:-1])]
-    authorities = parts["authority"].unique().drop_nulls()
-    known = pl.DataFrame({"authority": authorities,
-                          "host": [_host_of_authority(a) for a in authorities.to_list()]},
-                         schema={"authority": pl.String, "host": pl.String})
-    hosts = (parts.lazy()
-             .with_columns(ok=pl.Series(~(control | slow))
-                           & col("scheme").is_in(schemes) & (col("empty") == ""))
-             .join(known.lazy(), on="authority", how="left", maintain_order="left")
-             .select(pl.when(col("ok")).then(col("host")))
-             .collect().to_series())
+    ok = (parts.lazy().select(col("scheme").is_in(schemes) & (col("empty") == ""))
+          .collect().to_series().fill_null(False).to_numpy()) & ~(control | slow)
+    found: dict[str, int] = {}
+    index, authorities = _distinct(parts["authority"])
+    ok &= index >= 0
+    codes = _codes_of([_host_of_authority(a) for a in authorities], found)[np.where(ok, index, -1)]
     rows = np.flatnonzero(slow)
     if len(rows):
         general = _parse(text.gather(rows)).select(
             pl.when(col("invalid")).then(None).otherwise(col("host"))).to_series()
-        hosts = hosts.scatter(rows, general)
-    return hosts.alias(urls.name or "host")
+        index, hosts = _distinct(general)
+        codes[rows] = _codes_of(hosts, found)[index]
+    return codes, pl.Series(list(found), dtype=pl.String)
+
+
+def encode_hosts(hosts: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """A column of hosts (nulls allowed) as :func:`host_table` gives them."""
+    index, distinct = _distinct(hosts)
+    keep = np.array([h is not None for h in distinct] + [False])
+    codes = np.append(np.cumsum(keep[:-1]) - 1, -1)
+    codes[~keep] = -1
+    return codes[index], pl.Series([h for h in distinct if h is not None], dtype=pl.String)
+
+
+def _distinct(values: pl.Series) -> tuple[np.ndarray, list[str]]:
+    """(index of each value in the distinct values, -1 for null; the distinct values)."""
+    encoded = pc.dictionary_encode(values.to_arrow())
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    index = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return index, encoded.dictionary.to_pylist()
+
+
+def _codes_of(hosts: list[str | None], found: dict[str, int]) -> np.ndarray:
+    """Codes of some hosts in ``found`` (new ones added), -1 for None, plus a trailing -1 (so
+    that an index of -1 gives -1)."""
+    return np.array([-1 if h is None else found.setdefault(h, len(found)) for h in hosts]
+                    + [-1], dtype=np.int64)
 
 
 @functools.lru_cache(maxsize=1 << 18)

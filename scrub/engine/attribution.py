@@ -107,7 +107,7 @@ class AttributedRule(Rule):
         hit = np.zeros(view.num_rows, dtype=bool)
         hosts = self.url_hosts.implode()  # type: ignore[union-attr]
         if view.has_hosts() or not (self.prefilter and self.literal_hosts):
-            rows = view.hosts().is_in(hosts).fill_null(False).arg_true().to_numpy()
+            rows = view.rows_on_hosts(self.url_hosts)  # type: ignore[arg-type]
         else:
             # Rows that could match. A URL "scheme://authority/..." whose authority is ASCII
             # without %-escapes holds its canonical host there verbatim (up to case); a URL

@@ -22,8 +22,10 @@ from scrub.engine.reasons import Reason
 from scrub.keys import KeySet, hex_to_keys
 from scrub.lists.types import KeyType, TextDigestType, UrlDigestType, text_digest_keys
 from scrub.urls import (
-    canonical_hosts,
     canonicalize_urls,
+    encode_hosts,
+    host_table,
+    hosts_at,
     hosts_of,
     registrable_domain,
     registrable_domains,
@@ -62,6 +64,7 @@ class BatchView:
         self.unmatchable: dict[str, int] = {}
         self._keys: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._text: dict[str, pl.Series] = {}
+        self._hosts: tuple[np.ndarray, pl.Series] | None = None
         #: Evidence of perceptual rules: id(rule) -> (rows, smallest distance per row).
         self.distances: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -80,27 +83,38 @@ class BatchView:
             self._text["canonical"] = cached
         return cached
 
-    def hosts(self) -> pl.Series:
-        """Canonical hosts (null where a value is not a URL), without canonicalising paths."""
-        cached = self._text.get("host")
+    def host_table(self) -> tuple[np.ndarray, pl.Series]:
+        """Canonical hosts as (a code per row, the distinct hosts), see
+        :func:`~scrub.urls.host_table`; worked out once per batch, without canonicalising paths
+        (unless canonical URLs are at hand already)."""
+        cached = self._hosts
         if cached is None:
             if "canonical" in self._text:
-                cached = hosts_of(self._text["canonical"])
+                cached = encode_hosts(hosts_of(self._text["canonical"]))
             else:
-                cached = canonical_hosts(pl.Series(self.column("url")).cast(pl.String))
-                self._count_not_urls(cached)
-            self._text["host"] = cached
+                cached = host_table(pl.Series(self.column("url")).cast(pl.String))
+                name = self.roles.get("url") or "url"
+                self.unmatchable[f"{name} (not a URL)"] = int(np.count_nonzero(cached[0] < 0))
+            self._hosts = cached
         return cached
+
+    def hosts(self) -> pl.Series:
+        """Canonical hosts (null where a value is not a URL), one per row."""
+        return hosts_at(*self.host_table())
+
+    def rows_on_hosts(self, hosts: pl.Series) -> np.ndarray:
+        """The rows whose canonical host is one of ``hosts`` (looked up once per distinct host,
+        then marked by code)."""
+        codes, distinct = self.host_table()
+        listed = np.append(distinct.is_in(hosts.implode()).to_numpy(), False)
+        return np.flatnonzero(listed[codes])
 
     def has_hosts(self) -> bool:
         """Whether the hosts (or canonical URLs) of every row are worked out already."""
-        return "host" in self._text or "canonical" in self._text
+        return self._hosts is not None or "canonical" in self._text
 
     def distinct_hosts(self) -> pl.Series:
-        cached = self._text.get("distinct_host")
-        if cached is None:
-            cached = self._text["distinct_host"] = self.hosts().unique().drop_nulls()
-        return cached
+        return self.host_table()[1]
 
     def canonical_urls_of(self, rows: np.ndarray) -> pl.Series:
         """Canonical URLs of some rows only (all of them when they are cached already)."""
@@ -112,12 +126,6 @@ class BatchView:
     def _count_not_urls(self, values: pl.Series) -> None:
         name = self.roles.get("url") or "url"
         self.unmatchable[f"{name} (not a URL)"] = int(values.null_count())
-
-    def domains(self) -> pl.Series:
-        cached = self._text.get("domain")
-        if cached is None:
-            cached = self._text["domain"] = registrable_domains(self.hosts())
-        return cached
 
     def keys_for(self, key_type: type[KeyType],
                  canonical: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -133,10 +141,14 @@ class BatchView:
             urls = self.canonical_urls().to_arrow() if canonical else self.column("url")
             digests = _url_digest(urls, key_type.url_digest)
             keys, valid = hex_to_keys(digests, key_type.width)
-        elif issubclass(key_type, TextDigestType):
-            text = {"url": self.canonical_urls, "host": self.hosts,
-                    "domain": self.domains}[key_type.name]()
-            keys, valid = text_digest_keys(text)
+        elif key_type.name == "url":
+            keys, valid = text_digest_keys(self.canonical_urls())
+        elif issubclass(key_type, TextDigestType):  # host, domain: digested once per host
+            codes, distinct = self.host_table()
+            values = distinct if key_type.name == "host" else registrable_domains(distinct)
+            keys, valid = text_digest_keys(values)
+            keys = np.concatenate([keys, np.zeros_like(keys[:1], shape=(1,) + keys.shape[1:])])
+            keys, valid = keys[codes], np.append(valid, False)[codes]
         else:
             keys, valid = key_type.column_keys(self.column(key_type.target))
             name = self.roles.get(key_type.target) or key_type.target
@@ -219,13 +231,11 @@ class ExactKeyRule(Rule):
     def _match_distinct(self, view: BatchView) -> np.ndarray:
         # Hosts repeat a lot: digest and look up each distinct host (or its domain) once, then
         # mark the rows on a listed one.
-        hosts = view.hosts()
-        distinct = view.distinct_hosts()
+        codes, distinct = view.host_table()
         values = distinct if self.key_type.name == "host" else pl.Series(
             [registrable_domain(h) for h in distinct.to_list()], dtype=pl.String)
         keys, valid = text_digest_keys(values)
-        listed = distinct.filter(pl.Series(self.keys.contains(keys, valid)))
-        return hosts.is_in(listed.implode()).fill_null(False).to_numpy()
+        return np.append(self.keys.contains(keys, valid), False)[codes]
 
     def describe(self) -> dict[str, object]:
         return {"kind": "exact_key", "type": self.key_type.name, "reason": self.reason.code,
@@ -258,7 +268,7 @@ class PrefixRule(Rule):
         if len(self.prefixes) == 0:
             return hit
         # Only rows on a host some prefix names need their canonical URL.
-        rows = view.hosts().is_in(self.hosts.implode()).fill_null(False).arg_true().to_numpy()
+        rows = view.rows_on_hosts(self.hosts)
         if len(rows) == 0:
             return hit
         urls = view.canonical_urls_of(rows)
