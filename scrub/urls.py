@@ -406,7 +406,7 @@ def host_table(urls: pl.Series) -> tuple[np.ndarray, pl.Series]:
         edge = (ends > starts) & ((first <= 32) | (first >= 128) | (last <= 32) | (last >= 128))
     else:
         edge = np.zeros(n, dtype=bool)
-    slow = edge & ~control & ~nulls
+    slow = edge & ~nulls  # whitespace (tabs, newlines too) at an end: the general parser
     col = pl.col
     parts = (pl.LazyFrame({"u": text})
              .select(col("u").str.split_exact("/", 2).alias("p"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from scrub.urls import canonical_url, canonicalize_urls, registrable_domain, url_host
@@ -90,6 +90,8 @@ def test_hosts_and_registrable_domains() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(ANY_TEXT, min_size=1, max_size=30))
+@example([" https://a.example/x\t", "\nHTTP://B.example/", "https://a.example/\x01x ",
+          "\thttps://b\u00fccher.example/"])  # whitespace and control characters at the ends
 def test_hosts_alone_equal_hosts_of_canonical_urls(values: list[str]) -> None:
     from scrub.urls import canonical_hosts, hosts_of
 

@@ -32,6 +32,10 @@ from scrub.keys import keys_to_hex
 from scrub.lists.types import UrlDigestType, get_type, text_digest_keys
 from scrub.urls import canonical_hosts, hosts_of
 
+#: A URL whose scheme is followed by "//" and an authority of ASCII characters other than "%"
+#: up to the first "/" (or the end): its canonical host is in that authority verbatim.
+_PLAIN_AUTHORITY = r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/%\x{80}-\x{10FFFF}]*(?:/|$)"
+
 
 class AttributedRule(Rule):
     """``inner`` matches the values of many sources at once; :meth:`attribute` splits its hits
@@ -112,23 +116,18 @@ class AttributedRule(Rule):
             # Rows that could match. A URL "scheme://authority/..." whose authority is ASCII
             # without %-escapes holds its canonical host there verbatim (up to case); a URL
             # that is ASCII without %-escapes holds its canonical path's last segment verbatim.
-            # Other URLs are kept to be sure. (Literal searches: a regex costs more than it
-            # saves.)
+            # Other URLs (other shapes too) are kept to be sure. One anchored regex finds the
+            # plain ones (it stops at the authority's end) and literal searches the rest.
             urls = pl.Series(view.column("url")).cast(pl.String)
-            parts = urls.str.splitn("/", 4)
-            authority = parts.struct.field("field_2")
-            plain_authority = (parts.struct.field("field_0").str.ends_with(":")
-                               & (parts.struct.field("field_1") == "")
-                               & ~authority.str.contains("%", literal=True)
-                               & (authority.str.len_bytes() == authority.str.len_chars()))
-            maybe = ~plain_authority.fill_null(False) | authority.str.contains_any(
+            maybe = ~urls.str.contains(_PLAIN_AUTHORITY) | urls.str.contains_any(
                 self.url_hosts.to_list(), ascii_case_insensitive=True)  # type: ignore
-            if self.url_tails is not None:
-                plain = ~urls.str.contains("%", literal=True) & (
-                    urls.str.len_bytes() == urls.str.len_chars())
-                maybe = maybe & (~plain.fill_null(False)
-                                 | urls.str.contains_any(self.url_tails))
             rows = maybe.fill_null(False).arg_true().to_numpy()
+            if len(rows) and self.url_tails is not None:
+                some = urls.gather(rows)
+                plain = ~some.str.contains("%", literal=True) & (
+                    some.str.len_bytes() == some.str.len_chars())
+                keep = ~plain.fill_null(False) | some.str.contains_any(self.url_tails)
+                rows = rows[keep.fill_null(False).to_numpy()]
             if len(rows):
                 on = canonical_hosts(urls.gather(rows)).is_in(hosts).fill_null(False)
                 rows = rows[on.to_numpy()]
