@@ -83,6 +83,11 @@ def main() -> None:
           f" baseline polars read+write {base:.2f} s; scrub apply {scrub:.2f} s "
           f"({args.rows / scrub / 1e6:.2f} M rows/s); ratio {base / scrub:.2f}x (target >= 0.7x);"
           f" peak RSS {max(peaks) / 2**20:.0f} MiB; removed by reason {removed}")
+    # The machine's load drifts between rounds: each round's own ratio shows how much.
+    rounds = list(zip(base_times, scrub_times, strict=True))
+    print("  rounds (baseline s, scrub s, ratio): "
+          + "; ".join(f"{b:.2f}, {s:.2f}, {b / s:.2f}x" for b, s in rounds)
+          + f"; median of the rounds' ratios {statistics.median(b / s for b, s in rounds):.2f}x")
 
 
 if __name__ == "__main__":
