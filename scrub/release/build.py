@@ -493,6 +493,11 @@ def _init(plan: MatchPlan, groups: list[frozenset[int]], reuse: Reuse | None = N
     _WORKER["plan"], _WORKER["groups"], _WORKER["reuse"] = plan, groups, reuse
 
 
+def _init_from(plans: multiprocessing.queues.Queue) -> None:
+    """A worker's initializer: wait for the plan (sent once every worker is starting)."""
+    _init(*plans.get())
+
+
 def _task(args: tuple) -> list[dict[str, object]]:  # type: ignore[type-arg]
     if _WORKER.get("reuse") is not None:
         return rebuild_shard(_WORKER["plan"], _WORKER["groups"],  # type: ignore[arg-type]
@@ -577,6 +582,8 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
     args = [(names, shard, stage, embedding_file(source, shard), str(job["removal_key"]),
              overrides) for shard in pending]
     count = max(1, min(workers or (os.cpu_count() or 1), len(pending) or 1))
+    if reuse is not None and not reuse.delta.plan.rules:
+        count = 1  # nothing new to match: every shard is linked, no worker is worth starting
     try:
         if engine == "ray":
             from scrub.engine.distributed import connect, ray_map
@@ -591,11 +598,18 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
             _collect(zip(pending, map(_task, args)), names, stats, done_dir, meter)
         else:
             # spawn, not fork: a forked child of a process running polars/Arrow threads can
-            # deadlock on their locks
-            with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init,
-                                     initargs=(release.plan, groups, reuse)) as pool:
-                _collect(zip(pending, pool.map(_task, args)), names, stats, done_dir, meter)
+            # deadlock on their locks. The plan goes through a queue, not the initializer's
+            # arguments: those travel in each child's launch data, which the parent writes
+            # into a pipe that only drains once the child has imported scrub, so the children
+            # would start one after the other (~0.4 s each, measured).
+            context = multiprocessing.get_context("spawn")
+            plans = context.Queue()
+            with ProcessPoolExecutor(count, mp_context=context, initializer=_init_from,
+                                     initargs=(plans,)) as pool:
+                results = pool.map(_task, args)
+                for _ in range(count):
+                    plans.put((release.plan, groups, reuse))
+                _collect(zip(pending, results), names, stats, done_dir, meter)
     finally:
         meter.finish()
     by_variant = {name: [stats[s.name][name] for s in shards] for name in names}  # type: ignore

@@ -354,6 +354,18 @@ def test_an_incremental_rebuild_reuses_untouched_shards_and_equals_a_full_one(
         applied = runner.invoke(app, ["apply", str(setup["data"]), str(copy), "--hashlist",
                                       str(inc / "removals.parquet"), "--workers", "1", "-q"])
         assert applied.exit_code == 0 and kept_keys(copy) == kept_keys(inc)
+    # nothing new since: every file linked from the previous release (no worker started)
+    same = build(setup, tmp_path / "same", "--no-ledger-update", "--release-id", "same",
+                 "--from", str(tmp_path / "inc"))
+    assert same.exit_code == 0, same.output
+    for variant in ("research", "research-safe"):
+        for index, name in enumerate(shards):
+            for relative in (name, f"img_emb/img_emb_{index}.npy"):
+                linked = tmp_path / "same" / variant / relative
+                assert linked.stat().st_ino == (tmp_path / "inc" / variant / relative).stat().st_ino
+        ok = runner.invoke(app, ["release", "verify", str(tmp_path / "same" / variant),
+                                 "--pubkey", str(setup["root"] / "sign.pub")])
+        assert ok.exit_code == 0, ok.output
     # a request applied before and withdrawn since: no incremental path, a clear error
     ledger.transition(new, "withdraw", "alice")
     refused = build(setup, tmp_path / "again", "--no-ledger-update", "--from",
