@@ -299,6 +299,13 @@ def _percent_table() -> dict[str, str]:
 
 
 _PERCENT_TABLE = _percent_table()
+_UNRESERVED_ESCAPES = {k: v for k, v in _PERCENT_TABLE.items() if len(v) == 1}
+
+
+def decode_unreserved_escapes(values: pl.Series) -> pl.Series:
+    """Escapes of unreserved characters (``%7E``, ``%7e``...) decoded, as canonical URLs
+    have them; every other character left as it is."""
+    return values.str.replace_many(list(_UNRESERVED_ESCAPES), list(_UNRESERVED_ESCAPES.values()))
 
 
 def canonicalize_urls(urls: pl.Series) -> pl.Series:

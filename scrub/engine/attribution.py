@@ -30,7 +30,7 @@ from scrub.engine.rules import (
 )
 from scrub.keys import keys_to_hex
 from scrub.lists.types import UrlDigestType, get_type, text_digest_keys
-from scrub.urls import canonical_hosts, hosts_of
+from scrub.urls import canonical_hosts, decode_unreserved_escapes, hosts_of
 
 #: A URL whose scheme is followed by "//" and an authority of ASCII characters other than "%"
 #: up to the first "/" (or the end): its canonical host is in that authority verbatim.
@@ -123,11 +123,12 @@ class AttributedRule(Rule):
                 self.url_hosts.to_list(), ascii_case_insensitive=True)  # type: ignore
             rows = maybe.fill_null(False).arg_true().to_numpy()
             if len(rows) and self.url_tails is not None:
-                some = urls.gather(rows)
-                plain = ~some.str.contains("%", literal=True) & (
-                    some.str.len_bytes() == some.str.len_chars())
-                keep = ~plain.fill_null(False) | some.str.contains_any(self.url_tails)
-                rows = rows[keep.fill_null(False).to_numpy()]
+                # A listed URL's last segment (unreserved characters only) comes verbatim
+                # from the URL's own path once escapes of unreserved characters are decoded
+                # (canonicalisation only decodes those, escapes other characters, and drops
+                # whole dot segments), so a URL without it cannot match.
+                some = decode_unreserved_escapes(urls.gather(rows))
+                rows = rows[some.str.contains_any(self.url_tails).fill_null(False).to_numpy()]
             if len(rows):
                 on = canonical_hosts(urls.gather(rows)).is_in(hosts).fill_null(False)
                 rows = rows[on.to_numpy()]

@@ -126,6 +126,7 @@ def test_the_incremental_url_prefilter_finds_every_spelling(table) -> None:  # t
                  "https://img.example.org:443/photos/./cat-2024.jpg",
                  "https://img.example.org/a/../photos/cat-2024.jpg",
                  "https://img.example.org/photos/cat%2D2024.jpg",
+                 "https://IMG.example.org/photos/c%61t%2d2024.jpg",
                  "https://user@img.example.org/photos/cat-2024.jpg",
                  "https://img.example.org./photos/cat-2024.jpg#top",
                  "https://img.example.org/photos/cat-2024.jpg?",

@@ -262,5 +262,11 @@ def test_migrations_go_down_and_up_and_match_the_models(database: tuple[str, dic
     db.downgrade(engine, "base")
     assert db.current_revision(engine) is None
     db.upgrade(engine)
-    assert db.current_revision(engine) == db.head_revision()
+    assert db.current_revision(engine) == db.head_revision() == db.HEAD_REVISION
+    db.downgrade(engine, "0001")
+    assert db.current_revision(engine) == "0001"
+    with pytest.raises(db.DatabaseError, match="is at revision 0001"):
+        db.require_current(engine)
+    db.upgrade(engine)
+    db.require_current(engine)
     engine.dispose()
