@@ -4,6 +4,7 @@ engines set up for safe concurrent appends, and migrations through Alembic."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,7 +86,8 @@ VERSION_TABLE = "alembic_version"
 def alembic_config() -> Config:
     from alembic.config import Config
 
-    config = Config()
+    # sys.stdout as it is now: Config's default is the stream of when alembic was imported
+    config = Config(stdout=sys.stdout)
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
 
