@@ -220,7 +220,7 @@ def _chain(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, _HeaderFields] | N
         index = np.asarray(chain, dtype=np.int64)
         fields = fields.take(index)
     end = int(following[index[-1]])
-    if end > count or (end < count and grid[end].any()):
+    if end >= count or grid[end].any():
         return None  # truncated, or a header the fast path does not read: let the walk say
     return candidates[index], sizes[index], fields
 
@@ -291,7 +291,12 @@ def _scan(view: mmap.mmap, size: int, path: Path) -> tuple[TarMembers, list[int]
     while True:
         if position + _BLOCK > size:
             if position >= size and members:
-                break  # no end-of-archive blocks: tolerated, as tar does
+                # tar and Python's tarfile accept this, but every writer of webdatasets ends a
+                # tar with zero blocks: a file cut just after a member (a copy stopped on a page
+                # boundary) would otherwise pass for a complete, shorter shard
+                raise InvalidDatasetError(
+                    f"{path}: truncated tar (no end-of-archive blocks after the last member, "
+                    f"at byte {position})", hint="download the shard again")
             raise InvalidDatasetError(f"{path}: truncated tar (a header is cut short)",
                                       hint="download the shard again")
         header = view[position: position + _BLOCK]

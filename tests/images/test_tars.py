@@ -113,8 +113,9 @@ def test_a_corrupt_header_is_named_with_its_byte_offset(tmp_path: Path) -> None:
         tars.read_members(tar)
 
 
-@pytest.mark.parametrize("cut", [100, 512 + 5, 1536 + 200])
+@pytest.mark.parametrize("cut", [100, 512 + 5, 1024, 1536 + 200, 2560])
 def test_a_cut_tar_is_named_as_truncated(tmp_path: Path, cut: int) -> None:
+    # 1024 and 2560: just after a member, so only the missing end-of-archive blocks tell
     tar = write_tar(tmp_path / "t.tar", [("a.jpg", b"1" * 10), ("b.jpg", b"2" * 600)])
     tar.write_bytes(tar.read_bytes()[:cut])
     with pytest.raises(InvalidDatasetError, match=r"t\.tar: truncated tar"):
