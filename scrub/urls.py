@@ -441,14 +441,12 @@ def host_table(urls: pl.Series) -> tuple[np.ndarray, pl.Series]:
 def encode_hosts(hosts: pl.Series) -> tuple[np.ndarray, pl.Series]:
     """A column of hosts (nulls allowed) as :func:`host_table` gives them."""
     index, distinct = _distinct(hosts)
-    keep = np.array([h is not None for h in distinct] + [False])
-    codes = np.append(np.cumsum(keep[:-1]) - 1, -1)
-    codes[~keep] = -1
-    return codes[index], pl.Series([h for h in distinct if h is not None], dtype=pl.String)
+    return index, pl.Series(distinct, dtype=pl.String)
 
 
 def _distinct(values: pl.Series) -> tuple[np.ndarray, list[str]]:
-    """(index of each value in the distinct values, -1 for null; the distinct values)."""
+    """(index of each value in the distinct values, -1 for null; the distinct values, which
+    hold no null)."""
     encoded = pc.dictionary_encode(values.to_arrow())
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
