@@ -1,5 +1,9 @@
 """The bare baseline: read every shard with polars and write it back with scrub's writer settings.
 
+Polars' writer takes one zstd level for every column: it writes them all at
+``WRITER_COMPRESSION_LEVEL``, where scrub's own writer uses a lower level on hex-digest columns
+(``scrub.dataset.compression_levels``); the benchmarks print both outputs' sizes.
+
 ``polars_copy.py DATASET OUTPUT --workers N``: shards in parallel over N spawned processes (as
 scrub does), each with ``POLARS_MAX_THREADS`` = cores / N. Run as its own process by the
 benchmarks so that both sides pay for starting an interpreter.

@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 from scrub.atomic import atomic_path, atomic_write_json
 from scrub.dataset import (
     WRITER_COMPRESSION,
-    WRITER_COMPRESSION_LEVEL,
     WRITER_USE_DICTIONARY,
+    compression_levels,
 )
 from scrub.keys import keys_to_hex
 
@@ -112,7 +112,7 @@ def generate_dataset(out_dir: Path | str, *, rows: int, shards: int, seed: int =
         table = _shard_table(rng, index, count, row_start)
         with atomic_path(out / shard_name(index)) as tmp:
             pq.write_table(table, tmp, compression=WRITER_COMPRESSION,
-                           compression_level=WRITER_COMPRESSION_LEVEL,
+                           compression_level=compression_levels(table.schema),
                            use_dictionary=WRITER_USE_DICTIONARY, row_group_size=128 * 1024)
         if embeddings:
             (out / "img_emb").mkdir(exist_ok=True)

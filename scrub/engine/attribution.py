@@ -119,16 +119,25 @@ class AttributedRule(Rule):
             # Other URLs (other shapes too) are kept to be sure. One anchored regex finds the
             # plain ones (it stops at the authority's end) and literal searches the rest.
             urls = pl.Series(view.column("url")).cast(pl.String)
-            maybe = ~urls.str.contains(_PLAIN_AUTHORITY) | urls.str.contains_any(
-                self.url_hosts.to_list(), ascii_case_insensitive=True)  # type: ignore
-            rows = maybe.fill_null(False).arg_true().to_numpy()
-            if len(rows) and self.url_tails is not None:
+            rows = np.arange(len(urls))
+            if self.url_tails is not None:
                 # A listed URL's last segment (unreserved characters only) comes verbatim
                 # from the URL's own path once escapes of unreserved characters are decoded
                 # (canonicalisation only decodes those, escapes other characters, and drops
-                # whole dot segments), so a URL without it cannot match.
-                some = decode_unreserved_escapes(urls.gather(rows))
-                rows = rows[some.str.contains_any(self.url_tails).fill_null(False).to_numpy()]
+                # whole dot segments), so a URL without it cannot match. Literal searches
+                # first (a URL without "%" decodes to itself), decoding only the others.
+                some = (urls.str.contains_any(self.url_tails)
+                        | urls.str.contains("%", literal=True)).fill_null(False)
+                rows = some.arg_true().to_numpy()
+                if len(rows):
+                    decoded = decode_unreserved_escapes(urls.gather(rows))
+                    rows = rows[decoded.str.contains_any(self.url_tails).fill_null(False)
+                                .to_numpy()]
+            if len(rows):
+                some_urls = urls.gather(rows)
+                maybe = ~some_urls.str.contains(_PLAIN_AUTHORITY) | some_urls.str.contains_any(
+                    self.url_hosts.to_list(), ascii_case_insensitive=True)  # type: ignore
+                rows = rows[maybe.fill_null(False).to_numpy()]
             if len(rows):
                 on = canonical_hosts(urls.gather(rows)).is_in(hosts).fill_null(False)
                 rows = rows[on.to_numpy()]

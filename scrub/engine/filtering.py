@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 from scrub.dataset import (
     BATCH_ROWS,
     WRITER_COMPRESSION,
-    WRITER_COMPRESSION_LEVEL,
     WRITER_USE_DICTIONARY,
+    ColumnRoles,
     Shard,
+    compression_levels,
     detect_roles,
     open_shard,
 )
@@ -40,10 +41,12 @@ from scrub.keys import hex_to_keys
 MAX_GROUP_ROWS = 1 << 20
 
 
-def open_writer(where: Path | BinaryIO, schema: pa.Schema) -> pq.ParquetWriter:
-    """A parquet writer with scrub's fixed settings (shared with the benchmarks' baselines)."""
+def open_writer(where: Path | BinaryIO, schema: pa.Schema,
+                roles: ColumnRoles | None = None) -> pq.ParquetWriter:
+    """A parquet writer with scrub's fixed settings (shared with the benchmarks' baselines):
+    zstd, level per column (:func:`~scrub.dataset.compression_levels`), no dictionary."""
     return pq.ParquetWriter(where, schema, compression=WRITER_COMPRESSION,
-                            compression_level=WRITER_COMPRESSION_LEVEL,
+                            compression_level=compression_levels(schema, roles),
                             use_dictionary=WRITER_USE_DICTIONARY)
 
 
@@ -126,7 +129,7 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
     records: list[pa.Table] = []
     try:
         with open(tmp, "wb") as handle:
-            with open_writer(handle, parquet.schema_arrow) as writer:
+            with open_writer(handle, parquet.schema_arrow, roles) as writer:
                 for batch in iter_batches(parquet):
                     view = with_scores(batch, scores, stats.rows_in)
                     stats.rows_in += batch.num_rows

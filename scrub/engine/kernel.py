@@ -78,12 +78,18 @@ class Decisions:
 
 
 def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles, *,
-           groups: Sequence[frozenset[int]] = ()) -> Decisions:
+           groups: Sequence[frozenset[int]] = (), view: BatchView | None = None) -> Decisions:
     """Run every rule of ``plan`` over ``batch`` (a record batch or a table of one row group).
 
     ``groups`` are sets of source ids (the variants of a release, each a subset of the plan):
-    every rule still runs once, and each group's reasons come from its own sources only."""
-    view = BatchView(batch, roles)
+    every rule still runs once, and each group's reasons come from its own sources only.
+
+    ``view``: a :class:`BatchView` of ``batch`` to work in (the caller then finds in it what the
+    rules worked out, e.g. the rows' hosts); a fresh one by default."""
+    if view is None:
+        view = BatchView(batch, roles)
+    elif view.batch is not batch:
+        raise ValueError("the view given is of another batch")
     distance: np.ndarray | None = None
     reasons = np.zeros(batch.num_rows, dtype=np.uint32)
     sources: dict[int, np.ndarray] = {}

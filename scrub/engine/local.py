@@ -55,10 +55,8 @@ _OVERRIDES: Mapping[str, str] | None = None
 _KEY: bytes | None = None
 
 
-def _init_worker(plans: multiprocessing.queues.Queue, threads: int) -> None:
-    """Set up a worker, warm it up, then wait for the plan (sent once the parent has parsed it)."""
-    global _PLAN, _OVERRIDES, _KEY
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+def configure_worker(threads: int) -> None:
+    """Set up a spawned process that filters shards beside others, ``threads`` cores each."""
     # A spawned worker ends through sys.exit, whose C++ static destructors can meet Arrow's
     # thread pools still running and abort ("terminate called without an active exception").
     # Its results are already sent synchronously, so leave without those destructors.
@@ -70,6 +68,13 @@ def _init_worker(plans: multiprocessing.queues.Queue, threads: int) -> None:
     pa.set_cpu_count(threads)
     pa.set_io_thread_count(max(threads, 2))
     warm_up()
+
+
+def _init_worker(plans: multiprocessing.queues.Queue, threads: int) -> None:
+    """Set up a worker, warm it up, then wait for the plan (sent once the parent has parsed it)."""
+    global _PLAN, _OVERRIDES, _KEY
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    configure_worker(threads)
     while True:
         message = plans.get()
         if isinstance(message, str):  # a kernel the coming plan needs: prepare it while idle

@@ -104,7 +104,7 @@ def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: P
         dropped = set(pl.Series(table.column(key_column)).cast(pl.String)
                       .filter(pl.Series(drop)).drop_nulls().to_list())
         with open(tmp, "wb") as handle:
-            with open_writer(handle, parquet.schema_arrow) as writer:
+            with open_writer(handle, parquet.schema_arrow, roles) as writer:
                 writer.write_table(table.filter(pa.array(~drop)))
             handle.flush()
             os.fsync(handle.fileno())

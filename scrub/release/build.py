@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,15 +41,27 @@ from scrub.engine.apply import survey
 from scrub.engine.attribution import AttributedRule
 from scrub.engine.filtering import iter_batches, open_writer
 from scrub.engine.kernel import decide
+from scrub.engine.local import configure_worker, default_workers
 from scrub.engine.plan import MatchOptions, MatchPlan, add_ledger_rules, plan_for_apply
 from scrub.engine.reasons import Reason
-from scrub.engine.rules import AllOf, CaptionTermRule, ScoreRule, Source
+from scrub.engine.rules import AllOf, BatchView, CaptionTermRule, ScoreRule, Source
 from scrub.engine.scores import RESCORED, scored_roles, shard_scores, with_scores
 from scrub.errors import InvalidDatasetError, OutputConflictError, UserInputError, brief
 from scrub.lists.store import ListStore
 from scrub.progress import Progress
 from scrub.release.policy import Policy
+from scrub.release.probe import (
+    PROBE_DIR,
+    host_probes,
+    may_match,
+    probe_key,
+    probe_path,
+    read_probes,
+    rule_probes,
+    write_probes,
+)
 from scrub.urls import canonicalize_urls
+from scrub.workers import worker_threads
 
 STAGING = ".scrub-release"
 MANIFEST = "manifest.json"
@@ -169,9 +181,10 @@ def embedding_file(source: Path, shard: Shard) -> Path | None:
 
 
 def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str], shard: Shard,
-                stage: Path, emb: Path | None, hmac_key: str,
+                stage: Path, emb: Path | None, hmac_key: str, probe_hmac: str,
                 overrides: dict[str, str] | None) -> list[dict[str, object]]:
-    """Every variant of one shard under ``stage/<variant>/``; per variant its stats."""
+    """Every variant of one shard under ``stage/<variant>/``, and the shard's probe set under
+    ``stage`` (see :mod:`scrub.release.probe`); per variant its stats."""
     parquet = open_shard(shard)
     rows = parquet.metadata.num_rows
     scores = shard_scores(plan.scores, shard, rows)
@@ -196,15 +209,26 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
         path.parent.mkdir(parents=True, exist_ok=True)
     tmps = [p.with_name(f".{p.name}.partial") for p in paths]
     sinks = [_HashingFile(tmp) for tmp in tmps]
-    writers = [open_writer(sink, parquet.schema_arrow) for sink in sinks]  # type: ignore
+    writers = [open_writer(sink, parquet.schema_arrow, roles) for sink in sinks]  # type: ignore
     offset = 0
+    hosts: list[pl.Series] = []
+    batches = 0
     try:
         for batch in iter_batches(parquet):
-            view = with_scores(batch, scores, offset)
+            batches += 1
+            table = with_scores(batch, scores, offset)
             offset += batch.num_rows
-            decisions = decide(plan, view, roles, groups=groups)
+            view = BatchView(table, roles)
+            decisions = decide(plan, table, roles, groups=groups, view=view)
+            if view.has_hosts():  # the rules worked out the rows' hosts: record them
+                hosts.append(view.distinct_hosts())
+            drops = [bits != 0 for bits in decisions.group_reasons]
+            # the removal rows (keyed hashes) of every row some variant drops, computed once
+            union = np.logical_or.reduce(drops) if drops else np.zeros(batch.num_rows, bool)
+            hashed = (_removal_rows(batch.filter(pa.array(union)), roles, hmac_key)
+                      if union.any() else None)
             for v, bits in enumerate(decisions.group_reasons):
-                drop = bits != 0
+                drop = drops[v]
                 keeps[v].append(~drop)
                 writers[v].write_table(batch.filter(pa.array(~drop)) if drop.any() else batch)
                 stat = stats[v]
@@ -222,7 +246,7 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
                         label = labels[source]
                         by = stat["by_source"]
                         by[label] = by.get(label, 0) + count  # type: ignore
-                removed[v].append(_removal_rows(batch.filter(pa.array(drop)), roles, hmac_key))
+                removed[v].append(hashed.filter(pa.array(drop[union])))  # type: ignore[union-attr]
         for writer in writers:
             writer.close()
         for stat, sink, tmp, path in zip(stats, sinks, tmps, paths):
@@ -235,8 +259,18 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
             sink.abandon()
             tmp.unlink(missing_ok=True)
     source_hash = _fsync_and_hash(shard.path, sync=False)
+    tag = None
+    # A probe set only when the plan had the hosts of every batch worked out (it has rules on
+    # URLs or hosts): working them out for it alone would cost ~5% of the build. Without one, a
+    # later incremental rebuild reads the shard.
+    if hosts and len(hosts) == batches:
+        found = pl.concat(hosts)
+        tag = write_probes(stage, shard.name, host_probes(found, probe_hmac), probe_hmac,
+                           source_hash)
     for v, name in enumerate(names):
         stats[v]["input_sha256"] = source_hash
+        if tag is not None:
+            stats[v]["probe"] = tag
         if embeddings is not None and emb is not None:
             keep = np.concatenate(keeps[v]) if keeps[v] else np.ones(0, bool)
             target = stage / name / "img_emb" / emb.name
@@ -452,29 +486,58 @@ def _uses(release: ReleasePlan, policy: str, label: str) -> bool:
 
 def rebuild_shard(plan: MatchPlan, groups: list[frozenset[int]], reuse: Reuse,
                   names: list[str], shard: Shard, stage: Path, emb: Path | None, hmac_key: str,
-                  overrides: dict[str, str] | None) -> list[dict[str, object]]:
+                  probe_hmac: str, overrides: dict[str, str] | None) -> list[dict[str, object]]:
     """Reuse the previous release's files of this shard when the new rules remove nothing
     more from it (reading only the columns they need); else build it again in full."""
-    entries = [{s["name"]: s for s in reuse.manifests[n]["shards"]}[shard.name] for n in names]
-    olds = [read_state(reuse.previous / n, shard.name, e["state"]) for n, e in
-            zip(names, entries)]
+    changed, entries, olds = shard_changed(reuse, names, shard, overrides)
+    if changed:
+        return build_shard(plan, groups, names, shard, stage, emb, hmac_key, probe_hmac,
+                           overrides)
+    return reuse_shard(reuse, names, shard, stage, emb, entries, olds)
+
+
+def shard_changed(reuse: Reuse, names: list[str], shard: Shard,
+                  overrides: dict[str, str] | None
+                  ) -> tuple[bool, list[dict], list[tuple[np.ndarray, dict]]]:
+    """Whether the new rules remove a row the previous release kept, in some variant (reading
+    only the columns they need, and stopping at the first such row); with the previous states.
+    """
+    entries, olds = previous_states(reuse, names, shard)
     delta, delta_groups = reuse.delta.plan, [v.sources for v in reuse.delta.variants]
-    if delta.rules:
-        parquet = open_shard(shard)
-        scores = shard_scores(delta.scores, shard, parquet.metadata.num_rows)
-        roles = scored_roles(detect_roles(parquet.schema_arrow, overrides), scores)
-        columns = sorted({roles.get(r) for r in delta.required_roles()} - {None}
-                         - {roles.get(r) for r in scores})
-        offset = 0
-        for index in range(parquet.metadata.num_row_groups):
-            batch = parquet.read_row_group(index, columns=columns, use_threads=False)
-            view = with_scores(batch, scores, offset)
-            decisions = decide(delta, view, roles, groups=delta_groups)
-            for (old, _), bits in zip(olds, decisions.group_reasons):
-                if ((bits != 0) & ~old[offset:offset + batch.num_rows]).any():
-                    return build_shard(plan, groups, names, shard, stage, emb, hmac_key,
-                                       overrides)
-            offset += batch.num_rows
+    if not delta.rules:
+        return False, entries, olds
+    parquet = open_shard(shard)
+    scores = shard_scores(delta.scores, shard, parquet.metadata.num_rows)
+    roles = scored_roles(detect_roles(parquet.schema_arrow, overrides), scores)
+    columns = sorted({roles.get(r) for r in delta.required_roles()} - {None}
+                     - {roles.get(r) for r in scores})
+    offset = 0
+    for index in range(parquet.metadata.num_row_groups):
+        batch = parquet.read_row_group(index, columns=columns, use_threads=False)
+        view = with_scores(batch, scores, offset)
+        decisions = decide(delta, view, roles, groups=delta_groups)
+        for (old, _), bits in zip(olds, decisions.group_reasons):
+            if ((bits != 0) & ~old[offset:offset + batch.num_rows]).any():
+                return True, entries, olds
+        offset += batch.num_rows
+    return False, entries, olds
+
+
+def previous_states(reuse: Reuse, names: list[str],
+                    shard: Shard) -> tuple[list[dict], list[tuple[np.ndarray, dict]]]:
+    """The previous release's manifest entry and state (drop mask, stats) of ``shard`` in
+    each variant."""
+    entries = [{s["name"]: s for s in reuse.manifests[n]["shards"]}[shard.name] for n in names]
+    olds = [read_state(reuse.previous / n, shard.name, e["state"])
+            for n, e in zip(names, entries)]
+    return entries, olds
+
+
+def reuse_shard(reuse: Reuse, names: list[str], shard: Shard, stage: Path, emb: Path | None,
+                entries: list[dict], olds: list[tuple[np.ndarray, dict]]
+                ) -> list[dict[str, object]]:
+    """Link the previous release's files of ``shard`` (every variant's shard, embeddings and
+    state, and its probe set) into ``stage``; per variant its stats, as before."""
     stats = []
     for name, entry, (_, stat) in zip(names, entries, olds):
         for relative in (shard.name, *([f"img_emb/{emb.name}"] if emb else []),
@@ -483,7 +546,27 @@ def rebuild_shard(plan: MatchPlan, groups: list[frozenset[int]], reuse: Reuse,
             target.parent.mkdir(parents=True, exist_ok=True)
             link_or_copy(reuse.previous / name / relative, target)
         stats.append({**stat, "state": entry["state"]})
+    probes = probe_path(reuse.previous, shard.name)
+    if probes.is_file():
+        target = probe_path(stage, shard.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(probes, target)
     return stats
+
+
+def skippable(reuse: Reuse, names: list[str], shard: Shard, probes: np.ndarray | None,
+              key: str) -> tuple[list[dict], list[tuple[np.ndarray, dict]]] | None:
+    """The previous states of ``shard`` when its probe set shows that no new rule can match
+    it (its files are then reused without reading it); else None."""
+    if probes is None:
+        return None
+    entries, olds = previous_states(reuse, names, shard)
+    stat = olds[0][1]
+    found = read_probes(reuse.previous, shard.name, key, str(stat.get("input_sha256")),
+                        stat.get("probe"))
+    if found is None or may_match(probes, found):
+        return None
+    return entries, olds
 
 
 _WORKER: dict[str, object] = {}
@@ -493,8 +576,10 @@ def _init(plan: MatchPlan, groups: list[frozenset[int]], reuse: Reuse | None = N
     _WORKER["plan"], _WORKER["groups"], _WORKER["reuse"] = plan, groups, reuse
 
 
-def _init_from(plans: multiprocessing.queues.Queue) -> None:
-    """A worker's initializer: wait for the plan (sent once every worker is starting)."""
+def _init_from(plans: multiprocessing.queues.Queue, threads: int) -> None:
+    """A worker's initializer: set it up as apply's workers are, then wait for the plan (sent
+    once every worker is starting)."""
+    configure_worker(threads)
     _init(*plans.get())
 
 
@@ -579,22 +664,56 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
     meter = Progress("release", len(shards), total, enabled=progress)
     meter.advance(sum(open_shard(s).metadata.num_rows for s in shards if s.name in stats),
                   shards=len(stats))
-    args = [(names, shard, stage, embedding_file(source, shard), str(job["removal_key"]),
-             overrides) for shard in pending]
-    count = max(1, min(workers or (os.cpu_count() or 1), len(pending) or 1))
-    if reuse is not None and not reuse.delta.plan.rules:
-        count = 1  # nothing new to match: every shard is linked, no worker is worth starting
+    key = probe_key(secret)
+    tasks_reuse = reuse
     try:
+        if reuse is not None and reuse.delta.plan.rules:
+            # Shards whose probe set holds none of the new rules' hosts: reused unread, here.
+            probes = rule_probes(reuse.delta.plan, key)
+            unread, rest = [], []
+            for shard in pending:
+                previous = skippable(reuse, names, shard, probes, key)
+                if previous is None:
+                    rest.append(shard)
+                else:
+                    unread.append((shard, reuse_shard(reuse, names, shard, stage,
+                                                      embedding_file(source, shard), *previous)))
+            _collect(unread, names, stats, done_dir, meter)
+            pending = []
+            if engine != "ray":
+                # The others are scanned here, on threads (reading only the new rules' columns
+                # is light: workers would take longer to start); only the shards with new
+                # removals are built again, below.
+                threads = max(1, min(workers or default_workers(), len(rest) or 1))
+                with ThreadPoolExecutor(threads) as scanners:
+                    verdicts = scanners.map(
+                        lambda shard: shard_changed(reuse, names, shard, overrides), rest)
+                    for shard, (changed, entries, olds) in zip(rest, verdicts):
+                        if changed:
+                            pending.append(shard)
+                        else:
+                            _collect([(shard, reuse_shard(
+                                reuse, names, shard, stage, embedding_file(source, shard),
+                                entries, olds))], names, stats, done_dir, meter)
+                tasks_reuse = None  # what is left is built in full
+            else:
+                pending = rest
+        args = [(names, shard, stage, embedding_file(source, shard), str(job["removal_key"]),
+                 key, overrides) for shard in pending]
+        count = max(1, min(workers or (os.cpu_count() or 1), len(pending) or 1))
+        if tasks_reuse is not None and not tasks_reuse.delta.plan.rules:
+            count = 1  # nothing new to match: every shard is linked, no worker is worth starting
         if engine == "ray":
             from scrub.engine.distributed import connect, ray_map
 
             connect(address, num_cpus=workers)
-            payload = {"plan": release.plan, "groups": groups, "reuse": reuse, "args": args}
+            payload = {"plan": release.plan, "groups": groups, "reuse": tasks_reuse,
+                       "args": args}
             finished = ray_map(_ray_setup, payload, len(args), workers=workers)
             _collect(((pending[i], result) for i, result in finished), names, stats, done_dir,
                      meter)
         elif count == 1:
-            _init(release.plan, groups, reuse)
+            _init(release.plan, groups, tasks_reuse)
             _collect(zip(pending, map(_task, args)), names, stats, done_dir, meter)
         else:
             # spawn, not fork: a forked child of a process running polars/Arrow threads can
@@ -604,11 +723,13 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
             # would start one after the other (~0.4 s each, measured).
             context = multiprocessing.get_context("spawn")
             plans = context.Queue()
-            with ProcessPoolExecutor(count, mp_context=context, initializer=_init_from,
-                                     initargs=(plans,)) as pool:
+            threads = max(1, default_workers() // count)
+            with worker_threads(threads), ProcessPoolExecutor(
+                    count, mp_context=context, initializer=_init_from,
+                    initargs=(plans, threads)) as pool:
                 results = pool.map(_task, args)
                 for _ in range(count):
-                    plans.put((release.plan, groups, reuse))
+                    plans.put((release.plan, groups, tasks_reuse))
                 _collect(zip(pending, results), names, stats, done_dir, meter)
     finally:
         meter.finish()
@@ -624,6 +745,9 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
     for name in names:
         os.replace(stage / name, output / name)
         published[name] = output / name
+    if (stage / PROBE_DIR).is_dir():
+        shutil.rmtree(output / PROBE_DIR, ignore_errors=True)  # a leftover of this job's own
+        os.replace(stage / PROBE_DIR, output / PROBE_DIR)
     shutil.rmtree(stage)
     return BuildResult(str(job["release_id"]), published, by_variant, job)
 

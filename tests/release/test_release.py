@@ -371,3 +371,70 @@ def test_an_incremental_rebuild_reuses_untouched_shards_and_equals_a_full_one(
     refused = build(setup, tmp_path / "again", "--no-ledger-update", "--from",
                     str(tmp_path / "inc"))
     assert refused.exit_code == 2 and "no longer verified" in refused.output
+
+
+def build_from(setup: dict, data: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    root = setup["root"]
+    return runner.invoke(app, [
+        "release", "build", str(data), str(out),
+        "--policy", str(POLICIES / "research.toml"),
+        "--policy", str(POLICIES / "research-safe.toml"),
+        "--signing-key", str(root / "sign.pem"), "--store", str(setup["store"]),
+        "--key-file", str(setup["key"]), "--db", setup["db"], "--workers", "2",
+        "--no-ledger-update", "--quiet", "--json", *extra])
+
+
+def test_an_incremental_rebuild_reads_only_the_shards_on_the_new_hosts(
+        setup: dict, built: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(setup["data"], data)
+    shards = sorted(data.glob("*.parquet"))
+    # one row of shard 1 on a host no other row is on, spelled as a request will not spell it
+    stored = "HTTPS://Probe-Only.Example.NET./gallery/Photo-1.jpg"
+    requested = "https://probe-only.example.net/gallery/Photo-1.jpg"
+    assert canonical_url(stored) == canonical_url(requested)
+    frame = pl.read_parquet(shards[1])
+    urls = frame["URL"].to_list()
+    urls[5] = stored
+    pq.write_table(frame.with_columns(pl.Series("URL", urls)).to_arrow()
+                   .cast(pq.read_schema(shards[1])), shards[1])
+    base = build_from(setup, data, tmp_path / "base", "--release-id", "base")
+    assert base.exit_code == 0, base.output
+    probes = sorted((tmp_path / "base" / ".scrub-probe").glob("*.probe"))
+    assert [p.stem for p in probes] == [s.stem for s in shards]
+    # keyed: the plain digests of the shard's hosts are not in its probe set
+    import hashlib
+
+    plain = int.from_bytes(hashlib.sha256(b"probe-only.example.net").digest()[:8], "big")
+    assert plain not in np.frombuffer(probes[1].read_bytes(), dtype="<u8")
+    ledger, request = add_verified(setup, "gdpr_erasure", "pr@example.org", requested)
+    try:
+        # the shards the new request cannot touch are not read: spoil them (same size)
+        originals = {s: s.read_bytes() for s in shards}
+        for shard in (shards[0], shards[2], shards[3]):
+            shard.write_bytes(b"\0" * len(originals[shard]))
+        inc = build_from(setup, data, tmp_path / "inc", "--release-id", "inc",
+                         "--from", str(tmp_path / "base"))
+        assert inc.exit_code == 0, inc.output
+        for shard, body in originals.items():
+            shard.write_bytes(body)
+        full = build_from(setup, data, tmp_path / "full", "--release-id", "inc")
+        assert full.exit_code == 0, full.output
+        for variant in ("research", "research-safe"):
+            new, whole, before = (tmp_path / d / variant for d in ("inc", "full", "base"))
+            assert not any(canonical_url(u) == canonical_url(requested)
+                           for u in pl.read_parquet(new / shards[1].name)["URL"].to_list())
+            for index, shard in enumerate(shards):
+                assert (new / shard.name).read_bytes() == (whole / shard.name).read_bytes()
+                reused = (new / shard.name).stat().st_ino == (before / shard.name).stat().st_ino
+                assert reused == (index != 1), (variant, shard.name)
+        # a probe set that was changed is not trusted: the shard is read (and the request met)
+        (tmp_path / "base" / ".scrub-probe" / f"{shards[1].stem}.probe").write_bytes(b"")
+        again = build_from(setup, data, tmp_path / "again", "--release-id", "inc",
+                           "--from", str(tmp_path / "base"))
+        assert again.exit_code == 0, again.output
+        for variant in ("research", "research-safe"):
+            assert ((tmp_path / "again" / variant / shards[1].name).read_bytes()
+                    == (tmp_path / "full" / variant / shards[1].name).read_bytes())
+    finally:
+        ledger.transition(request, "withdraw", "alice")
