@@ -32,15 +32,18 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import TYPE_CHECKING
 
 import idna
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import tldextract
 
 from scrub.keys import string_buffers
+
+if TYPE_CHECKING:
+    import tldextract
 
 DEFAULT_PORTS = {"http": "80", "https": "443", "ftp": "21"}
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -188,6 +191,8 @@ def url_host(url: str) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def _psl() -> tldextract.TLDExtract:
+    import tldextract  # here: it imports requests (~70 ms), which most commands never need
+
     # suffix_list_urls=() keeps tldextract on its bundled snapshot: no network, ever.
     return tldextract.TLDExtract(suffix_list_urls=(), include_psl_private_domains=True,
                                  cache_dir=None)
@@ -509,6 +514,47 @@ def map_distinct(values: pl.Series, function, *,  # type: ignore[no-untyped-def]
 def hosts_of(canonical: pl.Series) -> pl.Series:
     """The host of each canonical URL (null stays null)."""
     return canonical.str.extract(r"^[a-z][a-z0-9+.\-]*://(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)", 1)
+
+
+#: Characters a path segment keeps as they are in canonical form (rule 5: unreserved
+#: characters, sub-delimiters, ":" and "@"); a segment of only these is already canonical.
+_PLAIN_SEGMENT = r"^[A-Za-z0-9\-._~!$&'()*+,;=:@]*$"
+#: Deleting this leaves a URL's last path segment and what follows it (its query and
+#: fragment), or, when the URL has no path (its authority runs to a "?", a "#" or the end),
+#: nothing at all.
+_BEFORE_TAIL = r"(?s)^(?:[^?#/]*//[^?#/]*(?:[?#].*)?$|[^?#]*/)"
+
+
+def _last_segments(urls: pl.Series) -> pl.Series:
+    """What follows the last "/" before each URL's query or fragment, up to its "?" (a "#"
+    is left in: :func:`url_tails` canonicalises those). One regex without capture groups
+    (which would take the slower engine) and one literal split."""
+    return (pl.DataFrame({"url": urls}).select(
+        pl.col("url").str.replace(_BEFORE_TAIL, "").str.split_exact("?", 1)
+        .struct.field("field_0")).to_series())
+
+
+def url_tails(urls: pl.Series) -> pl.Series:
+    """For each URL, the last segment of its canonical path ("" when the path ends with "/");
+    for a value that is not a URL, some string of no consequence (or null).
+
+    Equal to the last segment of :func:`canonicalize_urls` for every URL (tested), without
+    canonicalising the URLs whose raw last segment is plain: rule 5 leaves such a segment as
+    it is, rule 6 only changes the last segment when it is "." or ".." (it becomes ""), and
+    no other rule touches it. The others (escapes, spaces, non-ASCII, a fragment...) are
+    canonicalised first. Incremental release rebuilds use it to rule out shards that cannot
+    hold a listed URL (see :mod:`scrub.release.probe`).
+    """
+    text = urls.cast(pl.String)
+    frame = pl.DataFrame({"tail": _last_segments(text)}).with_columns(
+        pl.when(pl.col("tail").is_in([".", ".."])).then(pl.lit("")).otherwise(pl.col("tail"))
+        .alias("tail"),
+        plain=pl.col("tail").str.contains(_PLAIN_SEGMENT).fill_null(True))
+    tails = frame["tail"]
+    rows = (~frame["plain"]).arg_true()
+    if len(rows):
+        tails = tails.scatter(rows, _last_segments(canonicalize_urls(text.gather(rows))))
+    return tails.alias(urls.name or "tail")
 
 
 @functools.lru_cache(maxsize=1)

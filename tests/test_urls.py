@@ -97,3 +97,28 @@ def test_hosts_alone_equal_hosts_of_canonical_urls(values: list[str]) -> None:
 
     series = pl.Series(values, dtype=pl.String)
     assert canonical_hosts(series).to_list() == hosts_of(canonicalize_urls(series)).to_list()
+
+
+def _canonical_tail(url: str) -> str | None:
+    canonical = canonical_url(url)
+    if canonical is None:
+        return None
+    path = canonical.split("://", 1)[1].split("?", 1)[0]
+    return path.rsplit("/", 1)[1] if "/" in path else ""
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(ANY_TEXT, min_size=1, max_size=30))
+@example(["http://h/a/..", "http://h/a/.", "http://h", "http://h?x/y", "http://h/a%2e%2E",
+          "http://h/x/%41b%7e ", " http://h/a.jpg#f/g", "http://u/v@h/w", "http://h/é.jpg",
+          "http://h/a/b.jpg?q=1/2"])
+def test_tails_equal_last_segments_of_canonical_urls(values: list[str]) -> None:
+    """Probe sets of releases rely on this: a URL's tail is its canonical path's last segment,
+    whatever its spelling (values that are not URLs may get any tail)."""
+    from scrub.urls import url_tails
+
+    got = url_tails(pl.Series(values, dtype=pl.String)).to_list()
+    for value, tail in zip(values, got):
+        expected = _canonical_tail(value)
+        if expected is not None:
+            assert tail == expected, value

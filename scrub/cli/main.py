@@ -6,18 +6,20 @@ errors become exit codes. Tracebacks never show locals (they can hold keys and h
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Iterable
+
 import typer
 
 from scrub import __version__
 
-app = typer.Typer(
-    name="scrub",
-    help="Safety and compliance scrubbing for web-scale image-text datasets.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    pretty_exceptions_show_locals=False,
-)
+#: The modules that register commands (``scrub.cli.<module>``), in the order help lists them.
+MODULES = ("apply", "decisions", "demo", "hash", "lists", "keys", "ledger", "nsfw", "release")
+#: The module that registers each top-level command.
+COMMANDS = {"apply": "apply", "decisions": "decisions", "demo": "demo", "hash": "hash",
+            "keygen": "keys", "requests": "ledger", "ledger": "ledger", "db": "ledger",
+            "lists": "lists", "nsfw": "nsfw", "release": "release"}
 
 
 def _version(value: bool) -> None:
@@ -26,7 +28,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
@@ -34,23 +35,35 @@ def _root(
     """Safety and compliance scrubbing for web-scale image-text datasets."""
 
 
-def _register() -> None:
-    from scrub.cli import apply, decisions, demo, hash, keys, ledger, lists, nsfw, release
+def build_app(modules: Iterable[str] | None = None) -> typer.Typer:
+    """The root app with the commands of ``modules`` (all of them by default)."""
+    root = typer.Typer(
+        name="scrub",
+        help="Safety and compliance scrubbing for web-scale image-text datasets.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        pretty_exceptions_show_locals=False,
+    )
+    root.callback()(_root)
+    for module in MODULES if modules is None else modules:
+        importlib.import_module(f"scrub.cli.{module}").register(root)
+    return root
 
-    apply.register(app)
-    decisions.register(app)
-    demo.register(app)
-    hash.register(app)
-    lists.register(app)
-    keys.register(app)
-    ledger.register(app)
-    nsfw.register(app)
-    release.register(app)
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app``: the whole command tree, built on first use (tests and docs use it)."""
+    if name == "app":
+        whole = globals()["app"] = build_app()
+        return whole
+    raise AttributeError(name)
 
 
-_register()
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="scrub")
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point. Only the invoked command's module is imported (each
+    pulls in what it needs: a release build need not load the image hashers' imports); a
+    call without a known command (help, a typo) gets the whole tree."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in args if not a.startswith("-")), None)
+    module = COMMANDS.get(first or "")
+    build_app([module] if module else None)(prog_name="scrub", args=args)

@@ -30,7 +30,7 @@ from scrub.engine.rules import (
 )
 from scrub.keys import keys_to_hex
 from scrub.lists.types import UrlDigestType, get_type, text_digest_keys
-from scrub.urls import canonical_hosts, decode_unreserved_escapes, hosts_of
+from scrub.urls import canonical_hosts, decode_unreserved_escapes, hosts_of, url_tails
 
 #: A URL whose scheme is followed by "//" and an authority of ASCII characters other than "%"
 #: up to the first "/" (or the end): its canonical host is in that authority verbatim.
@@ -64,6 +64,10 @@ class AttributedRule(Rule):
         #: Hosts of the listed URLs: only rows on them can match (see :meth:`match`).
         self.url_hosts = (hosts_of(pl.Series(values, dtype=pl.String)).drop_nulls().unique()
                           if type_name == "url" else None)
+        #: The last segments of the listed URLs' canonical paths: only rows whose URL has one
+        #: of them can match (release probe sets use them, see scrub.release.probe).
+        self.url_segments = (url_tails(pl.Series(values, dtype=pl.String)).drop_nulls().unique()
+                             if type_name == "url" else None)
         #: The listed URLs' last path segments, when each is plain text (unreserved
         #: characters): a URL without %-escapes or non-ASCII that canonicalises to a listed
         #: one holds its segment verbatim (canonical paths only drop segments and escape).

@@ -51,13 +51,20 @@ from scrub.lists.store import ListStore
 from scrub.progress import Progress
 from scrub.release.policy import Policy
 from scrub.release.probe import (
+    HOSTS,
     PROBE_DIR,
+    TAILS,
+    Probing,
+    RuleProbe,
+    fingerprints_ok,
     host_probes,
-    may_match,
+    keyed_tails,
     probe_key,
     probe_path,
     read_probes,
     rule_probes,
+    ruled_out,
+    tail_fingerprints,
     write_probes,
 )
 from scrub.urls import canonicalize_urls
@@ -181,9 +188,9 @@ def embedding_file(source: Path, shard: Shard) -> Path | None:
 
 
 def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str], shard: Shard,
-                stage: Path, emb: Path | None, hmac_key: str, probe_hmac: str,
+                stage: Path, emb: Path | None, hmac_key: str, probing: Probing,
                 overrides: dict[str, str] | None) -> list[dict[str, object]]:
-    """Every variant of one shard under ``stage/<variant>/``, and the shard's probe set under
+    """Every variant of one shard under ``stage/<variant>/``, and the shard's probe sets under
     ``stage`` (see :mod:`scrub.release.probe`); per variant its stats."""
     parquet = open_shard(shard)
     rows = parquet.metadata.num_rows
@@ -212,6 +219,8 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
     writers = [open_writer(sink, parquet.schema_arrow, roles) for sink in sinks]  # type: ignore
     offset = 0
     hosts: list[pl.Series] = []
+    tails: list[np.ndarray] | None = (
+        [] if probing.tails and roles.get("url") and fingerprints_ok() else None)
     batches = 0
     try:
         for batch in iter_batches(parquet):
@@ -222,6 +231,8 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
             decisions = decide(plan, table, roles, groups=groups, view=view)
             if view.has_hosts():  # the rules worked out the rows' hosts: record them
                 hosts.append(view.distinct_hosts())
+            if tails is not None:
+                tails.append(tail_fingerprints(pl.Series(view.column("url"))))
             drops = [bits != 0 for bits in decisions.group_reasons]
             # the removal rows (keyed hashes) of every row some variant drops, computed once
             union = np.logical_or.reduce(drops) if drops else np.zeros(batch.num_rows, bool)
@@ -259,18 +270,21 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
             sink.abandon()
             tmp.unlink(missing_ok=True)
     source_hash = _fsync_and_hash(shard.path, sync=False)
-    tag = None
-    # A probe set only when the plan had the hosts of every batch worked out (it has rules on
-    # URLs or hosts): working them out for it alone would cost ~5% of the build. Without one, a
-    # later incremental rebuild reads the shard.
+    tags = {}
+    # A host probe set only when the plan had the hosts of every batch worked out (it has
+    # rules on URLs or hosts): working them out for it alone would cost ~5% of the build.
+    # Without one, a later incremental rebuild reads the shard (unless its tails rule it out).
     if hosts and len(hosts) == batches:
         found = pl.concat(hosts)
-        tag = write_probes(stage, shard.name, host_probes(found, probe_hmac), probe_hmac,
-                           source_hash)
+        tags[HOSTS] = write_probes(stage, shard.name, host_probes(found, probing.key),
+                                   probing.key, source_hash, HOSTS)
+    if tails is not None and len(tails) == batches:
+        prints = np.concatenate(tails) if tails else np.zeros(0, np.uint64)
+        tags[TAILS] = write_probes(stage, shard.name, keyed_tails(prints, probing.key),
+                                   probing.key, source_hash, TAILS)
     for v, name in enumerate(names):
         stats[v]["input_sha256"] = source_hash
-        if tag is not None:
-            stats[v]["probe"] = tag
+        stats[v].update(tags)
         if embeddings is not None and emb is not None:
             keep = np.concatenate(keeps[v]) if keeps[v] else np.ones(0, bool)
             target = stage / name / "img_emb" / emb.name
@@ -486,12 +500,12 @@ def _uses(release: ReleasePlan, policy: str, label: str) -> bool:
 
 def rebuild_shard(plan: MatchPlan, groups: list[frozenset[int]], reuse: Reuse,
                   names: list[str], shard: Shard, stage: Path, emb: Path | None, hmac_key: str,
-                  probe_hmac: str, overrides: dict[str, str] | None) -> list[dict[str, object]]:
+                  probing: Probing, overrides: dict[str, str] | None) -> list[dict[str, object]]:
     """Reuse the previous release's files of this shard when the new rules remove nothing
     more from it (reading only the columns they need); else build it again in full."""
     changed, entries, olds = shard_changed(reuse, names, shard, overrides)
     if changed:
-        return build_shard(plan, groups, names, shard, stage, emb, hmac_key, probe_hmac,
+        return build_shard(plan, groups, names, shard, stage, emb, hmac_key, probing,
                            overrides)
     return reuse_shard(reuse, names, shard, stage, emb, entries, olds)
 
@@ -546,25 +560,28 @@ def reuse_shard(reuse: Reuse, names: list[str], shard: Shard, stage: Path, emb: 
             target.parent.mkdir(parents=True, exist_ok=True)
             link_or_copy(reuse.previous / name / relative, target)
         stats.append({**stat, "state": entry["state"]})
-    probes = probe_path(reuse.previous, shard.name)
-    if probes.is_file():
-        target = probe_path(stage, shard.name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        link_or_copy(probes, target)
+    for kind in (HOSTS, TAILS):
+        probes = probe_path(reuse.previous, shard.name, kind)
+        if probes.is_file():
+            target = probe_path(stage, shard.name, kind)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            link_or_copy(probes, target)
     return stats
 
 
-def skippable(reuse: Reuse, names: list[str], shard: Shard, probes: np.ndarray | None,
+def skippable(reuse: Reuse, names: list[str], shard: Shard, probes: list[RuleProbe] | None,
               key: str) -> tuple[list[dict], list[tuple[np.ndarray, dict]]] | None:
-    """The previous states of ``shard`` when its probe set shows that no new rule can match
+    """The previous states of ``shard`` when its probe sets show that no new rule can match
     it (its files are then reused without reading it); else None."""
     if probes is None:
         return None
     entries, olds = previous_states(reuse, names, shard)
     stat = olds[0][1]
-    found = read_probes(reuse.previous, shard.name, key, str(stat.get("input_sha256")),
-                        stat.get("probe"))
-    if found is None or may_match(probes, found):
+    found = {kind: read_probes(reuse.previous, shard.name, key, str(stat.get("input_sha256")),
+                               stat.get(kind), kind)
+             if any(getattr(rule, attr) is not None for rule in probes) else None
+             for kind, attr in ((HOSTS, "hosts"), (TAILS, "tails"))}
+    if not ruled_out(probes, found[HOSTS], found[TAILS]):
         return None
     return entries, olds
 
@@ -665,6 +682,8 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
     meter.advance(sum(open_shard(s).metadata.num_rows for s in shards if s.name in stats),
                   shards=len(stats))
     key = probe_key(secret)
+    # Tail probe sets cost ~0.4 us per row: only for policies that take ledger requests.
+    probing = Probing(key, tails=any(v.policy.ledger for v in release.variants))
     tasks_reuse = reuse
     try:
         if reuse is not None and reuse.delta.plan.rules:
@@ -699,7 +718,7 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
             else:
                 pending = rest
         args = [(names, shard, stage, embedding_file(source, shard), str(job["removal_key"]),
-                 key, overrides) for shard in pending]
+                 probing, overrides) for shard in pending]
         count = max(1, min(workers or (os.cpu_count() or 1), len(pending) or 1))
         if tasks_reuse is not None and not tasks_reuse.delta.plan.rules:
             count = 1  # nothing new to match: every shard is linked, no worker is worth starting

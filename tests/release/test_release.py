@@ -409,32 +409,77 @@ def test_an_incremental_rebuild_reads_only_the_shards_on_the_new_hosts(
     assert plain not in np.frombuffer(probes[1].read_bytes(), dtype="<u8")
     ledger, request = add_verified(setup, "gdpr_erasure", "pr@example.org", requested)
     try:
-        # the shards the new request cannot touch are not read: spoil them (same size)
-        originals = {s: s.read_bytes() for s in shards}
-        for shard in (shards[0], shards[2], shards[3]):
+        _rebuild_reading_one_shard(setup, data, tmp_path, shards, 1, requested, "probe")
+    finally:
+        ledger.transition(request, "withdraw", "alice")
+
+
+def _rebuild_reading_one_shard(setup: dict, data: Path, tmp_path: Path, shards: list[Path],
+                               read: int, requested: str, kind: str) -> None:
+    """An incremental rebuild from ``tmp_path/base`` after a request for ``requested`` (on a
+    row of shard ``read``) reads that shard only, and equals a full build byte for byte; with
+    that shard's probe set of ``kind`` changed, it reads the shard again."""
+    # the shards the new request cannot touch are not read: spoil them (same size)
+    originals = {s: s.read_bytes() for s in shards}
+    for index, shard in enumerate(shards):
+        if index != read:
             shard.write_bytes(b"\0" * len(originals[shard]))
-        inc = build_from(setup, data, tmp_path / "inc", "--release-id", "inc",
-                         "--from", str(tmp_path / "base"))
-        assert inc.exit_code == 0, inc.output
-        for shard, body in originals.items():
-            shard.write_bytes(body)
-        full = build_from(setup, data, tmp_path / "full", "--release-id", "inc")
-        assert full.exit_code == 0, full.output
-        for variant in ("research", "research-safe"):
-            new, whole, before = (tmp_path / d / variant for d in ("inc", "full", "base"))
-            assert not any(canonical_url(u) == canonical_url(requested)
-                           for u in pl.read_parquet(new / shards[1].name)["URL"].to_list())
-            for index, shard in enumerate(shards):
-                assert (new / shard.name).read_bytes() == (whole / shard.name).read_bytes()
-                reused = (new / shard.name).stat().st_ino == (before / shard.name).stat().st_ino
-                assert reused == (index != 1), (variant, shard.name)
-        # a probe set that was changed is not trusted: the shard is read (and the request met)
-        (tmp_path / "base" / ".scrub-probe" / f"{shards[1].stem}.probe").write_bytes(b"")
-        again = build_from(setup, data, tmp_path / "again", "--release-id", "inc",
-                           "--from", str(tmp_path / "base"))
-        assert again.exit_code == 0, again.output
-        for variant in ("research", "research-safe"):
-            assert ((tmp_path / "again" / variant / shards[1].name).read_bytes()
-                    == (tmp_path / "full" / variant / shards[1].name).read_bytes())
+    inc = build_from(setup, data, tmp_path / "inc", "--release-id", "inc",
+                     "--from", str(tmp_path / "base"))
+    assert inc.exit_code == 0, inc.output
+    for shard, body in originals.items():
+        shard.write_bytes(body)
+    full = build_from(setup, data, tmp_path / "full", "--release-id", "inc")
+    assert full.exit_code == 0, full.output
+    for variant in ("research", "research-safe"):
+        new, whole, before = (tmp_path / d / variant for d in ("inc", "full", "base"))
+        kept = pl.read_parquet(new / shards[read].name)["URL"].to_list()
+        assert kept and not any(canonical_url(u) == canonical_url(requested) for u in kept)
+        for index, shard in enumerate(shards):
+            assert (new / shard.name).read_bytes() == (whole / shard.name).read_bytes()
+            reused = (new / shard.name).stat().st_ino == (before / shard.name).stat().st_ino
+            assert reused == (index != read), (variant, shard.name)
+    # a probe set that was changed is not trusted: the shard is read (and the request met)
+    (tmp_path / "base" / ".scrub-probe" / f"{shards[read].stem}.{kind}").write_bytes(b"")
+    again = build_from(setup, data, tmp_path / "again", "--release-id", "inc",
+                       "--from", str(tmp_path / "base"))
+    assert again.exit_code == 0, again.output
+    for variant in ("research", "research-safe"):
+        assert ((tmp_path / "again" / variant / shards[read].name).read_bytes()
+                == (tmp_path / "full" / variant / shards[read].name).read_bytes())
+
+
+def test_an_incremental_rebuild_skips_shards_without_the_requested_urls_last_segment(
+        setup: dict, tmp_path: Path) -> None:
+    """A URL request on a host every shard has: the tail probe sets rule out the shards
+    whose URLs never end (canonically) with the request's last path segment."""
+    from scrub.release.probe import _xxh3
+    from scrub.urls import canonical_hosts
+
+    data = tmp_path / "data"
+    shutil.copytree(setup["data"], data)
+    shards = sorted(data.glob("*.parquet"))
+    frames = [pl.read_parquet(shard) for shard in shards]
+    common = set.intersection(*(set(canonical_hosts(f["URL"]).drop_nulls().to_list())
+                                for f in frames))
+    host = sorted(common)[0]
+    # stored with an escaped unreserved character, requested plainly: one canonical URL
+    stored = f"https://{host}/gallery/%50robe-Tail-7.jpg?size=large#top"
+    requested = f"https://{host}/gallery/Probe-Tail-7.jpg?size=large"
+    assert canonical_url(stored) == canonical_url(requested)
+    urls = frames[2]["URL"].to_list()
+    urls[3] = stored
+    pq.write_table(frames[2].with_columns(pl.Series("URL", urls)).to_arrow()
+                   .cast(pq.read_schema(shards[2])), shards[2])
+    base = build_from(setup, data, tmp_path / "base", "--release-id", "base")
+    assert base.exit_code == 0, base.output
+    tails = sorted((tmp_path / "base" / ".scrub-probe").glob("*.tails"))
+    assert [p.stem for p in tails] == [s.stem for s in shards]
+    # keyed: the plain fingerprint of the segment is not in the probe set
+    plain = int(_xxh3(pl.Series(["Probe-Tail-7.jpg"]))[0])
+    assert plain not in np.frombuffer(tails[2].read_bytes(), dtype="<u8")
+    ledger, request = add_verified(setup, "gdpr_erasure", "tail@example.org", requested)
+    try:
+        _rebuild_reading_one_shard(setup, data, tmp_path, shards, 2, requested, "tails")
     finally:
         ledger.transition(request, "withdraw", "alice")
