@@ -527,8 +527,8 @@ _BEFORE_TAIL = r"(?s)^(?:[^?#/]*//[^?#/]*(?:[?#].*)?$|[^?#]*/)"
 
 def _last_segments(urls: pl.Series) -> pl.Series:
     """What follows the last "/" before each URL's query or fragment, up to its "?" (a "#"
-    is left in: :func:`url_tails` canonicalises those). One regex without capture groups
-    (which would take the slower engine) and one literal split."""
+    before it is left in). One regex without capture groups (which would take the slower
+    engine) and one literal split."""
     return (pl.DataFrame({"url": urls}).select(
         pl.col("url").str.replace(_BEFORE_TAIL, "").str.split_exact("?", 1)
         .struct.field("field_0")).to_series())
@@ -541,12 +541,17 @@ def url_tails(urls: pl.Series) -> pl.Series:
     Equal to the last segment of :func:`canonicalize_urls` for every URL (tested), without
     canonicalising the URLs whose raw last segment is plain: rule 5 leaves such a segment as
     it is, rule 6 only changes the last segment when it is "." or ".." (it becomes ""), and
-    no other rule touches it. The others (escapes, spaces, non-ASCII, a fragment...) are
-    canonicalised first. Incremental release rebuilds use it to rule out shards that cannot
+    no other rule touches it. The others (escapes, spaces, non-ASCII...) are canonicalised
+    first. Incremental release rebuilds use it to rule out shards that cannot
     hold a listed URL (see :mod:`scrub.release.probe`).
     """
     text = urls.cast(pl.String)
-    frame = pl.DataFrame({"tail": _last_segments(text)}).with_columns(
+    tails = _last_segments(text)
+    fragments = tails.str.contains("#", literal=True).fill_null(False).arg_true()
+    if len(fragments):  # a "#" before any "?": cut there too (the fragment holds the rest)
+        tails = tails.scatter(fragments, tails.gather(fragments).str.split_exact("#", 1)
+                              .struct.field("field_0"))
+    frame = pl.DataFrame({"tail": tails}).with_columns(
         pl.when(pl.col("tail").is_in([".", ".."])).then(pl.lit("")).otherwise(pl.col("tail"))
         .alias("tail"),
         plain=pl.col("tail").str.contains(_PLAIN_SEGMENT).fill_null(True))

@@ -199,7 +199,8 @@ def write_probes(root: Path, shard_name: str, probes: np.ndarray, key: str,
     """Write a shard's probe set of ``kind`` under ``root``; its tag (for the shard's
     state)."""
     data = np.ascontiguousarray(probes, dtype="<u8").tobytes()
-    with atomic_path(probe_path(root, shard_name, kind)) as tmp:
+    # not fsynced: a probe set lost or cut short by a crash fails its tag (the shard is read)
+    with atomic_path(probe_path(root, shard_name, kind), durable=False) as tmp:
         tmp.write_bytes(data)
     return _tag(key, input_sha256, data)
 
