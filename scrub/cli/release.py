@@ -47,6 +47,9 @@ def build_command(
         None, "--from", metavar="OUT", help="Rebuild incrementally from a previous build "
         "(its OUT folder): only new list versions and requests are matched, and shards they "
         "do not touch are reused byte for byte."),
+    verify_inputs: bool = typer.Option(
+        False, "--verify-inputs", help="With --from: hash every input shard, instead of "
+        "trusting those the previous build recorded with the same size and mtime."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1),
     column: list[str] = typer.Option([], "--column", metavar="ROLE=NAME"),
     allow_empty: bool = typer.Option(False, "--allow-empty",
@@ -83,20 +86,23 @@ def build_command(
         ledger = Ledger(make_engine(db_url))
     release = plan_release(policies, store=ListStore(store) if store else None, key=key,
                            ledger=ledger, scores=scores)
+    from cryptography.hazmat.primitives import serialization
+
+    secret = hashlib.sha256(b"scrub-release-secret" + private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption())).digest()
     reuse = None
     if from_release is not None:
         from scrub.release.build import prepare_reuse
 
         reuse = prepare_reuse(from_release, input, release, policies,
                               store=ListStore(store) if store else None, key=key,
-                              ledger=ledger, scores=scores)
+                              ledger=ledger, scores=scores, secret=secret,
+                              verify_inputs=verify_inputs)
+    elif verify_inputs:
+        raise UserInputError("--verify-inputs checks the inputs of a --from build")
     finisher = Finisher(release, input, private, dataset=dataset or input.resolve().name,
                         previous=previous, carry=from_release)
-    from cryptography.hazmat.primitives import serialization
-
-    secret = hashlib.sha256(b"scrub-release-secret" + private.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-        serialization.NoEncryption())).digest()
     result = build(input, output, release, secret=secret, release_id=release_id,
                    workers=workers,
                    overrides=parse_role_overrides(column), allow_empty=allow_empty,

@@ -61,10 +61,12 @@ from scrub.release.probe import (
     keyed_tails,
     probe_key,
     probe_path,
+    read_inputs,
     read_probes,
     rule_probes,
     ruled_out,
     tail_fingerprints,
+    write_inputs,
     write_probes,
 )
 from scrub.urls import canonicalize_urls
@@ -446,9 +448,14 @@ class _NewItems:
 
 def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: Sequence[Policy],
                   *, store: ListStore | None, key: bytes | None, ledger: object | None,
-                  scores: Path | None) -> Reuse:
+                  scores: Path | None, secret: bytes | None = None,
+                  verify_inputs: bool = False) -> Reuse:
     """Check that ``previous`` can be extended (same policies, same input shards, only new
-    list versions and requests since) and plan the new rules; otherwise a clear error."""
+    list versions and requests since) and plan the new rules; otherwise a clear error.
+
+    An input shard counts as unchanged when the previous build recorded it with the same size
+    and modification time (``secret`` checks that record); any other is hashed and compared
+    with the manifest's sha256 (every one with ``verify_inputs``)."""
     manifests = {}
     for policy in policies:
         path = Path(previous) / policy.name / MANIFEST
@@ -459,12 +466,16 @@ def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: 
             raise UserInputError(f"--from {previous}: policy {policy.name} changed since; run a "
                                  "full build")
         manifests[policy.name] = manifest
-    current = {s.name: s.path.stat().st_size for s in discover_shards(source)}
+    shards = discover_shards(source)
+    current = {s.name: s.path.stat() for s in shards}
     for name, manifest in manifests.items():
         before = {s["name"]: s.get("size") for s in manifest["input_shards"]}
-        if before != current:
+        if before != {n: st.st_size for n, st in current.items()}:
             raise UserInputError(f"--from {previous}: the input shards changed since "
                                  f"{name} was built; run a full build")
+    _check_inputs(previous, shards, current, next(iter(manifests.values()))["input_shards"],
+                  {} if verify_inputs or secret is None else read_inputs(previous,
+                                                                         probe_key(secret)))
     old_lists = {(e["label"], e["sha256"]) for m in manifests.values() for e in m["lists"]}
     new_lists = {(e["label"], e["sha256"]) for e in release.lists}
     if not old_lists <= new_lists:
@@ -491,6 +502,23 @@ def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: 
         if isinstance(rule, AttributedRule):
             rule.prefilter = True  # the counts of reused shards come from the previous build
     return Reuse(Path(previous), manifests, delta)
+
+
+def _check_inputs(previous: Path, shards: list[Shard], current: dict[str, os.stat_result],
+                  listed: list[dict], record: dict[str, tuple[int, int, str]]) -> None:
+    """Every input shard is the one the previous release read: recorded with its size and
+    modification time, or else hashed (on threads) to its manifest's sha256."""
+    hashes = {str(s["name"]): s.get("sha256") for s in listed}
+    unsure = [s for s in shards
+              if record.get(s.name) != (current[s.name].st_size, current[s.name].st_mtime_ns,
+                                        hashes.get(s.name))]
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        found = pool.map(lambda shard: _fsync_and_hash(shard.path, sync=False), unsure)
+        for shard, digest in zip(unsure, found):
+            if digest != hashes.get(shard.name):
+                raise UserInputError(f"--from {previous}: input shard {shard.path} changed "
+                                     "since the previous release (its sha256 differs); run a "
+                                     "full build")
 
 
 def _uses(release: ReleasePlan, policy: str, label: str) -> bool:
@@ -757,6 +785,10 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
         if not allow_empty and total and sum(r["rows_out"] for r in rows) == 0:  # type: ignore
             raise UserInputError(f"policy {name!r} removes every row of the dataset; nothing "
                                  "was published", hint="pass --allow-empty if that is meant")
+    write_inputs(stage, {shard.name: (size, mtime, str(stats[shard.name][names[0]]
+                                                       ["input_sha256"]))
+                         for shard, (_, size, mtime) in zip(shards, identity["input_shards"])},
+                 key)
     if finish is not None:
         finish(stage, job, by_variant)
     output.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,3 +237,36 @@ def may_match(probes: np.ndarray, shard: np.ndarray) -> bool:
         return False
     at = np.searchsorted(shard, probes).clip(0, len(shard) - 1)
     return bool((shard[at] == probes).any())
+
+
+#: The input shards a build read, as it found them (size, mtime, sha256), in PROBE_DIR.
+INPUTS = "inputs.json"
+
+
+def write_inputs(root: Path, found: dict[str, tuple[int, int, str]], key: str) -> None:
+    """Record ``name -> (size, mtime_ns, sha256)`` of the input shards, tagged with ``key``,
+    so a later ``--from`` build trusts an input shard it finds with the same size and mtime
+    (the quick check of rsync and make) and hashes the others."""
+    body = {name: list(entry) for name, entry in sorted(found.items())}
+    data = json.dumps(body, sort_keys=True).encode()
+    record = {"inputs": body, "tag": hmac.new(bytes.fromhex(key), b"inputs\0" + data,
+                                              hashlib.sha256).hexdigest()}
+    with atomic_path(root / PROBE_DIR / INPUTS, durable=False) as tmp:
+        tmp.write_text(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_inputs(root: Path, key: str) -> dict[str, tuple[int, int, str]]:
+    """The inputs record under ``root`` if it is there and its tag checks; else empty (every
+    input shard is then hashed)."""
+    try:
+        record = json.loads((root / PROBE_DIR / INPUTS).read_text())
+        body = record["inputs"]
+        data = json.dumps(body, sort_keys=True).encode()
+        expected = hmac.new(bytes.fromhex(key), b"inputs\0" + data, hashlib.sha256).hexdigest()
+        if not isinstance(record.get("tag"), str) or not hmac.compare_digest(expected,
+                                                                             record["tag"]):
+            return {}
+        return {str(name): (int(size), int(mtime), str(sha))
+                for name, (size, mtime, sha) in body.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}

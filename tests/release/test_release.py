@@ -5,6 +5,7 @@ reproduce the removals on a copy, resume, and bad input."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -419,11 +420,14 @@ def _rebuild_reading_one_shard(setup: dict, data: Path, tmp_path: Path, shards: 
     """An incremental rebuild from ``tmp_path/base`` after a request for ``requested`` (on a
     row of shard ``read``) reads that shard only, and equals a full build byte for byte; with
     that shard's probe set of ``kind`` changed, it reads the shard again."""
-    # the shards the new request cannot touch are not read: spoil them (same size)
+    # the shards the new request cannot touch are not read: spoil them (same size, and the
+    # same mtime, or the input check would hash them and refuse the build)
     originals = {s: s.read_bytes() for s in shards}
     for index, shard in enumerate(shards):
         if index != read:
+            times = shard.stat()
             shard.write_bytes(b"\0" * len(originals[shard]))
+            os.utime(shard, ns=(times.st_atime_ns, times.st_mtime_ns))
     inc = build_from(setup, data, tmp_path / "inc", "--release-id", "inc",
                      "--from", str(tmp_path / "base"))
     assert inc.exit_code == 0, inc.output
@@ -483,3 +487,50 @@ def test_an_incremental_rebuild_skips_shards_without_the_requested_urls_last_seg
         _rebuild_reading_one_shard(setup, data, tmp_path, shards, 2, requested, "tails")
     finally:
         ledger.transition(request, "withdraw", "alice")
+
+
+def test_an_incremental_rebuild_refuses_an_input_shard_changed_at_the_same_size(
+        setup: dict, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(setup["data"], data)
+    shards = sorted(data.glob("*.parquet"))
+    alone = build_from(setup, data, tmp_path / "alone", "--verify-inputs")
+    assert alone.exit_code == 2 and "--verify-inputs checks the inputs of a --from" \
+        in alone.output
+    base = build_from(setup, data, tmp_path / "base", "--release-id", "base")
+    assert base.exit_code == 0, base.output
+    record = tmp_path / "base" / ".scrub-probe" / "inputs.json"
+    assert sorted(json.loads(record.read_text())["inputs"]) == [s.name for s in shards]
+    # touched, same bytes: hashed, found unchanged, reused
+    os.utime(shards[0])
+    touched = build_from(setup, data, tmp_path / "touched", "--release-id", "t",
+                         "--from", str(tmp_path / "base"))
+    assert touched.exit_code == 0, touched.output
+    # one byte of a value changed, same size, same mtime: only --verify-inputs hashes it
+    times = shards[1].stat()
+    body = bytearray(shards[1].read_bytes())
+    body[len(body) // 2] ^= 0x01
+    shards[1].write_bytes(bytes(body))
+    os.utime(shards[1], ns=(times.st_atime_ns, times.st_mtime_ns))
+    verified = build_from(setup, data, tmp_path / "verified", "--release-id", "v",
+                          "--from", str(tmp_path / "base"), "--verify-inputs")
+    assert verified.exit_code == 2, verified.output
+    assert f"input shard {shards[1]} changed since the previous release" in verified.output
+    assert not (tmp_path / "verified").exists()
+    # written as usual (a new mtime): refused without the option; so it is with a record
+    # edited to claim the new mtime (its tag fails), and with no record (all are hashed)
+    os.utime(shards[1])
+
+    def forge() -> None:
+        stored = json.loads(record.read_text())
+        stored["inputs"][shards[1].name][1] = shards[1].stat().st_mtime_ns
+        record.write_text(json.dumps(stored))
+
+    for out, then in (("changed", forge), ("forged", record.unlink), ("unrecorded", None)):
+        refused = build_from(setup, data, tmp_path / out, "--release-id", "c",
+                             "--from", str(tmp_path / "base"))
+        assert refused.exit_code == 2, refused.output
+        assert f"input shard {shards[1]} changed" in refused.output
+        assert not (tmp_path / out).exists()
+        if then is not None:
+            then()
