@@ -558,8 +558,37 @@ def url_tails(urls: pl.Series) -> pl.Series:
     tails = frame["tail"]
     rows = (~frame["plain"]).arg_true()
     if len(rows):
-        tails = tails.scatter(rows, _last_segments(canonicalize_urls(text.gather(rows))))
+        slow = tails.gather(rows)
+        escaped = slow.str.contains(_ESCAPED_SEGMENT).fill_null(False)
+        fixed = slow
+        some = escaped.arg_true()
+        if len(some):  # plain but for escapes (file names with %20...): rule 5 on the segment
+            normal = _normalize_escapes(slow.gather(some))
+            fixed = fixed.scatter(some, pl.select(
+                pl.when(pl.lit(normal).is_in([".", ".."])).then(pl.lit(""))
+                .otherwise(pl.lit(normal))).to_series())
+        other = (~escaped).arg_true()
+        if len(other):  # spaces, non-ASCII...: the whole URL is canonicalised
+            fixed = fixed.scatter(other, _last_segments(
+                canonicalize_urls(text.gather(rows.gather(other)))))
+        tails = tails.scatter(rows, fixed)
     return tails.alias(urls.name or "tail")
+
+
+#: A segment that is plain but for "%" (escapes, or a "%" that escapes nothing).
+_ESCAPED_SEGMENT = r"^[A-Za-z0-9\-._~!$&'()*+,;=:@%]*$"
+
+
+def _normalize_escapes(values: pl.Series) -> pl.Series:
+    """:func:`normalize_percent` of values that hold no character it escapes: the escapes of
+    unreserved characters decoded, the others in upper case (a table of just the escapes
+    found, as :func:`canonicalize_urls` does)."""
+    found = (values.str.extract_all(r"%[0-9A-Fa-f]{2}").explode().drop_nulls().unique()
+             .to_list())
+    escapes = [e for e in found if e in _PERCENT_TABLE]
+    if not escapes:
+        return values
+    return values.str.replace_many(escapes, [_PERCENT_TABLE[e] for e in escapes])
 
 
 @functools.lru_cache(maxsize=1)

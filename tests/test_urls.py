@@ -112,6 +112,8 @@ def _canonical_tail(url: str) -> str | None:
 @example(["http://h/a/..", "http://h/a/.", "http://h", "http://h?x/y", "http://h/a%2e%2E",
           "http://h/x/%41b%7e ", " http://h/a.jpg#f/g", "http://u/v@h/w", "http://h/é.jpg",
           "http://h/a/b.jpg?q=1/2"])
+@example(["http://h/a/%2e%2E", "http://h/a/%2E?x", "http://h/%%41%zz%2f%7E.jpg",
+          "http://h/%4", "http://h/a%20b%2Fc%c3%a9.JPG#f", "http://h/x/%2e%2e%2e"])
 def test_tails_equal_last_segments_of_canonical_urls(values: list[str]) -> None:
     """Probe sets of releases rely on this: a URL's tail is its canonical path's last segment,
     whatever its spelling (values that are not URLs may get any tail)."""
