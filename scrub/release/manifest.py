@@ -2,7 +2,9 @@
 self-contained HTML) and the removal list, and how a release is verified.
 
 The manifest is canonical JSON (sorted keys, two-space indent); ``manifest.sig`` holds the
-base64 Ed25519 signature of its exact bytes. Sensitive sources (partner lists, ledger
+base64 Ed25519 signature of its exact bytes. It lists every file of the variant with its sha256
+(see :mod:`scrub.release.signed`), and for each shard only a keyed tag of its sealed build state
+(:mod:`scrub.release.state`, kept outside the variant). Sensitive sources (partner lists, ledger
 requests) appear in reports as counts only.
 """
 
@@ -11,7 +13,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import io
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,14 +28,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from scrub import __version__
 from scrub.atomic import atomic_path, atomic_write_bytes, atomic_write_json, file_sha256
 from scrub.crypto import load_public_key, public_key_bytes, public_key_fingerprint
-from scrub.errors import ExternalSourceError, UserInputError
-from scrub.release.build import (
+from scrub.errors import ExternalSourceError, UserInputError, brief
+from scrub.release.build import REMOVALS_KEY, ReleasePlan, Reuse, carried_removals
+from scrub.release.signed import (
+    FORMAT,
     MANIFEST,
     REMOVALS,
-    REMOVALS_KEY,
     SIGNATURE,
-    STATE,
-    ReleasePlan,
+    listed_files,
+    read_signed_manifest,
 )
 
 
@@ -43,9 +48,10 @@ class Finisher:
     """Writes each variant's removal list, audit and signed manifest into the staging folder."""
 
     def __init__(self, release: ReleasePlan, source: Path, signing_key: Ed25519PrivateKey, *,
-                 dataset: str, previous: Path | None = None, carry: Path | None = None) -> None:
+                 dataset: str, previous: Path | None = None, carry: Reuse | None = None) -> None:
         """``previous``: a release to compare with in the audit; ``carry``: the release an
-        incremental build extends (its removal list, under the same key, is carried over)."""
+        incremental build extends (its removal list, under the same key, is carried over once
+        it matches its signed manifest)."""
         self.release, self.source, self.key = release, source, signing_key
         self.dataset, self.previous, self.carry = dataset, previous, carry
 
@@ -60,14 +66,21 @@ class Finisher:
             folder = stage / name
             removal_rows = self._removal_list(stage, name, str(job["removal_key"]))
             shards = [{"name": s["shard"], "rows": s["rows_out"], "sha256": s["sha256"],
-                       "state": s["state"]}
+                       "state_tag": s["state"]}
                       for s in stats[name]]  # hashed by the workers as they wrote them
             embeddings = [s["embeddings"] for s in stats[name] if "embeddings" in s]
             audit = self._audit(variant.sources, name, stats[name], job)
             atomic_write_json(folder / "audit.json", audit)
             atomic_write_bytes(folder / "audit.html", render_html(audit).encode())
+            removals_sha256 = file_sha256(folder / REMOVALS)
+            # every file of the variant: whatever else lies in its folder is not the release's
+            files = {s["name"]: s["sha256"] for s in shards}
+            files.update({e["name"]: e["sha256"] for e in embeddings})
+            files.update({REMOVALS: removals_sha256,
+                          "audit.json": file_sha256(folder / "audit.json"),
+                          "audit.html": file_sha256(folder / "audit.html")})
             manifest = {
-                "format": "scrub-release/1", "scrub_version": __version__,
+                "format": FORMAT, "scrub_version": __version__,
                 "dataset": self.dataset, "release_id": job["release_id"], "variant": name,
                 "created_at": job["created_at"],
                 "policy": variant.policy.describe(),
@@ -84,10 +97,9 @@ class Finisher:
                            "removed": audit["removed"],
                            "removed_by_reason": audit["removed_by_reason"]},
                 "removals": {"file": REMOVALS, "rows": removal_rows,
-                             "sha256": file_sha256(folder / REMOVALS),
+                             "sha256": removals_sha256,
                              "hmac": "sha256", "key": job["removal_key"]},
-                "files": {"audit.json": file_sha256(folder / "audit.json"),
-                          "audit.html": file_sha256(folder / "audit.html")},
+                "files": dict(sorted(files.items())),
                 "signed_by": public_key_fingerprint(public),
             }
             body = canonical(manifest)
@@ -97,9 +109,10 @@ class Finisher:
     def _removal_list(self, stage: Path, name: str, key: str) -> int:
         """Every removed row's keyed hashes, all reasons together, unlabelled and shuffled (in
         an order fixed by the key, so a resumed build writes the same bytes)."""
-        parts = sorted((stage / ".removals" / name).glob("*.parquet"))
+        parts: list[Path | io.BytesIO] = list(sorted((stage / ".removals" / name)
+                                                     .glob("*.parquet")))
         if self.carry is not None:
-            parts.append(self.carry / name / REMOVALS)
+            parts.append(io.BytesIO(carried_removals(self.carry, name)))
         table = pl.concat([pl.read_parquet(p) for p in parts]) if parts else pl.DataFrame(
             {"url": [], "md5": [], "sha256": []}, schema={c: pl.String for c in
                                                           ("url", "md5", "sha256")})
@@ -212,54 +225,68 @@ td:first-child,th:first-child{{text-align:left}}</style></head><body>
 # --------------------------------------------------------------------------- verify
 
 
-def verify_release(folder: Path, pubkey: Path) -> dict[str, object]:
-    """Check the signature, every listed file's sha256 and every shard's row count; errors
-    (exit 3) name the first problem."""
-    manifest_path, signature_path = folder / MANIFEST, folder / SIGNATURE
-    if not manifest_path.is_file() or not signature_path.is_file():
-        raise UserInputError(f"{folder}: no {MANIFEST} and {SIGNATURE} (not a release folder)")
-    body = manifest_path.read_bytes()
-    key = load_public_key(pubkey)
+def verify_release(folder: Path, pubkey: Path) -> dict:
+    """Check that ``folder`` is exactly the signed release: the signature verifies with
+    ``pubkey`` and the manifest names that key as ``signed_by``; the folder holds every file
+    the manifest lists, each with its sha256, and nothing else (no other file, folder or
+    link, at any depth); every shard reads as parquet with its row count. Errors (exit 3) name
+    the first problem. Returns the manifest."""
+    manifest = read_signed_manifest(folder, load_public_key(pubkey))
+    files = listed_files(manifest, folder / MANIFEST)
     try:
-        signature = base64.b64decode(signature_path.read_bytes().strip(), validate=True)
-        key.verify(signature, body)
-    except Exception:  # noqa: BLE001 - bad base64 or bad signature: the same verdict
-        raise ExternalSourceError(f"{manifest_path}: the signature does not verify",
-                                  hint="the manifest or its signature was altered, or signed by "
-                                  "another key") from None
-    manifest = json.loads(body)
-    problems: list[str] = []
-    files: dict[str, str] = {}
-    listed = {s["name"] for s in manifest["shards"]}
-    for shard in manifest["shards"]:
-        path = folder / shard["name"]
-        if not path.is_file():
-            problems.append(f"{path}: missing")
-            continue
-        if file_sha256(path) != shard["sha256"]:
-            problems.append(f"{path}: sha256 differs from the manifest")
-        rows = pq.ParquetFile(path).metadata.num_rows
-        if rows != shard["rows"]:
-            problems.append(f"{path}: {rows} rows, the manifest says {shard['rows']}")
-    for shard in manifest["shards"]:
-        if "state" in shard:
-            files[f"{STATE}/{Path(shard['name']).stem}.json"] = shard["state"]
-    for extra in sorted(p.name for p in folder.glob("*.parquet")):
-        if extra not in listed and extra != REMOVALS:
-            problems.append(f"{folder / extra}: not in the manifest")
-    files.update({e["name"]: e["sha256"] for e in manifest.get("embeddings", [])})
-    files.update(manifest.get("files", {}))
-    files[REMOVALS] = manifest["removals"]["sha256"]
+        rows = {str(s["name"]): int(s["rows"]) for s in manifest["shards"]}
+        title = f"release {manifest['release_id']} ({manifest['variant']})"
+    except (KeyError, TypeError, ValueError):
+        raise ExternalSourceError(f"{folder / MANIFEST}: signed, but its shard entries are "
+                                  "malformed") from None
+    problems = _unlisted(folder, files)
     for name, digest in sorted(files.items()):
         path = folder / name
-        if not path.is_file() or file_sha256(path) != digest:
-            problems.append(f"{path}: missing or sha256 differs from the manifest")
+        if not path.is_file() or path.is_symlink():
+            problems.append(f"{path}: missing" if not os.path.lexists(path)
+                            else f"{path}: not a plain file")
+            continue
+        if file_sha256(path) != digest:
+            problems.append(f"{path}: sha256 differs from the manifest")
+            continue
+        if name in rows:
+            try:
+                found = pq.ParquetFile(path).metadata.num_rows
+            except (OSError, pa.ArrowException) as exc:
+                problems.append(f"{path}: not a readable parquet file ({brief(exc)})")
+                continue
+            if found != rows[name]:
+                problems.append(f"{path}: {found} rows, the manifest says {rows[name]}")
     if problems:
-        raise ExternalSourceError(f"release {manifest['release_id']} ({manifest['variant']}) "
-                                  f"fails verification: {problems[0]}"
+        raise ExternalSourceError(f"{title} fails verification: {problems[0]}"
                                   + (f" (and {len(problems) - 1} more)" if len(problems) > 1
                                      else ""))
     return manifest
+
+
+def _unlisted(folder: Path, files: dict[str, str]) -> list[str]:
+    """What lies in ``folder`` besides the listed files, the manifest and its signature: any
+    other file, folder or symbolic link, at any depth, hidden or not."""
+    expected = set(files) | {MANIFEST, SIGNATURE}
+    parents = {"/".join(parts[:i]) for parts in (name.split("/") for name in files)
+               for i in range(1, len(parts))}
+    problems: list[str] = []
+    walk = os.walk(folder, onerror=lambda exc: problems.append(
+        f"{exc.filename}: cannot be listed ({brief(exc)})"))
+    for root, dirs, names in walk:
+        base = Path(root).relative_to(folder)
+        for entry in sorted(dirs + names):
+            path, relative = Path(root) / entry, (base / entry).as_posix()
+            if path.is_symlink():
+                problems.append(f"{path}: a symbolic link, not in the manifest (a release holds "
+                                "plain files only)")
+            elif entry in dirs and relative not in parents:
+                problems.append(f"{path}: a folder the manifest does not list")
+            elif entry not in dirs and relative not in expected:
+                problems.append(f"{path}: not in the manifest")
+        dirs[:] = [d for d in dirs if (base / d).as_posix() in parents
+                   and not (Path(root) / d).is_symlink()]
+    return problems
 
 
 def removal_keys(path: Path) -> str | None:

@@ -64,7 +64,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
                       version="1", key=key)
     urls = whole["URL"].gather(plan["url"]).to_list()
     (root / "optout.csv").write_text("type,value\n" + "".join(f"url,{u}\n" for u in urls))
-    store.import_list(root / "optout.csv", name="optout", source="registry", version="1")
+    store.import_list(root / "optout.csv", name="optout", source="registry", version="1",
+                      key=key)  # the store is sealed with the key: every change needs it
     url = f"sqlite:///{root / 'ledger.db'}"
     engine = db.make_engine(url)
     db.upgrade(engine)
@@ -171,9 +172,9 @@ def test_manifests_verify_and_catch_tampering(setup: dict, built: Path, tmp_path
             pq.write_table(table.set_column(1, "TEXT", pa.array(["x"] * table.num_rows)), shard)
         elif case == "rows":
             pq.write_table(pq.read_table(shard).slice(1), shard)
-        elif case == "state":
-            state = copy / "_state" / "part-00001.json"
-            state.write_text(state.read_text().replace('"rows_out": ', '"rows_out": 1'))
+        elif case == "state":  # build state is never part of a release
+            (copy / "_state").mkdir()
+            (copy / "_state" / "part-00001.json").write_text("{}\n")
         else:
             body = json.loads((copy / "manifest.json").read_text())
             body["totals"]["removed"] += 1
@@ -183,7 +184,7 @@ def test_manifests_verify_and_catch_tampering(setup: dict, built: Path, tmp_path
         assert bad.exit_code == 3, (case, bad.output)
         expected = {"shard": "part-00001.parquet: sha256 differs",
                     "rows": "part-00001.parquet", "signature": "signature does not verify",
-                    "state": "part-00001.json: missing or sha256 differs"}
+                    "state": "_state: a folder the manifest does not list"}
         assert expected[case] in bad.output
 
 
