@@ -5,8 +5,9 @@ prefixes, can only remove rows on the hosts it names; a URL request can moreover
 rows whose URL ends (before its query) with the request's last path segment. A full build
 records per input shard, as sorted arrays of 64-bit keyed digests (the *probe sets*):
 
-- ``.probe``: the canonical hosts of its rows and their registrable domains, when the plan's
-  rules worked the hosts out anyway (rules on URLs, hosts or domains);
+- ``.probe``: the canonical hosts of its rows and every parent domain of each (every
+  dot-suffix: what a domain rule matches, see :func:`scrub.urls.host_suffixes`), when the
+  plan's rules worked the hosts out anyway (rules on URLs, hosts or domains);
 - ``.tails``: the last segments of its rows' canonical paths (:func:`scrub.urls.url_tails`),
   as 32-bit digests, when the policies take ledger requests (a URL request may come later):
   ~0.4 us and 4 bytes per row.
@@ -45,7 +46,7 @@ from scrub.engine.plan import MatchPlan
 from scrub.engine.rules import ExactKeyRule, PrefixRule, Rule
 from scrub.keys import hex_to_keys, keys_to_hex
 from scrub.lists.types import text_digest_keys
-from scrub.urls import registrable_domains, url_tails
+from scrub.urls import host_suffixes, url_tails
 
 #: Where a release build keeps its probe sets (in OUT, beside the variants).
 PROBE_DIR = ".scrub-probe"
@@ -81,9 +82,10 @@ def _keyed(digests: np.ndarray, key: str) -> np.ndarray:
 
 def host_probes(hosts: pl.Series, key: str) -> np.ndarray:
     """The probe set of a shard whose rows are on ``hosts`` (canonical, nulls ignored): keyed
-    digests of each host and of its registrable domain."""
-    hosts = hosts.drop_nulls().unique()
-    values = pl.concat([hosts, registrable_domains(hosts).drop_nulls()]).unique()
+    digests of each host and of each of its parent domains (``amazonaws.com`` for
+    ``a.s3.amazonaws.com``, whatever the public suffix list says), so that a domain rule
+    meets every shard with a row on or under its domain."""
+    values = host_suffixes(hosts.drop_nulls().unique())[1].unique()
     digests, valid = text_digest_keys(values)
     return _keyed(digests[valid], key)
 
@@ -159,7 +161,7 @@ def _rule_digests(rule: Rule) -> np.ndarray | None:
         digests, valid = text_digest_keys(inner.hosts)
         return digests[valid]
     if isinstance(inner, ExactKeyRule) and inner.key_type.name in ("host", "domain"):
-        return inner.keys.keys  # digests of the listed hosts / registrable domains
+        return inner.keys.keys  # digests of the listed hosts / domains
     return None
 
 
@@ -190,7 +192,9 @@ def rule_probes(plan: MatchPlan, key: str) -> list[RuleProbe] | None:
 
 
 #: Each kind's digests as stored (little-endian), and what its tag binds besides the input.
-_LAYOUT = {HOSTS: ("<u8", b""), TAILS: ("<u4", b"tails/xxh3-64/aes-256/u32\0")}
+#: (Host sets made before they held every parent domain fail their tag: the shard is read.)
+_LAYOUT = {HOSTS: ("<u8", b"hosts/suffixes/hmac-sha256/u64\0"),
+           TAILS: ("<u4", b"tails/xxh3-64/aes-256/u32\0")}
 
 
 def _tag(key: str, input_sha256: str, data: bytes, kind: str = HOSTS) -> str:
