@@ -7,11 +7,14 @@ pass through untouched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scrub.errors import InvalidDatasetError, UserInputError, brief
@@ -88,8 +91,11 @@ def discover_shards(source: Path | str) -> list[Shard]:
         return [Shard(path)]
     if not path.is_dir():
         raise UserInputError(f"{path}: no such file or folder")
+    # The suffix in any case: a shard written as ``PART-0.PARQUET`` is a shard, not a file to
+    # skip without a word.
     shards = [Shard(p) for p in sorted(path.iterdir())
-              if p.is_file() and p.suffix == ".parquet" and not p.name.startswith((".", "_"))]
+              if p.is_file() and p.suffix.lower() == ".parquet"
+              and not p.name.startswith((".", "_"))]
     if not shards:
         raise UserInputError(f"{path}: no parquet shards found",
                              hint="a dataset is a folder of *.parquet files")
@@ -112,8 +118,13 @@ def parse_role_overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def detect_roles(schema: pa.Schema, overrides: Mapping[str, str] | None = None) -> ColumnRoles:
-    """Find each role's column: exact name first, then a case-insensitive match."""
+    """Find each role's column: exact name first, then a case-insensitive match.
+
+    Two columns of one name are an error (see :func:`duplicate_columns`)."""
     names = list(schema.names)
+    problem = duplicate_columns(names)
+    if problem:
+        raise InvalidDatasetError(problem, hint="give every column of a shard its own name")
     lowered = {n.lower(): n for n in reversed(names)}
     found: dict[str, str] = {}
     for role, candidates in ROLE_CANDIDATES.items():
@@ -135,15 +146,191 @@ def compression_levels(schema: pa.Schema, roles: ColumnRoles | None = None) -> d
     roles = roles or detect_roles(schema)
     digests = {roles.get(role) for role in DIGEST_ROLES} - {None}
     return {field.name: (DIGEST_COMPRESSION_LEVEL
-                         if field.name in digests and (pa.types.is_string(field.type)
-                                                       or pa.types.is_large_string(field.type))
+                         if field.name in digests and _is_text(field.type)
                          else WRITER_COMPRESSION_LEVEL)
             for field in schema}
 
 
 def open_shard(shard: Shard) -> pq.ParquetFile:
-    """Open a shard's parquet footer, turning any read failure into an error naming the shard."""
+    """Open a shard's parquet footer, turning any read failure into an error naming the shard.
+
+    A shard with two columns of one name is refused: which of them plays a role (and is
+    matched) would be a guess, and readers of the output choke on it.
+    """
     try:
-        return pq.ParquetFile(shard.path)
+        parquet = pq.ParquetFile(shard.path)
+        names = parquet.schema_arrow.names
     except (OSError, pa.ArrowException) as exc:
         raise InvalidDatasetError(f"{shard.path}: cannot read parquet ({brief(exc)})") from exc
+    problem = duplicate_columns(names)
+    if problem:
+        raise InvalidDatasetError(f"{shard.path}: {problem}",
+                                  hint="give every column of a shard its own name")
+    return parquet
+
+
+def duplicate_columns(names: list[str]) -> str | None:
+    """What is wrong when some column names repeat (None when every name is unique)."""
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if not repeated:
+        return None
+    return "more than one column is named " + ", ".join(repr(n) for n in repeated)
+
+
+#: Bytes in the binary form of each digest role (hex text holds twice as many digits).
+DIGEST_WIDTHS = {"md5": 16, "sha1": 20, "sha256": 32, "pdq": 32, "phash": 8, "dhash": 8}
+#: Roles holding text (read as UTF-8 when stored as bytes).
+TEXT_ROLES = ("url", "caption")
+#: Roles holding numbers (numbers written as text are parsed; what does not parse is counted).
+NUMBER_ROLES = ("pdq_quality", "punsafe", "pwatermark", "similarity", "width", "height")
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    return (pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+            or pa.types.is_string_view(dtype))
+
+
+def _is_bytes(dtype: pa.DataType) -> bool:
+    return (pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype)
+            or pa.types.is_binary_view(dtype))
+
+
+def role_type_problem(role: str, dtype: pa.DataType) -> str | None:
+    """Why a column of Arrow type ``dtype`` cannot hold ``role``'s values, or None when it can.
+
+    Dictionary columns (pandas' categoricals) are judged by their values. Digests may be hex
+    text (any string type, or bytes), raw digests (bytes, ``fixed_size_binary`` of the digest's
+    width) or, for 64-bit digests (pHash, dHash), 64-bit integers; URLs and captions are text
+    (or UTF-8 bytes); keys text or integers; LAION's hash a 64-bit integer or decimal text.
+    Roles not named here (scores joined by scrub) are not checked.
+    """
+    value = dtype.value_type if pa.types.is_dictionary(dtype) else dtype
+    if pa.types.is_null(value):
+        return "holds no values (null type)"
+    if role in DIGEST_WIDTHS:
+        width = DIGEST_WIDTHS[role]
+        if _is_text(value) or _is_bytes(value):
+            return None
+        if pa.types.is_fixed_size_binary(value) and value.byte_width in (width, 2 * width):
+            return None
+        if width == 8 and pa.types.is_integer(value) and value.bit_width == 64:
+            return None
+        return (f"cannot hold {role} digests ({width} bytes: hex text, bytes or "
+                f"fixed_size_binary({width}))")
+    if role in TEXT_ROLES:
+        return None if _is_text(value) or _is_bytes(value) else "cannot hold text"
+    if role == "key":
+        if _is_text(value) or _is_bytes(value) or pa.types.is_integer(value):
+            return None
+        return "cannot hold sample keys (text or integers)"
+    if role == "laion_hash":
+        if _is_text(value) or (pa.types.is_integer(value) and value.bit_width == 64):
+            return None
+        return "cannot hold LAION's 64-bit hash (int64, or decimal text)"
+    if role in NUMBER_ROLES:
+        if (pa.types.is_integer(value) or pa.types.is_floating(value)
+                or pa.types.is_decimal(value) or _is_text(value)):
+            return None
+        return "cannot hold numbers"
+    return None
+
+
+def check_role_types(schema: pa.Schema, roles: ColumnRoles, needed: Iterable[str]) -> None:
+    """Raise :class:`InvalidDatasetError` naming the column, its role and its Arrow type when
+    the column of one of the ``needed`` roles cannot hold that role's values (see
+    :func:`role_type_problem`). Roles without a column are left to the caller."""
+    for role in sorted(set(needed)):
+        name = roles.get(role)
+        if name is None or name not in schema.names:
+            continue
+        dtype = schema.field(name).type
+        problem = role_type_problem(role, dtype)
+        if problem:
+            raise InvalidDatasetError(
+                f"column {name!r} (role {role}) is of type {dtype}, which {problem}",
+                hint="store it as one of those types, or name another column with "
+                     "--column ROLE=NAME")
+
+
+def role_values(column: pa.Array | pa.ChunkedArray, role: str, name: str) -> pa.Array:
+    """A role's column as its values in a plain Arrow form: one chunk, dictionaries decoded,
+    view types as their large counterparts, text stored as bytes decoded as UTF-8, 64-bit
+    unsigned LAION hashes as the signed integers of the same bits. Digest columns keep their
+    binary forms (see :func:`scrub.keys.digest_keys`).
+
+    Raises :class:`InvalidDatasetError` naming the column when its type cannot hold the
+    role's values or its bytes are not UTF-8 text where text is expected.
+    """
+    problem = role_type_problem(role, column.type)
+    if problem:
+        raise InvalidDatasetError(
+            f"column {name!r} (role {role}) is of type {column.type}, which {problem}",
+            hint="store it as one of those types, or name another column with "
+                 "--column ROLE=NAME")
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    try:
+        if pa.types.is_dictionary(array.type):
+            array = pc.cast(array, array.type.value_type)
+        if pa.types.is_string_view(array.type):
+            array = pc.cast(array, pa.large_string())
+        elif pa.types.is_binary_view(array.type):
+            array = pc.cast(array, pa.large_binary())
+        if role not in DIGEST_WIDTHS and _is_bytes(array.type):
+            array = pc.cast(array, pa.large_string()
+                            if pa.types.is_large_binary(array.type) else pa.string())
+        if role == "laion_hash" and pa.types.is_uint64(array.type):
+            array = pc.cast(array, pa.int64(), safe=False)  # the same 64 bits
+    except pa.ArrowInvalid as exc:
+        raise InvalidDatasetError(f"column {name!r} (role {role}) holds bytes that are not "
+                                  "UTF-8 text", hint="store text as UTF-8 strings") from exc
+    return array
+
+
+def _has_view(dtype: pa.DataType) -> bool:
+    if pa.types.is_string_view(dtype) or pa.types.is_binary_view(dtype):
+        return True
+    if pa.types.is_dictionary(dtype):
+        return _has_view(dtype.value_type)
+    return any(_has_view(dtype.field(i).type) for i in range(dtype.num_fields))
+
+
+def _without_views(dtype: pa.DataType) -> pa.DataType:
+    """``dtype`` with every string/binary view inside it as its large counterpart."""
+    if pa.types.is_string_view(dtype):
+        return pa.large_string()
+    if pa.types.is_binary_view(dtype):
+        return pa.large_binary()
+    if pa.types.is_dictionary(dtype):
+        return pa.dictionary(dtype.index_type, _without_views(dtype.value_type))
+    if pa.types.is_struct(dtype):
+        return pa.struct([f.with_type(_without_views(f.type)) for f in dtype])
+    if pa.types.is_large_list(dtype):
+        return pa.large_list(dtype.value_field.with_type(_without_views(dtype.value_type)))
+    if pa.types.is_fixed_size_list(dtype):
+        return pa.list_(dtype.value_field.with_type(_without_views(dtype.value_type)),
+                        dtype.list_size)
+    if pa.types.is_list(dtype):
+        return pa.list_(dtype.value_field.with_type(_without_views(dtype.value_type)))
+    if pa.types.is_map(dtype):
+        return pa.map_(dtype.key_field.with_type(_without_views(dtype.key_type)),
+                       dtype.item_field.with_type(_without_views(dtype.item_type)))
+    return dtype
+
+
+def keep_rows(table: pa.Table, keep: np.ndarray) -> pa.Table:
+    """The rows of ``table`` where ``keep`` is True, in order, with the same schema.
+
+    Arrow has no filter kernel for string and binary views: columns holding them are filtered
+    in their large form and cast back, so shards written with views keep their types.
+    """
+    mask = pa.array(keep, type=pa.bool_())
+    if not any(_has_view(field.type) for field in table.schema):
+        return table.filter(mask)
+    columns = []
+    for field, column in zip(table.schema, table.columns):
+        if _has_view(field.type):
+            plain = pc.cast(column, _without_views(field.type)).filter(mask)
+            columns.append(pc.cast(plain, field.type))
+        else:
+            columns.append(column.filter(mask))
+    return pa.Table.from_arrays(columns, schema=table.schema)

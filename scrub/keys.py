@@ -87,6 +87,58 @@ def hex_to_keys(arr: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
     return keys, valid
 
 
+def digest_keys(column: pa.Array | pa.ChunkedArray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys, valid)`` of a digest column of ``width`` bytes, in whichever form it is stored.
+
+    Hex text (string types, dictionaries of them, or bytes of ``2 * width`` ASCII digits) is
+    decoded as :func:`hex_to_keys` does; raw digests (bytes of exactly ``width``, or
+    ``fixed_size_binary(width)``) are taken as they are; 64-bit integers, for 8-byte digests,
+    as their big-endian bit patterns. Null and malformed rows are not ``valid``. Raises
+    ``TypeError`` for any other Arrow type (:func:`scrub.dataset.role_type_problem` names
+    those to the user first).
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = pc.cast(column, column.type.value_type)
+    kind = column.type
+    n = len(column)
+    nulls = column.is_null().to_numpy(zero_copy_only=False)
+    if pa.types.is_fixed_size_binary(kind) and kind.byte_width in (width, 2 * width):
+        data = column.buffers()[1]
+        size = kind.byte_width
+        raw = (np.frombuffer(data, dtype=np.uint8)[column.offset * size:
+                                                   (column.offset + n) * size]
+               if data is not None else np.zeros(n * size, dtype=np.uint8)).reshape(n, size)
+        if size == width:
+            keys = raw.copy()
+            valid = ~nulls
+        else:
+            keys = np.zeros((n, width), dtype=np.uint8)
+            valid = ~nulls & ~_decode_into(raw, keys)
+        keys[~valid] = 0
+        return keys, valid
+    if pa.types.is_integer(kind) and kind.bit_width == 64 and width == 8:
+        values = column.fill_null(0).to_numpy(zero_copy_only=False)
+        keys = values.astype(">u8" if pa.types.is_unsigned_integer(kind) else ">i8")
+        keys = keys.view(np.uint8).reshape(n, 8).copy()
+        keys[nulls] = 0
+        return keys, ~nulls
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) \
+            or pa.types.is_string_view(kind):
+        return hex_to_keys(column, width)
+    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+            or pa.types.is_binary_view(kind)):
+        raise TypeError(f"a digest column cannot be of type {kind}")
+    keys, valid = hex_to_keys(column, width)  # values of 2 * width bytes: hex digits
+    offsets, data, _ = string_buffers(column)
+    raw = np.flatnonzero((np.diff(offsets) == width) & ~nulls)
+    if len(raw):  # values of exactly width bytes: raw digests
+        keys[raw] = data[offsets[raw][:, None] + np.arange(width, dtype=np.int64)]
+        valid[raw] = True
+    return keys, valid
+
+
 def _decode_into(text: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Decode an (n, 2w) matrix of hex characters into ``out``; returns the rows with bad digits."""
     values = _PAIR[np.ascontiguousarray(text).view("<u2")]
@@ -179,6 +231,25 @@ class KeySet:
             else:
                 found[query_rows] = True
         return found
+
+
+    def index_of(self, queries: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """The position in :attr:`keys` of each row of ``queries`` (-1 where it is not in the
+        set): which entries matched, for the rows a rule hit (few, so a plain binary search)."""
+        at = np.full(len(queries), -1, dtype=np.int64)
+        rows = np.flatnonzero(self.contains(queries, valid))
+        if len(rows) == 0:
+            return at
+        q_prefix = _prefix64(queries[rows])
+        pos = np.searchsorted(self._prefix, q_prefix, side="left")
+        for step in range(self._max_run):
+            at_rows = pos + step
+            inside = at_rows < len(self._prefix)
+            same = np.zeros(len(rows), dtype=bool)
+            same[inside] = (self.keys[at_rows[inside]] == queries[rows[inside]]).all(axis=1)
+            found = same & (at[rows] < 0)
+            at[rows[found]] = at_rows[found]
+        return at
 
 
 def _bitmap_bits(n: int) -> int:

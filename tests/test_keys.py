@@ -99,3 +99,49 @@ def test_partitioned_unique_equals_the_direct_one(monkeypatch) -> None:
     direct = unique_keys(keys)
     monkeypatch.setattr(keys_module, "_PARTITION_ROWS", 100)
     assert np.array_equal(unique_keys(keys), direct)
+
+
+@settings(max_examples=60, deadline=None)
+@given(width=st.sampled_from([8, 16, 20, 32]), rows=st.integers(0, 60),
+       seed=st.integers(0, 2**32 - 1), start=st.integers(0, 5))
+def test_digest_keys_reads_every_stored_form_as_the_same_keys(width: int, rows: int, seed: int,
+                                                              start: int) -> None:
+    from scrub.keys import digest_keys
+
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 256, (rows + start, width), dtype=np.uint8)
+    nulls = rng.random(rows + start) < 0.2
+    text = [None if n else h for n, h in zip(nulls, keys_to_hex(keys).astype(str))]
+    raw = [None if n else bytes(k) for n, k in zip(nulls, keys)]
+    forms = [pa.array(text, pa.string()), pa.array(text, pa.large_string()),
+             pa.array(text, pa.string_view()), pa.array(text, pa.string()).dictionary_encode(),
+             pa.array([t.upper() if t else t for t in text], pa.string()),
+             pa.array(raw, pa.binary()), pa.array(raw, pa.large_binary()),
+             pa.array(raw, pa.binary_view()), pa.array(raw, pa.binary(width)),
+             pa.array([t.encode() if t else t for t in text], pa.binary(2 * width)),
+             pa.array([t.encode() if t else t for t in text], pa.binary())]
+    if width == 8:
+        forms += [pa.array([None if n else int.from_bytes(bytes(k), "big")
+                            for n, k in zip(nulls, keys)], pa.uint64()),
+                  pa.array([None if n else int.from_bytes(bytes(k), "big", signed=True)
+                            for n, k in zip(nulls, keys)], pa.int64())]
+    for form in forms:
+        found, valid = digest_keys(form.slice(start), width)
+        assert valid.tolist() == (~nulls[start:]).tolist(), form.type
+        assert np.array_equal(found[valid], keys[start:][~nulls[start:]]), form.type
+        assert not found[~valid].any()
+
+
+def test_index_of_gives_each_found_key_its_position() -> None:
+    rng = np.random.default_rng(4)
+    keys = rng.integers(0, 256, (500, 16), dtype=np.uint8)
+    keys[:50, :8] = keys[0, :8]  # first eight bytes shared: the verification walks a run
+    index = KeySet(keys)
+    asked = np.concatenate([keys[::7], rng.integers(0, 256, (30, 16), dtype=np.uint8)])
+    at = index.index_of(asked)
+    for row, position in zip(asked, at):
+        if position >= 0:
+            assert bytes(index.keys[position]) == bytes(row)
+        else:
+            assert bytes(row) not in {bytes(k) for k in keys}
+    assert (at[: len(keys[::7])] >= 0).all()

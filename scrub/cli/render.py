@@ -22,6 +22,9 @@ def render_apply_summary(report: dict, path: Path) -> str:
     unmatchable = {k: v for k, v in report["unmatchable"].items() if v}
     for column, count in unmatchable.items():
         lines.append(f"  rows whose {column} cannot match (null or malformed): {_n(count)}")
+    for label, count in report.get("unmatched_entries", {}).items():
+        if count:
+            lines.append(f"  entries of list {label} that matched no row: {_n(count)}")
     lines.append(f"rows out:     {_n(report['rows_out'])}")
     lines.append(f"output:       {Path(report['output'])}")
     lines.append(f"report:       {path}")

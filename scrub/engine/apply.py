@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +21,7 @@ from scrub.atomic import atomic_write_json
 from scrub.dataset import Shard, discover_shards, open_shard
 from scrub.engine.checkpoint import JobState
 from scrub.engine.decisions import write_sources
+from scrub.engine.entries import entry_totals, unmatched_values
 from scrub.engine.local import LocalExecutor, ShardOutcome, default_workers
 from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats, Totals
@@ -37,6 +38,10 @@ class ApplyResult:
 
     report: dict[str, object]
     path: Path
+    #: Public lists only: the entries that matched no row, as text (hex for hashes and for
+    #: the SHA-256 digests the store keeps of URLs, hosts and domains). Shown with ``--json``,
+    #: never written to the report file.
+    unmatched_values: dict[str, list[str]] = field(default_factory=dict)
 
 
 def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output: Path | str, *,
@@ -93,10 +98,13 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
     if failures:
         raise ShardsFailedError(failures, total=len(shards))
     done.update({o.shard.name: o.stats for o in outcomes if o.stats})
-    report = build_report(ready, source, output, [done[s.name] for s in shards])
+    shard_stats = [done[s.name] for s in shards]
+    report = build_report(ready, source, output, shard_stats)
     path = output / REPORT_NAME
     atomic_write_json(path, report)
-    return ApplyResult(report=report, path=path)
+    public = [s.label for s in ready.sources if not s.sensitive and s.kind == "hashlist"]
+    values = unmatched_values(ready, Totals.of(shard_stats).matched_entries, public)
+    return ApplyResult(report=report, path=path, unmatched_values=values)
 
 
 def _job_identity(plan: MatchPlan, source: Path,
@@ -150,8 +158,16 @@ def _schema_difference(expected: pa.Schema, actual: pa.Schema) -> str | None:
 
 def build_report(plan: MatchPlan, source: Path, output: Path,
                  shard_stats: Sequence[ShardStats]) -> dict[str, object]:
-    """The apply report: totals, per reason, per list, per shard. Counts and digests only."""
+    """The apply report: totals, per reason, per list, per shard. Counts and digests only.
+
+    ``unmatched_entries`` counts, per list (allow-lists included), the entries that matched
+    no row of the whole dataset."""
     totals = Totals.of(shard_stats)
+    labels = {s.id: s.label for s in plan.sources}
+    unmatched: dict[str, int] = {}
+    for source_id, count in entry_totals(plan).items():
+        label = labels[source_id]
+        unmatched[label] = count - len(totals.matched_entries.get(label, ()))
     return {
         "scrub_version": __version__,
         "job": "apply",
@@ -165,6 +181,7 @@ def build_report(plan: MatchPlan, source: Path, output: Path,
         "removed_by_list": {s.label: totals.removed_by_source.get(s.label, 0)
                             for s in plan.sources if s.kind != "allowlist"},
         "suppressed_by_allowlist": dict(sorted(totals.suppressed_by_source.items())),
+        "unmatched_entries": dict(sorted(unmatched.items())),
         "unmatchable": dict(sorted(totals.unmatchable.items())),
         "decision_records": dict(sorted(Counter(st.decisions for st in shard_stats).items())),
         "lists": [{"label": src.label, "kind": src.kind, **dict(src.details)}

@@ -12,7 +12,6 @@ boundaries, perceptual index entries within the radius.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,7 +28,7 @@ from scrub.engine.rules import (
     Source,
 )
 from scrub.keys import keys_to_hex
-from scrub.lists.types import UrlDigestType, get_type, text_digest_keys
+from scrub.lists.types import UrlDigestType, fold_terms, get_type, text_digest_keys
 from scrub.urls import canonical_hosts, decode_unreserved_escapes, hosts_of, url_tails
 
 #: A URL whose scheme is followed by "//" and an authority of ASCII characters other than "%"
@@ -56,8 +55,8 @@ class AttributedRule(Rule):
             keys, valid = self.key_type.normalize_column(table["value"])
             table = table.filter(pl.Series(valid)).with_columns(
                 pl.Series("value", keys_to_hex(keys[valid]).astype(str)))
-        elif isinstance(inner, CaptionTermRule):
-            table = table.with_columns(pl.col("value").str.to_lowercase())
+        elif isinstance(inner, CaptionTermRule):  # folded as the rule folds its terms
+            table = table.with_columns(fold_terms(table["value"]).alias("value"))
         elif isinstance(inner, PrefixRule):
             table = table.with_columns(host=hosts_of(table["value"]))
         self.owners = table.unique()
@@ -174,6 +173,8 @@ class AttributedRule(Rule):
             found = inner.index.search(keys[rows], inner.radius, valid[rows])
             return pl.DataFrame({"row": found.query.astype(np.int64),
                                  "value": self.entries.gather(found.entry)})
+        if isinstance(inner, ExactKeyRule) and self.type_name == "domain":
+            return view.domain_pairs(rows)  # the digests of every suffix of each row's host
         if isinstance(inner, ExactKeyRule) and self.url_hosts is not None:
             keys, valid = text_digest_keys(view.canonical_urls_of(rows))
             return _hex_pairs(keys, valid)
@@ -192,19 +193,8 @@ class AttributedRule(Rule):
                     .filter(pl.col("url").str.starts_with(pl.col("value")))
                     .select("row", "source"))
         if isinstance(inner, CaptionTermRule):
-            captions = (pl.Series(view.column("caption")).cast(pl.String)
-                        .gather(rows).str.to_lowercase())
-            terms = self.owners["value"].unique().to_list()
-            frame = (pl.DataFrame({"row": np.arange(len(rows)), "caption": captions})
-                     .with_columns(value=pl.col("caption").str.extract_many(
-                         terms, overlapping=True))
-                     .explode("value").drop_nulls("value").unique(["row", "value"]))
-            bounded = frame.with_columns(pattern=pl.lit(r"(?:^|[^\w])")
-                                         + pl.col("value").map_elements(
-                                             re.escape, return_dtype=pl.String)
-                                         + pl.lit(r"(?:[^\w]|$)"))
-            return (bounded.filter(pl.col("caption").str.contains(pl.col("pattern")))
-                    .select("row", "value"))
+            return inner.term_pairs(pl.Series(view.column("caption")).cast(pl.String)
+                                    .gather(rows))
         raise TypeError(f"no attribution for {type(inner).__name__}")
 
     def describe(self) -> dict[str, object]:

@@ -24,17 +24,20 @@ from scrub.dataset import (
     WRITER_USE_DICTIONARY,
     ColumnRoles,
     Shard,
+    check_role_types,
     compression_levels,
     detect_roles,
+    keep_rows,
     open_shard,
 )
 from scrub.engine.checkpoint import input_identity
+from scrub.engine.entries import entries_of
 from scrub.engine.kernel import Decisions, decide
 from scrub.engine.plan import MatchPlan
 from scrub.engine.reasons import Reason
 from scrub.engine.scores import scored_roles, shard_scores, with_scores
 from scrub.engine.stats import ShardStats
-from scrub.errors import InvalidDatasetError, brief
+from scrub.errors import InvalidDatasetError, StorageError, brief, from_os_error
 from scrub.keys import hex_to_keys
 
 #: Row groups up to this size are read whole; larger ones are streamed in BATCH_ROWS slices.
@@ -79,17 +82,31 @@ def warm_up() -> None:
 
 
 class Tally:
-    """Counts one shard's removals per reason and per source, and its unmatchable rows."""
+    """Counts one shard's removals per reason and per source, its unmatchable rows, and
+    which list entries its rows matched."""
 
     def __init__(self, plan: MatchPlan) -> None:
+        self.plan = plan
         self.labels = {s.id: s.label for s in plan.sources}
         self.by_reason: Counter[str] = Counter()
         self.by_source: Counter[str] = Counter()
         self.unmatchable: Counter[str] = Counter()
         self.suppressed: Counter[str] = Counter()
+        #: Positions of matched entries per rule (index in plan.rules) and allow rule.
+        self.entries: dict[int, list[np.ndarray]] = {}
+        self.allow_entries: dict[int, list[np.ndarray]] = {}
 
     def add(self, decisions: Decisions) -> None:
         self.unmatchable.update(decisions.unmatchable)
+        if decisions.view is not None:  # entries: looked up for the rows each rule hit only
+            for into, rules, masks in ((self.entries, self.plan.rules, decisions.hits),
+                                       (self.allow_entries, self.plan.allow,
+                                        decisions.cleared)):
+                for index, mask in masks.items():
+                    entries = entries_of(rules[index])
+                    if entries is not None:
+                        into.setdefault(index, []).append(
+                            entries.matched(decisions.view, np.flatnonzero(mask)))
         present = int(np.bitwise_or.reduce(decisions.reasons)) if len(decisions.reasons) else 0
         for reason in Reason.from_mask(present):
             self.by_reason[reason.code] += int(np.count_nonzero(decisions.reasons & reason.mask))
@@ -103,6 +120,17 @@ class Tally:
         stats.removed_by_source = dict(sorted(self.by_source.items()))
         stats.unmatchable = dict(sorted(self.unmatchable.items()))
         stats.suppressed_by_source = dict(sorted(self.suppressed.items()))
+        matched: dict[str, set[int]] = {}
+        for into, rules in ((self.entries, self.plan.rules), (self.allow_entries,
+                                                              self.plan.allow)):
+            for index, found in into.items():
+                rule = rules[index]
+                entries = entries_of(rule)
+                if entries is None:
+                    continue
+                ids = entries.ids(np.unique(np.concatenate(found)))
+                matched.setdefault(self.labels[rule.source.id], set()).update(ids.tolist())
+        stats.matched_entries = {label: sorted(ids) for label, ids in sorted(matched.items())}
 
 
 def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
@@ -123,6 +151,11 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
             f"{shard.path}: no column for role(s) {', '.join(missing)} "
             f"(roles found: {roles.describe()})",
             hint="name the column with --column ROLE=NAME")
+    try:
+        check_role_types(parquet.schema_arrow, roles,
+                         plan.required_roles() | {a.key_type.target for a in plan.allow})
+    except InvalidDatasetError as exc:
+        raise InvalidDatasetError(f"{shard.path}: {exc.message}", hint=exc.hint) from None
     size, mtime = input_identity(shard)
     stats = ShardStats(shard=shard.name, input_size=size, input_mtime_ns=mtime)
     tally = Tally(plan)
@@ -137,13 +170,16 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
                     tally.add(decisions)
                     if decisions.drop.any():
                         records.append(decisions.records(stats.rows_in - batch.num_rows))
-                        batch = batch.filter(pa.array(~decisions.drop))
+                        batch = keep_rows(batch, ~decisions.drop)
                     stats.rows_out += batch.num_rows
                     writer.write_table(batch, row_group_size=BATCH_ROWS)
             handle.flush()
             os.fsync(handle.fileno())
             stats.output_size = handle.tell()
     except (OSError, pa.ArrowException) as exc:
+        full = from_os_error(exc, tmp) if isinstance(exc, OSError) else None
+        if isinstance(full, StorageError):  # the disk, not the shard
+            raise full from None
         raise InvalidDatasetError(f"{shard.path}: cannot process ({brief(exc)})") from exc
     tally.into(stats)
     return stats, (pa.concat_tables(records) if records else _NO_RECORDS)

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from scrub.dataset import ColumnRoles
+from scrub.dataset import ColumnRoles, check_role_types
 from scrub.engine.plan import MatchPlan
 from scrub.engine.rules import BatchView
 
@@ -33,6 +33,13 @@ class Decisions:
     #: With ``groups`` (release variants): per group, the reason bitmask of each row from
     #: that group's sources only (0 = the group keeps the row).
     group_reasons: list[np.ndarray] = field(default_factory=list)
+    #: Rows each rule matched (index in ``plan.rules``), before allow-lists cleared any: which
+    #: list entries matched is worked out from these (see :class:`~scrub.engine.filtering.Tally`).
+    hits: dict[int, np.ndarray] = field(default_factory=dict)
+    #: Rows each allow rule (index in ``plan.allow``) kept despite a match.
+    cleared: dict[int, np.ndarray] = field(default_factory=dict)
+    #: The view the rules read (its derived columns serve the entry look-ups).
+    view: BatchView | None = None
 
     def records(self, first_row: int) -> pa.Table:
         """The dropped rows as decision records: row (within the shard), reason bitmask, the
@@ -90,16 +97,23 @@ def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles
         view = BatchView(batch, roles)
     elif view.batch is not batch:
         raise ValueError("the view given is of another batch")
+    # Every column a rule reads must be able to hold its role's values: a digest column of
+    # lists or a null-typed URL column is an error, never rows that quietly match nothing.
+    check_role_types(batch.schema, roles,
+                     plan.required_roles() | {a.key_type.target for a in plan.allow})
     distance: np.ndarray | None = None
     reasons = np.zeros(batch.num_rows, dtype=np.uint32)
     sources: dict[int, np.ndarray] = {}
     suppressed: dict[int, int] = {}
     allowed: dict[int, np.ndarray] = {}
     group_reasons = [np.zeros(batch.num_rows, dtype=np.uint32) for _ in groups]
-    for rule in plan.rules:
+    hits: dict[int, np.ndarray] = {}
+    kept: dict[int, np.ndarray] = {}
+    for rule_index, rule in enumerate(plan.rules):
         hit = rule.match(view)
         if not hit.any():
             continue
+        hits[rule_index] = hit
         for index, allow in enumerate(plan.allow):
             if not allow.covers(rule):
                 continue
@@ -107,6 +121,7 @@ def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles
                 allowed[index] = allow.match(view)
             cleared = hit & allowed[index]
             if cleared.any():
+                kept[index] = cleared | kept[index] if index in kept else cleared
                 suppressed[rule.source.id] = (suppressed.get(rule.source.id, 0)
                                               + int(cleared.sum()))
                 hit = hit & ~cleared
@@ -130,4 +145,5 @@ def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles
             seen = sources.get(source_id)
             sources[source_id] = mask if seen is None else (seen | mask)
     return Decisions(reasons=reasons, sources=sources, unmatchable=view.unmatchable,
-                     suppressed=suppressed, distance=distance, group_reasons=group_reasons)
+                     suppressed=suppressed, distance=distance, group_reasons=group_reasons,
+                     hits=hits, cleared=kept, view=view)

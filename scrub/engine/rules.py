@@ -16,19 +16,27 @@ import polars as pl
 import polars_hash as plh
 import pyarrow as pa
 
-from scrub.dataset import ColumnRoles
+from scrub.dataset import DIGEST_WIDTHS, ColumnRoles, role_values
 from scrub.engine.hamming import HammingIndex
 from scrub.engine.reasons import Reason
-from scrub.keys import KeySet, hex_to_keys
-from scrub.lists.types import KeyType, TextDigestType, UrlDigestType, text_digest_keys
+from scrub.keys import KeySet, digest_keys, hex_to_keys, keys_to_hex
+from scrub.lists.types import (
+    WHITESPACE_RUN,
+    HexDigestType,
+    KeyType,
+    TextDigestType,
+    UrlDigestType,
+    fold_terms,
+    fold_text,
+    text_digest_keys,
+)
 from scrub.urls import (
     canonicalize_urls,
     encode_hosts,
+    host_suffixes,
     host_table,
     hosts_at,
     hosts_of,
-    registrable_domain,
-    registrable_domains,
 )
 
 
@@ -63,16 +71,34 @@ class BatchView:
         self.num_rows = batch.num_rows
         self.unmatchable: dict[str, int] = {}
         self._keys: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._columns: dict[str, pa.Array] = {}
         self._text: dict[str, pl.Series] = {}
         self._hosts: tuple[np.ndarray, pl.Series] | None = None
+        self._suffixes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         #: Evidence of perceptual rules: id(rule) -> (rows, smallest distance per row).
         self.distances: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def column(self, role: str) -> pa.Array:
-        name = self.roles.get(role)
-        if name is None:
-            raise KeyError(role)
-        return self.batch.column(name)
+        """The values of ``role``'s column as plain Arrow (see :func:`scrub.dataset.role_values`:
+        dictionaries decoded, views as large types); an error naming the column when its type
+        cannot hold the role's values."""
+        cached = self._columns.get(role)
+        if cached is None:
+            name = self.roles.get(role)
+            if name is None:
+                raise KeyError(role)
+            cached = self._columns[role] = role_values(self.batch.column(name), role, name)
+        return cached
+
+    def digest_text(self, role: str) -> pl.Series:
+        """A digest role's column as lowercase hex text: text stripped and lower-cased, digests
+        stored as bytes or integers written out in hex (null where null or malformed)."""
+        column = self.column(role)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            return pl.Series(column).cast(pl.String).str.strip_chars().str.to_lowercase()
+        keys, valid = digest_keys(column, DIGEST_WIDTHS[role])
+        text = pl.Series(keys_to_hex(keys).astype(str), dtype=pl.String)
+        return pl.select(pl.when(pl.Series(valid)).then(text)).to_series()
 
     def canonical_urls(self) -> pl.Series:
         """The URL column in canonical form (null where a value is not a URL), counted once."""
@@ -109,6 +135,36 @@ class BatchView:
         listed = np.append(distinct.is_in(hosts.implode()).to_numpy(), False)
         return np.flatnonzero(listed[codes])
 
+    def host_suffix_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(owner, keys, valid)``: the SHA-256 key of every dot-suffix of every distinct host
+        (the host itself included, see :func:`~scrub.urls.host_suffixes`), ``owner`` giving
+        the distinct host of each; worked out once per batch, for every domain rule."""
+        if self._suffixes is None:
+            owner, suffixes = host_suffixes(self.host_table()[1])
+            keys, valid = text_digest_keys(suffixes)
+            self._suffixes = (owner, keys, valid)
+        return self._suffixes
+
+    def rows_in_domains(self, domains: KeySet) -> np.ndarray:
+        """Mask of the rows whose canonical host is a listed domain D or ends with ``.D``
+        (``domains`` holds the SHA-256 keys of canonical domains): one lookup per suffix of
+        each distinct host, then a gather by host code."""
+        codes, distinct = self.host_table()
+        owner, keys, valid = self.host_suffix_keys()
+        listed = np.zeros(len(distinct) + 1, dtype=bool)  # the last: rows that are no URL
+        listed[owner[domains.contains(keys, valid)]] = True
+        return listed[codes]
+
+    def domain_pairs(self, rows: np.ndarray) -> pl.DataFrame:
+        """``(row, value)`` for each of ``rows`` (``row`` its position there) and the hex
+        SHA-256 key of each suffix of its host: which domain entries each row falls under."""
+        codes = self.host_table()[0][rows]
+        owner, keys, valid = self.host_suffix_keys()
+        suffixes = pl.DataFrame({"code": owner[valid],
+                                 "value": keys_to_hex(keys[valid]).astype(str)})
+        return (pl.DataFrame({"row": np.arange(len(rows), dtype=np.int64), "code": codes})
+                .join(suffixes, on="code").select("row", "value"))
+
     def has_hosts(self) -> bool:
         """Whether the hosts (or canonical URLs) of every row are worked out already."""
         return self._hosts is not None or "canonical" in self._text
@@ -143,14 +199,18 @@ class BatchView:
             keys, valid = hex_to_keys(digests, key_type.width)
         elif key_type.name == "url":
             keys, valid = text_digest_keys(self.canonical_urls())
-        elif issubclass(key_type, TextDigestType):  # host, domain: digested once per host
+        elif key_type.name == "domain":  # one key per row cannot say "or under it"
+            raise TypeError("domain entries match every suffix of a host: see rows_in_domains")
+        elif issubclass(key_type, TextDigestType):  # host: digested once per host
             codes, distinct = self.host_table()
-            values = distinct if key_type.name == "host" else registrable_domains(distinct)
-            keys, valid = text_digest_keys(values)
+            keys, valid = text_digest_keys(distinct)
             keys = np.concatenate([keys, np.zeros_like(keys[:1], shape=(1,) + keys.shape[1:])])
             keys, valid = keys[codes], np.append(valid, False)[codes]
         else:
-            keys, valid = key_type.column_keys(self.column(key_type.target))
+            column = self.column(key_type.target)
+            keys, valid = (digest_keys(column, key_type.width)
+                           if issubclass(key_type, HexDigestType)
+                           else key_type.column_keys(column))
             name = self.roles.get(key_type.target) or key_type.target
             self.unmatchable[name] = int((~valid).sum())
         self._keys[cache_key] = (keys, valid)
@@ -229,12 +289,12 @@ class ExactKeyRule(Rule):
         return hit
 
     def _match_distinct(self, view: BatchView) -> np.ndarray:
-        # Hosts repeat a lot: digest and look up each distinct host (or its domain) once, then
-        # mark the rows on a listed one.
+        # Hosts repeat a lot: digest and look up each distinct host (for a domain, each of its
+        # suffixes) once, then mark the rows on a listed one.
+        if self.key_type.name == "domain":
+            return view.rows_in_domains(self.keys)
         codes, distinct = view.host_table()
-        values = distinct if self.key_type.name == "host" else pl.Series(
-            [registrable_domain(h) for h in distinct.to_list()], dtype=pl.String)
-        keys, valid = text_digest_keys(values)
+        keys, valid = text_digest_keys(distinct)
         return np.append(self.keys.contains(keys, valid), False)[codes]
 
     def describe(self) -> dict[str, object]:
@@ -252,8 +312,10 @@ class PrefixRule(Rule):
 
     def __init__(self, prefixes: Sequence[str], source: Source) -> None:
         super().__init__(Reason.OPTOUT_PREFIX, source)
+        #: Every listed prefix, covered ones too (counted as entries of the list).
+        self.listed = sorted(set(prefixes))
         kept: list[str] = []
-        for prefix in sorted(set(prefixes)):
+        for prefix in self.listed:
             if not kept or not prefix.startswith(kept[-1]):
                 kept.append(prefix)
         self.prefixes = pl.Series("prefix", kept, dtype=pl.String)
@@ -325,16 +387,22 @@ class PerceptualRule(Rule):
 
 
 class CaptionTermRule(Rule):
-    """Captions containing any of a set of literal terms, case-insensitively, as whole words.
+    """Captions holding any of a set of literal terms as whole words, by meaning rather than
+    spelling: captions and terms are compared folded (NFC, case-folded: see
+    :func:`~scrub.lists.types.fold_text`), with any run of Unicode whitespace between a term's
+    words. "Ann Lee" matches "Photo of ANN  LEE, 2019" (or a newline or no-break space between
+    the words) but not "Joann Leeds".
 
-    An Aho-Corasick scan (``contains_any``) over the lower-cased captions finds candidate rows;
-    a regex then checks that a term stands between non-word characters (or the text's ends), on
-    those rows only. "Ann Lee" matches "Photo of ann lee, 2019" but not "Joann Leeds".
+    An Aho-Corasick scan (``contains_any``) of the folded captions for the longest word of each
+    term finds candidate rows; on those alone, whitespace runs become one space and a regex
+    checks that a term stands between non-word characters (or the text's ends).
     """
 
     def __init__(self, terms: Sequence[str], reason: Reason, source: Source) -> None:
         super().__init__(reason, source)
-        self.terms = sorted({t.lower() for t in terms})
+        folded = fold_terms(pl.Series(list(terms), dtype=pl.String)).drop_nulls()
+        self.terms = sorted(set(folded.to_list()) - {""})
+        self._anchors = sorted({max(t.split(" "), key=len) for t in self.terms})
         alternatives = "|".join(re.escape(t) for t in sorted(self.terms, key=len, reverse=True))
         self._pattern = f"(?:^|[^\\w])(?:{alternatives})(?:[^\\w]|$)"
 
@@ -349,15 +417,34 @@ class CaptionTermRule(Rule):
         return self._match(pl.Series(view.column("caption")).gather(rows), len(rows))
 
     def _match(self, column: pl.Series, count: int) -> np.ndarray:
-        captions = column.cast(pl.String).str.to_lowercase()
         hit = np.zeros(count, dtype=bool)
         if not self.terms:
             return hit
-        rows = captions.str.contains_any(self.terms).fill_null(False).arg_true()
+        captions = fold_text(column)
+        rows = captions.str.contains_any(self._anchors).fill_null(False).arg_true()
         if len(rows):
-            confirmed = captions.gather(rows).str.contains(self._pattern).fill_null(False)
+            spaced = captions.gather(rows).str.replace_all(WHITESPACE_RUN, " ")
+            confirmed = spaced.str.contains(self._pattern).fill_null(False)
             hit[rows.filter(confirmed).to_numpy()] = True
         return hit
+
+    def term_pairs(self, captions: pl.Series) -> pl.DataFrame:
+        """``(row, value)`` for each caption (``row`` its position) and each term it holds as
+        whole words, compared as :meth:`match` compares them (for attribution: few rows)."""
+        if not self.terms:
+            return pl.DataFrame(schema={"row": pl.Int64, "value": pl.String})
+        spaced = fold_text(captions).str.replace_all(WHITESPACE_RUN, " ")
+        frame = (pl.DataFrame({"row": np.arange(len(captions), dtype=np.int64),
+                               "caption": spaced})
+                 .with_columns(value=pl.col("caption").str.extract_many(self.terms,
+                                                                        overlapping=True))
+                 .explode("value").drop_nulls("value").unique(["row", "value"]))
+        bounded = frame.with_columns(pattern=pl.lit(r"(?:^|[^\w])")
+                                     + pl.col("value").map_elements(re.escape,
+                                                                    return_dtype=pl.String)
+                                     + pl.lit(r"(?:[^\w]|$)"))
+        return (bounded.filter(pl.col("caption").str.contains(pl.col("pattern")))
+                .select("row", "value"))
 
     def describe(self) -> dict[str, object]:
         return {"kind": "caption_terms", "reason": self.reason.code,
@@ -409,8 +496,7 @@ class KeyedRemovalRule(Rule):
             if name == "url":
                 values = view.canonical_urls()
             elif view.roles.get(name):
-                values = (pl.Series(view.column(name)).cast(pl.String).str.strip_chars()
-                          .str.to_lowercase())
+                values = view.digest_text(name)
             else:
                 continue
             keyed = pl.DataFrame({"v": values}).select(
@@ -481,6 +567,8 @@ class AllowRule:
                 and rule.source.name in self.suppresses)
 
     def match(self, view: BatchView) -> np.ndarray:
+        if self.key_type.name == "domain":  # as domain rules match: the domain and under it
+            return view.rows_in_domains(self.keys)
         keys, valid = view.keys_for(self.key_type)
         return self.keys.contains(keys, valid)
 

@@ -28,6 +28,10 @@ class ShardStats:
     tar_members_removed: int = 0
     tar_output_size: int = 0
     rewritten: bool = True
+    #: Per list label, keyed ids of the list entries this shard's rows matched (never an
+    #: entry's value or position: see :mod:`scrub.engine.entries`), merged over shards to
+    #: count the entries that matched nothing.
+    matched_entries: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def removed(self) -> int:
@@ -52,6 +56,7 @@ class Totals:
     removed_by_source: Counter[str] = field(default_factory=Counter)
     unmatchable: Counter[str] = field(default_factory=Counter)
     suppressed_by_source: Counter[str] = field(default_factory=Counter)
+    matched_entries: dict[str, set[int]] = field(default_factory=dict)
 
     @property
     def removed(self) -> int:
@@ -68,4 +73,6 @@ class Totals:
             totals.removed_by_source.update(stats.removed_by_source)
             totals.unmatchable.update(stats.unmatchable)
             totals.suppressed_by_source.update(stats.suppressed_by_source)
+            for label, ids in stats.matched_entries.items():
+                totals.matched_entries.setdefault(label, set()).update(ids)
         return totals
