@@ -1,4 +1,4 @@
-"""``scrub lists import|ls|show|rm|verify|trust``: the versioned list store. Metadata only."""
+"""``scrub lists import|ls|show|rm|verify|trust|seal``: the versioned list store. Metadata only."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Optional
 import typer
 
 from scrub.cli.errors import handle_errors
-from scrub.crypto import load_key, resolve_key_file
+from scrub.crypto import KeyFileError, load_key, resolve_key_file
 from scrub.errors import ScrubError
 from scrub.lists.hashlist import ListFormat
-from scrub.lists.store import ListStore, ListVersion
+from scrub.lists.store import CatalogSealError, ListStore, ListVersion, resolve_in
 
 lists_app = typer.Typer(help="The versioned, verified, encrypted list store.",
                         no_args_is_help=True)
@@ -39,6 +39,8 @@ def _summary(meta: ListVersion) -> str:
     flags = ["sensitive, encrypted" if meta.sensitive else "public", meta.kind]
     if meta.signed_by:
         flags.append(f"signed by {meta.signed_by}")
+    if meta.trust_change:
+        flags.append(meta.trust_change)
     change = f"+{meta.added:,} -{meta.removed:,}" + (" (delta)" if meta.delta else "")
     return f"{meta.ref}  source {meta.source}  {'; '.join(flags)}  {counts}  [{change}]"
 
@@ -63,6 +65,14 @@ def import_command(
                                          help="For an allow-list: a list it suppresses."),
     delta: bool = typer.Option(False, "--delta",
                                help="Add to the previous version instead of replacing it."),
+    allow_unsigned: bool = typer.Option(
+        False, "--allow-unsigned",
+        help="Accept this version unsigned although its list (or source) requires a signature; "
+             "recorded in the version."),
+    retrust: bool = typer.Option(
+        False, "--retrust",
+        help="Bind the list to the key now registered for --source (the version must be signed "
+             "with it); recorded in the version."),
     site: Optional[str] = typer.Option(None, "--site", metavar="URL",
                                        help="The site of a tdmrep.json or robots-style file."),
     key_file: Optional[Path] = KEY_FILE,
@@ -73,15 +83,37 @@ def import_command(
     meta = _store(store).import_list(
         file, name=name, source=source, version=version, type_name=type_, fmt=list_format,
         sensitive=sensitive, signature=signature, terms=terms, kind=kind,
-        suppresses=suppresses, delta=delta, key=_key(key_file), site=site)
+        suppresses=suppresses, delta=delta, key=_key(key_file), site=site,
+        allow_unsigned=allow_unsigned, retrust=retrust)
     typer.echo(json.dumps(asdict(meta), indent=2) if as_json else f"stored {_summary(meta)}")
+
+
+def _shown_catalog(lists: ListStore, key_file: Optional[Path]) -> dict[str, list[ListVersion]]:
+    """The catalog to show: checked against its seal when a key is at hand. A catalog not yet
+    sealed is shown (for review before `scrub lists seal`) with a warning on stderr."""
+    key = _key(key_file)
+    if key is None:
+        catalog = lists.catalog()
+        if lists.sealed_with() is not None:
+            typer.echo("scrub: note: catalog.json is sealed; without the key it is shown "
+                       "unchecked", err=True)
+        return catalog
+    try:
+        return lists.catalog(key=key)
+    except CatalogSealError:
+        if lists.sealed_with() is not None:
+            raise
+    typer.echo("scrub: warning: catalog.json is not sealed; what follows is not authenticated "
+               "(once reviewed, run `scrub lists seal`)", err=True)
+    return lists.catalog()
 
 
 @lists_app.command("ls")
 @handle_errors
-def ls_command(store: Optional[Path] = STORE, as_json: bool = AS_JSON) -> None:
-    """Every list with its latest version."""
-    catalog = _store(store).catalog()
+def ls_command(store: Optional[Path] = STORE, as_json: bool = AS_JSON,
+               key_file: Optional[Path] = KEY_FILE) -> None:
+    """Every list with its latest version (checked against the catalog's seal, given the key)."""
+    catalog = _shown_catalog(_store(store), key_file)
     if as_json:
         typer.echo(json.dumps({n: [asdict(v) for v in vs] for n, vs in catalog.items()},
                               indent=2))
@@ -95,49 +127,86 @@ def ls_command(store: Optional[Path] = STORE, as_json: bool = AS_JSON) -> None:
 @lists_app.command("show")
 @handle_errors
 def show_command(ref: str = typer.Argument(..., metavar="NAME[@VERSION]"),
-                 store: Optional[Path] = STORE, as_json: bool = AS_JSON) -> None:
+                 store: Optional[Path] = STORE, as_json: bool = AS_JSON,
+                 key_file: Optional[Path] = KEY_FILE) -> None:
     """A list version's metadata and counts (never its values), and the list's history."""
     lists = _store(store)
-    meta = lists.resolve(ref)
+    catalog = _shown_catalog(lists, key_file)
+    meta = resolve_in(catalog, ref, lists.root)
     if as_json:
         typer.echo(json.dumps(asdict(meta), indent=2))
         return
     for field_name, value in asdict(meta).items():
         typer.echo(f"{field_name:>13}: {value}")
     typer.echo("      history:")
-    for version in lists.catalog()[meta.name]:
-        typer.echo(f"               {_summary(version)}  received {version.received_at}")
+    for earlier in catalog[meta.name]:
+        typer.echo(f"               {_summary(earlier)}  received {earlier.received_at}")
 
 
 @lists_app.command("rm")
 @handle_errors
 def rm_command(ref: str = typer.Argument(..., metavar="NAME[@VERSION]"),
-               store: Optional[Path] = STORE) -> None:
-    """Remove one version, or every version of a list."""
-    for meta in _store(store).remove(ref):
+               key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = STORE) -> None:
+    """Remove one version, or every version of a list (a sealed store needs the key)."""
+    for meta in _store(store).remove(ref, key=_key(key_file)):
         typer.echo(f"removed {meta.ref}")
 
 
 @lists_app.command("verify")
 @handle_errors
 def verify_command(key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = STORE) -> None:
-    """Check every stored file against the catalog (contents too, given the key)."""
-    problems = _store(store).verify(key=_key(key_file))
+    """Check the catalog's seal and every stored file against it (contents too, given the key)."""
+    lists = _store(store)
+    key = _key(key_file)
+    problems = lists.verify(key=key)
     for problem in problems:
         typer.echo(problem)
     if problems:
         raise ScrubError(f"the store has {len(problems)} problem(s)")
-    typer.echo("store OK")
+    sealed = lists.sealed_with()
+    if key is not None and sealed is not None:
+        typer.echo(f"store OK (catalog sealed with key id {sealed}; every file matches it)")
+    else:
+        typer.echo("store OK (every file matches catalog.json, which is NOT authenticated: it "
+                   "is not sealed; a store written with a data key is)")
 
 
 @lists_app.command("trust")
 @handle_errors
 def trust_command(source: str = typer.Option(..., "--source", help="Organisation."),
                   key: Path = typer.Option(..., "--key", help="Its Ed25519 public key."),
-                  store: Optional[Path] = STORE) -> None:
-    """Register a source's signing key; its imports then need a valid --signature."""
-    fingerprint = _store(store).trust(source, key)
+                  key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = STORE) -> None:
+    """Register a source's signing key; its imports then need a valid --signature.
+
+    A list already signed stays bound to the key that signed it: a version signed with a new key
+    is accepted only with `scrub lists import --retrust` (recorded)."""
+    fingerprint = _store(store).trust(source, key, key=_key(key_file))
     typer.echo(f"trusted {source}: {fingerprint}")
+
+
+@lists_app.command("seal")
+@handle_errors
+def seal_command(key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = STORE,
+                 force: bool = typer.Option(
+                     False, "--force", help="Seal even a catalog whose seal fails or whose files "
+                                            "do not match it (after reviewing it).")) -> None:
+    """Seal a catalog written by an older scrub or without a key, once (recorded in it).
+
+    Every stored file is checked against the catalog first (sensitive ones decrypted); from then
+    on every change needs the key and every use given the key checks the seal."""
+    key = _key(key_file)
+    if key is None:
+        raise KeyFileError("sealing the catalog needs the data key",
+                           hint="pass --key-file or set SCRUB_KEY_FILE")
+    lists = _store(store)
+    record = lists.seal(key, force=force)
+    if record is None:
+        typer.echo(f"catalog.json is already sealed with key id {lists.sealed_with()}; "
+                   "nothing to do")
+        return
+    typer.echo(f"sealed {lists.catalog_path}: {record['lists']} list(s), {record['versions']} "
+               f"version(s), {record['trusted_sources']} trusted source key(s), key id "
+               f"{record['key_id']}; recorded in the catalog")
 
 
 def register(app: typer.Typer) -> None:

@@ -188,11 +188,11 @@ def test_rm_and_verify(store: ListStore, key: bytes, tmp_path: Path) -> None:
         store.import_list(write_list(tmp_path / "p.txt", MD5S), name="p", source="s",
                           version=version, key=key)
     assert store.verify(key=key) == []
-    assert [m.ref for m in store.remove("p@1")] == ["p@1"]
+    assert [m.ref for m in store.remove("p@1", key=key)] == ["p@1"]  # a sealed store: the key
     assert [m.version for m in store.catalog()["p"]] == ["2"]
     (store.root / store.resolve("p").stored / "md5.parquet.enc").unlink()
     assert store.verify(key=key) == ["p@2: stored md5 file is missing"]
-    store.remove("p")
+    store.remove("p", key=key)
     assert store.catalog() == {}
 
 
