@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from collections.abc import Iterator
+
+#: How often a worker also compares its parent process id (a fallback to the pipe's end-of-file).
+_PARENT_CHECK_S = 2.0
 
 
 @contextlib.contextmanager
@@ -22,3 +28,27 @@ def worker_threads(threads: int) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def exit_with_parent() -> None:
+    """In a worker process started by :mod:`multiprocessing`: exit at once when the parent
+    dies, however it dies (``kill -9``, the OOM killer, a scheduler's time limit).
+
+    A pool worker otherwise waits on its task queue forever, since it holds that queue's write
+    end itself, and keeps multiprocessing's resource tracker (and the semaphores it would
+    unlink) alive with it. A daemon thread waits on the pipe the parent keeps open for each
+    child (its end-of-file is the parent's death), and also checks the parent's pid every few
+    seconds. Calling it in a process that is not a multiprocessing child does nothing."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
+    ppid = os.getppid()
+
+    def watch() -> None:
+        while not multiprocessing.connection.wait([sentinel], timeout=_PARENT_CHECK_S):
+            if os.getppid() != ppid:
+                break
+        os._exit(1)  # nothing to flush: the parent that would read any result is gone
+
+    threading.Thread(target=watch, name="scrub-exit-with-parent", daemon=True).start()

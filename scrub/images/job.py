@@ -34,7 +34,7 @@ from scrub.errors import (
 from scrub.images.hashing import DEFAULT_MAX_PIXELS, OK, hash_image
 from scrub.images.tars import IMAGE_EXTENSIONS, group_samples, iter_image_bytes, read_members
 from scrub.progress import Progress
-from scrub.workers import worker_threads
+from scrub.workers import exit_with_parent, worker_threads
 
 FOLDER_CHUNK = 10_000
 NO_IMAGE, DUPLICATE_KEY = "no_image", "duplicate_key"
@@ -187,7 +187,8 @@ def hash_dataset(source: Path, output: Path, types: Sequence[str], *, dihedral: 
                 meter.advance(int(results[-1].get("rows", 0)))
         else:
             context = multiprocessing.get_context("spawn")
-            with worker_threads(1), ProcessPoolExecutor(workers, mp_context=context) as pool:
+            with worker_threads(1), ProcessPoolExecutor(workers, mp_context=context,
+                                                         initializer=exit_with_parent) as pool:
                 for result in pool.map(_task, tasks):
                     results.append(result)
                     meter.advance(int(result.get("rows", 0)))

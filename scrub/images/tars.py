@@ -2,9 +2,12 @@
 ``{key}.txt``, ``{key}.json``... with a sidecar ``NNNNN.parquet``.
 
 A sample is the run of consecutive members sharing a key (the member path up to the first dot of
-its file name, as webdataset reads it). Rewriting a tar copies the raw bytes of every kept member
-(headers included) in order, so a scrubbed tar differs from its input only by the removed
-samples: no member is re-encoded, no header rewritten.
+its file name, as webdataset reads it). Member paths are normalised first (``./a//b.jpg`` is
+``a/b.jpg``); a tar whose member names leave the archive (``/x``, ``../x``) or whose layout tar
+readers could read differently (links or devices carrying data, sparse members, bytes after the
+end-of-archive blocks) is refused, so that every reader sees the members scrub matched. Rewriting
+a tar copies the raw bytes of every kept member (headers included) in order, so a scrubbed tar
+differs from its input only by the removed samples: no member is re-encoded, no header rewritten.
 """
 
 from __future__ import annotations
@@ -23,14 +26,38 @@ import polars as pl
 
 from scrub.errors import InvalidDatasetError, brief
 
-IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif",
+                              "tiff", "ppm", "pgm", "pbm", "pnm", "avif", "heic", "heif", "ico",
+                              "jp2", "jxl"})
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 
 
+def normal_path(name: str) -> str:
+    """A member path as readers group it: empty and ``.`` parts dropped (``./a//b.jpg`` ->
+    ``a/b.jpg``). Names that leave the archive are refused by :func:`read_members`."""
+    return "/".join(part for part in name.split("/") if part not in ("", "."))
+
+
+def normal_paths(names: pl.Series) -> pl.Series:
+    """:func:`normal_path` of every name, in one vectorised pass."""
+    needs = names.str.contains(r"(?:^|/)\.?(?:/|$)|^\.$|//")
+    if not needs.any():
+        return names
+    parts = names.str.split("/").list.eval(
+        pl.element().filter((pl.element() != "") & (pl.element() != ".")))
+    return pl.select(pl.when(needs).then(parts.list.join("/")).otherwise(names)).to_series()
+
+
+def leaves_archive(names: pl.Series) -> pl.Series:
+    """Names that would be written outside the extraction folder: absolute, or with a ``..``
+    part (``/`` or ``\\`` separated, as a Windows extractor splits them)."""
+    return names.str.contains(r"^[/\\]|^[A-Za-z]:|(?:^|[/\\])\.\.(?:[/\\]|$)")
+
+
 def split_member(name: str) -> tuple[str, str]:
     """(key, extension) of a member path: ``a/00012.jpg`` -> (``a/00012``, ``jpg``)."""
-    folder, base = posixpath.split(name)
+    folder, base = posixpath.split(normal_path(name))
     stem, dot, ext = base.partition(".")
     return (posixpath.join(folder, stem) if folder else stem), ext.lower() if dot else ""
 
@@ -46,7 +73,13 @@ class Sample:
 
     @property
     def images(self) -> list[Member]:
-        return [m for m in self.members if split_member(m.name)[1] in IMAGE_EXTENSIONS]
+        return [m for m in self.members if is_image_name(m.name)]
+
+
+def is_image_name(name: str) -> bool:
+    """Whether any dotted part of a member's extension names an image type: ``k.jpg``,
+    ``k.JPG``, ``k.0.jpg`` (webdataset decodes by the last part)."""
+    return any(part in IMAGE_EXTENSIONS for part in split_member(name)[1].split("."))
 
 
 @dataclass(frozen=True)
@@ -65,7 +98,8 @@ class Member:
 
 
 _FILE_TYPES = (b"0", b"\0", b"7")
-_NO_DATA_TYPES = (b"1", b"2", b"5")
+#: Links, devices, folders and fifos: their size field is not data (refused when it is not 0).
+_NO_DATA_TYPES = (b"1", b"2", b"3", b"4", b"5", b"6")
 
 
 @dataclass(frozen=True)
@@ -97,9 +131,18 @@ class TarMembers(Sequence[Member]):
     def is_file(self) -> np.ndarray:
         return np.isin(self.kind, np.frombuffer(b"".join(_FILE_TYPES), dtype=np.uint8))
 
+    def is_data(self) -> np.ndarray:
+        """Members whose bytes a reader can get: regular files and members of a type unknown to
+        tar (GNU tar extracts those as files), not links, folders or devices."""
+        return ~np.isin(self.kind, _NO_DATA_KINDS)
+
+    def paths(self) -> pl.Series:
+        """Each member's normalised path (see :func:`normal_path`)."""
+        return normal_paths(pl.Series(self.names, dtype=pl.String))
+
     def keys(self) -> pl.Series:
         """Each member's sample key (see :func:`split_member`), in one vectorised pass."""
-        return pl.Series(self.names, dtype=pl.String).str.replace(_KEY_PATTERN, "")
+        return self.paths().str.replace(_KEY_PATTERN, "")
 
     @classmethod
     def of(cls, members: list[Member]) -> TarMembers:
@@ -144,11 +187,64 @@ def read_members(path: Path) -> TarMembers:
                     at, sizes, fields = found
                     members = _members_of(grid, at, sizes, fields)
                 _check_sums(fields, at, path)
+                end = (int(members.offset_data[-1]) + -(-int(members.size[-1]) // _BLOCK)
+                       * _BLOCK) if len(members) else 0
+                trailing = _first_nonzero(blocks, end)
             finally:
                 del blocks, grid
     except (OSError, ValueError) as exc:
         raise InvalidDatasetError(f"{path}: not a readable tar ({brief(exc)})") from exc
+    if trailing is not None:
+        # tar --ignore-zeros and other lenient readers would find members hidden there, which
+        # scrub never matched
+        raise InvalidDatasetError(
+            f"{path}: bytes after the end-of-archive blocks (at byte {trailing}); some tar "
+            "readers read on and would find members scrub did not check",
+            hint="repack the tar so that it ends after its last member")
+    _check_names(members, path)
     return members
+
+
+def _first_nonzero(blocks: np.ndarray, start: int) -> int | None:
+    """The first non-zero byte at or after ``start``, or None."""
+    tail = blocks[start:]
+    if not tail.any():
+        return None
+    return start + int(np.argmax(tail != 0))
+
+
+def _check_names(members: TarMembers, path: Path) -> None:
+    """Refuse member names that leave the archive or are not UTF-8 (readers would each decode
+    them their own way), and data members without a name."""
+    try:
+        "\0".join(members.names).encode("utf-8")
+    except UnicodeEncodeError:
+        first = next(i for i, n in enumerate(members.names) if not _utf8(n))
+        raise InvalidDatasetError(
+            f"{path}: member {first} (at byte {int(members.offset[first])}) has a name that "
+            "is not UTF-8", hint="repack the tar with UTF-8 member names") from None
+    names = pl.Series(members.names, dtype=pl.String)
+    bad = leaves_archive(names).to_numpy()
+    empty = (normal_paths(names) == "").to_numpy() & members.is_data()
+    slashed = names.str.ends_with("/").to_numpy() & members.is_data() & (members.size > 0)
+    for mask, problem in ((bad, "has a name that leaves the archive (absolute, or with '..')"),
+                          (empty, "has an empty name"),
+                          (slashed, "is a file named like a folder (trailing '/') that carries "
+                                    "data; tar readers disagree on it")):
+        if mask.any():
+            first = int(np.argmax(mask))
+            raise InvalidDatasetError(
+                f"{path}: member {first} (at byte {int(members.offset[first])}) {problem}",
+                hint="repack the tar with plain relative member names (img2dataset's "
+                     "{key}.jpg)")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -204,7 +300,8 @@ def _chain(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, _HeaderFields] | N
     sizes, parsed = _octal_columns(fields.sizes)
     if not parsed.all() or np.isin(fields.kinds, _SPECIAL_KINDS).any():
         return None
-    sizes[np.isin(fields.kinds, _NO_DATA_KINDS)] = 0  # directories and links: not data
+    if (np.isin(fields.kinds, _NO_DATA_KINDS) & (sizes > 0)).any():
+        return None  # a link or folder declaring data: the walk refuses it by name
     following = candidates + 1 + -(-sizes // _BLOCK)
     if np.array_equal(following[:-1], candidates[1:]):
         index = np.arange(len(candidates))  # the usual case: every candidate is a header
@@ -278,8 +375,17 @@ def _octal_columns(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 _MAGIC = np.frombuffer(b"ustar", dtype=np.uint8)
-_SPECIAL_KINDS = np.frombuffer(b"LxgKS", dtype=np.uint8)
-_NO_DATA_KINDS = np.frombuffer(b"125", dtype=np.uint8)
+_SPECIAL_KINDS = np.frombuffer(b"LxgKSVMX", dtype=np.uint8)
+_NO_DATA_KINDS = np.frombuffer(b"".join(_NO_DATA_TYPES), dtype=np.uint8)
+#: GNU sparse, volume label and multi-volume continuation members: readers reassemble their
+#: data differently, so they cannot be matched reliably.
+_REFUSED_TYPES = (b"S", b"V", b"M")
+#: Headers that describe the member after them: GNU long names and link names, pax extended
+#: headers (``X``: Solaris' spelling, read as pax by tarfile) and pax global headers.
+_PRE_HEADERS = (b"L", b"K", b"x", b"X", b"g")
+#: pax records that change where data lies or which member a later one is: refused in global
+#: headers (readers disagree on applying them); ``size`` and ``path`` are honoured per member.
+_LAYOUT_RECORDS = (b"path", b"size", b"linkpath")
 
 
 def _scan(view: mmap.mmap, size: int, path: Path) -> tuple[TarMembers, list[int]]:
@@ -288,6 +394,7 @@ def _scan(view: mmap.mmap, size: int, path: Path) -> tuple[TarMembers, list[int]
     position = 0
     start: int | None = None
     long_name: str | None = None
+    pax_size: int | None = None
     while True:
         if position + _BLOCK > size:
             if position >= size and members:
@@ -305,21 +412,53 @@ def _scan(view: mmap.mmap, size: int, path: Path) -> tuple[TarMembers, list[int]
         headers.append(position)
         kind = header[156:157]
         length = _octal(header[124:136], path, position)
+        if pax_size is not None and kind not in _PRE_HEADERS:
+            length = pax_size  # a pax size record overrides the header's, as readers apply it
         data_at = position + _BLOCK
         padded = -(-length // _BLOCK) * _BLOCK
-        if kind in _NO_DATA_TYPES:  # directories and links: the size field is not data
-            length = padded = 0
+        if kind in _REFUSED_TYPES:
+            raise InvalidDatasetError(
+                f"{path}: sparse or multi-volume member at byte {position} (type "
+                f"{kind.decode('latin-1')!r}); readers reassemble its data differently",
+                hint="repack the tar with plain files")
+        if header[257:262] != b"ustar" and header[345] != 0:
+            raise InvalidDatasetError(  # tarfile prefixes the name with it, GNU tar does not
+                f"{path}: pre-ustar header at byte {position} with a name prefix; tar "
+                "readers disagree on the member's name", hint="repack the tar with plain files")
+        if kind in _NO_DATA_TYPES and length > 0:
+            raise InvalidDatasetError(
+                f"{path}: member at byte {position} is a link, folder or device that declares "
+                f"{length} bytes of data; tar readers disagree on where the next member starts",
+                hint="repack the tar with plain files")
         if data_at + length > size:
             raise InvalidDatasetError(f"{path}: truncated tar (member data runs past the end)",
                                       hint="download the shard again")
         if start is None:
             start = position
-        if kind in (b"L", b"x", b"g"):  # a long name or pax header for the next member
+        if kind in _PRE_HEADERS:  # a long name or pax header for the next member
             extra = view[data_at: data_at + length]
             if kind == b"L":
                 long_name = extra.rstrip(b"\0").decode("utf-8", "surrogateescape")
-            elif kind == b"x":
-                long_name = _pax_path(extra) or long_name
+            elif kind != b"K":  # a link's long target names no member: nothing to read
+                records = _pax_records(extra)
+                if any(k.startswith(b"GNU.sparse") for k in records) or (
+                        kind == b"g" and any(k in records for k in _LAYOUT_RECORDS)):
+                    raise InvalidDatasetError(
+                        f"{path}: pax header at byte {position} describes a sparse member or "
+                        "sets paths or sizes for every member; readers disagree on it",
+                        hint="repack the tar with plain files")
+                if kind != b"g":
+                    if b"path" in records:
+                        long_name = records[b"path"].decode("utf-8", "surrogateescape")
+                    if b"size" in records:
+                        try:
+                            pax_size = int(records[b"size"])
+                            if pax_size < 0:
+                                raise ValueError("negative size")
+                        except ValueError:
+                            raise InvalidDatasetError(
+                                f"{path}: corrupt tar (bad pax size at byte {position})"
+                            ) from None
             position = data_at + padded
             continue
         name = long_name or _ustar_name(header)
@@ -327,7 +466,7 @@ def _scan(view: mmap.mmap, size: int, path: Path) -> tuple[TarMembers, list[int]
             name = name.rstrip("/")
         members.append(Member(name, start, data_at, length, kind))
         position = data_at + padded
-        start, long_name = None, None
+        start, long_name, pax_size = None, None, None
     return TarMembers.of(members), headers
 
 
@@ -359,27 +498,29 @@ def _ustar_name(header: bytes) -> str:
     return name.decode("utf-8", "surrogateescape")
 
 
-def _pax_path(records: bytes) -> str | None:
-    path = None
+def _pax_records(records: bytes) -> dict[bytes, bytes]:
+    """The ``key=value`` records of a pax header (later ones win, as readers apply them)."""
+    found: dict[bytes, bytes] = {}
     while records:
         length_text, _, rest = records.partition(b" ")
         try:
             length = int(length_text)
         except ValueError:
-            return path
+            return found
+        if length <= len(length_text):
+            return found
         record = records[len(length_text) + 1: length].rstrip(b"\n")
         key, _, value = record.partition(b"=")
-        if key == b"path":
-            path = value.decode("utf-8", "surrogateescape")
+        found[key] = value
         records = records[length:]
-    return path
+    return found
 
 
 def group_samples(members: TarMembers) -> list[Sample]:
-    """Consecutive file members with one key form a sample; directories are not samples."""
+    """Consecutive data members with one key form a sample; folders and links are not."""
     samples: list[Sample] = []
     seen: set[str] = set()
-    files = members.is_file()
+    files = members.is_data()
     for index, key in enumerate(members.keys().to_list()):
         if not files[index]:
             continue
@@ -390,6 +531,61 @@ def group_samples(members: TarMembers) -> list[Sample]:
         samples.append(Sample(key, [member], repeated=key in seen))
         seen.add(key)
     return samples
+
+
+#: A file name with an image type among the dotted parts of its extension (see is_image_name).
+_IMAGE_NAME = r"(?i)\.(?:" + "|".join(sorted(IMAGE_EXTENSIONS)) + r")(?:\.|$)"
+#: Leading bytes of image formats, each a set of (offset, bytes) that must all be there: a member
+#: holding an image is matched whatever its name says (``k.bin``, ``k.txt``, no extension).
+_SIGNATURES: tuple[tuple[tuple[int, bytes], ...], ...] = (
+    ((0, b"\xff\xd8\xff"),),  # JPEG
+    ((0, b"\x89PNG\r\n\x1a\n"),),
+    ((0, b"GIF87a"),), ((0, b"GIF89a"),),
+    ((0, b"RIFF"), (8, b"WEBP")),
+    ((0, b"II*\x00"),), ((0, b"MM\x00*"),),  # TIFF
+    *(((4, b"ftyp" + brand),) for brand in (b"avif", b"avis", b"heic", b"heix", b"heim",
+                                             b"heis", b"hevc", b"hevx", b"mif1", b"msf1")),
+    ((0, b"\x00\x00\x00\x0cjP  \r\n\x87\n"),), ((0, b"\xff\x4f\xff\x51"),),  # JPEG 2000
+    ((0, b"\xff\x0a"),), ((0, b"\x00\x00\x00\x0cJXL \r\n\x87\n"),),  # JPEG XL
+    ((0, b"qoif"),),
+)
+_SNIFF = 16
+
+
+def image_members(path: Path, members: TarMembers) -> np.ndarray:
+    """Indices of the data members that hold an image: named as one (:func:`is_image_name`), or
+    starting with an image format's signature (JPEG, PNG, GIF, WebP, TIFF, BMP, ISO media, JPEG
+    2000 / XL, QOI). The first bytes of every member are read in one gather."""
+    data = members.is_data()
+    named = members.paths().str.split("/").list.last().str.contains(_IMAGE_NAME).to_numpy()
+    rows = np.flatnonzero(data & ~named)
+    sniffed = np.zeros(len(members), dtype=bool)
+    if len(rows):
+        try:
+            with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0,
+                                                       access=mmap.ACCESS_READ) as view:
+                blocks = np.frombuffer(view, dtype=np.uint8)
+                try:
+                    at = members.offset_data[rows][:, None] + np.arange(_SNIFF)
+                    inside = np.arange(_SNIFF) < members.size[rows][:, None]
+                    head = np.where(inside, blocks[np.minimum(at, len(blocks) - 1)], 0)
+                finally:
+                    del blocks
+        except (OSError, ValueError) as exc:
+            raise InvalidDatasetError(f"{path}: cannot read ({brief(exc)})") from exc
+        found = np.zeros(len(rows), dtype=bool)
+        for parts in _SIGNATURES:
+            every = np.ones(len(rows), dtype=bool)
+            for offset, signature in parts:
+                expected = np.frombuffer(signature, dtype=np.uint8)
+                every &= (head[:, offset: offset + len(expected)] == expected).all(axis=1)
+            found |= every
+        # BMP: "BM" then the file size, little-endian, as the member's size
+        bmp_size = head[:, 2:6].astype(np.int64) @ (256 ** np.arange(4, dtype=np.int64))
+        found |= (head[:, 0] == ord("B")) & (head[:, 1] == ord("M")) & (
+            bmp_size == members.size[rows])
+        sniffed[rows] = found
+    return np.flatnonzero(data & (named | sniffed))
 
 
 def iter_image_bytes(path: Path, samples: list[Sample]) -> Iterator[tuple[Sample, bytes | None]]:
@@ -412,10 +608,11 @@ def iter_image_bytes(path: Path, samples: list[Sample]) -> Iterator[tuple[Sample
 
 def rewrite_tar(source: Path, target: Path, members: TarMembers,
                 drop: Collection[str]) -> int:
-    """Write ``source`` minus the members whose key is in ``drop`` to ``target`` (fsynced);
-    return the number of members removed. Kept members are copied byte for byte, in order:
-    each run of adjacent kept members is one ``sendfile`` call."""
-    removed = members.is_file() & members.keys().is_in(
+    """Write ``source`` minus the members whose key is in ``drop`` (normalised keys, see
+    :meth:`TarMembers.keys`; links included, folders kept) to ``target`` (fsynced); return the
+    number of members removed. Kept members are copied byte for byte, in order: each run of
+    adjacent kept members is one ``sendfile`` call."""
+    removed = (members.kind != ord("5")) & members.keys().is_in(
         pl.Series(list(drop), dtype=pl.String).implode()).to_numpy()
     kept = ~removed
     starts = members.offset[kept]
