@@ -134,10 +134,12 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
     secret = hashlib.sha256(b"scrub-release-secret" + private.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
         serialization.NoEncryption())).digest()
+    # the ledger learns of the release before the staging folder goes (a killed run finishes it)
     result = build(demo.dataset, output, release, secret=secret, workers=workers,
                    progress=progress,
-                   finish=Finisher(release, demo.dataset, private, dataset="scrub-demo"))
-    ledger.transition_many(release.requests, "apply", "demo", release=result.release_id)
+                   finish=Finisher(release, demo.dataset, private, dataset="scrub-demo"),
+                   published=lambda done: ledger.mark_applied(release.requests,
+                                                              done.release_id, "demo"))
     return ReleaseDemo(result.release_id, result.variants,
                        {n: sum(int(s["rows_out"]) for s in st)  # type: ignore[call-overload]
                         for n, st in result.stats.items()}, request, public)

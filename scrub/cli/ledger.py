@@ -14,7 +14,7 @@ import typer
 
 from scrub.cli.errors import handle_errors
 from scrub.crypto import load_key, resolve_key_file
-from scrub.errors import ScrubError, UserInputError
+from scrub.errors import ExternalSourceError, ScrubError, UserInputError
 from scrub.ledger.vocabulary import KINDS, STATUSES
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ DB = typer.Option(None, "--db", metavar="URL",
                   help="Database URL (default: $SCRUB_DATABASE_URL, else "
                        "sqlite:///$SCRUB_HOME/ledger.db).")
 KEY_FILE = typer.Option(None, "--key-file", metavar="FILE",
-                        help="Key sealing requester identities (default: $SCRUB_KEY_FILE).")
+                        help="The ledger key: seals identities and items, authenticates the "
+                        "history (default: $SCRUB_KEY_FILE).")
 ACTOR = typer.Option(None, "--actor", help="Who acts (default: $SCRUB_ACTOR or the login).")
 AS_JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
@@ -37,7 +38,8 @@ def _ledger(url: Optional[str], key_file: Optional[Path] = None, *,
             need_key: bool = False) -> Ledger:
     resolved = resolve_key_file(key_file)
     if need_key and resolved is None:
-        raise UserInputError("this needs the ledger key (requester identities are encrypted)",
+        raise UserInputError("this needs the ledger key (identities and items are sealed, and "
+                             "the history is authenticated with it)",
                              hint="pass --key-file or set SCRUB_KEY_FILE")
     from scrub.ledger.service import IdentitySeal, Ledger
 
@@ -79,10 +81,11 @@ def add_command(
         import datetime as dt
 
         items = []
-        for text in item:
+        for number, text in enumerate(item, start=1):
             type_name, sep, value = text.partition("=")
-            if not sep:
-                raise UserInputError(f"--item {type_name!r}: expected TYPE=VALUE")
+            if not sep:  # never echo it: a swapped value may be a name or a URL
+                raise UserInputError(f"--item number {number}: expected TYPE=VALUE",
+                                     hint="e.g. --item url=https://... (the type first)")
             items.append({"type": type_name, "value": value})
         record = {"kind": kind, "received_at": received_at
                   or dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -149,16 +152,20 @@ def show_command(
     request_id: int = typer.Argument(..., metavar="ID"),
     identity: bool = typer.Option(False, "--identity",
                                   help="Also decrypt the requester (needs the key)."),
+    items: bool = typer.Option(False, "--items",
+                               help="Also decrypt the item values (needs the key)."),
     db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE, as_json: bool = AS_JSON,
 ) -> None:
-    """One request with its items and history."""
-    view = _ledger(db_url, key_file, need_key=identity).show(request_id, identity=identity)
+    """One request with its item types and history (values and requester only on request)."""
+    view = _ledger(db_url, key_file, need_key=identity or items).show(
+        request_id, identity=identity, items=items)
     if as_json:
         typer.echo(json.dumps(asdict(view), indent=2))
         return
     typer.echo(_line(view))
     for entry in view.items:
-        typer.echo(f"  item {entry['type']}: {entry['value']}")
+        shown = entry["value"] if entry["value"] is not None else "(sealed; --items shows it)"
+        typer.echo(f"  item {entry['type']}: {shown}")
     if view.requester:
         typer.echo(f"  requester: {view.requester['name']} <{view.requester['email']}>")
     for event in view.history:
@@ -172,9 +179,11 @@ def _transition(action: str, doc: str):  # type: ignore[no-untyped-def]
                                                 help="One or more request ids (all move, or "
                                                 "none)."),
         reason: Optional[str] = typer.Option(None, "--reason"),
-        db_url: Optional[str] = DB, actor: Optional[str] = ACTOR,
+        db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
+        actor: Optional[str] = ACTOR,
     ) -> None:
-        _ledger(db_url).transition_many(request_ids, action, _actor(actor), reason=reason)
+        _ledger(db_url, key_file, need_key=True).transition_many(request_ids, action,
+                                                                 _actor(actor), reason=reason)
         if len(request_ids) == 1:
             typer.echo(f"request {request_ids[0]}: {action} recorded")
         else:
@@ -191,16 +200,36 @@ _transition("withdraw", "Withdraw open requests.")
 _transition("close", "Close applied or rejected requests.")
 
 
+@requests_app.command("apply")
+@handle_errors
+def apply_command(
+    request_ids: list[int] = typer.Argument(..., metavar="ID...",
+                                            help="One or more request ids (all move, or none)."),
+    release: str = typer.Option(..., "--release", metavar="RELEASE_ID",
+                                help="The release that removed what they name."),
+    reason: Optional[str] = typer.Option(None, "--reason",
+                                         help="Why by hand (recorded in the history)."),
+    db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
+    actor: Optional[str] = ACTOR,
+) -> None:
+    """Record by hand that a release applied requests: the repair when a build published but
+    could not update the ledger. Recorded like the builder's own update, with the actor."""
+    _ledger(db_url, key_file, need_key=True).transition_many(
+        request_ids, "apply", _actor(actor), reason=reason, release=release)
+    typer.echo(f"{len(set(request_ids))} request(s): apply in release {release} recorded")
+
+
 @requests_app.command("extend")
 @handle_errors
 def extend_command(
     request_id: int = typer.Argument(..., metavar="ID"),
     reason: str = typer.Option(..., "--reason", help="Why (recorded in the history)."),
     days: int = typer.Option(60, "--days", help="Days to add (at most 90 after receipt)."),
-    db_url: Optional[str] = DB, actor: Optional[str] = ACTOR,
+    db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
+    actor: Optional[str] = ACTOR,
 ) -> None:
     """Extend an open request's deadline, with a recorded reason."""
-    ledger = _ledger(db_url)
+    ledger = _ledger(db_url, key_file, need_key=True)
     ledger.extend(request_id, _actor(actor), reason=reason, days=days)
     typer.echo(f"request {request_id}: due {ledger.show(request_id).due_at[:10]}")
 
@@ -224,25 +253,94 @@ def export_command(
 
 @ledger_app.command("verify")
 @handle_errors
-def verify_command(db_url: Optional[str] = DB, as_json: bool = AS_JSON) -> None:
-    """Recompute the event chain; exit 1 naming the first bad event."""
-    report = _ledger(db_url).verify_chain()
+def verify_command(
+    db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
+    release: list[Path] = typer.Option(
+        [], "--release", metavar="DIR",
+        help="A release (variant folder, build OUT folder or manifest.json) whose signed "
+        "manifest recorded the ledger's head: the history must still hold it (repeatable)."),
+    pubkey: Optional[Path] = typer.Option(None, "--pubkey", metavar="PEM",
+                                          help="The releases' signing public key."),
+    as_json: bool = AS_JSON,
+) -> None:
+    """Authenticate the history with the ledger key, re-derive every request from its events
+    and compare with the tables, and check the heads signed releases recorded; exit 1 naming
+    what differs."""
+    anchors = _anchors(release, pubkey)
+    report = _ledger(db_url, key_file, need_key=True).verify(anchors)
     if as_json:
         typer.echo(json.dumps(asdict(report), indent=2))
     if not report.ok:
-        raise ScrubError(f"ledger history is broken: {report.problem}",
+        for problem in report.problems[1:]:
+            typer.echo(f"scrub: also: {problem}", err=True)
+        more = report.problem_count - len(report.problems)
+        if more > 0:
+            typer.echo(f"scrub: and {more} more problem(s)", err=True)
+        raise ScrubError(f"ledger fails verification: {report.problem}",
                          hint="restore the database from a backup and compare")
     if not as_json:
-        typer.echo(f"ledger history intact: {report.events} event(s), head {report.head}")
+        anchored = (f"; holds the heads of {len(report.anchors)} signed release "
+                    "manifest(s)" if report.anchors else
+                    " (no release given: a history cut short is only seen with --release)")
+        typer.echo(f"ledger history intact: {report.events} event(s), head {report.head}; "
+                   f"{report.requests} request(s) match their history{anchored}")
+
+
+def _anchors(paths: list[Path], pubkey: Optional[Path]) -> list:  # type: ignore[type-arg]
+    """The ledger heads the signed manifests under ``paths`` recorded."""
+    if not paths:
+        return []
+    if pubkey is None:
+        raise UserInputError("--release needs --pubkey: only a signed manifest anchors the "
+                             "ledger's history")
+    from scrub.crypto import load_public_key
+    from scrub.ledger.service import Anchor
+    from scrub.release.signed import MANIFEST, read_signed_manifest
+
+    key = load_public_key(pubkey)
+    folders: list[Path] = []
+    for path in paths:
+        if path.is_file() and path.name == MANIFEST:
+            folders.append(path.parent)
+        elif (path / MANIFEST).is_file():
+            folders.append(path)
+        elif path.is_dir() and any((sub / MANIFEST).is_file() for sub in path.iterdir()):
+            folders.extend(sorted(sub for sub in path.iterdir() if (sub / MANIFEST).is_file()))
+        else:
+            raise UserInputError(f"--release {path}: no {MANIFEST} there, nor in its folders")
+    anchors = []
+    for folder in folders:
+        manifest = read_signed_manifest(folder, key)
+        record = manifest.get("ledger")
+        if record is None:
+            continue  # a variant whose policy takes no requests
+        try:
+            events, head = record["events"], record["head"]
+            valid = (type(events) is int and events >= 0 and isinstance(head, str)
+                     and len(head) == 64 and all(c in "0123456789abcdef" for c in head))
+        except (KeyError, TypeError):
+            valid = False
+        if not valid:
+            raise ExternalSourceError(f"{folder / MANIFEST}: signed, but its ledger record is "
+                                      "malformed")
+        anchors.append(Anchor(f"{manifest.get('release_id')} ({folder.name})", events, head))
+    if not anchors:
+        raise UserInputError("none of the releases given recorded the ledger (their policies "
+                             "take no requests)")
+    return anchors
 
 
 @db_app.command("upgrade")
 @handle_errors
 def upgrade_command(db_url: Optional[str] = DB,
-                    revision: str = typer.Option("head", "--revision")) -> None:
-    """Migrate the ledger database to this scrub's schema."""
+                    revision: str = typer.Option("head", "--revision"),
+                    key_file: Optional[Path] = KEY_FILE) -> None:
+    """Migrate the ledger database to this scrub's schema (a ledger holding requests needs
+    the key to reach revision 0004, which seals its items and keys its history)."""
+    resolved = resolve_key_file(key_file)
+    key = load_key(resolved) if resolved else None
     engine = _db().make_engine(db_url)
-    _db().upgrade(engine, revision)
+    _db().upgrade(engine, revision, key=key)
     typer.echo(f"{_db().describe(str(engine.url))}: at revision {_db().current_revision(engine)}")
 
 

@@ -81,9 +81,10 @@ def build_command(
     ledger = None
     if any(p.ledger for p in policies):
         from scrub.ledger.db import make_engine
-        from scrub.ledger.service import Ledger
+        from scrub.ledger.service import IdentitySeal, Ledger
 
-        ledger = Ledger(make_engine(db_url))
+        # the key opens the requests' items and authenticates the ledger's history
+        ledger = Ledger(make_engine(db_url), seal=IdentitySeal(key) if key else None)
     release = plan_release(policies, store=ListStore(store) if store else None, key=key,
                            ledger=ledger, scores=scores)
     from cryptography.hazmat.primitives import serialization
@@ -98,26 +99,28 @@ def build_command(
         reuse = prepare_reuse(from_release, input, release, policies,
                               store=ListStore(store) if store else None, key=key,
                               ledger=ledger, scores=scores, secret=secret,
-                              verify_inputs=verify_inputs)
+                              signer=private.public_key(), verify_inputs=verify_inputs)
     elif verify_inputs:
         raise UserInputError("--verify-inputs checks the inputs of a --from build")
     finisher = Finisher(release, input, private, dataset=dataset or input.resolve().name,
-                        previous=previous, carry=from_release)
+                        previous=previous, carry=reuse)
+    marked: list[int] = []
+
+    def mark_applied(published) -> None:  # type: ignore[no-untyped-def]
+        """After publication, before the staging folder goes: a rerun after a kill runs it
+        again (it records nothing twice). The requests are those the signed manifests name."""
+        if ledger is not None and not no_ledger_update:
+            marked[:] = ledger.mark_applied(
+                _manifest_requests(published.variants.values(), private.public_key()),
+                published.release_id, "release-builder")
+
     result = build(input, output, release, secret=secret, release_id=release_id,
                    workers=workers,
                    overrides=parse_role_overrides(column), allow_empty=allow_empty,
                    progress=not quiet, reuse=reuse, finish=finisher, engine=engine,
+                   published=mark_applied,
                    address=address)
-    marked = 0
-    if ledger is not None and not no_ledger_update and release.requests:
-        from scrub.ledger.service import TRANSITIONS
-
-        allowed = TRANSITIONS["apply"][0]
-        ids = [v.id for v in ledger.list() if v.id in set(release.requests)
-               and v.status in allowed]
-        ledger.transition_many(ids, "apply", "release-builder", release=result.release_id)
-        marked = len(ids)
-    summary = {"release_id": result.release_id, "requests_marked_applied": marked,
+    summary = {"release_id": result.release_id, "requests_marked_applied": len(marked),
                "variants": {name: {"folder": str(path),
                                    "rows_out": sum(int(s["rows_out"])  # type: ignore
                                                    for s in result.stats[name])}
@@ -128,7 +131,18 @@ def build_command(
         for name, info in summary["variants"].items():  # type: ignore[attr-defined]
             typer.echo(f"{name}: {info['rows_out']:,} rows -> {info['folder']} "
                        f"(audit: {info['folder']}/audit.html)")
-        typer.echo(f"release {result.release_id}; {marked} request(s) marked applied")
+        typer.echo(f"release {result.release_id}; {len(marked)} request(s) marked applied")
+
+
+def _manifest_requests(folders, public_key) -> list[int]:  # type: ignore[no-untyped-def]
+    """The ledger requests the signed manifests of a release's variants say it applied."""
+    from scrub.release.signed import read_signed_manifest
+
+    requests: set[int] = set()
+    for folder in folders:
+        record = read_signed_manifest(folder, public_key).get("ledger") or {}
+        requests.update(int(r) for r in record.get("requests", []))
+    return sorted(requests)
 
 
 @release_app.command("verify")
@@ -145,8 +159,9 @@ def verify_command(
                                          "verified requests."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Check the signature, every file's hash and row count and, given the store and the
-    ledger, that no row of the release matches them."""
+    """Check the signature and its signer, that the folder holds exactly the files the
+    manifest lists (hashes, row counts) and, given the store and the ledger, that no row of the
+    release matches them. Prints the signer's fingerprint."""
     from scrub.release.manifest import verify_release
 
     manifest = verify_release(release, pubkey)
@@ -160,9 +175,11 @@ def verify_command(
                                       "match the lists or requests it should have removed")
     if as_json:
         typer.echo(json.dumps({"release_id": manifest["release_id"], "ok": True,
+                               "signed_by": manifest["signed_by"],
                                "shards": len(manifest["shards"]), "matches": matches}))
     else:
-        typer.echo(f"release {manifest['release_id']} ({manifest['variant']}): signature, "
+        typer.echo(f"release {manifest['release_id']} ({manifest['variant']}): signed by "
+                   f"{manifest['signed_by']}; signature, every file, "
                    f"{len(manifest['shards'])} shard(s) and their row counts verify"
                    + ("" if matches is None else "; no row matches the lists or requests"))
 
@@ -182,9 +199,9 @@ def _rematch(folder: Path, manifest: dict, store: Path | None, key_file: Path | 
     plan = plan_for_apply([], refs, store=ListStore(store) if store else None, key=key)
     if db_url is not None and manifest.get("ledger"):
         from scrub.ledger.db import make_engine
-        from scrub.ledger.service import Ledger
+        from scrub.ledger.service import IdentitySeal, Ledger
 
-        book = Ledger(make_engine(db_url))
+        book = Ledger(make_engine(db_url), seal=IdentitySeal(key) if key else None)
         add_ledger_rules(plan, book.enforced_items(), watermark=book.watermark())
     count = 0
     import pyarrow.parquet as pq

@@ -1,1 +1,2 @@
-"""The takedown-request ledger: requests, their items, and a hash-chained event history."""
+"""The takedown-request ledger: requests, their sealed items, and an event history whose chain
+is keyed with the ledger key and from which every request's state is re-derived."""

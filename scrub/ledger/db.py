@@ -78,7 +78,7 @@ def make_engine(url: str | None = None, *, schema: str | None = None) -> Engine:
 #: The newest migration's revision, which :func:`require_current` expects: a command that uses
 #: the ledger checks it without importing Alembic (~0.4 s). Equal to the migrations' head
 #: (:func:`head_revision`; tests/ledger/test_ledger.py checks it).
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 #: Alembic's table of the database's revision.
 VERSION_TABLE = "alembic_version"
 
@@ -117,16 +117,18 @@ def current_revision(engine: Engine) -> str | None:
     return versions[0] if versions else None
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head", *, key: bytes | None = None) -> None:
+    """Migrate up to ``revision``. ``key`` (the ledger key) is needed by revisions that seal
+    or key existing rows (0004, when the ledger holds any)."""
     from alembic import command
 
-    _run(engine, lambda config: command.upgrade(config, revision))
+    _run(engine, lambda config: command.upgrade(config, revision), key=key)
 
 
-def downgrade(engine: Engine, revision: str) -> None:
+def downgrade(engine: Engine, revision: str, *, key: bytes | None = None) -> None:
     from alembic import command
 
-    _run(engine, lambda config: command.downgrade(config, revision))
+    _run(engine, lambda config: command.downgrade(config, revision), key=key)
 
 
 def check(engine: Engine) -> None:
@@ -136,8 +138,9 @@ def check(engine: Engine) -> None:
     _run(engine, command.check)
 
 
-def _run(engine: Engine, action) -> None:  # type: ignore[no-untyped-def]
+def _run(engine: Engine, action, *, key: bytes | None = None) -> None:  # type: ignore
     config = alembic_config()
+    config.attributes["ledger_key"] = key
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection

@@ -59,7 +59,7 @@ class Request(Base):
                                                 comment="received + 30 days, up to + 90")
     extension_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     identity: Mapped[bytes] = mapped_column(
-        LargeBinary, comment="AES-GCM sealed requester name and email (nonce + ciphertext)")
+        LargeBinary, comment="AES-GCM sealed requester name and email, bound to the request id")
     key_id: Mapped[str] = mapped_column(String(16), comment="fingerprint of the sealing key")
     requester_hash: Mapped[str] = mapped_column(
         String(64), index=True, comment="keyed hash of the email: finds repeat requesters")
@@ -76,14 +76,17 @@ class Item(Base):
     __tablename__ = "request_items"
     __table_args__ = (
         CheckConstraint(_one_of("type", ITEM_TYPES), name="type"),
-        UniqueConstraint("request_id", "type", "value"),
-        {"comment": "What a request asks to remove, in canonical form"},
+        UniqueConstraint("request_id", "digest"),
+        {"comment": "What a request asks to remove: sealed canonical values, keyed digests"},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
     type: Mapped[str] = mapped_column(String(20))
-    value: Mapped[str] = mapped_column(Text, comment="canonical value (a URL, a hash, a term)")
+    digest: Mapped[str] = mapped_column(
+        String(64), comment="keyed digest of type and canonical value (lookups, uniqueness)")
+    sealed: Mapped[bytes] = mapped_column(
+        LargeBinary, comment="AES-GCM sealed canonical value, bound to the request id and type")
     request: Mapped[Request] = relationship(back_populates="items")
 
 
@@ -107,7 +110,8 @@ class Event(Base):
 
 
 class ChainHead(Base):
-    """One row: the last event's sequence number and hash. Writers lock it to append."""
+    """One row: the last event's sequence number and hash, and the fingerprint of the key
+    that authenticates the chain. Writers lock it to append."""
 
     __tablename__ = "chain_head"
     __table_args__ = ({"comment": "Serialises appends to the event chain"},)
@@ -115,3 +119,5 @@ class ChainHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(
+        String(16), nullable=True, comment="fingerprint of the key the chain's MACs use")

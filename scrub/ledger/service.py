@@ -1,37 +1,41 @@
 """The ledger service: the only writer of requests, items and events.
 
-Every change is one transaction that also appends an event to the hash chain, so the state
-and its history cannot drift apart. Appends are serialised on the chain head: a row lock on
-PostgreSQL (``SELECT ... FOR UPDATE``), a write transaction on SQLite (``BEGIN IMMEDIATE``).
-Requester identities are sealed with AES-GCM before they reach the database; events and
-exports never carry them.
+Every change is one transaction that also appends an event to the chain, so the state and its
+history cannot drift apart; ``verify`` (``scrub ledger verify``) re-derives the state from the
+events and compares (:mod:`scrub.ledger.audit`). Appends are serialised on the chain head: a row
+lock on PostgreSQL (``SELECT ... FOR UPDATE``), a write transaction on SQLite (``BEGIN
+IMMEDIATE``). Every write needs the ledger key (:mod:`scrub.ledger.sealing`): identities and
+items are sealed to their request before they reach the database, and each event's hash is an
+HMAC under it. Events and exports never carry identities; events carry keyed item digests.
+Text that reaches a column is checked here first (length, control characters), so SQLite and
+PostgreSQL refuse the same input with the same message.
 """
 
 from __future__ import annotations
 
 import bisect
 import datetime as dt
-import hashlib
-import hmac
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine, event, insert, select, update
+from sqlalchemy import Engine, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from scrub.crypto import KeyFileError, key_id
-from scrub.errors import ScrubError, UserInputError
+from scrub.crypto import KeyFileError
+from scrub.errors import ExternalSourceError, ScrubError, UserInputError
+from scrub.ledger.audit import ENFORCED, Anchor, ChainReport, LedgerReport, audit, utc
 from scrub.ledger.db import require_current
 from scrub.ledger.models import ITEM_TYPES, KINDS, ChainHead, Event, Item, Request
+from scrub.ledger.sealing import GENESIS, IdentitySeal, event_text
+
+__all__ = ["ENFORCED", "GENESIS", "OPEN", "TRANSITIONS", "Anchor", "AppendOnlyError",
+           "ChainReport", "IdentitySeal", "Ledger", "LedgerError", "LedgerIntegrityError",
+           "LedgerReport", "RequestSpec", "RequestView", "TransitionError", "utc"]
 
 DEADLINE = dt.timedelta(days=30)
 LONGEST = dt.timedelta(days=90)
-GENESIS = "0" * 64
 
 #: Allowed transitions: action -> (states it may start from, state it leads to).
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -43,8 +47,11 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "withdraw": (frozenset({"received", "verified", "scheduled"}), "withdrawn"),
 }
 OPEN = frozenset({"received", "verified", "scheduled"})
-#: Requests whose items every later release must honour.
-ENFORCED = frozenset({"verified", "scheduled", "applied", "closed"})
+#: The widest actor the events table holds, and the widest release id recorded.
+ACTOR_MAX = 200
+RELEASE_MAX = 200
+#: Request ids are SQL INTEGERs.
+ID_MAX = 2**31 - 1
 
 
 class LedgerError(UserInputError):
@@ -53,6 +60,10 @@ class LedgerError(UserInputError):
 
 class TransitionError(LedgerError):
     """The action is not allowed from the request's current state."""
+
+
+class LedgerIntegrityError(ExternalSourceError):
+    """The ledger fails verification where a caller needs its items (exit 3)."""
 
 
 class AppendOnlyError(ScrubError):
@@ -76,36 +87,42 @@ def _no_bulk_event_change(state) -> None:  # type: ignore[no-untyped-def]
         raise AppendOnlyError("events are append-only: no bulk update or delete of events")
 
 
-# --------------------------------------------------------------------------- identities
+# --------------------------------------------------------------------------- input limits
 
 
-class IdentitySeal:
-    """Seals requester identities (AES-GCM) and makes keyed lookup hashes of emails."""
+def check_text(text: str, what: str) -> None:
+    """Free text for a column or an event: no NUL or other control character but tab and
+    newlines (PostgreSQL refuses NUL in text; SQLite would keep it)."""
+    bad = [c for c in text if (c < " " and c not in "\t\n\r") or c == "\x7f"]
+    if bad:
+        raise LedgerError(f"{what} holds a control character (U+{ord(bad[0]):04X})",
+                          hint="remove it; tabs and line breaks are allowed")
 
-    def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
-        self.key_id = key_id(key)
-        self._lookup = hmac.new(key, b"scrub-ledger-requester-lookup", hashlib.sha256).digest()
 
-    def seal(self, name: str, email: str) -> bytes:
-        nonce = os.urandom(12)
-        plain = json.dumps({"name": name, "email": email}, sort_keys=True).encode()
-        return nonce + self._aead.encrypt(nonce, plain, b"scrub-ledger-identity")
+def check_actor(actor: str) -> str:
+    """The actor events record: 1 to 200 printable characters."""
+    if not isinstance(actor, str) or not actor.strip():
+        raise LedgerError("--actor is empty", hint="name who acts (or set SCRUB_ACTOR)")
+    if len(actor) > ACTOR_MAX:
+        raise LedgerError(f"--actor is {len(actor)} characters long; at most {ACTOR_MAX}")
+    if not actor.isprintable():
+        raise LedgerError("--actor holds a control or other non-printable character")
+    return actor
 
-    def open(self, sealed: bytes, stored_key_id: str) -> dict[str, str]:
-        if stored_key_id != self.key_id:
-            raise KeyFileError(f"the identity was sealed with key {stored_key_id}, "
-                               f"not with this key ({self.key_id})",
-                               hint="pass the ledger's key with --key-file")
-        try:
-            plain = self._aead.decrypt(sealed[:12], sealed[12:], b"scrub-ledger-identity")
-        except InvalidTag:
-            raise KeyFileError("a sealed identity does not open (altered record)") from None
-        return json.loads(plain)
 
-    def lookup(self, email: str) -> str:
-        normal = email.strip().lower().encode()
-        return hmac.new(self._lookup, normal, hashlib.sha256).hexdigest()
+def check_release(release: str) -> str:
+    """A release id to record: 1 to 200 printable characters."""
+    if not release.strip() or len(release) > RELEASE_MAX or not release.isprintable():
+        raise LedgerError(f"--release must be 1 to {RELEASE_MAX} printable characters "
+                          f"(got {len(release)} character(s))")
+    return release
+
+
+def check_request_ids(request_ids: Sequence[int]) -> None:
+    for request_id in request_ids:
+        if not 1 <= request_id <= ID_MAX:
+            raise LedgerError(f"no request {request_id} in the ledger (ids run from 1 to "
+                              f"{ID_MAX})", hint="list them with `scrub requests ls`")
 
 
 # --------------------------------------------------------------------------- request specs
@@ -187,8 +204,10 @@ def _request_fields(record: object, where: str
     if not _field(record, "items", list, where):
         raise LedgerError(f"{where}: field 'items' is empty (a request names what to remove)")
     notes = record.get("notes")
-    if notes is not None and not isinstance(notes, str):
-        raise LedgerError(f"{where}: field 'notes' must be text")
+    if notes is not None:
+        if not isinstance(notes, str):
+            raise LedgerError(f"{where}: field 'notes' must be text")
+        check_text(notes, f"{where}: field 'notes'")
     return kind, received, name.strip(), email.strip(), notes
 
 
@@ -201,8 +220,9 @@ def _raw_item(item: object, where: str) -> tuple[str, str]:
     type_name = _field(item, "type", str, where)
     value = _field(item, "value", str, where)
     if type_name not in ITEM_TYPES:
-        raise LedgerError(f"{where}: unknown item type {type_name!r}; "
-                          f"choose from {', '.join(ITEM_TYPES)}")
+        raise LedgerError(f"{where}: unknown item type; choose from {', '.join(ITEM_TYPES)}",
+                          hint="an item is TYPE then VALUE (e.g. url=https://...), in that "
+                          "order")
     return type_name, value
 
 
@@ -248,52 +268,20 @@ def _parse_time(text: str, where: str) -> dt.datetime:
             from None
     if value.tzinfo is None:
         raise LedgerError(f"{where} has no time zone (end it with Z or +00:00)")
-    return value.astimezone(dt.timezone.utc)
+    value = value.astimezone(dt.timezone.utc)
+    if not 1970 <= value.year <= 9000:  # a deadline 90 days on must still be a date
+        raise LedgerError(f"{where} is out of range (years 1970 to 9000)")
+    return value
 
 
-def utc(value: dt.datetime) -> dt.datetime:
-    """SQLite returns naive datetimes: they are UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
-
-# --------------------------------------------------------------------------- the chain
-
-
-def event_hash(prev_hash: str, seq: int, request_id: int | None, at: dt.datetime, actor: str,
-               action: str, body: str) -> str:
-    """sha256 over the previous hash and this event's canonical fields."""
-    return _chain_digest(prev_hash, seq, request_id, utc(at).isoformat(), actor, action, body)
-
-
-_CANONICAL_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def _chain_digest(prev_hash: str, seq: int, request_id: int | None, at_iso: str, actor: str,
-                  action: str, body: str) -> str:
-    text = _CANONICAL_JSON.encode([prev_hash, seq, request_id, at_iso, actor, action, body])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def item_digest(type_name: str, value: str) -> str:
-    """What events record of an item: a digest that commits to it without repeating it."""
-    return hashlib.sha256(f"{type_name}\x00{value}".encode()).hexdigest()
-
-
-@dataclass
-class ChainReport:
-    events: int
-    head: str
-    problem: str | None = None
-    first_bad_seq: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None
+# --------------------------------------------------------------------------- views
 
 
 @dataclass
 class RequestView:
-    """What ``show`` and ``--json`` print: state, dates, items; the identity only on request."""
+    """What ``show`` and ``--json`` print: state, dates, item types; item values and the
+    identity only when asked for (with the key). A sealed value is shown as None."""
 
     id: int
     kind: str
@@ -305,7 +293,7 @@ class RequestView:
     notes: str | None
     duplicate_of: int | None
     releases: list[str]
-    items: list[dict[str, str]]
+    items: list[dict[str, str | None]]
     requester: dict[str, str] | None = None
     history: list[dict[str, object]] = field(default_factory=list)
 
@@ -329,18 +317,21 @@ class _Refs:
     def rank(ref: int) -> tuple[int, int]:
         return (1, -ref) if ref < 0 else (0, ref)
 
-    def assign(self, ids: list[int]) -> None:
-        if len(ids) != self._created:
-            raise ScrubError(f"the database returned {len(ids)} ids for "
-                             f"{self._created} new requests")
-        self._ids = ids
+    def assign(self, first: int) -> None:
+        """The batch's new requests take the ids from ``first`` on, in order."""
+        self._ids = list(range(first, first + self._created))
 
     def id(self, ref: int) -> int:
         return self._ids[-ref - 1] if ref < 0 else ref
 
 
+#: An event to append: (request id, action, body).
+_Pending = tuple[int | None, str, dict[str, object]]
+
+
 class Ledger:
-    """Requests, items and the event chain in one database."""
+    """Requests, items and the event chain in one database. Reading states and dates needs
+    no key; every write, item values, identities and ``verify`` need ``seal``."""
 
     def __init__(self, engine: Engine, *, seal: IdentitySeal | None = None,
                  check_schema: bool = True) -> None:
@@ -362,50 +353,55 @@ class Ledger:
         Works in bulk (one query for the requesters' earlier items, one insert per table), so a
         batch of 100k requests with 1M items takes seconds. Requests are taken in order: one
         naming an item its requester already asked for, earlier in the ledger or earlier in the
-        batch, joins the first such request.
+        batch, joins the first such request. Items are matched by keyed digest.
         """
         seal = self._require_seal()
+        check_actor(actor)
         lookups = [seal.lookup(spec.email) for spec in specs]
+        digested = [[(t, v, seal.item_digest(t, v)) for t, v in spec.items] for spec in specs]
         with Session(self.engine) as session, session.begin():
             head = self._lock_head(session)
             owner, members = self._earlier_items(session, set(lookups))
             refs = _Refs()
-            plan: list[tuple[int, bool, list[tuple[str, str]]]] = []
-            for spec, lookup in zip(specs, lookups):
-                found = [owner[key] for key in ((lookup, t, v) for t, v in spec.items)
-                         if key in owner]
+            plan: list[tuple[int, bool, list[tuple[str, str, str]]]] = []
+            for lookup, items in zip(lookups, digested):
+                found = [owner[(lookup, d)] for _, _, d in items if (lookup, d) in owner]
                 if found:
                     ref = min(found, key=refs.rank)
-                    new = [item for item in spec.items if item not in members[ref]]
+                    new = [item for item in items if item[2] not in members[ref]]
                 else:
-                    ref, new = refs.new(), spec.items
+                    ref, new = refs.new(), items
                     members[ref] = set()
-                members[ref].update(new)
-                for t, v in new:
-                    key = (lookup, t, v)
+                members[ref].update(d for _, _, d in new)
+                for _, _, d in new:
+                    key = (lookup, d)
                     if key not in owner or refs.rank(ref) < refs.rank(owner[key]):
                         owner[key] = ref
                 plan.append((ref, not found, new))
-            refs.assign(self._insert_requests(session, [
-                (spec, lookup) for (_, created, _), spec, lookup in zip(plan, specs, lookups)
-                if created]))
-            items: list[tuple[int, str, str]] = []
-            events: list[tuple[int, str, dict[str, object]]] = []
-            for (ref, created, new), spec in zip(plan, specs):
+            refs.assign(self._next_id(session))
+            self._insert_requests(session, [
+                (refs.id(ref), spec, lookup) for (ref, created, _), spec, lookup
+                in zip(plan, specs, lookups) if created])
+            items_rows: list[tuple[int, str, str, bytes]] = []
+            events: list[_Pending] = []
+            for (ref, created, new), spec, lookup in zip(plan, specs, lookups):
                 request_id = refs.id(ref)
-                items.extend((request_id, t, v) for t, v in new)
-                digests = sorted(item_digest(*item) for item in new)
+                items_rows.extend((request_id, t, d, seal.seal_item(request_id, t, v))
+                                  for t, v, d in new)
+                digests = sorted(d for _, _, d in new)
                 if created:
                     events.append((request_id, "created", {
                         "after": {"kind": spec.kind, "status": "received",
                                   "received_at": spec.received_at.isoformat(),
-                                  "due_at": (spec.received_at + DEADLINE).isoformat()},
+                                  "due_at": (spec.received_at + DEADLINE).isoformat(),
+                                  "requester": lookup,
+                                  "notes": seal.notes_digest(spec.notes)},
                         "items": digests}))
                 else:
                     events.append((request_id, "duplicate_received", {
                         "kind": spec.kind, "received_at": spec.received_at.isoformat(),
                         "items_added": digests}))
-            self._insert_items(session, items)
+            self._insert_items(session, items_rows)
             self._append_many(session, head, actor, events)
         return [(refs.id(ref), created) for ref, created, _ in plan]
 
@@ -417,56 +413,38 @@ class Ledger:
     def transition_many(self, request_ids: Sequence[int], action: str, actor: str, *,
                         reason: str | None = None, release: str | None = None) -> None:
         """The same action on many requests in one transaction: all of them move, or none
-        (the first one that cannot is named)."""
-        allowed, target = TRANSITIONS[action]
-        wanted = list(dict.fromkeys(request_ids))
-        with Session(self.engine) as session, session.begin():
-            head = self._lock_head(session)
-            found: dict[int, Request] = {}
-            for start in range(0, len(wanted), 2_000):
-                chunk = wanted[start:start + 2_000]
-                found.update((r.id, r) for r in session.scalars(
-                    select(Request).where(Request.id.in_(chunk))))
-            events: list[tuple[int | None, str, dict[str, object]]] = []
-            for request_id in wanted:
-                request = found.get(request_id)
-                if request is None:
-                    raise LedgerError(f"no request {request_id} in the ledger",
-                                      hint="list them with `scrub requests ls`")
-                if request.status not in allowed:
-                    raise TransitionError(
-                        f"request {request_id} is {request.status}; '{action}' needs it to be "
-                        f"{' or '.join(sorted(allowed))}")
-                body: dict[str, object] = {"before": {"status": request.status},
-                                           "after": {"status": target}}
-                request.status = target
-                if reason:
-                    body["reason"] = reason
-                if release:
-                    releases = json.loads(request.releases or "[]")
-                    if release not in releases:
-                        releases.append(release)
-                    request.releases = json.dumps(releases)
-                    body["release"] = release
-                events.append((request_id, action, body))
-            session.flush()
-            self._append_many(session, head, actor, events)
+        (the first one that cannot is named). ``apply`` with a release a request already
+        records is refused."""
+        self._move(request_ids, action, actor, reason=reason, release=release, strict=True)
+
+    def mark_applied(self, request_ids: Sequence[int], release: str, actor: str, *,
+                     reason: str | None = None) -> list[int]:
+        """Record that ``release`` applied these requests: those that can be applied and do
+        not record it yet move (one transaction); the others are left as they are. The ids
+        that moved; calling it again for the same release records nothing more."""
+        return self._move(request_ids, "apply", actor, reason=reason, release=release,
+                          strict=False)
 
     def extend(self, request_id: int, actor: str, *, reason: str, days: int = 60) -> None:
         """Push the deadline back by ``days`` (at most 90 days after receipt in all)."""
+        self._require_seal()
+        check_actor(actor)
+        check_request_ids([request_id])
         if not reason.strip():
             raise LedgerError("an extension needs a reason (--reason)")
+        check_text(reason, "--reason")
         with Session(self.engine) as session, session.begin():
             head = self._lock_head(session)
             request = self._get(session, request_id)
             if request.status not in OPEN:
                 raise TransitionError(f"request {request_id} is {request.status}; only open "
                                       "requests can be extended")
-            due = utc(request.due_at) + dt.timedelta(days=days)
             limit = utc(request.received_at) + LONGEST
-            if days <= 0 or due > limit:
+            if not 0 < days <= LONGEST.days or utc(request.due_at) + dt.timedelta(days=days) \
+                    > limit:
                 raise LedgerError(f"request {request_id}: the deadline can move to at most "
                                   f"{limit.date()} (90 days after receipt)")
+            due = utc(request.due_at) + dt.timedelta(days=days)
             before = utc(request.due_at).isoformat()
             request.due_at, request.extension_reason = due, reason
             self._append_many(session, head, actor, [(request_id, "extend", {
@@ -475,13 +453,23 @@ class Ledger:
 
     # ---- reading
 
-    def show(self, request_id: int, *, identity: bool = False,
+    def show(self, request_id: int, *, identity: bool = False, items: bool = False,
              now: dt.datetime | None = None) -> RequestView:
+        """One request and its history; with ``items``/``identity`` (which need the key) its
+        item values and requester, opened."""
+        check_request_ids([request_id])
+        seal = self._require_seal() if identity or items else None
         with Session(self.engine) as session:
             request = self._get(session, request_id)
-            view = self._view(request, now or dt.datetime.now(dt.timezone.utc))
+            if seal is not None and request.key_id != seal.key_id:
+                raise KeyFileError(f"request {request_id} was sealed with key {request.key_id}, "
+                                   f"not with this key ({seal.key_id})",
+                                   hint="pass the ledger's key with --key-file")
+            view = self._view(request, now or dt.datetime.now(dt.timezone.utc),
+                              seal if items else None)
             if identity:
-                view.requester = self._require_seal().open(request.identity, request.key_id)
+                view.requester = seal.open(request.identity, request.key_id,  # type: ignore
+                                           request.id)
             view.history = [
                 {"seq": e.seq, "at": utc(e.at).isoformat(), "actor": e.actor,
                  "action": e.action, **json.loads(e.body)}
@@ -491,6 +479,7 @@ class Ledger:
 
     def list(self, *, status: str | None = None, kind: str | None = None,
              overdue: bool = False, now: dt.datetime | None = None) -> list[RequestView]:
+        """Requests with their item types (values stay sealed)."""
         now = now or dt.datetime.now(dt.timezone.utc)
         query = select(Request).order_by(Request.id)
         if status:
@@ -500,16 +489,19 @@ class Ledger:
         if overdue:
             query = query.where(Request.status.in_(OPEN), Request.due_at < now)
         with Session(self.engine) as session:
-            return [self._view(r, now) for r in session.scalars(query)]
+            return [self._view(r, now, None) for r in session.scalars(query)]
 
     def enforced_items(self) -> Iterator[tuple[int, str, str, str]]:
-        """(request id, kind, item type, value) of every request releases must honour."""
-        query = (select(Request.id, Request.kind, Item.type, Item.value)
-                 .join(Item, Item.request_id == Request.id)
-                 .where(Request.status.in_(ENFORCED)).order_by(Request.id, Item.id))
-        with self.engine.connect() as connection:
-            for row in connection.execute(query):
-                yield tuple(row)  # type: ignore[misc]
+        """(request id, kind, item type, value) of every request releases must honour, as
+        the verified history says (:meth:`verify`): a ledger that fails verification gives
+        nothing but a :class:`LedgerIntegrityError`, so an edited status or a deleted item
+        cannot make a release skip a request."""
+        report, items = audit(self.engine, self._require_seal(), collect=True)
+        if not report.ok:
+            raise LedgerIntegrityError(f"the ledger fails verification: {report.problem}",
+                                       hint="run `scrub ledger verify` and restore the "
+                                       "database from a backup")
+        yield from items
 
     def watermark(self) -> tuple[int, str]:
         """(events, last event hash): what a release records of the ledger's state."""
@@ -519,7 +511,7 @@ class Ledger:
 
     def export(self, request_id: int) -> dict[str, object]:
         """The data subject's report: their request, what it named, where it was applied."""
-        view = self.show(request_id, identity=True)
+        view = self.show(request_id, identity=True, items=True)
         return {
             "request": view.id, "kind": view.kind, "status": view.status,
             "received_at": view.received_at, "due_at": view.due_at,
@@ -529,60 +521,109 @@ class Ledger:
             "history": [{k: e[k] for k in ("at", "action") if k in e} for e in view.history],
         }
 
-    def verify_chain(self, *, batch: int = 20_000) -> ChainReport:
-        """Recompute the chain: names the first event that was edited, deleted, inserted or
-        moved, or a head that does not match the last event."""
-        prev, count, expected_seq = GENESIS, 0, 1
-        columns = (Event.seq, Event.request_id, Event.at, Event.actor, Event.action,
-                   Event.body, Event.prev_hash, Event.hash)
-        with self.engine.connect() as connection:
-            rows = connection.execution_options(yield_per=batch).execute(
-                select(*columns).order_by(Event.seq))
-            last_at, at_iso = None, ""
-            for seq, request_id, at, actor, action, body, prev_hash, stored in rows:
-                if at != last_at:  # events of one batch share their time
-                    last_at, at_iso = at, utc(at).isoformat()
-                if seq != expected_seq:
-                    what = "missing" if seq > expected_seq else "out of order"
-                    return ChainReport(count, prev, f"event {expected_seq} is {what} "
-                                       f"(next found: {seq})", expected_seq)
-                if prev_hash != prev:
-                    return ChainReport(count, prev, f"event {seq} does not follow event "
-                                       f"{seq - 1} (deleted, inserted or reordered events)", seq)
-                if _chain_digest(prev, seq, request_id, at_iso, actor, action, body) != stored:
-                    return ChainReport(count, prev, f"event {seq} was altered", seq)
-                prev, count, expected_seq = stored, count + 1, seq + 1
-            head = connection.execute(select(ChainHead.seq, ChainHead.hash)).first()
-        if head is None or (head.seq, head.hash) != (count, prev):
-            return ChainReport(count, prev, "the chain head does not match the last event "
-                               "(events after it were deleted)", count + 1)
-        return ChainReport(count, prev)
+    def verify(self, anchors: Sequence[Anchor] = (), *, batch: int = 20_000) -> LedgerReport:
+        """Authenticate the chain (HMAC under the ledger key), check it still holds the heads
+        signed releases recorded (``anchors``), and compare every request and item with what
+        its events say. See :mod:`scrub.ledger.audit`."""
+        seal = self._require_seal()
+        self._check_key(seal)
+        return audit(self.engine, seal, anchors, batch=batch)[0]
+
+    verify_chain = verify
 
     # ---- internals
 
     def _require_seal(self) -> IdentitySeal:
         if self.seal is None:
-            raise KeyFileError("this needs the ledger key (requester identities are "
-                               "encrypted)", hint="pass --key-file or set SCRUB_KEY_FILE")
+            raise KeyFileError("this needs the ledger key (identities and items are sealed, "
+                               "and the history is authenticated with it)",
+                               hint="pass --key-file or set SCRUB_KEY_FILE")
         return self.seal
 
+    def _check_key(self, seal: IdentitySeal) -> None:
+        with self.engine.connect() as connection:
+            recorded = connection.execute(select(ChainHead.key_id)).scalar()
+        if recorded is not None and recorded != seal.key_id:
+            raise KeyFileError(f"this ledger's history is keyed with key {recorded}, not with "
+                               f"this key ({seal.key_id})",
+                               hint="pass the ledger's key with --key-file")
+
+    def _move(self, request_ids: Sequence[int], action: str, actor: str, *,
+              reason: str | None, release: str | None, strict: bool) -> list[int]:
+        self._require_seal()
+        allowed, target = TRANSITIONS[action]
+        check_actor(actor)
+        if reason is not None:
+            check_text(reason, "--reason")
+        if release is not None:
+            check_release(release)
+        wanted = list(dict.fromkeys(request_ids))
+        check_request_ids(wanted)
+        with Session(self.engine) as session, session.begin():
+            head = self._lock_head(session)
+            found: dict[int, Request] = {}
+            for start in range(0, len(wanted), 2_000):
+                chunk = wanted[start:start + 2_000]
+                found.update((r.id, r) for r in session.scalars(
+                    select(Request).where(Request.id.in_(chunk))))
+            events: list[_Pending] = []
+            for request_id in wanted:
+                request = found.get(request_id)
+                if request is None:
+                    if not strict:
+                        continue
+                    raise LedgerError(f"no request {request_id} in the ledger",
+                                      hint="list them with `scrub requests ls`")
+                releases = json.loads(request.releases or "[]")
+                if request.status not in allowed or (release and release in releases):
+                    if not strict:
+                        continue
+                    if request.status in allowed:
+                        raise TransitionError(f"request {request_id} already records that "
+                                              "release")
+                    raise TransitionError(
+                        f"request {request_id} is {request.status}; '{action}' needs it to be "
+                        f"{' or '.join(sorted(allowed))}")
+                body: dict[str, object] = {"before": {"status": request.status},
+                                           "after": {"status": target}}
+                request.status = target
+                if reason:
+                    body["reason"] = reason
+                if release:
+                    releases.append(release)
+                    request.releases = json.dumps(releases)
+                    body["release"] = release
+                events.append((request_id, action, body))
+            session.flush()
+            self._append_many(session, head, actor, events)
+        return [request_id for request_id, _, _ in events]  # type: ignore[misc]
+
     def _lock_head(self, session: Session) -> tuple[int, str]:
+        """Lock the chain head; refuse a key other than the one the chain is keyed with."""
+        seal = self._require_seal()
         query = select(ChainHead).where(ChainHead.id == 1)
         if self.engine.dialect.name == "postgresql":
             query = query.with_for_update()
         head = session.scalars(query).one()
+        if head.key_id is not None and head.key_id != seal.key_id:
+            raise KeyFileError(f"this ledger's history is keyed with key {head.key_id}, not "
+                               f"with this key ({seal.key_id})",
+                               hint="pass the ledger's key with --key-file")
         return head.seq, head.hash
 
     def _append_many(self, session: Session, head: tuple[int, str], actor: str,
-                     events: Sequence[tuple[int | None, str, dict[str, object]]]) -> None:
-        """Append events in order with one insert (in chunks) and one head update."""
+                     events: Sequence[_Pending]) -> None:
+        """Append events in order with one insert (in chunks) and one head update; each
+        event's hash is the ledger key's MAC over it and the previous hash."""
+        seal = self._require_seal()
         seq, prev = head
         at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        at_iso = at.isoformat()
         rows = []
         for request_id, action, body in events:
             seq += 1
             text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-            digest = event_hash(prev, seq, request_id, at, actor, action, text)
+            digest = seal.mac(event_text(prev, seq, request_id, at_iso, actor, action, text))
             rows.append({"seq": seq, "request_id": request_id, "at": at, "actor": actor,
                          "action": action, "body": text, "prev_hash": prev, "hash": digest})
             prev = digest
@@ -590,52 +631,55 @@ class Ledger:
             session.connection().execute(insert(Event.__table__), rows[start:start + _CHUNK])
         if rows:
             session.execute(update(ChainHead).where(ChainHead.id == 1)
-                            .values(seq=seq, hash=prev))
+                            .values(seq=seq, hash=prev, key_id=seal.key_id))
 
     @staticmethod
     def _earlier_items(session: Session, lookups: set[str]
-                       ) -> tuple[dict[tuple[str, str, str], int], dict[int, set[tuple[str, str]]]]:
-        """For the requesters of a batch: (requester hash, type, value) -> the first request
-        (not withdrawn) naming it, and the items of each of those requests."""
-        owner: dict[tuple[str, str, str], int] = {}
-        members: dict[int, set[tuple[str, str]]] = {}
+                       ) -> tuple[dict[tuple[str, str], int], dict[int, set[str]]]:
+        """For the requesters of a batch: (requester hash, item digest) -> the first request
+        (not withdrawn) naming it, and the item digests of each of those requests."""
+        owner: dict[tuple[str, str], int] = {}
+        members: dict[int, set[str]] = {}
         wanted = sorted(lookups)
         for start in range(0, len(wanted), 2_000):
-            query = (select(Request.requester_hash, Item.type, Item.value, Request.id)
+            query = (select(Request.requester_hash, Item.digest, Request.id)
                      .join(Item, Item.request_id == Request.id)
                      .where(Request.requester_hash.in_(wanted[start:start + 2_000]),
                             Request.status != "withdrawn"))
-            for lookup, type_name, value, request_id in session.execute(query):
-                key = (lookup, type_name, value)
+            for lookup, digest, request_id in session.execute(query):
+                key = (lookup, digest)
                 owner[key] = min(owner.get(key, request_id), request_id)
-                members.setdefault(request_id, set()).add((type_name, value))
+                members.setdefault(request_id, set()).add(digest)
         return owner, members
 
     @staticmethod
-    def _insert_items(session: Session, items: Sequence[tuple[int, str, str]]) -> None:
+    def _next_id(session: Session) -> int:
+        """The next request id (under the chain head's lock: one writer at a time). Ids are
+        given, not drawn from a sequence, because each identity and item is sealed to its id
+        before the row is written."""
+        return int(session.execute(select(func.coalesce(func.max(Request.id), 0))).scalar()) + 1
+
+    @staticmethod
+    def _insert_items(session: Session, items: Sequence[tuple[int, str, str, bytes]]) -> None:
         """Plain rows straight to the driver's executemany: a million items in seconds."""
         connection = session.connection()
         mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-        sql = (f"INSERT INTO {Item.__tablename__} (request_id, type, value) "
-               f"VALUES ({mark}, {mark}, {mark})")
+        sql = (f"INSERT INTO {Item.__tablename__} (request_id, type, digest, sealed) "
+               f"VALUES ({mark}, {mark}, {mark}, {mark})")
         for start in range(0, len(items), _CHUNK):
             connection.exec_driver_sql(sql, list(items[start:start + _CHUNK]))
 
     def _insert_requests(self, session: Session,
-                         created: Sequence[tuple[RequestSpec, str]]) -> list[int]:
-        """Insert new requests (sealing identities); their ids, in order."""
+                         created: Sequence[tuple[int, RequestSpec, str]]) -> None:
+        """Insert new requests with the given ids, each identity sealed to its id."""
         seal = self._require_seal()
-        rows = [{"kind": spec.kind, "status": "received", "received_at": spec.received_at,
-                 "due_at": spec.received_at + DEADLINE, "identity": seal.seal(spec.name,
-                                                                               spec.email),
+        rows = [{"id": request_id, "kind": spec.kind, "status": "received",
+                 "received_at": spec.received_at, "due_at": spec.received_at + DEADLINE,
+                 "identity": seal.seal(spec.name, spec.email, request_id),
                  "key_id": seal.key_id, "requester_hash": lookup, "notes": spec.notes}
-                for spec, lookup in created]
-        ids: list[int] = []
-        table = Request.__table__
-        statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+                for request_id, spec, lookup in created]
         for start in range(0, len(rows), _CHUNK):
-            ids.extend(session.connection().scalars(statement, rows[start:start + _CHUNK]))
-        return ids
+            session.connection().execute(insert(Request.__table__), rows[start:start + _CHUNK])
 
     @staticmethod
     def _get(session: Session, request_id: int) -> Request:
@@ -646,7 +690,17 @@ class Ledger:
         return request
 
     @staticmethod
-    def _view(request: Request, now: dt.datetime) -> RequestView:
+    def _view(request: Request, now: dt.datetime, seal: IdentitySeal | None) -> RequestView:
+        items: list[dict[str, str | None]] = []
+        for item in request.items:
+            value = None
+            if seal is not None:
+                value = seal.open_item(item.sealed, request.id, item.type)
+                if value is None:
+                    raise LedgerIntegrityError(
+                        f"request {request.id}: item {item.id} does not open for it (altered, "
+                        "or moved from another request)", hint="run `scrub ledger verify`")
+            items.append({"type": item.type, "value": value})
         return RequestView(
             id=request.id, kind=request.kind, status=request.status,
             received_at=utc(request.received_at).isoformat(),
@@ -654,4 +708,4 @@ class Ledger:
             overdue=request.status in OPEN and utc(request.due_at) < now,
             extension_reason=request.extension_reason, notes=request.notes,
             duplicate_of=request.duplicate_of, releases=json.loads(request.releases or "[]"),
-            items=[{"type": i.type, "value": i.value} for i in request.items])
+            items=items)

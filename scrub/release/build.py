@@ -14,7 +14,6 @@ when every shard, manifest, audit and removal list is written.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -33,9 +32,10 @@ import polars as pl
 import polars_hash as plh
 import pyarrow as pa
 import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from scrub import __version__
-from scrub.atomic import atomic_path, atomic_write_json, link_or_copy
+from scrub.atomic import atomic_path, atomic_write_json, file_sha256, link_or_copy
 from scrub.dataset import Shard, detect_roles, discover_shards, open_shard
 from scrub.engine.apply import survey
 from scrub.engine.attribution import AttributedRule
@@ -46,7 +46,13 @@ from scrub.engine.plan import MatchOptions, MatchPlan, add_ledger_rules, plan_fo
 from scrub.engine.reasons import Reason
 from scrub.engine.rules import AllOf, BatchView, CaptionTermRule, ScoreRule, Source
 from scrub.engine.scores import RESCORED, scored_roles, shard_scores, with_scores
-from scrub.errors import InvalidDatasetError, OutputConflictError, UserInputError, brief
+from scrub.errors import (
+    ExternalSourceError,
+    InvalidDatasetError,
+    OutputConflictError,
+    UserInputError,
+    brief,
+)
 from scrub.lists.store import ListStore
 from scrub.progress import Progress
 from scrub.release.policy import Policy
@@ -69,15 +75,12 @@ from scrub.release.probe import (
     write_inputs,
     write_probes,
 )
+from scrub.release.signed import FORMAT, MANIFEST, REMOVALS, listed_files, read_signed_manifest
+from scrub.release.state import STATE_DIR, read_state, state_path, write_state
 from scrub.urls import canonicalize_urls
 from scrub.workers import worker_threads
 
 STAGING = ".scrub-release"
-MANIFEST = "manifest.json"
-SIGNATURE = "manifest.sig"
-REMOVALS = "removals.parquet"
-#: Per-shard drop masks and stats inside a variant (for incremental rebuilds).
-STATE = "_state"
 #: Marks a removal list and carries its HMAC key (also published in the manifest).
 REMOVALS_KEY = b"scrub.removals.hmac_key"
 
@@ -189,6 +192,31 @@ def embedding_file(source: Path, shard: Shard) -> Path | None:
     return path if path.is_file() else None
 
 
+def open_embeddings(path: Path, shard: Shard, rows: int) -> np.ndarray:
+    """A shard's embeddings, memory-mapped, as they may be published: a (rows, dim) float16 or
+    float32 array (clip-retrieval's layout) row-aligned with the shard. Anything else is an
+    InvalidDatasetError naming the file, what it holds and what is expected; pickled (object)
+    arrays are never loaded."""
+    expected = (f"expected a .npy array of shape ({rows}, dim), float16 or float32, "
+                f"row-aligned with {shard.path.name}")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        raise InvalidDatasetError(f"{path}: not a readable .npy array of numbers (empty, "
+                                  f"truncated, not .npy, or Python objects); {expected}") \
+            from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        raise InvalidDatasetError(f"{path}: an .npz archive, not one .npy array; {expected}")
+    if array.dtype.kind != "f" or array.dtype.itemsize not in (2, 4):
+        raise InvalidDatasetError(f"{path}: dtype {str(array.dtype)[:40]}; {expected}")
+    if array.ndim != 2 or array.shape[1] == 0:
+        raise InvalidDatasetError(f"{path}: shape {array.shape}; {expected}")
+    if array.shape[0] != rows:
+        raise InvalidDatasetError(f"{path} holds {array.shape[0]} embeddings but {shard.path} "
+                                  f"has {rows} rows: they are not row-aligned")
+    return array
+
+
 def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str], shard: Shard,
                 stage: Path, emb: Path | None, hmac_key: str, probing: Probing,
                 overrides: dict[str, str] | None) -> list[dict[str, object]]:
@@ -202,12 +230,7 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
     if missing:
         raise InvalidDatasetError(f"{shard.path}: no column for role(s) {', '.join(missing)}",
                                   hint="name the column with --column ROLE=NAME")
-    embeddings = None
-    if emb is not None:
-        embeddings = np.load(emb, mmap_mode="r", allow_pickle=False)
-        if embeddings.shape[0] != rows:
-            raise InvalidDatasetError(f"{emb} holds {embeddings.shape[0]} embeddings but "
-                                      f"{shard.path} has {rows} rows: they are not row-aligned")
+    embeddings = open_embeddings(emb, shard, rows) if emb is not None else None
     stats = [{"shard": shard.name, "rows_in": rows, "rows_out": 0, "by_reason": {},
               "by_source": {}} for _ in groups]
     labels = source_labels(plan)
@@ -299,44 +322,13 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
         with atomic_path(stage / ".removals" / name / shard.name) as tmp:
             pq.write_table(part, tmp)
         drop = ~np.concatenate(keeps[v]) if keeps[v] else np.zeros(0, bool)
-        stats[v]["state"] = write_state(stage / name, shard, drop, stats[v])
+        stats[v]["state"] = write_state(stage, name, shard.name, drop, stats[v], probing.key)
     return stats
 
 
 def source_labels(plan: MatchPlan) -> dict[int, str]:
     """Source id -> the label reports use (every ledger request is "ledger requests")."""
     return {s.id: "ledger requests" if s.kind == "request" else s.label for s in plan.sources}
-
-
-def state_path(variant: Path, shard_name: str) -> Path:
-    return variant / STATE / f"{Path(shard_name).stem}.json"
-
-
-def write_state(variant: Path, shard: Shard, drop: np.ndarray,
-                stat: dict[str, object]) -> str:
-    """The shard's drop mask and stats, for incremental rebuilds; its sha256 (the manifest
-    lists it, so a later build can trust it)."""
-    body = {"rows": int(len(drop)),
-            "drop": base64.b64encode(np.packbits(drop).tobytes()).decode(),
-            "stats": {k: v for k, v in stat.items() if k != "state"}}
-    data = (json.dumps(body, sort_keys=True) + "\n").encode()
-    with atomic_path(state_path(variant, shard.name)) as tmp:
-        tmp.write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def read_state(variant: Path, shard_name: str, digest: str) -> tuple[np.ndarray, dict]:
-    path = state_path(variant, shard_name)
-    try:
-        data = path.read_bytes()
-    except OSError:
-        raise UserInputError(f"{path}: missing; the previous release cannot be rebuilt "
-                             "incrementally") from None
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise UserInputError(f"{path}: differs from its manifest entry")
-    body = json.loads(data)
-    bits = np.frombuffer(base64.b64decode(body["drop"]), dtype=np.uint8)
-    return np.unpackbits(bits, count=body["rows"]).astype(bool), body["stats"]
 
 
 class _HashingFile:
@@ -422,15 +414,42 @@ def _removal_rows(dropped: pa.Table, roles, hmac_key: str) -> pa.Table:  # type:
 @dataclass
 class Reuse:
     """What an incremental rebuild starts from: the previous release (``previous/<variant>``),
-    its manifests, and a plan of only the rules that are new since (list versions, requests)."""
+    its manifests (their signatures verified), each one's files (path -> sha256), the key of
+    its sealed shard states, and a plan of only the rules that are new since (list versions,
+    requests)."""
 
     previous: Path
     manifests: dict[str, dict]
     delta: ReleasePlan
+    files: dict[str, dict[str, str]]
+    state_key: str
 
     @property
     def key(self) -> str:
         return str(next(iter(self.manifests.values()))["removals"]["key"])
+
+    def checked_copy(self, variant: str, relative: str, target: Path) -> None:
+        """Link (or copy) the previous release's file ``variant/relative`` to ``target`` and
+        check the bytes there against the sha256 its signed manifest lists: a file changed
+        since it was signed is never signed again (ExternalSourceError, exit 3)."""
+        source = self.previous / variant / relative
+        digest = self.files[variant].get(relative)
+        if digest is None:
+            raise ExternalSourceError(f"--from {self.previous}: {variant}/{relative} is not in "
+                                      "the previous release's signed manifest",
+                                      hint="run a full build")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            link_or_copy(source, target)
+            same = file_sha256(target) == digest
+        except OSError as exc:
+            raise ExternalSourceError(f"{source}: cannot be read ({brief(exc)})",
+                                      hint="run a full build") from None
+        if not same:
+            target.unlink(missing_ok=True)
+            raise ExternalSourceError(f"{source}: sha256 differs from the previous release's "
+                                      "signed manifest (changed since it was signed)",
+                                      hint="run a full build, from the input")
 
 
 class _NewItems:
@@ -448,24 +467,38 @@ class _NewItems:
 
 def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: Sequence[Policy],
                   *, store: ListStore | None, key: bytes | None, ledger: object | None,
-                  scores: Path | None, secret: bytes | None = None,
+                  scores: Path | None, secret: bytes, signer: Ed25519PublicKey,
                   verify_inputs: bool = False) -> Reuse:
     """Check that ``previous`` can be extended (same policies, same input shards, only new
     list versions and requests since) and plan the new rules; otherwise a clear error.
 
-    An input shard counts as unchanged when the previous build recorded it with the same size
-    and modification time (``secret`` checks that record); any other is hashed and compared
-    with the manifest's sha256 (every one with ``verify_inputs``)."""
-    manifests = {}
+    Every variant's manifest must verify with ``signer`` (the public half of this build's
+    signing key) and name it, else ExternalSourceError (exit 3): nothing of an unsigned or
+    altered release is reused. Each file reused later is checked against the manifest's sha256
+    (:meth:`Reuse.checked_copy`), each shard state against its keyed tag. An input shard counts
+    as unchanged when the previous build recorded it with the same size and modification time
+    (``secret`` checks that record); any other is hashed and compared with the manifest's
+    sha256 (every one with ``verify_inputs``)."""
+    manifests, files = {}, {}
     for policy in policies:
-        path = Path(previous) / policy.name / MANIFEST
-        if not path.is_file():
+        folder = Path(previous) / policy.name
+        if not (folder / MANIFEST).is_file():
             raise UserInputError(f"--from {previous}: no {policy.name}/{MANIFEST}")
-        manifest = json.loads(path.read_text())
+        manifest = read_signed_manifest(folder, signer)
+        if manifest.get("variant") != policy.name:
+            raise ExternalSourceError(f"--from {previous}: {policy.name}/{MANIFEST} is the "
+                                      "manifest of another variant")
+        if manifest["format"] != FORMAT:
+            raise UserInputError(f"--from {previous}: made by an older scrub "
+                                 f"({manifest['format']}); run a full build")
+        files[policy.name] = listed_files(manifest, folder / MANIFEST)
         if manifest["policy"]["sha256"] != policy.sha256:
             raise UserInputError(f"--from {previous}: policy {policy.name} changed since; run a "
                                  "full build")
         manifests[policy.name] = manifest
+    if len({(m["release_id"], m["removals"]["key"]) for m in manifests.values()}) > 1:
+        raise ExternalSourceError(f"--from {previous}: its variants come from different "
+                                  "releases", hint="run a full build")
     shards = discover_shards(source)
     current = {s.name: s.path.stat() for s in shards}
     for name, manifest in manifests.items():
@@ -501,7 +534,26 @@ def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: 
     for rule in delta.plan.rules:
         if isinstance(rule, AttributedRule):
             rule.prefilter = True  # the counts of reused shards come from the previous build
-    return Reuse(Path(previous), manifests, delta)
+    reuse = Reuse(Path(previous), manifests, delta, files, probe_key(secret))
+    for name in manifests:  # carried into the new removal list: fail now rather than at the end
+        carried_removals(reuse, name)
+    return reuse
+
+
+def carried_removals(reuse: Reuse, variant: str) -> bytes:
+    """The bytes of the previous release's removal list of ``variant``, once they match its
+    signed manifest (ExternalSourceError otherwise)."""
+    path = reuse.previous / variant / REMOVALS
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ExternalSourceError(f"{path}: cannot be read ({brief(exc)})",
+                                  hint="run a full build") from None
+    if hashlib.sha256(data).hexdigest() != reuse.manifests[variant]["removals"]["sha256"]:
+        raise ExternalSourceError(f"{path}: sha256 differs from the previous release's signed "
+                                  "manifest (changed since it was signed)",
+                                  hint="run a full build, from the input")
+    return data
 
 
 def _check_inputs(previous: Path, shards: list[Shard], current: dict[str, os.stat_result],
@@ -570,7 +622,7 @@ def previous_states(reuse: Reuse, names: list[str],
     """The previous release's manifest entry and state (drop mask, stats) of ``shard`` in
     each variant."""
     entries = [{s["name"]: s for s in reuse.manifests[n]["shards"]}[shard.name] for n in names]
-    olds = [read_state(reuse.previous / n, shard.name, e["state"])
+    olds = [read_state(reuse.previous, n, shard.name, e.get("state_tag"), reuse.state_key)
             for n, e in zip(names, entries)]
     return entries, olds
 
@@ -578,16 +630,17 @@ def previous_states(reuse: Reuse, names: list[str],
 def reuse_shard(reuse: Reuse, names: list[str], shard: Shard, stage: Path, emb: Path | None,
                 entries: list[dict], olds: list[tuple[np.ndarray, dict]]
                 ) -> list[dict[str, object]]:
-    """Link the previous release's files of ``shard`` (every variant's shard, embeddings and
-    state, and its probe set) into ``stage``; per variant its stats, as before."""
+    """Link the previous release's files of ``shard`` (every variant's shard and embeddings,
+    each checked against its signed manifest; its sealed state, checked already; its probe
+    sets) into ``stage``; per variant its stats, as before."""
     stats = []
     for name, entry, (_, stat) in zip(names, entries, olds):
-        for relative in (shard.name, *([f"img_emb/{emb.name}"] if emb else []),
-                         str(state_path(Path(), shard.name))):
-            target = stage / name / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            link_or_copy(reuse.previous / name / relative, target)
-        stats.append({**stat, "state": entry["state"]})
+        for relative in (shard.name, *([f"img_emb/{emb.name}"] if emb else [])):
+            reuse.checked_copy(name, relative, stage / name / relative)
+        target = state_path(stage, name, shard.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(state_path(reuse.previous, name, shard.name), target)
+        stats.append({**stat, "state": entry["state_tag"]})
     for kind in (HOSTS, TAILS):
         probes = probe_path(reuse.previous, shard.name, kind)
         if probes.is_file():
@@ -648,9 +701,16 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
           workers: int | None = None, overrides: dict[str, str] | None = None,
           allow_empty: bool = False, progress: bool = True, reuse: Reuse | None = None,
           finish=None, engine: str = "local",
-          address: str | None = None) -> BuildResult:  # type: ignore[no-untyped-def]
+          address: str | None = None, published=None) -> BuildResult:  # type: ignore
     """Build every variant's shards (resuming a staged build of the same job), then call
     ``finish(stage, job, stats)`` to write manifests and reports, then publish atomically.
+
+    ``published(result)`` runs once every variant is published and before the staging folder
+    goes (the ledger update): a build killed after publishing keeps its staging folder, and a
+    rerun publishes what is left and runs ``published`` again, so it must be idempotent. A
+    rerun whose inputs or policies differ finishes the interrupted release that way and is
+    then refused; one where only the lists or the ledger moved (the ledger update moves it)
+    returns the interrupted release.
 
     ``secret`` (derived from the signing key) keys the removal list's HMAC key to the job: it
     cannot be guessed before publication, and a rebuild of the same job finds the same key."""
@@ -670,17 +730,32 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
         "from": str(reuse.previous.resolve()) if reuse else None,
     }
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    # the job but its plan: equal when only the lists or the ledger moved (as the ledger
+    # update of an interrupted build moves it)
+    inputs = hashlib.sha256(json.dumps({k: v for k, v in identity.items() if k != "plan"},
+                                       sort_keys=True).encode()).hexdigest()
     stage = output / STAGING
     job_path = stage / "job.json"
     job: dict[str, object] | None = None
     if job_path.is_file():
         job = json.loads(job_path.read_text())
         if job.get("fingerprint") != fingerprint:  # another build: start again
+            if job.get("finished") and _published_by(output, job):
+                finished = _publish(stage, output, job, published)
+                if job.get("inputs") == inputs:
+                    return finished
+                raise OutputConflictError(
+                    f"{output}: holds release {finished.release_id}, published by an "
+                    "interrupted build that this run has now finished (ledger update "
+                    "included)", hint="build into a new OUT folder (releases are never "
+                    "overwritten)")
             shutil.rmtree(stage)
             job = None
     for name in names:
         existing = output / name / MANIFEST
-        if existing.is_file():
+        if existing.is_file() and not (job is not None and job.get("finished")
+                                       and not (stage / name).exists()
+                                       and name in _published_by(output, job)):
             raise OutputConflictError(
                 f"{output / name}: holds a release already "
                 f"({json.loads(existing.read_text()).get('release_id', '?')})",
@@ -689,7 +764,7 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
         # Everything below is a function of the job (the day, the inputs, the policies, the
         # signing key), so an interrupted build and an uninterrupted one give the same bytes.
         created = dt.datetime.now(dt.timezone.utc).date()
-        job = {"fingerprint": fingerprint, "created_at": created.isoformat(),
+        job = {"fingerprint": fingerprint, "inputs": inputs, "created_at": created.isoformat(),
                "release_id": release_id or f"{created:%Y%m%d}-{fingerprint[:10]}",
                "removal_key": reuse.key if reuse else hmac.new(
                    secret, f"removals:{fingerprint}".encode(), hashlib.sha256).hexdigest()}
@@ -712,44 +787,59 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
     key = probe_key(secret)
     # Tail probe sets cost ~0.4 us per row: only for policies that take ledger requests.
     probing = Probing(key, tails=any(v.policy.ledger for v in release.variants))
+    # Embeddings that may not be published are refused before any work (a rebuild checks those
+    # of the shards it builds again, and does not read the others).
+    for shard in pending if reuse is None else []:
+        emb = embedding_file(source, shard)
+        if emb is not None:
+            open_embeddings(emb, shard, open_shard(shard).metadata.num_rows)
     tasks_reuse = reuse
     try:
-        if reuse is not None and reuse.delta.plan.rules:
-            # Shards whose probe set holds none of the new rules' hosts: reused unread, here.
+        if reuse is not None:
             probes = rule_probes(reuse.delta.plan, key)
-            unread, rest = [], []
-            for shard in pending:
+
+            def settle(shard: Shard) -> list[dict[str, object]] | None:
+                """The shard's stats once its previous files are reused (unread when its probe
+                sets rule every new rule out, else when the new rules remove nothing more from
+                it); None when it must be built again."""
                 previous = skippable(reuse, names, shard, probes, key)
                 if previous is None:
-                    rest.append(shard)
-                else:
-                    unread.append((shard, reuse_shard(reuse, names, shard, stage,
-                                                      embedding_file(source, shard), *previous)))
-            _collect(unread, names, stats, done_dir, meter)
-            pending = []
+                    changed, *previous = shard_changed(reuse, names, shard, overrides)
+                    if changed:
+                        return None
+                return reuse_shard(reuse, names, shard, stage, embedding_file(source, shard),
+                                   *previous)
+
             if engine != "ray":
-                # The others are scanned here, on threads (reading only the new rules' columns
-                # is light: workers would take longer to start); only the shards with new
-                # removals are built again, below.
-                threads = max(1, min(workers or default_workers(), len(rest) or 1))
-                with ThreadPoolExecutor(threads) as scanners:
-                    verdicts = scanners.map(
-                        lambda shard: shard_changed(reuse, names, shard, overrides), rest)
-                    for shard, (changed, entries, olds) in zip(rest, verdicts):
-                        if changed:
-                            pending.append(shard)
+                # Every shard is settled here, on threads (reading only the new rules' columns,
+                # and hashing the reused files, is light: workers would take longer to start);
+                # only the shards with new removals are built again, below, in full.
+                threads = max(1, min(workers or default_workers(), len(pending) or 1))
+                rest = []
+                with ThreadPoolExecutor(threads) as settlers:
+                    for shard, result in zip(pending, settlers.map(settle, pending)):
+                        if result is None:
+                            rest.append(shard)
                         else:
-                            _collect([(shard, reuse_shard(
-                                reuse, names, shard, stage, embedding_file(source, shard),
-                                entries, olds))], names, stats, done_dir, meter)
-                tasks_reuse = None  # what is left is built in full
+                            _collect([(shard, result)], names, stats, done_dir, meter)
+                pending, tasks_reuse = rest, None
             else:
+                # Shards whose probe sets rule every new rule out: reused unread, here; the
+                # cluster's workers match the others.
+                unread, rest = [], []
+                for shard in pending:
+                    previous = skippable(reuse, names, shard, probes, key)
+                    if previous is None:
+                        rest.append(shard)
+                    else:
+                        unread.append((shard, reuse_shard(reuse, names, shard, stage,
+                                                          embedding_file(source, shard),
+                                                          *previous)))
+                _collect(unread, names, stats, done_dir, meter)
                 pending = rest
         args = [(names, shard, stage, embedding_file(source, shard), str(job["removal_key"]),
                  probing, overrides) for shard in pending]
         count = max(1, min(workers or (os.cpu_count() or 1), len(pending) or 1))
-        if tasks_reuse is not None and not tasks_reuse.delta.plan.rules:
-            count = 1  # nothing new to match: every shard is linked, no worker is worth starting
         if engine == "ray":
             from scrub.engine.distributed import connect, ray_map
 
@@ -785,22 +875,58 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
         if not allow_empty and total and sum(r["rows_out"] for r in rows) == 0:  # type: ignore
             raise UserInputError(f"policy {name!r} removes every row of the dataset; nothing "
                                  "was published", hint="pass --allow-empty if that is meant")
-    write_inputs(stage, {shard.name: (size, mtime, str(stats[shard.name][names[0]]
-                                                       ["input_sha256"]))
-                         for shard, (_, size, mtime) in zip(shards, identity["input_shards"])},
-                 key)
-    if finish is not None:
-        finish(stage, job, by_variant)
+    if not job.get("finished"):  # a rerun after publication began reuses what it wrote
+        write_inputs(stage, {shard.name: (size, mtime, str(stats[shard.name][names[0]]
+                                                           ["input_sha256"]))
+                             for shard, (_, size, mtime) in zip(shards,
+                                                                identity["input_shards"])},
+                     key)
+        if finish is not None:
+            finish(stage, job, by_variant)
+        job["finished"] = True
+        atomic_write_json(job_path, job)
+    return _publish(stage, output, job, published, names=names, stats=by_variant)
+
+
+def _published_by(output: Path, job: dict[str, object]) -> set[str]:
+    """The variants in ``output`` whose manifest names ``job``'s release."""
+    found = set()
+    for manifest in output.glob(f"*/{MANIFEST}"):
+        try:
+            if json.loads(manifest.read_text()).get("release_id") == job.get("release_id"):
+                found.add(manifest.parent.name)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return found
+
+
+def _publish(stage: Path, output: Path, job: dict[str, object], published, *,  # type: ignore
+             names: list[str] | None = None,
+             stats: dict[str, list[dict[str, object]]] | None = None) -> BuildResult:
+    """Move the staged variants into ``output`` (those an interrupted run moved stay), then
+    call ``published(result)``, then remove the staging folder: until that runs to its end a
+    rerun finds the staging folder and finishes the job."""
     output.mkdir(parents=True, exist_ok=True)
-    published = {}
+    names = names if names is not None else sorted(
+        {p.name for p in stage.iterdir() if (p / MANIFEST).is_file()} | _published_by(output,
+                                                                                    job))
+    variants = {}
     for name in names:
-        os.replace(stage / name, output / name)
-        published[name] = output / name
-    if (stage / PROBE_DIR).is_dir():
-        shutil.rmtree(output / PROBE_DIR, ignore_errors=True)  # a leftover of this job's own
-        os.replace(stage / PROBE_DIR, output / PROBE_DIR)
+        if (stage / name).is_dir():
+            os.replace(stage / name, output / name)
+        variants[name] = output / name
+    for private in (PROBE_DIR, STATE_DIR):  # beside the variants: never published with them
+        if (stage / private).is_dir():
+            shutil.rmtree(output / private, ignore_errors=True)  # a leftover of this job's own
+            os.replace(stage / private, output / private)
+    if stats is None:  # from the completion markers, as the job recorded them
+        markers = [json.loads(m.read_text()) for m in sorted((stage / ".done").glob("*.json"))]
+        stats = {name: [m[name] for m in markers] for name in names}
+    result = BuildResult(str(job["release_id"]), variants, stats, job)
+    if published is not None:
+        published(result)
     shutil.rmtree(stage)
-    return BuildResult(str(job["release_id"]), published, by_variant, job)
+    return result
 
 
 def _ray_setup(payload: dict) -> object:  # type: ignore[type-arg]

@@ -38,6 +38,7 @@ def test_verified_requests_remove_their_rows(sample_dataset: Path, tmp_path: Pat
     ledger.transition(withdrawn, "withdraw", "alice")
     out = tmp_path / "out"
     result = runner.invoke(app, ["apply", str(sample_dataset), str(out), "--ledger", "--db", url,
+                                 "--key-file", str(tmp_path / "ledger.key"),
                                  "--workers", "1", "--quiet", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

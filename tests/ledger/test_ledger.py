@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
 from scrub.crypto import KeyFileError
+from scrub.errors import UserInputError
 from scrub.ledger import db
 from scrub.ledger.models import Event
 from scrub.ledger.service import (
@@ -39,7 +40,7 @@ def spec(email: str = "jane@example.org", items: list[dict] | None = None,
 def test_a_request_moves_through_its_lifecycle(ledger: Ledger) -> None:
     request_id, created = ledger.add(spec(), "alice")
     assert created
-    view = ledger.show(request_id)
+    view = ledger.show(request_id, items=True)
     assert view.status == "received"
     assert {"type": "url", "value": "https://example.com/photo.jpg"} in view.items
     assert {"type": "md5", "value": "9e107d9d372bb6826bd81d3542a419d6"} in view.items
@@ -113,8 +114,8 @@ def test_a_batch_joins_repeats_in_order_within_it_and_with_the_ledger(ledger: Le
     assert results[0][1] and results[4][1] and results[5][1]
     assert results[1:4] == [(a, False), (a, False), (stored, False)]
     assert len({a, results[4][0], results[5][0], stored, withdrawn}) == 5
-    assert sorted(i["value"][-1] for i in ledger.show(a).items) == ["2", "3", "4"]
-    assert sorted(i["value"][-1] for i in ledger.show(stored).items) == ["1", "6"]
+    assert sorted(i["value"][-1] for i in ledger.show(a, items=True).items) == ["2", "3", "4"]
+    assert sorted(i["value"][-1] for i in ledger.show(stored, items=True).items) == ["1", "6"]
     history = ledger.show(a).history
     assert [e["action"] for e in history] == ["created"] + ["duplicate_received"] * 2
     assert ledger.verify_chain().ok and ledger.verify_chain().events == 9
@@ -270,3 +271,28 @@ def test_migrations_go_down_and_up_and_match_the_models(database: tuple[str, dic
     db.upgrade(engine)
     db.require_current(engine)
     engine.dispose()
+
+
+def test_revision_0004_goes_down_and_up_with_rows_and_the_key(ledger: Ledger, engine: Engine,
+                                                              key: bytes) -> None:
+    first, _ = ledger.add(spec("a@example.org"), "alice")
+    ledger.transition(first, "verify", "alice")
+    with pytest.raises(UserInputError, match="needs the ledger key"):
+        db.downgrade(engine, "0003")  # rows cannot be opened without it
+    assert db.current_revision(engine) == "0004"
+    db.downgrade(engine, "0003", key=key)
+    with engine.connect() as connection:
+        values = connection.execute(text("SELECT value FROM request_items ORDER BY id")).scalars()
+        assert "jane doe" in list(values)
+    with engine.begin() as connection:  # what scrub 0003 writes: ids from the sequence
+        connection.execute(text(
+            "INSERT INTO requests (kind, status, received_at, due_at, identity, key_id, "
+            "requester_hash) SELECT kind, status, received_at, due_at, identity, key_id, "
+            "requester_hash FROM requests WHERE id = :i"), {"i": first})
+        connection.execute(text("DELETE FROM requests WHERE id > :i"), {"i": first})
+    db.upgrade(engine, key=key)
+    db.check(engine)
+    report = ledger.verify()
+    assert report.ok and report.events == 3  # created, verify, and the re-key event
+    assert ledger.show(first, items=True, identity=True).requester == {
+        "name": "Jane Doe", "email": "a@example.org"}

@@ -1,0 +1,393 @@
+"""``scrub ledger verify``: the history is authentic, and the tables say what it says.
+
+1. The chain: every event's hash is the HMAC (ledger key) of its fields and the previous hash,
+   so an edited, inserted, deleted, reordered or appended event is named, even with every
+   later hash recomputed. Events from before revision 0004 carry plain sha256 hashes; the
+   re-key event that 0004 appended is keyed and covers them through its previous hash.
+2. The state: each request's kind, status, dates, extension, releases, requester and notes,
+   and the set of its items, are derived from its events and compared with the tables. Each
+   sealed identity and item must open for its own request (AES-GCM associated data), so a
+   value moved between requests is named.
+3. Anchors: a signed release manifest records the ledger's head (events and hash) when it was
+   built; the chain must still hold that hash at that position. Only this detects a history
+   cut short (truncated or rolled back), since no record inside the database can.
+
+Messages name events, requests, items (by row id) and fields, never a value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, Engine, select
+
+from scrub.ledger.models import ChainHead, Event, Item, Request
+from scrub.ledger.sealing import (
+    GENESIS,
+    IdentitySeal,
+    event_text,
+    legacy_hash,
+    legacy_item_digest,
+)
+from scrub.ledger.vocabulary import KINDS, STATUSES
+
+#: Requests whose items every later release must honour.
+ENFORCED = frozenset({"verified", "scheduled", "applied", "closed"})
+#: Actions that move a request to a status (the lifecycle's transitions).
+MOVES = frozenset({"verify", "reject", "schedule", "apply", "close", "withdraw"})
+#: Problems kept in a report (the count covers them all).
+_KEPT = 50
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The ledger head a signed release manifest recorded: ``events`` and the hash of the
+    last of them, when release ``release`` was built."""
+
+    release: str
+    events: int
+    head: str
+
+
+@dataclass
+class LedgerReport:
+    """What ``verify`` found. ``problem`` is the first of ``problems``; ``first_bad_seq`` the
+    first event the chain check rejects."""
+
+    events: int
+    head: str
+    problem: str | None = None
+    first_bad_seq: int | None = None
+    problems: list[str] = field(default_factory=list)
+    problem_count: int = 0
+    requests: int = 0
+    anchors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+    def add(self, problem: str) -> None:
+        if self.problem is None:
+            self.problem = problem
+        if len(self.problems) < _KEPT:
+            self.problems.append(problem)
+        self.problem_count += 1
+
+
+#: The report's former name.
+ChainReport = LedgerReport
+
+
+def utc(value: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime: SQLite returns naive ones (they are UTC), PostgreSQL ones in
+    the session's time zone."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+@dataclass
+class _Derived:
+    """A request as its events describe it."""
+
+    kind: str
+    status: str
+    received_at: str
+    due_at: str
+    requester: str | None
+    notes: str | None
+    legacy: bool
+    extension_reason: str | None = None
+    releases: list[str] = field(default_factory=list)
+    item_sum: int = 0
+    item_count: int = 0
+    legacy_items: set[str] = field(default_factory=set)
+
+    def add_items(self, digests: object, *, keyed: bool) -> None:
+        for digest in digests:  # type: ignore[attr-defined]
+            if keyed:
+                self.item_sum += int(digest, 16)
+                self.item_count += 1
+            else:
+                self.legacy_items.add(digest)
+
+
+def audit(engine: Engine, seal: IdentitySeal, anchors: Sequence[Anchor] = (), *,
+          collect: bool = False, batch: int = 20_000
+          ) -> tuple[LedgerReport, list[tuple[int, str, str, str]]]:
+    """Check the chain, the anchors and the tables against the events (see the module text).
+    With ``collect``: also (request id, kind, item type, value) of every request whose
+    derived state is enforced, from the same pass (empty unless the report is ok)."""
+    report = LedgerReport(0, GENESIS)
+    options = {"isolation_level": "REPEATABLE READ"} \
+        if engine.dialect.name == "postgresql" else {}
+    # one transaction, so the events and the tables are read as of one moment (SQLite: the
+    # engine's write transaction holds appends back until the audit ends)
+    with engine.connect().execution_options(**options) as connection, connection.begin():
+        try:
+            states, snapshot = _walk(connection, seal, anchors, report, batch)
+        except (ValueError, TypeError, OverflowError):  # a stored value of the wrong type
+            report.add("the events table holds a value that is not of its column's type "
+                       "(edited outside scrub)")
+            report.first_bad_seq = report.events + 1
+            return report, []
+        if report.first_bad_seq is not None:
+            report.add("request state was not compared with the history: the history itself "
+                       "is broken")
+            return report, []
+        try:
+            enforced = _compare(connection, seal, states, snapshot, report, collect, batch)
+        except (ValueError, TypeError, OverflowError):
+            report.add("the requests or items table holds a value that is not of its "
+                       "column's type (edited outside scrub)")
+            return report, []
+    return report, enforced if report.ok else []
+
+
+def _walk(connection: Connection, seal: IdentitySeal, anchors: Sequence[Anchor],
+          report: LedgerReport, batch: int
+          ) -> tuple[dict[int, _Derived], dict[str, list[str | None]]]:
+    """Recompute the chain, check the anchors on the way and derive each request's state."""
+    expected_at: dict[int, list[Anchor]] = {}
+    for anchor in anchors:
+        expected_at.setdefault(anchor.events, []).append(anchor)
+    states: dict[int, _Derived] = {}
+    snapshot: dict[str, list[str | None]] = {}
+    # unvouched: the first unkeyed event no keyed re-key event has vouched for yet
+    prev, count, unvouched = GENESIS, 0, None
+    # the first event, if unkeyed, that does not describe a valid step: named once the walk
+    # knows whether a re-key event vouches for it (if not, that it is unkeyed comes first)
+    unkeyed_problem: tuple[int, str] | None = None
+    columns = (Event.seq, Event.request_id, Event.at, Event.actor, Event.action, Event.body,
+               Event.prev_hash, Event.hash)
+    rows = connection.execution_options(yield_per=batch).execute(
+        select(*columns).order_by(Event.seq))
+    last_at, at_iso = None, ""
+    for seq, request_id, at, actor, action, body, prev_hash, stored in rows:
+        if at != last_at:  # events of one batch share their time
+            last_at, at_iso = at, utc(at).isoformat()
+        expected = count + 1
+        if seq != expected:
+            what = "missing" if seq > expected else "out of order"
+            return _broken(report, count, prev, f"event {expected} is {what} (next found: "
+                           f"{seq})", expected, states, snapshot)
+        if prev_hash != prev:
+            return _broken(report, count, prev, f"event {seq} does not follow event "
+                           f"{seq - 1} (deleted, inserted or reordered events)", seq, states,
+                           snapshot)
+        text = event_text(prev, seq, request_id, at_iso, actor, action, body)
+        if seal.mac(text) == stored:
+            if unvouched is not None and action != "rekey":
+                return _broken(report, count, prev, _unkeyed(unvouched), unvouched, states,
+                               snapshot)
+            event_keyed = True
+            unvouched = None
+        elif legacy_hash(text) == stored:
+            # Before revision 0004 (or written by an older scrub after a downgrade): only
+            # a later re-key event, which the migration writes with the key, vouches for it.
+            event_keyed = False
+            unvouched = seq if unvouched is None else unvouched
+        else:
+            return _broken(report, count, prev, f"event {seq} was altered (its hash is not "
+                           "this ledger key's MAC of its fields)", seq, states, snapshot)
+        prev, count = stored, seq
+        for anchor in expected_at.get(seq, ()):
+            if anchor.head != stored:
+                report.add(f"event {seq} is not the one release {anchor.release} recorded "
+                           "(the history was rewritten from there)")
+        problem = _derive(states, snapshot, seq, request_id, action, body, event_keyed)
+        if problem and event_keyed:
+            return _broken(report, count, prev, problem, seq, states, snapshot)
+        if problem and unkeyed_problem is None:
+            unkeyed_problem = (seq, problem)
+    head = connection.execute(select(ChainHead.seq, ChainHead.hash)).first()
+    report.events, report.head = count, prev
+    for anchor in anchors:
+        if anchor.events == 0 and anchor.head != GENESIS:
+            report.add(f"release {anchor.release} recorded an empty ledger with a head that is "
+                       "not the genesis hash")
+        elif anchor.events > count:
+            report.add(f"release {anchor.release} recorded {anchor.events} event(s); the ledger "
+                       f"holds {count} (events were deleted from its end, or it was rolled "
+                       "back)")
+        report.anchors.append(anchor.release)
+    if head is None or (head.seq, head.hash) != (count, prev):
+        report.add("the chain head does not match the last event (events after it were "
+                   "deleted)")
+        report.first_bad_seq = count + 1
+    if unvouched is not None:
+        report.add(_unkeyed(unvouched))
+        report.first_bad_seq = unvouched
+    elif unkeyed_problem is not None:
+        report.add(unkeyed_problem[1])
+        report.first_bad_seq = unkeyed_problem[0]
+    return states, snapshot
+
+
+def _unkeyed(seq: int) -> str:
+    return (f"event {seq} is not keyed and no re-key event vouches for it (forged, or written "
+            "by a scrub older than revision 0004 and not migrated since)")
+
+
+def _broken(report: LedgerReport, count: int, prev: str, problem: str, seq: int,
+            states: dict[int, _Derived], snapshot: dict[str, list[str | None]]
+            ) -> tuple[dict[int, _Derived], dict[str, list[str | None]]]:
+    report.events, report.head, report.first_bad_seq = count, prev, seq
+    report.add(problem)
+    return states, snapshot
+
+
+def _derive(states: dict[int, _Derived], snapshot: dict[str, list[str | None]], seq: int,
+            request_id: int | None, action: str, body_text: str, keyed: bool) -> str | None:
+    """Apply one event to the derived state; a problem when it does not describe a valid step
+    (only a bug or a forged legacy event can cause one: keyed events are scrub's own)."""
+    try:
+        body = json.loads(body_text)
+        if action == "rekey":
+            if keyed:  # only the migration, holding the key, vouches for earlier requests
+                snapshot.update(body["requests"])
+            return None
+        if request_id is None:
+            return f"event {seq} ({action}) names no request"
+        state = states.get(request_id)
+        if action == "created":
+            after = body["after"]
+            if state is not None:
+                return f"event {seq} creates request {request_id} a second time"
+            if after["kind"] not in KINDS or after["status"] != "received":
+                return f"event {seq} creates request {request_id} with an invalid kind or status"
+            state = states[request_id] = _Derived(
+                after["kind"], after["status"], after["received_at"], after["due_at"],
+                after.get("requester"), after.get("notes"), legacy=not keyed)
+            state.add_items(body["items"], keyed=keyed)
+            return None
+        if state is None:
+            return f"event {seq} ({action}) names request {request_id} before its creation"
+        if action == "duplicate_received":
+            state.add_items(body["items_added"], keyed=keyed)
+        elif action in MOVES:
+            if body["before"]["status"] != state.status \
+                    or body["after"]["status"] not in STATUSES:
+                return (f"event {seq} ({action}) starts request {request_id} from a status its "
+                        "history does not give it")
+            state.status = body["after"]["status"]
+            release = body.get("release")
+            if release is not None and release not in state.releases:
+                state.releases.append(release)
+        elif action == "extend":
+            if body["before"]["due_at"] != state.due_at:
+                return (f"event {seq} (extend) starts request {request_id} from a due date its "
+                        "history does not give it")
+            state.due_at, state.extension_reason = body["after"]["due_at"], body["reason"]
+        else:
+            return f"event {seq} has an unknown action"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"event {seq} ({action}): its body does not describe that action"
+    return None
+
+
+def _compare(connection: Connection, seal: IdentitySeal, states: dict[int, _Derived],
+             snapshot: dict[str, list[str | None]], report: LedgerReport, collect: bool,
+             batch: int) -> list[tuple[int, str, str, str]]:
+    """Compare the requests and items tables with the derived states."""
+    seen: set[int] = set()
+    columns = (Request.id, Request.kind, Request.status, Request.received_at, Request.due_at,
+               Request.extension_reason, Request.identity, Request.key_id,
+               Request.requester_hash, Request.notes, Request.duplicate_of, Request.releases)
+    for row in connection.execution_options(yield_per=batch).execute(
+            select(*columns).order_by(Request.id)):
+        state = states.get(row.id)
+        if state is None:
+            report.add(f"request {row.id} is not in the history (added outside scrub)")
+            continue
+        seen.add(row.id)
+        _compare_request(seal, row, state, snapshot, report)
+    report.requests = len(seen)
+    for request_id in sorted(set(states) - seen):
+        report.add(f"request {request_id} is in the history but missing from the table")
+    sums: dict[int, list[int]] = {}
+    enforced: list[tuple[int, str, str, str]] = []
+    for request_id, item_id, type_name, digest, sealed in connection.execution_options(
+            yield_per=batch).execute(select(Item.request_id, Item.id, Item.type,
+                                            Item.digest, Item.sealed)
+                                     .order_by(Item.request_id, Item.id)):
+        value = seal.open_item(sealed, request_id, type_name)
+        if value is None:
+            report.add(f"request {request_id}: item {item_id} does not open for it (altered, "
+                       "or moved from another request)")
+            continue
+        if seal.item_digest(type_name, value) != digest:
+            report.add(f"request {request_id}: item {item_id} does not match its digest")
+            continue
+        state = states.get(request_id)
+        if state is None:
+            continue  # named above
+        legacy = legacy_item_digest(type_name, value) if state.legacy_items else None
+        if legacy is not None and legacy in state.legacy_items:
+            state.legacy_items.discard(legacy)
+        else:
+            total = sums.setdefault(request_id, [0, 0])
+            total[0] += int(digest, 16)
+            total[1] += 1
+        if collect and state.status in ENFORCED:
+            enforced.append((request_id, state.kind, type_name, value))
+    for request_id in sorted(seen):
+        state = states[request_id]
+        if sums.get(request_id, [0, 0]) != [state.item_sum, state.item_count] \
+                or state.legacy_items:
+            report.add(f"request {request_id}: its items differ from its history (added, "
+                       "removed or replaced outside scrub)")
+    return enforced
+
+
+def _compare_request(seal: IdentitySeal, row, state: _Derived,  # type: ignore[no-untyped-def]
+                     snapshot: dict[str, list[str | None]], report: LedgerReport) -> None:
+    differ = []
+    if row.kind != state.kind:
+        differ.append("kind")
+    if row.status != state.status:
+        differ.append("status")
+    if utc(row.received_at).isoformat() != state.received_at:
+        differ.append("received_at")
+    if utc(row.due_at).isoformat() != state.due_at:
+        differ.append("due_at")
+    if row.extension_reason != state.extension_reason:
+        differ.append("extension_reason")
+    try:
+        releases = json.loads(row.releases) if row.releases is not None else []
+    except ValueError:
+        releases = None
+    if releases != state.releases:
+        differ.append("releases")
+    if row.duplicate_of is not None:
+        differ.append("duplicate_of")
+    requester, notes = state.requester, state.notes
+    if state.legacy:
+        recorded = snapshot.get(str(row.id))
+        if recorded is None:
+            report.add(f"request {row.id} predates the re-key event, which recorded nothing "
+                       "for it")
+            return
+        requester, notes = recorded
+    if row.requester_hash != requester:
+        differ.append("requester")
+    if seal.notes_digest(row.notes) != notes:
+        differ.append("notes")
+    if row.key_id != seal.key_id:
+        differ.append("key_id")
+    else:
+        identity = seal.try_open(row.identity, row.id)
+        if identity is None:
+            report.add(f"request {row.id}: its sealed identity does not open for it (altered, "
+                       "or moved from another request)")
+        elif not isinstance(identity.get("email"), str) \
+                or seal.lookup(identity["email"]) != row.requester_hash:
+            differ.append("identity")
+    if differ:
+        report.add(f"request {row.id}: {', '.join(differ)} differ{'s' if len(differ) == 1 else ''}"
+                   " from its history")
+
