@@ -156,6 +156,20 @@ def keys_to_hex(keys: np.ndarray) -> np.ndarray:
     return text.view(f"S{2 * width}").ravel()
 
 
+def digest_hex(column: pa.Array | pa.ChunkedArray, width: int) -> pa.Array:
+    """A digest column of ``width`` bytes as lowercase hex text, whatever its stored form (see
+    :func:`digest_keys`): text stripped and lower-cased, bytes and integers written out in hex;
+    null where null or malformed."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = pc.cast(column, column.type.value_type)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return pc.utf8_lower(pc.utf8_trim_whitespace(column))
+    keys, valid = digest_keys(column, width)
+    return pa.array(keys_to_hex(keys).astype(str), pa.string(), mask=~valid)
+
+
 def int64_to_keys(values: np.ndarray) -> np.ndarray:
     """Signed 64-bit integers as 8-byte big-endian keys (their two's-complement bit patterns)."""
     return values.astype(">i8").view(np.uint8).reshape(-1, 8)

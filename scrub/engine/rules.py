@@ -19,7 +19,7 @@ import pyarrow as pa
 from scrub.dataset import DIGEST_WIDTHS, ColumnRoles, role_values
 from scrub.engine.hamming import HammingIndex
 from scrub.engine.reasons import Reason
-from scrub.keys import KeySet, digest_keys, hex_to_keys, keys_to_hex
+from scrub.keys import KeySet, digest_hex, digest_keys, hex_to_keys, keys_to_hex
 from scrub.lists.types import (
     WHITESPACE_RUN,
     HexDigestType,
@@ -93,12 +93,7 @@ class BatchView:
     def digest_text(self, role: str) -> pl.Series:
         """A digest role's column as lowercase hex text: text stripped and lower-cased, digests
         stored as bytes or integers written out in hex (null where null or malformed)."""
-        column = self.column(role)
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            return pl.Series(column).cast(pl.String).str.strip_chars().str.to_lowercase()
-        keys, valid = digest_keys(column, DIGEST_WIDTHS[role])
-        text = pl.Series(keys_to_hex(keys).astype(str), dtype=pl.String)
-        return pl.select(pl.when(pl.Series(valid)).then(text)).to_series()
+        return pl.Series(digest_hex(self.column(role), DIGEST_WIDTHS[role])).cast(pl.String)
 
     def canonical_urls(self) -> pl.Series:
         """The URL column in canonical form (null where a value is not a URL), counted once."""

@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from scrub.atomic import link_or_copy
-from scrub.dataset import ColumnRoles, Shard, detect_roles, open_shard
+from scrub.dataset import ColumnRoles, Shard, detect_roles, keep_rows, open_shard
 from scrub.engine.checkpoint import input_identity
 from scrub.engine.filtering import Tally, open_writer
 from scrub.engine.kernel import Decisions, decide
@@ -125,7 +125,7 @@ def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: P
                                       hint="name it with --column key=NAME")
         with open(tmp, "wb") as handle:
             with open_writer(handle, parquet.schema_arrow, roles) as writer:
-                writer.write_table(table.filter(pa.array(~drop)))
+                writer.write_table(keep_rows(table, ~drop))
             handle.flush()
             os.fsync(handle.fileno())
         stats.tar_members_removed = rewrite_tar(tar, tmp_tar, members, drop_samples)

@@ -36,7 +36,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from scrub import __version__
 from scrub.atomic import atomic_path, atomic_write_json, file_sha256, link_or_copy
-from scrub.dataset import Shard, detect_roles, discover_shards, open_shard
+from scrub.dataset import (
+    DIGEST_WIDTHS,
+    Shard,
+    detect_roles,
+    discover_shards,
+    keep_rows,
+    open_shard,
+    role_values,
+)
 from scrub.engine.apply import survey
 from scrub.engine.attribution import AttributedRule
 from scrub.engine.filtering import iter_batches, open_writer
@@ -77,6 +85,7 @@ from scrub.release.probe import (
 )
 from scrub.release.signed import FORMAT, MANIFEST, REMOVALS, listed_files, read_signed_manifest
 from scrub.release.state import STATE_DIR, read_state, state_path, write_state
+from scrub.keys import digest_hex
 from scrub.urls import canonicalize_urls
 from scrub.workers import worker_threads
 
@@ -261,12 +270,12 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
             drops = [bits != 0 for bits in decisions.group_reasons]
             # the removal rows (keyed hashes) of every row some variant drops, computed once
             union = np.logical_or.reduce(drops) if drops else np.zeros(batch.num_rows, bool)
-            hashed = (_removal_rows(batch.filter(pa.array(union)), roles, hmac_key)
+            hashed = (_removal_rows(keep_rows(batch, union), roles, hmac_key)
                       if union.any() else None)
             for v, bits in enumerate(decisions.group_reasons):
                 drop = drops[v]
                 keeps[v].append(~drop)
-                writers[v].write_table(batch.filter(pa.array(~drop)) if drop.any() else batch)
+                writers[v].write_table(keep_rows(batch, ~drop) if drop.any() else batch)
                 stat = stats[v]
                 stat["rows_out"] += int((~drop).sum())  # type: ignore[operator]
                 if not drop.any():
@@ -395,13 +404,15 @@ def _removal_rows(dropped: pa.Table, roles, hmac_key: str) -> pa.Table:  # type:
     columns: dict[str, pl.Series] = {}
     n = dropped.num_rows
     url = roles.get("url")
-    urls = (canonicalize_urls(pl.Series(dropped.column(url)).cast(pl.String)) if url
+    # the columns' values whatever their Arrow type (dictionaries, views, raw digests)
+    urls = (canonicalize_urls(pl.Series(role_values(dropped.column(url), "url", url))
+                              .cast(pl.String)) if url
             else pl.Series([None] * n, dtype=pl.String))
     columns["url"] = urls
     for name in ("md5", "sha256"):
         column = roles.get(name)
-        values = (pl.Series(dropped.column(column)).cast(pl.String).str.strip_chars()
-                  .str.to_lowercase() if column else pl.Series([None] * n, dtype=pl.String))
+        values = (pl.Series(digest_hex(dropped.column(column), DIGEST_WIDTHS[name]))
+                  .cast(pl.String) if column else pl.Series([None] * n, dtype=pl.String))
         columns[name] = values
     frame = pl.DataFrame(columns).select(
         plh.col(name).chash.hmac_sha256(key=hmac_key).alias(name) for name in columns)

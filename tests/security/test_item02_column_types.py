@@ -244,3 +244,40 @@ def test_a_column_type_that_cannot_hold_the_values_is_an_error(
     assert "internal error" not in result.stderr and "Traceback" not in result.stderr
     assert value_of[type_name] not in result.output
     assert not (tmp_path / "out" / "apply-report.json").exists()  # no "unmatchable" report
+
+
+def test_a_release_of_binary_and_view_columns_publishes_working_removal_hashes(
+        tmp_path: Path) -> None:
+    """The release writer filters view columns and writes removal hashes of raw md5 digests as
+    the hex digests they are: a copy whose URLs differ loses exactly the released removals."""
+    rng = np.random.default_rng(3)
+    table = base_table().append_column("punsafe", pa.array(rng.random(ROWS)))
+    md5 = table.column("md5").combine_chunks()
+    shaped = with_column(with_column(with_column(
+        table, "md5", pa.array(raw(md5), pa.binary(16))),
+        "TEXT", table.column("TEXT").combine_chunks().cast(pa.string_view())),
+        "URL", table.column("URL").combine_chunks().cast(pa.string_view()))
+    dataset = write_dataset(tmp_path / "data", shaped)
+    policy = tmp_path / "open.toml"
+    policy.write_text('[policy]\nname = "open"\n[[nsfw.rules]]\nabove = 0.5\n')
+    from scrub.crypto import write_signing_keypair
+
+    write_signing_keypair(tmp_path / "sign.pem", tmp_path / "sign.pub")
+    result = invoke("release", "build", dataset, tmp_path / "out", "--policy", policy,
+                    "--signing-key", tmp_path / "sign.pem", "--workers", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    dropped = np.flatnonzero(table.column("punsafe").to_numpy() > 0.5)
+    shards = sorted(dataset.glob("*.parquet"))
+    kept = {k for shard in shards for k in pq.read_table(
+        tmp_path / "out" / "open" / shard.name, columns=["key"]).column("key").to_pylist()}
+    assert kept == expected_keys(table, dropped)
+    for shard in sorted(dataset.glob("*.parquet")):
+        assert pq.read_schema(tmp_path / "out" / "open" / shard.name) == pq.read_schema(shard)
+    removals = next(p for p in (tmp_path / "out").rglob("removals.parquet"))
+    # a derivative copy: plain hex md5, other URLs, so only the md5 hashes can match
+    copy = with_column(table, "URL", pa.array([f"https://elsewhere.example/{i}.jpg"
+                                               for i in range(ROWS)]))
+    copy_folder = write_dataset(tmp_path / "copy", copy)
+    result = apply_json(copy_folder, tmp_path / "cleaned", "--hashlist", removals)
+    assert result.exit_code == 0, result.output
+    assert kept_keys(tmp_path / "cleaned") == expected_keys(table, dropped)
