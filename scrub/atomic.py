@@ -1,4 +1,8 @@
-"""Atomic file output: write under a temporary name in the same folder, fsync, rename into place."""
+"""Atomic file output: write under a temporary name in the same folder, fsync, rename into place.
+
+Also the checked opening of input files (:func:`open_regular`): a FIFO or device is refused, never
+waited on. A failed write names its file; a full disk is a StorageError (exit 1), not bad input.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,14 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
+
+from scrub.errors import UserInputError, from_os_error
 
 # mkstemp creates 0600 files; published outputs get the usual permissions under the umask.
 _UMASK = os.umask(0)
@@ -25,23 +33,87 @@ def atomic_path(final: Path, *, tmp_dir: Path | None = None, private: bool = Fal
     ``tmp_dir`` must be on the same filesystem as ``final`` (it defaults to ``final``'s folder).
     ``private`` keeps the file readable by its owner only (0600), for keys and sensitive data.
     ``durable=False`` skips the fsync, for files whose loss only costs redoing work.
+    A failing OS call is raised as the ScrubError that names the file (``final``, not the
+    temporary name) and why (:func:`scrub.errors.from_os_error`; a full disk is a StorageError).
     """
     folder = tmp_dir or final.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(exc, final) from None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=folder)
+    except OSError as exc:
+        exc.filename = None  # a random temporary name: report the file that was asked for
+        raise _write_error(exc, final) from None
     os.close(fd)
     tmp = Path(name)
-    if not private:
-        os.chmod(tmp, _FILE_MODE)
     try:
+        if not private:
+            os.chmod(tmp, _FILE_MODE)
         yield tmp
         if durable:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(exc, final, tmp) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_error(exc: OSError, final: Path, tmp: Path | None = None) -> Exception:
+    """A failed write as an error naming the file (a full disk is not the input's fault); the
+    temporary name is reported as the final one, which is what the operator asked for."""
+    if tmp is not None and exc.filename is not None and os.fsdecode(exc.filename) == str(tmp):
+        exc.filename = None
+    return from_os_error(exc, final) or exc
+
+
+def open_regular(path: Path | str, what: str = "file") -> BinaryIO:
+    """Open ``path`` for reading, only if it is a regular file (symbolic links followed).
+
+    A FIFO, socket, device or folder would block forever or never end: it is refused with a
+    :class:`UserInputError` naming the file. The open itself never waits (``O_NONBLOCK`` until
+    ``fstat`` has shown a regular file), and the check is on the opened file, not on its name.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise (from_os_error(exc, path) or UserInputError(f"{path}: cannot open the {what}")) \
+            from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UserInputError(f"{path}: {_kind(mode)}, not a regular {what}",
+                                 hint="name the file itself; pipes, devices and folders are "
+                                      "not read")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular_bytes(path: Path | str, what: str = "file") -> bytes:
+    """The bytes of a regular file (:func:`open_regular`'s checks)."""
+    with open_regular(path, what) as handle:
+        return handle.read()
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def atomic_write_bytes(final: Path, data: bytes, *, durable: bool = True) -> None:

@@ -1,15 +1,20 @@
 """Keys, encryption at rest and Ed25519 signatures.
 
-- Data keys are 32 random bytes for AES-256-GCM, kept in a key file (base64 text, or the raw 32
-  bytes) with 0600 permissions, named by ``--key-file`` or ``SCRUB_KEY_FILE``; never by value on a
-  command line. A key is identified in metadata by a keyed fingerprint (:func:`key_id`), so a wrong
-  key is reported as such before any decryption is tried.
+- Data keys are 32 random bytes for AES-256-GCM, kept in a key file (one line: their base64, as
+  ``scrub keygen`` writes it) with 0600 permissions, named by ``--key-file`` or
+  ``SCRUB_KEY_FILE``; never by value on a command line. Secret key files (data and signing keys)
+  that the group or others may read or write are refused, as ssh refuses them; a file that is not
+  exactly the base64 line (cut short, padded, raw bytes) is refused rather than guessed at. A key
+  is identified in metadata by a keyed fingerprint (:func:`key_id`), so a wrong key is reported
+  as such before any decryption is tried.
 - Encrypted files are a sequence of frames (at most 8 MiB of plaintext each), each sealed with its
   own random nonce and bound, through the associated data, to the file's purpose, its position and
   whether it is the last frame: frames cannot be reordered, dropped, truncated or moved to another
   file without the tag failing. Memory stays bounded by one frame.
 - Signatures are detached Ed25519 signatures over a file's bytes (raw 64 bytes or base64), checked
-  against public keys in PEM SubjectPublicKeyInfo or raw 32-byte form.
+  against public keys in PEM SubjectPublicKeyInfo or raw 32-byte form. A public key that is not a
+  canonical curve point, or is of small order (the all-zero and identity encodings among them,
+  under which anyone can forge signatures), is refused.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import io
 import os
+import re
+import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,12 +40,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from scrub.atomic import atomic_path
+from scrub.atomic import atomic_path, open_regular
 from scrub.errors import ExternalSourceError, ScrubError, UserInputError
 
 KEY_ENV = "SCRUB_KEY_FILE"
 _MAGIC = b"SCRUBENC1\n"
 _FRAME = 8 << 20
+#: A data key file: the base64 of 32 bytes (43 characters and one ``=``), then an optional newline.
+_KEY_LINE = re.compile(rb"([A-Za-z0-9+/]{43}=)(\r?\n)?")
+#: Key, signature and public-key files are small; a larger file is not one of them.
+_SMALL_FILE = 1 << 16
 
 
 class KeyFileError(UserInputError):
@@ -53,23 +65,46 @@ def resolve_key_file(path: Path | str | None) -> Path | None:
 
 
 def load_key(path: Path | str) -> bytes:
-    """Read a 32-byte data key from a key file (base64 text or raw bytes)."""
+    """Read a 32-byte data key from a key file: one line, the key's base64 (44 characters).
+
+    KeyFileError (exit 2) for a file others may read or write, and for any other content (a
+    file cut short, raw bytes, extra lines): never a guess that would be another key."""
     path = Path(path)
     data = _read(path, "the key file", KeyFileError,
-                 hint="create one with `scrub keygen --output FILE`")
-    key = _raw_or_base64(data, 32)
-    if key is None:
-        raise KeyFileError(f"{path}: not a scrub key file (expected 32 bytes, base64 or raw)")
+                 hint="create one with `scrub keygen --output FILE`", secret=True)
+    line = _KEY_LINE.fullmatch(data)
+    key = base64.b64decode(line.group(1), validate=True) if line else b""
+    if len(key) != 32 or base64.b64encode(key) != line.group(1):  # type: ignore[union-attr]
+        raise KeyFileError(f"{path}: not a scrub key file ({len(data)} bytes; expected one line "
+                           "holding the base64 of 32 bytes, 44 characters)",
+                           hint="a key file cut short or edited is refused rather than read as "
+                                "another key; restore it from its backup")
     return key
 
 
 def _read(path: Path, what: str, error: type[UserInputError], *,
-          hint: str | None = None) -> bytes:
-    """A small file's bytes, or ``error`` naming the file and why it cannot be read."""
+          hint: str | None = None, secret: bool = False) -> bytes:
+    """A small regular file's bytes, or ``error`` naming the file and why it cannot be read.
+
+    ``secret``: the file holds a secret key, refused when its group or others may read or
+    write it (as ssh refuses such keys: anyone else on the machine may have copied it)."""
     try:
-        return path.read_bytes()
+        with open_regular(path, what.removeprefix("the ")) as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            data = handle.read(_SMALL_FILE + 1)
+    except ScrubError as exc:
+        raise error(exc.message, hint=hint) from None
     except OSError as exc:
-        raise error(f"{path}: cannot read {what} ({exc.strerror})", hint=hint) from None
+        raise error(f"{path}: cannot read {what} ({os.strerror(exc.errno or 0).lower()})",
+                    hint=hint) from None
+    if secret and stat.S_IMODE(mode) & 0o077:
+        raise KeyFileError(f"{path}: {what} is accessible to others (mode "
+                           f"{stat.S_IMODE(mode):04o}); a secret key must be readable by its "
+                           "owner only", hint=f"run `chmod 600 {path}`, and replace the key if "
+                                              "others may have read it")
+    if len(data) > _SMALL_FILE:
+        raise error(f"{path}: too large for {what}", hint=hint)
+    return data
 
 
 def _raw_or_base64(data: bytes, size: int) -> bytes | None:
@@ -195,18 +230,31 @@ def _aad(purpose: str, index: int, last: bool) -> bytes:
 
 
 def load_public_key(path: Path | str) -> Ed25519PublicKey:
-    """An Ed25519 public key from PEM SubjectPublicKeyInfo or raw 32 bytes."""
+    """An Ed25519 public key from PEM SubjectPublicKeyInfo or raw 32 bytes.
+
+    Refused (UserInputError, exit 2): a PEM cut to 32 bytes, a key that is not a canonical curve
+    point, and a key of small order, under which signatures can be forged without any secret.
+    """
     path = Path(path)
     data = _read(path, "the public key", UserInputError)
     if len(data) == 32:
-        return Ed25519PublicKey.from_public_bytes(data)
-    try:
-        key = serialization.load_pem_public_key(data)
-    except ValueError:
-        raise UserInputError(f"{path}: not an Ed25519 public key (PEM or raw 32 bytes)") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise UserInputError(f"{path}: the public key is not an Ed25519 key")
-    return key
+        if data.startswith(b"-----"):
+            raise UserInputError(f"{path}: a PEM public key cut short (32 bytes)")
+        raw = data
+    else:
+        try:
+            key = serialization.load_pem_public_key(data)
+        except ValueError:
+            raise UserInputError(f"{path}: not an Ed25519 public key (PEM or raw 32 bytes)") \
+                from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise UserInputError(f"{path}: the public key is not an Ed25519 key")
+        raw = public_key_bytes(key)
+    problem = weak_public_key(raw)
+    if problem:
+        raise UserInputError(f"{path}: refused as a signing key: {problem}",
+                             hint="ask the source for its real public key")
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def public_key_bytes(key: Ed25519PublicKey) -> bytes:
@@ -229,13 +277,41 @@ def load_signature(path: Path | str) -> bytes:
 
 def verify_signature(public_raw: bytes, data_path: Path, signature: bytes) -> None:
     """Check a detached signature over a file's bytes; ExternalSourceError (exit 3) if bad."""
+    problem = weak_public_key(public_raw)
+    if problem:
+        raise ExternalSourceError(f"{data_path}: the registered signing key is refused: {problem}",
+                                  hint="register the source's real key with `scrub lists trust`")
     key = Ed25519PublicKey.from_public_bytes(public_raw)
     try:
-        key.verify(signature, data_path.read_bytes())
+        with open_regular(data_path, "signed file") as handle:
+            body = handle.read()
+        key.verify(signature, body)
     except InvalidSignature:
         raise ExternalSourceError(f"{data_path}: the signature does not verify",
                                   hint="the file or the signature was altered, or signed by "
                                        "another key; nothing was stored") from None
+
+
+def signature_valid(public_raw: bytes, data: bytes, signature: bytes) -> bool:
+    """Whether a detached Ed25519 signature over ``data`` (bytes already read, so that what is
+    verified is what the caller goes on to use) verifies under ``public_raw``. A weak key is
+    refused (ExternalSourceError, exit 3) rather than answered."""
+    problem = weak_public_key(public_raw)
+    if problem:
+        raise ExternalSourceError(f"the registered signing key is refused: {problem}",
+                                  hint="register the source's real key with `scrub lists trust`")
+    try:
+        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, data)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def keyed_mac(key: bytes, purpose: str, data: bytes) -> str:
+    """HMAC-SHA256 (hex) of ``data`` under a subkey derived from the data key for one purpose
+    (e.g. sealing the list store's catalog): whoever lacks the key file cannot forge it."""
+    subkey = hmac.new(key, b"scrub.subkey\x00" + purpose.encode(), hashlib.sha256).digest()
+    return hmac.new(subkey, data, hashlib.sha256).hexdigest()
 
 
 def write_signing_keypair(private_path: Path, public_path: Path, *, force: bool = False) -> str:
@@ -258,7 +334,7 @@ def write_signing_keypair(private_path: Path, public_path: Path, *, force: bool 
 def load_signing_key(path: Path | str) -> Ed25519PrivateKey:
     """An Ed25519 private key from PKCS#8 PEM (as ``scrub keygen --signing`` writes it)."""
     path = Path(path)
-    data = _read(path, "the signing key", UserInputError)
+    data = _read(path, "the signing key", UserInputError, secret=True)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
@@ -269,3 +345,53 @@ def load_signing_key(path: Path | str) -> Ed25519PrivateKey:
                              f"({type(key).__name__.removeprefix('_')})",
                              hint="make one with `scrub keygen --signing`")
     return key
+
+
+# Ed25519 point arithmetic (RFC 8032), only to tell a usable public key from a weak one.
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def weak_public_key(raw: bytes) -> str | None:
+    """Why a raw Ed25519 public key must not be trusted, or None when it may.
+
+    A key of small order (8 points, 14 encodings with the non-canonical ones: all zeros, the
+    identity and their kin) lets anyone forge signatures: for the identity, the signature
+    ``R = identity, S = 0`` verifies over every message.
+    """
+    if len(raw) != 32:
+        return "not 32 bytes"
+    point = _decode_point(raw)
+    if point is None:
+        return "not a canonical Ed25519 curve point"
+    for _ in range(3):  # times the cofactor, 8
+        point = _add(point, point)
+    if point == (0, 1):
+        return "a point of small order (such a key accepts forged signatures)"
+    return None
+
+
+def _decode_point(raw: bytes) -> tuple[int, int] | None:
+    """(x, y) of a canonical point encoding (RFC 8032 5.1.3), or None."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    sign = raw[31] >> 7
+    if y >= _P:
+        return None
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if (v * x * x - u) % _P:
+        x = x * _SQRT_M1 % _P
+        if (v * x * x - u) % _P:
+            return None
+    if x == 0 and sign:
+        return None
+    return (_P - x if x & 1 != sign else x), y
+
+
+def _add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    """Twisted Edwards addition (a = -1; complete, since d is not a square)."""
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2 % _P
+    return ((x1 * y2 + y1 * x2) * pow(1 + t, -1, _P) % _P,
+            (y1 * y2 + x1 * x2) * pow(1 - t, -1, _P) % _P)

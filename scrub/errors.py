@@ -8,6 +8,8 @@ name files, lines, rows and columns, and say what was expected.
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -84,3 +86,51 @@ class ShardsFailedError(UserInputError):
             hint="the other shards are complete; fix the input and rerun the same command "
                  "to finish the job",
         )
+
+
+class StorageError(ScrubError):
+    """The machine refused to store a write: no space left, over quota, file too large, a failing
+    disk. Exit 1: the input is fine; free space and rerun (completed work is kept)."""
+
+
+# errno -> (what went wrong, whose fault): "input" is the operator's path (exit 2), "storage"
+# the machine's disk (exit 1). Anything else is a plain ScrubError naming the OS's reason.
+_OS_FAULTS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("cannot write: no space left on the device", "storage"),
+    errno.EDQUOT: ("cannot write: disk quota exceeded", "storage"),
+    errno.EFBIG: ("cannot write: file too large (file system or process limit)", "storage"),
+    errno.EIO: ("input/output error (a failing disk or network mount)", "storage"),
+    errno.EROFS: ("read-only file system", "input"),
+    errno.EACCES: ("permission denied", "input"),
+    errno.EPERM: ("operation not permitted", "input"),
+    errno.ENOTDIR: ("a part of the path is a file where a folder is needed", "input"),
+    errno.EEXIST: ("exists and is not a folder", "input"),
+    errno.EISDIR: ("is a folder, not a file", "input"),
+    errno.ENOENT: ("no such file or folder", "input"),
+    errno.ENAMETOOLONG: ("file name too long", "input"),
+    errno.ELOOP: ("too many levels of symbolic links", "input"),
+}
+
+
+def from_os_error(exc: OSError, path: Path | str | None = None) -> ScrubError | None:
+    """An OS error as the ScrubError a person can act on, naming the file; None without errno.
+
+    ``path`` names the file when the error does not (a failed write through an open handle).
+    Only the errno is used (its standard wording): third-party messages are never echoed.
+    """
+    if not isinstance(exc.errno, int):
+        return None
+    named = exc.filename if exc.filename not in (None, "") else path
+    where = f"{os.fsdecode(named)}: " if isinstance(named, (str, bytes, os.PathLike)) else ""
+    problem, fault = _OS_FAULTS.get(exc.errno, (os.strerror(exc.errno).lower(), "other"))
+    if fault == "storage":
+        remedy = ("check that disk or mount" if exc.errno == errno.EIO
+                  else "free space on that disk (or choose a location on another one)")
+        return StorageError(f"{where}{problem}",
+                            hint=f"not a problem of the input: {remedy} and rerun the same "
+                                 "command; completed work is kept")
+    if fault == "input":
+        return UserInputError(f"{where}{problem}",
+                              hint="check the path and its permissions, or choose another "
+                                   "location")
+    return ScrubError(f"{where}{problem}")

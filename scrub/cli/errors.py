@@ -2,8 +2,10 @@
 
 Every expected failure is a :class:`~scrub.errors.ScrubError`; the handler prints one line on
 stderr (plus a hint) and exits with the error's code: 2 user input, 3 external source, 1 other,
-130 interrupt. Unexpected errors print their type only, since their messages may hold sensitive
-values; ``SCRUB_DEBUG=1`` shows the traceback.
+130 interrupt. An OS error that escaped the library (a read-only OUTPUT, a file where a folder
+goes, a full disk) is told by its errno and file name alone (:func:`scrub.errors.from_os_error`).
+Unexpected errors print their type only, since their messages may hold sensitive values;
+``SCRUB_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ import functools
 import os
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import typer
 
-from scrub.errors import ScrubError
+from scrub.errors import ScrubError, from_os_error
+
+#: The variable naming scrub's home folder (list store, default ledger); read here for hints
+#: only, so the handler imports nothing heavy.
+HOME_ENV = "SCRUB_HOME"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,23 +36,53 @@ def handle_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except ScrubError as exc:
-            _say(f"scrub: error: {exc.message}")
-            if exc.hint:
-                _say(f"  hint: {exc.hint}")
-            raise typer.Exit(exc.exit_code) from None
+            _report(exc)
         except KeyboardInterrupt:
             _say("scrub: interrupted")
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
+        except OSError as exc:
+            # A path the operator chose (read-only, a file where a folder goes) or a full
+            # disk: say which file and why, from the errno alone.
+            error = from_os_error(exc)
+            if error is None:
+                _internal(exc)
+            if error.exit_code == 2:
+                error.hint = _home_hint(exc) or error.hint
+            _report(error)
         except Exception as exc:
-            if os.environ.get("SCRUB_DEBUG"):
-                traceback.print_exc()
-            _say(f"scrub: internal error ({type(exc).__name__}); "
-                 "rerun with SCRUB_DEBUG=1 for the traceback and report it")
-            raise typer.Exit(1) from None
+            _internal(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _report(exc: ScrubError) -> NoReturn:
+    _say(f"scrub: error: {exc.message}")
+    if exc.hint:
+        _say(f"  hint: {exc.hint}")
+    raise typer.Exit(exc.exit_code) from None
+
+
+def _internal(exc: BaseException) -> NoReturn:
+    """An unexpected error: its type only, since its message may hold a sensitive value."""
+    if os.environ.get("SCRUB_DEBUG"):
+        traceback.print_exc()
+    _say(f"scrub: internal error ({type(exc).__name__}); "
+         "rerun with SCRUB_DEBUG=1 for the traceback and report it")
+    raise typer.Exit(1) from None
+
+
+def _home_hint(exc: OSError) -> str | None:
+    """A hint naming ``SCRUB_HOME`` when the failing path is (or lies under) it."""
+    home = os.environ.get(HOME_ENV)
+    if not home or not isinstance(exc.filename, (str, os.PathLike)):
+        return None
+    failing, root = Path(os.path.abspath(exc.filename)), Path(os.path.abspath(home))
+    if failing == root or root in failing.parents:
+        return (f"{HOME_ENV} ({home}) must be a writable folder: set it to one, or name "
+                "the store or database with --store / --db")
+    return None
 
 
 def _say(line: str) -> None:

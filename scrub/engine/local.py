@@ -30,9 +30,9 @@ from scrub.engine.filtering import filter_shard, warm_up
 from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats
 from scrub.engine.warmup import compile_kernel
-from scrub.errors import Interrupted, ScrubError
+from scrub.errors import Interrupted, ScrubError, StorageError, from_os_error
 from scrub.images.webdataset import filter_webdataset_shard, tar_of
-from scrub.workers import worker_threads
+from scrub.workers import exit_with_parent, worker_threads
 
 
 @dataclass
@@ -57,6 +57,7 @@ _KEY: bytes | None = None
 
 def configure_worker(threads: int) -> None:
     """Set up a spawned process that filters shards beside others, ``threads`` cores each."""
+    exit_with_parent()  # never outlive a killed parent (idle, holding memory and semaphores)
     # A spawned worker ends through sys.exit, whose C++ static destructors can meet Arrow's
     # thread pools still running and abort ("terminate called without an active exception").
     # Its results are already sent synchronously, so leave without those destructors.
@@ -113,9 +114,14 @@ def process_one(plan: MatchPlan, state: JobState, shard: Shard,
             os.replace(tmp_tar, state.output / tar.name)
         state.commit(shard, tmp, stats)
         return ShardOutcome(shard, stats=stats)
+    except StorageError:
+        raise  # a full disk fails every shard alike: stop the run (completed shards are kept)
     except ScrubError as exc:
         return ShardOutcome(shard, error=_strip_path(exc.message, shard))
     except Exception as exc:  # an internal error: name its type only, messages may hold values
+        full = from_os_error(exc, state.output / shard.name) if isinstance(exc, OSError) else None
+        if isinstance(full, StorageError):
+            raise full from None  # the disk, not this shard: every shard would fail alike
         detail = traceback.format_exc() if os.environ.get("SCRUB_DEBUG") else ""
         return ShardOutcome(shard, error=f"internal error ({type(exc).__name__}){detail}")
     finally:
@@ -238,6 +244,8 @@ class LocalExecutor:
                 shard = running.pop(future)
                 try:
                     record(future.result())
+                except StorageError:
+                    raise  # the disk is full: the other shards would fail alike
                 except Exception as exc:  # a worker died (killed, out of memory)
                     record(ShardOutcome(shard, error=f"worker failed ({type(exc).__name__})"))
 

@@ -32,16 +32,20 @@ import csv
 import hashlib
 import io
 import json
+import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from scrub.errors import InvalidListError
+from scrub.atomic import open_regular
+from scrub.errors import InvalidListError, ScrubError
 from scrub.keys import unique_values
 from scrub.lists.types import (
     HexDigestType,
@@ -55,6 +59,7 @@ from scrub.urls import canonical_url
 _CHUNK_BYTES = 8 << 20
 _VALUE_COLUMNS = ("value", "hash")
 _COMMENT = r"(^|\s)#.*$"
+_JSON_SCHEMA = pl.Struct({"type": pl.String, "value": pl.String, "deleted": pl.Boolean})
 
 
 class ListFormat(str, Enum):
@@ -112,7 +117,8 @@ class _Lines:
 def read_hashlist(path: Path | str, *, type_name: str | None = None,
                   fmt: ListFormat = ListFormat.auto, label: str | None = None,
                   site: str | None = None,
-                  on_type: Callable[[str], None] | None = None) -> HashList:
+                  on_type: Callable[[str], None] | None = None,
+                  content: bytes | None = None) -> HashList:
     """Parse a hash-list file.
 
     ``on_type`` is told each entry type as it is first met, before that chunk is normalised
@@ -120,23 +126,35 @@ def read_hashlist(path: Path | str, *, type_name: str | None = None,
 
     Raises :class:`InvalidListError` (exit 2) naming the file and line for every malformed entry,
     an unreadable, empty, binary or wrongly encoded file, or an ambiguous form without ``--type``.
+
+    The file is opened once: one handle gives its size, format, lines and digest, so the bytes
+    hashed are the bytes parsed. ``content`` is the file's bytes already read (an import reads a
+    signed file once, to verify the signature over them): they are parsed instead of the path.
     """
     path = Path(path)
     forced = _resolve_type(path, type_name)
-    if not path.is_file():
-        raise InvalidListError(path, None, "no such file")
+    # _open_list refuses a folder, FIFO or device before any read
+    with (io.BytesIO(content) if content is not None else _open_list(path)) as handle:
+        size = len(content) if content is not None else os.fstat(handle.fileno()).st_size
+        return _read_opened(path, handle, size, forced=forced, fmt=fmt, label=label, site=site,
+                            on_type=on_type)
+
+
+def _read_opened(path: Path, handle: BinaryIO, size: int, *, forced: type[KeyType] | None,
+                 fmt: ListFormat, label: str | None, site: str | None,
+                 on_type: Callable[[str], None] | None) -> HashList:
+    """:func:`read_hashlist` on an opened list (``size`` bytes)."""
     if fmt is ListFormat.auto:
-        fmt = _detect_format(path)
+        fmt = _detect_format(path, handle)
     digest = hashlib.sha256()
     result = HashList(label=label or path.name, path=path, sha256="", format=fmt)
     # A list cannot hold more entries of a type than the file has lines of that width, so each
     # type gets one buffer of that size: untouched pages cost no memory, and there is no
     # concatenation (which would hold every key twice).
-    size = path.stat().st_size
     parts: dict[str, _Growing] = {}
     tombstones: dict[str, _Growing] = {}
 
-    lines = _iter_lines(path, digest)
+    lines = _iter_lines(path, digest, handle)
     if fmt in (ListFormat.tdmrep, ListFormat.robots):
         typed = _typed_from_site_file(path, lines, fmt, site)
     elif fmt is ListFormat.text:
@@ -153,8 +171,8 @@ def read_hashlist(path: Path | str, *, type_name: str | None = None,
             on_type(key_type.name)
         keys, valid = key_type.normalize_column(values)
         if not valid.all():
-            bad = int(numbers[np.argmin(valid)])
-            raise InvalidListError(path, bad, f"expected {key_type.expected}")
+            at = int(np.argmin(valid))
+            raise InvalidListError(path, int(numbers[at]), _refusal(key_type, values[at]))
         target = tombstones if deleted else parts
         if key_type.name not in target:
             target[key_type.name] = _Growing(key_type, size)
@@ -171,6 +189,17 @@ def read_hashlist(path: Path | str, *, type_name: str | None = None,
         result.keys[name] = unique_values(parts.pop(name).take())
     result.duplicates = result.entries - sum(len(k) for k in result.keys.values())
     return result
+
+
+def _refusal(key_type: type[KeyType], value: str | None) -> str:
+    """Why ``value`` is no entry of ``key_type``: the type's own reason (which never holds
+    the value, e.g. "an ICANN public suffix..." for a domain), else what was expected."""
+    if value is not None:
+        try:
+            key_type.normalize(value)
+        except ValueError as exc:
+            return str(exc)
+    return f"expected {key_type.expected}"
 
 
 class _Growing:
@@ -199,6 +228,22 @@ class _Growing:
 
 
 
+def check_list_file(path: Path | str) -> None:
+    """Refuse, before anything reads it, a list path that is missing or not a regular file
+    (a FIFO or device would block a reader forever). InvalidListError (exit 2) naming it."""
+    _open_list(Path(path)).close()
+
+
+def _open_list(path: Path) -> BinaryIO:
+    """The list file opened for reading; a missing file, folder, FIFO or device is an
+    InvalidListError naming it (a FIFO would otherwise block the run forever)."""
+    try:
+        return open_regular(path, "list file")
+    except ScrubError as exc:
+        raise InvalidListError(path, None, exc.message.removeprefix(f"{path}: "),
+                               hint=exc.hint) from None
+
+
 def _resolve_type(path: Path, type_name: str | None) -> type[KeyType] | None:
     if type_name is None:
         return None
@@ -210,7 +255,8 @@ def _resolve_type(path: Path, type_name: str | None) -> type[KeyType] | None:
                                f"unknown --type {type_name!r}; known types: {known}") from None
 
 
-def _detect_format(path: Path) -> ListFormat:
+def _detect_format(path: Path, handle: BinaryIO) -> ListFormat:
+    """The format by name, else by the first line of ``handle`` (rewound after)."""
     if path.name.lower() == "tdmrep.json":
         return ListFormat.tdmrep
     suffixes = [s.lower() for s in path.suffixes]
@@ -223,8 +269,8 @@ def _detect_format(path: Path) -> ListFormat:
             return ListFormat.jsonl
         if suffix == ".txt":
             return ListFormat.robots if path.name.lower() == "robots.txt" else ListFormat.text
-    with path.open("rb") as handle:
-        head = handle.read(4096)
+    head = handle.read(4096)
+    handle.seek(0)
     for raw in head.splitlines():
         line = raw.strip()
         if not line or line.startswith(b"#"):
@@ -244,44 +290,45 @@ def _detect_format(path: Path) -> ListFormat:
     return ListFormat.text
 
 
-def _iter_lines(path: Path, digest: "hashlib._Hash") -> Iterator[_Lines]:
+def _iter_lines(path: Path, digest: "hashlib._Hash",
+                handle: BinaryIO) -> Iterator[_Lines]:
     """Stream the file as chunks of stripped, non-blank, comment-free lines with their numbers.
 
     Comments are removed later by format (CSV keeps ``#`` inside fields); here only blank lines go.
-    Checks for binary content and encodings on the way.
+    Checks for binary content and encodings on the way. Reads ``handle`` from where it is (the
+    start); the caller closes it.
     """
     first_line = 1
     carry = b""
     at_start = True
-    with path.open("rb") as handle:
-        while True:
-            block = handle.read(_CHUNK_BYTES)
-            digest.update(block)
-            if at_start:
-                at_start = False
-                if block.startswith((b"\xff\xfe", b"\xfe\xff")):
-                    raise InvalidListError(path, 1, "the file is UTF-16 encoded",
-                                           hint="save it as UTF-8")
-                if b"\x00" in block[:8192]:
-                    raise InvalidListError(path, None,
-                                           "binary content (NUL bytes); expected a text list")
-                if block.startswith(b"\xef\xbb\xbf"):
-                    block = block[3:]
-            data = carry + block
-            if not block:
-                if not data:
-                    return
-                carry = b""
-            else:
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:
-                    carry = data
-                    continue
-                data, carry = data[:cut], data[cut:]
-            yield _chunk_lines(path, data, first_line)
-            first_line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-            if not block:
+    while True:
+        block = handle.read(_CHUNK_BYTES)
+        digest.update(block)
+        if at_start:
+            at_start = False
+            if block.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise InvalidListError(path, 1, "the file is UTF-16 encoded",
+                                       hint="save it as UTF-8")
+            if b"\x00" in block[:8192]:
+                raise InvalidListError(path, None,
+                                       "binary content (NUL bytes); expected a text list")
+            if block.startswith(b"\xef\xbb\xbf"):
+                block = block[3:]
+        data = carry + block
+        if not block:
+            if not data:
                 return
+            carry = b""
+        else:
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                carry = data
+                continue
+            data, carry = data[:cut], data[cut:]
+        yield _chunk_lines(path, data, first_line)
+        first_line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        if not block:
+            return
 
 
 def _chunk_lines(path: Path, data: bytes, first_line: int) -> _Lines:
@@ -370,7 +417,8 @@ def _typed_from_delimited(path: Path, chunks: Iterator[_Lines], forced: type[Key
         if len(text) == 0:
             continue
         if header is None:
-            header = [h.strip().lower() for h in next(csv.reader([text[0]], delimiter=delimiter))]
+            header = [h.strip().lower() for h in
+                      _parse_line(path, int(numbers[0]), text[0], delimiter)]
             value_at = next((header.index(c) for c in _VALUE_COLUMNS if c in header), -1)
             type_at = header.index("type") if "type" in header else -1
             deleted_at = header.index("deleted") if "deleted" in header else -1
@@ -393,11 +441,14 @@ def _typed_from_delimited(path: Path, chunks: Iterator[_Lines], forced: type[Key
 
 def _split_fields(path: Path, numbers: np.ndarray, text: pl.Series, delimiter: str,
                   width: int) -> list[pl.Series]:
-    """Split delimited lines into ``width`` stripped columns; a wrong field count is an error."""
+    """Split delimited lines into ``width`` stripped columns; a wrong field count is an error.
+
+    Lines with quotes are parsed one by one (a record is one line: a quoted field that runs
+    over a line break is an error naming its line, never a silent shift of the rows)."""
     if text.str.contains('"', literal=True).any():
         rows: list[list[str]] = []
-        for number, row in zip(numbers, csv.reader(io.StringIO("\n".join(text.to_list())),
-                                                   delimiter=delimiter)):
+        for number, line in zip(numbers, text):
+            row = _parse_line(path, int(number), line, delimiter)
             if len(row) != width:
                 raise InvalidListError(path, int(number),
                                        f"expected {width} fields, found {len(row)}")
@@ -410,6 +461,18 @@ def _split_fields(path: Path, numbers: np.ndarray, text: pl.Series, delimiter: s
         raise InvalidListError(path, int(numbers[at]),
                                f"expected {width} fields, found {int(counts[at])}")
     return [parts.list.get(i).str.strip_chars() for i in range(width)]
+
+
+def _parse_line(path: Path, number: int, line: str, delimiter: str) -> list[str]:
+    """One delimited line's fields; an unclosed quote or stray text after one is an error."""
+    try:
+        rows = list(csv.reader([line], delimiter=delimiter, strict=True))
+    except csv.Error:
+        raise InvalidListError(path, number, "malformed record (an unclosed quote, text after a "
+                               "closing quote, or a line break inside a field)",
+                               hint="one record per line; quote a field whole, doubling any "
+                                    "quote inside it") from None
+    return rows[0] if rows else [""]
 
 
 def _truthy(flags: pl.Series) -> np.ndarray:
@@ -435,13 +498,13 @@ def _group_by_type(path: Path, numbers: np.ndarray, types: pl.Series, values: pl
 
 def _typed_from_jsonl(path: Path, chunks: Iterator[_Lines],
                       forced: type[KeyType] | None) -> Iterator[_TypedChunk]:
-    schema = pl.Struct({"type": pl.String, "value": pl.String, "deleted": pl.Boolean})
     for chunk in chunks:
         try:
-            decoded = chunk.text.str.json_decode(schema).struct.unnest()
+            decoded = chunk.text.str.json_decode(_JSON_SCHEMA).struct.unnest()
         except pl.exceptions.PolarsError:
             _raise_first_bad_json(path, chunk)
-            raise  # unreachable: the scan above raises
+            raise InvalidListError(path, int(chunk.numbers[0]) if len(chunk.numbers) else None,
+                                   "not valid JSON Lines") from None
         values = decoded["value"]
         missing = values.is_null().to_numpy()
         if missing.any():
@@ -460,12 +523,18 @@ def _typed_from_jsonl(path: Path, chunks: Iterator[_Lines],
 
 
 def _raise_first_bad_json(path: Path, chunk: _Lines) -> None:
-    """Find the first line that is not an object with a string value (slow path, errors only)."""
+    """Find the first line that is not an object with a string value (slow path, errors only).
+
+    Strict JSON (RFC 8259): numbers that overflow a double (``1e999``) and ``NaN``/``Infinity``
+    are errors, as they are for the vectorised decoder; any line that decoder refuses is named.
+    """
     for number, line in zip(chunk.numbers, chunk.text):
         try:
-            obj = json.loads(line)
-        except ValueError:
-            raise InvalidListError(path, int(number), "not valid JSON") from None
+            obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite_float)
+        except (ValueError, RecursionError):
+            raise InvalidListError(path, int(number), "not valid JSON",
+                                   hint="strict JSON: no NaN or Infinity, numbers within a "
+                                        "double's range") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("value"), str):
             raise InvalidListError(path, int(number),
                                    "expected a JSON object with a string 'value'")
@@ -473,6 +542,36 @@ def _raise_first_bad_json(path: Path, chunk: _Lines) -> None:
             raise InvalidListError(path, int(number), "'type' must be a string")
         if "deleted" in obj and not isinstance(obj["deleted"], bool):
             raise InvalidListError(path, int(number), "'deleted' must be true or false")
+    # Python accepts every line: find the one the vectorised decoder refuses, by halving.
+    lo, hi = 0, len(chunk.text)
+    if hi == 0 or _decodes(chunk.text):
+        return
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _decodes(chunk.text.slice(lo, mid - lo)):
+            lo = mid
+        else:
+            hi = mid
+    raise InvalidListError(path, int(chunk.numbers[lo]), "not valid JSON")
+
+
+def _decodes(lines: pl.Series) -> bool:
+    try:
+        lines.str.json_decode(_JSON_SCHEMA)
+    except pl.exceptions.PolarsError:
+        return False
+    return True
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
 
 
 def _typed_from_site_file(path: Path, chunks: Iterator[_Lines], fmt: ListFormat,
