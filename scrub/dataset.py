@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scrub.errors import InvalidDatasetError, UserInputError, brief
+from scrub.layout import REMOVALS_KEY, companion, companion_of
 
 #: Candidate column names per role, in order of preference.
 ROLE_CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -90,16 +91,65 @@ def discover_shards(source: Path | str) -> list[Shard]:
     if path.is_file():
         return [Shard(path)]
     if not path.is_dir():
-        raise UserInputError(f"{path}: no such file or folder")
+        raise UserInputError(f"{path}: " + ("not a regular file or folder (a FIFO, device or "
+                                            "socket)" if path.exists() else
+                                            "no such file or folder"))
+    _refuse_companion(path)
     # The suffix in any case: a shard written as ``PART-0.PARQUET`` is a shard, not a file to
     # skip without a word.
-    shards = [Shard(p) for p in sorted(path.iterdir())
-              if p.is_file() and p.suffix.lower() == ".parquet"
-              and not p.name.startswith((".", "_"))]
+    named = [p for p in sorted(path.iterdir())
+             if p.suffix.lower() == ".parquet" and not p.name.startswith((".", "_"))]
+    # Something named like a shard that is no regular file (a folder of parts, a FIFO, a
+    # broken link) is refused before anything reads it: skipping it would leave its rows
+    # unscrubbed without a word, and reading a FIFO would never end.
+    odd = next((p for p in named if not p.is_file()), None)
+    if odd is not None:
+        raise InvalidDatasetError(f"{odd}: named like a shard but not a regular file (a "
+                                  "folder, FIFO, device or broken link)",
+                                  hint="a dataset is a flat folder of *.parquet files")
+    named = [p for p in named if not _release_removal_list(p)]
+    shards = [Shard(p) for p in named]
     if not shards:
         raise UserInputError(f"{path}: no parquet shards found",
-                             hint="a dataset is a folder of *.parquet files")
+                             hint=_release_hint(path) or "a dataset is a folder of *.parquet "
+                             "files")
     return shards
+
+
+def _refuse_companion(path: Path) -> None:
+    """A companion folder (``X.scrub``: a report, job state, a release's manifest and removal
+    list) is no dataset: UserInputError naming the folder to give instead."""
+    rows = companion_of(path)
+    if rows is not None and any((path / name).is_file() for name in ("manifest.json",
+                                                                   "job.json")):
+        raise UserInputError(f"{path}: the companion folder of {rows} (its manifest, report "
+                             "or job state), not a dataset", hint=f"give {rows}")
+
+
+def _release_removal_list(path: Path) -> bool:
+    """Whether ``path`` is the removal list a release of format 1 or 2 kept beside its shards
+    (``removals.parquet`` beside ``manifest.json``, marked as a removal list and holding its
+    three columns of keyed hashes only): no shard of it."""
+    if path.name != "removals.parquet" or not (path.parent / "manifest.json").is_file():
+        return False
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        return False
+    return REMOVALS_KEY in (schema.metadata or {}) and sorted(schema.names) == [
+        "md5", "sha256", "url"]
+
+
+def _release_hint(path: Path) -> str | None:
+    """For a release folder (what ``scrub release build`` wrote): which folder to give."""
+    variants = sorted(p.name for p in path.iterdir()
+                      if p.is_dir() and not p.is_symlink() and companion_of(p) is None
+                      and ((companion(p) / "manifest.json").is_file()
+                           or (p / "manifest.json").is_file()))
+    if not variants:
+        return None
+    return (f"{path} holds a release: give one of its variant folders "
+            f"({', '.join(str(path / v) for v in variants)})")
 
 
 def parse_role_overrides(pairs: list[str]) -> dict[str, str]:

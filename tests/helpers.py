@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +50,32 @@ def expected_outputs(dataset: Path, drop_global_rows: np.ndarray) -> dict[str, p
 def folder_bytes(folder: Path) -> dict[str, bytes]:
     """Every shard and report file's bytes (not the job state), for byte-for-byte comparisons."""
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@contextlib.contextmanager
+def read_only_folder(where: Path) -> Iterator[Path]:
+    """An empty folder nobody can write, root included: a read-only tmpfs mounted there (as
+    root), else a 0555 folder (as another user). Skips the test where root cannot mount."""
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    where.mkdir(parents=True)
+    if os.geteuid() != 0:
+        where.chmod(0o555)
+        try:
+            yield where
+        finally:
+            where.chmod(0o755)
+        return
+    mount, umount = shutil.which("mount"), shutil.which("umount")
+    if mount is None or umount is None or subprocess.run(
+            [mount, "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(where)],
+            capture_output=True).returncode != 0:
+        pytest.skip("root cannot mount a read-only tmpfs here: no folder is read-only to root")
+    try:
+        yield where
+    finally:
+        subprocess.run([umount, "-l", str(where)], capture_output=True)

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scrub.cli.main import app
+from scrub.layout import companion
 from tests.helpers import write_planted_lists
 
 
@@ -39,9 +40,11 @@ def test_nothing_sensitive_in_outputs_reports_or_logs(sample_dataset: Path, tmp_
 
     captured = (result.stdout + result.stderr + summary.stdout + summary.stderr
                 + caplog.text).encode()
-    written = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    state = companion(tmp_path / "out")  # the report and the job state are searched too
+    written = {p: p.read_bytes() for folder in (tmp_path / "out", state)
+               for p in folder.rglob("*") if p.is_file()}
     assert any(p.name == "apply-report.json" for p in written)
-    assert any(".scrub" in p.parts for p in written)  # the job state is searched too
+    assert any(p.name == "job.json" for p in written)
     for secret in secrets_of(planted_values):
         assert secret not in captured
         for path, data in written.items():

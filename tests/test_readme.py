@@ -42,5 +42,5 @@ def test_scrub_demo_runs_from_the_console_script(tmp_path: Path) -> None:
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "rows removed: 9" in proc.stdout
-    assert (tmp_path / "scrub-demo" / "scrubbed" / "apply-report.json").is_file()
+    assert (tmp_path / "scrub-demo" / "scrubbed.scrub" / "apply-report.json").is_file()
     assert "apply: 3/3 shards" in proc.stderr

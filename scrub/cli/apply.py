@@ -14,7 +14,7 @@ from scrub.cli.render import render_apply_summary
 from scrub.crypto import load_key, resolve_key_file
 from scrub.dataset import parse_role_overrides
 from scrub.errors import UserInputError
-from scrub.lists.hashlist import ListFormat
+from scrub.lists.hashlist import ListFormat, check_list_file
 from scrub.lists.store import ListStore
 from scrub.lists.types import registered_types
 
@@ -73,10 +73,13 @@ def apply_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or notes on stderr."),
 ) -> None:
-    """Remove every row matching the given lists; write the rest and apply-report.json."""
+    """Remove every row matching the given lists; write the rest to OUTPUT (its shards only)
+    and the report beside it, to OUTPUT.scrub/apply-report.json."""
     if not hashlist and not stored and not ledger and punsafe_above is None:
         raise UserInputError("nothing to apply: give at least one --hashlist FILE, --list NAME, "
                              "--ledger or --punsafe-above T")
+    for path in hashlist:  # before any reader opens it: a FIFO would block forever
+        check_list_file(path)
     from scrub.engine.distributed import check_engine
 
     check_engine(engine, address)
@@ -105,9 +108,10 @@ def apply_command(
                               options=options)
         if ledger:
             from scrub.ledger.db import make_engine
-            from scrub.ledger.service import Ledger
+            from scrub.ledger.service import IdentitySeal, Ledger
 
-            book = Ledger(make_engine(db_url))
+            # the key opens the requests' items and authenticates the ledger's history
+            book = Ledger(make_engine(db_url), seal=IdentitySeal(key) if key else None)
             add_ledger_rules(plan, book.enforced_items(), watermark=book.watermark(),
                              options=options)
         if scores is not None:
@@ -129,7 +133,9 @@ def apply_command(
                    "sensitive lists removed rows there and no key was given "
                    "(--key-file) to keep them encrypted", err=True)
     if as_json:
-        typer.echo(json.dumps(result.report, indent=2, sort_keys=True))
+        # Public lists' entries that matched nothing are named here, never in the report file.
+        shown = {**result.report, "unmatched_entry_values": result.unmatched_values}
+        typer.echo(json.dumps(shown, indent=2, sort_keys=True))
     else:
         typer.echo(render_apply_summary(result.report, result.path))
 

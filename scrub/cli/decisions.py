@@ -10,8 +10,9 @@ import typer
 
 from scrub.cli.errors import handle_errors
 from scrub.crypto import load_key, resolve_key_file
-from scrub.engine.checkpoint import STATE_DIR
+from scrub.engine.checkpoint import LEGACY_STATE_DIR
 from scrub.engine.decisions import describe_records, read_decisions
+from scrub.layout import companion, companion_of
 
 decisions_app = typer.Typer(help="Decision records of apply runs.", no_args_is_help=True)
 
@@ -30,7 +31,10 @@ def show_command(
     """Each removed row: shard, row number, reasons, sources and evidence (distance)."""
     resolved = resolve_key_file(key_file)
     key = load_key(resolved) if resolved else None
-    state = run / STATE_DIR
+    # OUTPUT.scrub/ (or that folder itself); an older scrub kept it in OUTPUT/.scrub/
+    state = run if companion_of(run) and (run / "decisions").is_dir() else companion(run)
+    if not state.is_dir() and (run / LEGACY_STATE_DIR).is_dir():
+        state = run / LEGACY_STATE_DIR
     for name, records in read_decisions(state, key=key, shard=shard):
         rows = describe_records(state, records if not limit else records.slice(0, limit))
         if as_json:

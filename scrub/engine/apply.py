@@ -1,8 +1,11 @@
 """``scrub apply``: run a match plan over a dataset into an output folder, resumably.
 
 OUTPUT gets one shard per input shard (same name, schema and row order, minus matched rows) and
-``apply-report.json`` with counts only. Each shard appears atomically; the report appears once
-every shard is done. A rerun of the same job continues from completed shards.
+nothing else, so every parquet reader reads it as exactly its rows; the report
+(``apply-report.json``, counts only), the job state and the decision records lie in its
+companion folder ``OUTPUT.scrub/`` (:mod:`scrub.layout`). Each shard appears atomically; the
+report appears once every shard is done. A rerun of the same job continues from completed
+shards.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats, Totals
 from scrub.engine.warmup import announcing_to
 from scrub.errors import InvalidDatasetError, ScrubError, ShardsFailedError, UserInputError
+from scrub.layout import companion
 from scrub.progress import Progress
 
 REPORT_NAME = "apply-report.json"
@@ -34,7 +38,7 @@ REPORT_NAME = "apply-report.json"
 
 @dataclass
 class ApplyResult:
-    """The report written to ``apply-report.json`` and where it lies."""
+    """The report written to ``OUTPUT.scrub/apply-report.json`` and where it lies."""
 
     report: dict[str, object]
     path: Path
@@ -66,7 +70,8 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
     """
     source, output = Path(source), Path(output)
     shards = discover_shards(source)
-    if output.resolve() == (source if source.is_dir() else source.parent).resolve():
+    folder = (source if source.is_dir() else source.parent).resolve()
+    if folder in (output.resolve(), companion(output).resolve()):
         raise UserInputError(f"{output}: OUTPUT must differ from the input folder",
                              hint="scrub never rewrites its input in place")
     if engine == "ray":
@@ -100,8 +105,11 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
     done.update({o.shard.name: o.stats for o in outcomes if o.stats})
     shard_stats = [done[s.name] for s in shards]
     report = build_report(ready, source, output, shard_stats)
-    path = output / REPORT_NAME
+    path = state.root / REPORT_NAME
     atomic_write_json(path, report)
+    state.finish()
+    if state.replaced_legacy:  # an older scrub's report, inside OUTPUT: it is no shard
+        (output / REPORT_NAME).unlink(missing_ok=True)
     public = [s.label for s in ready.sources if not s.sensitive and s.kind == "hashlist"]
     values = unmatched_values(ready, Totals.of(shard_stats).matched_entries, public)
     return ApplyResult(report=report, path=path, unmatched_values=values)

@@ -1,10 +1,13 @@
-"""Job state inside an output folder: identity, per-shard completion markers, temporary files.
+"""Job state of an output folder: identity, per-shard completion markers, temporary files.
 
-Layout under ``OUTPUT/.scrub/``: ``job.json`` (what job this folder belongs to), ``done/NAME.json``
-(one marker per completed shard, with its stats and the identity of the input it was made from)
-and ``tmp/`` (partial files, renamed into place when complete). A rerun of the same job skips
-shards whose marker matches the current input and output; anything else is recomputed, and since
-the work is deterministic the bytes come out the same.
+The state lies in OUTPUT's companion folder ``OUTPUT.scrub/`` (:mod:`scrub.layout`), so that
+a finished OUTPUT holds its shards only: ``job.json`` (what job OUTPUT belongs to) and
+``done/NAME.json`` (one marker per completed shard, with its stats and the identity of the input
+it was made from). Partial files are written in ``OUTPUT/.scrub-tmp/``, on OUTPUT's own file
+system (OUTPUT may be a mount point), renamed into place when complete; the folder goes when
+the job completes. A rerun of the same job skips shards whose marker matches the current input
+and output; anything else is recomputed, and since the work is deterministic the bytes come out
+the same. Older scrubs kept the state in ``OUTPUT/.scrub/`` (:data:`LEGACY_STATE_DIR`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from scrub.atomic import atomic_write_json
 from scrub.dataset import Shard
 from scrub.engine.stats import ShardStats
 from scrub.errors import OutputConflictError, UserInputError
+from scrub.layout import companion
 
-STATE_DIR = ".scrub"
+#: Where scrub before the companion folders kept a job's state: inside OUTPUT.
+LEGACY_STATE_DIR = ".scrub"
+#: Partial files of a running job, inside OUTPUT (a rename never crosses file systems).
+TMP_DIR = ".scrub-tmp"
 
 
 class JobState:
@@ -28,31 +35,58 @@ class JobState:
     def __init__(self, output: Path, job: dict[str, object]) -> None:
         self.output = output
         self.job = job
-        self.root = output / STATE_DIR
+        self.root = companion(output)
         self.done_dir = self.root / "done"
-        self.tmp_dir = self.root / "tmp"
+        self.tmp_dir = output / TMP_DIR
+        #: Whether :meth:`prepare` removed the state an older scrub kept inside OUTPUT.
+        self.replaced_legacy = False
 
     def prepare(self, *, force: bool) -> None:
-        """Claim the output folder for this job, or refuse if it holds something else."""
-        if self.output.exists() and not self.output.is_dir():
-            raise UserInputError(f"{self.output}: exists and is not a folder")
+        """Claim the output folder (and its companion) for this job, or refuse if they hold
+        something else."""
+        for folder in (self.output, self.root):
+            if folder.exists() and not folder.is_dir():
+                raise UserInputError(f"{folder}: exists and is not a folder")
         existing = self._existing_job()
+        legacy = self.output / LEGACY_STATE_DIR
+        if existing is None and (legacy / "job.json").is_file():
+            if not force:
+                raise OutputConflictError(
+                    f"{self.output}: holds the output of an older scrub (its state inside it, "
+                    f"in {LEGACY_STATE_DIR}/)",
+                    hint="choose another OUTPUT, or pass --force to replace it")
+            shutil.rmtree(legacy)
+            self.replaced_legacy = True
         if existing is not None and existing != self.job:
             if not force:
                 raise OutputConflictError(
                     f"{self.output}: holds the output of a different scrub job",
                     hint="choose another OUTPUT, or pass --force to replace it")
             shutil.rmtree(self.root)
-        elif existing is None and self.output.is_dir() and any(self.output.iterdir()):
+        elif existing is None and any(self._holds_something(f) for f in (self.output, self.root)):
             if not force:
+                busy = self.output if self._holds_something(self.output) else self.root
                 raise OutputConflictError(
-                    f"{self.output}: exists and is not empty",
+                    f"{busy}: exists and is not empty",
                     hint="choose another OUTPUT, or pass --force to write into it")
-        self.done_dir.mkdir(parents=True, exist_ok=True)
+        self.output.mkdir(parents=True, exist_ok=True)
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir)  # leftovers of an interrupted run
-        self.tmp_dir.mkdir(parents=True)
+        try:  # first: an OUTPUT that cannot be written fails before anything is written
+            self.tmp_dir.mkdir()
+        except OSError as exc:  # named as the user named it, not by scrub's folder in it
+            raise OSError(exc.errno, exc.strerror, str(self.output)) from None
+        self.done_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.root / "job.json", self.job)
+
+    def _holds_something(self, folder: Path) -> bool:
+        """Whether ``folder`` holds anything but the partial-file folder of a job killed
+        before it recorded itself."""
+        return folder.is_dir() and any(p != self.tmp_dir for p in folder.iterdir())
+
+    def finish(self) -> None:
+        """The job is complete: its partial-file folder goes, leaving OUTPUT its shards."""
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def _existing_job(self) -> dict[str, object] | None:
         path = self.root / "job.json"

@@ -1,11 +1,11 @@
 """Decision records: for every dropped row, why (reason bits) and because of whom (source ids),
 with evidence such as a perceptual distance. Never a list value, never a row's content.
 
-One file per shard under ``OUTPUT/.scrub/decisions/``. When a sensitive source (a partner list)
-contributed to a shard's removals, its file is encrypted with the data key
-(``SHARD.decisions.parquet.enc``); without a key those records are withheld, never written in
-clear. ``OUTPUT/.scrub/sources.json`` maps source ids to labels. ``scrub decisions show`` lets an
-auditor holding the key read them.
+One file per shard under ``OUTPUT.scrub/decisions/`` (OUTPUT's companion folder). When a
+sensitive source (a partner list) contributed to a shard's removals, its file is encrypted with
+the data key (``SHARD.decisions.parquet.enc``); without a key those records are withheld, never
+written in clear. ``OUTPUT.scrub/sources.json`` maps source ids to labels. ``scrub decisions
+show`` lets an auditor holding the key read them.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def read_decisions(state_dir: Path, *, key: bytes | None = None,
     """(shard, records) of a run, decrypting with ``key`` where needed."""
     folder = state_dir / "decisions"
     if not folder.is_dir():
-        raise UserInputError(f"{state_dir.parent}: no decision records here",
+        raise UserInputError(f"{state_dir}: no decision records here",
                              hint="point at the OUTPUT folder of a scrub apply run")
     for path in sorted(folder.iterdir()):
         name = path.name.split(_SUFFIX)[0]

@@ -1,11 +1,12 @@
-"""What a release publishes beside its shards: the signed manifest, the audit report (JSON and
-self-contained HTML) and the removal list, and how a release is verified.
+"""What a release publishes beside its shards, in each variant's companion folder ``V.scrub/``:
+the signed manifest, the audit report (JSON and self-contained HTML) and the removal list; and how
+a variant, or a whole release folder, is verified.
 
 The manifest is canonical JSON (sorted keys, two-space indent); ``manifest.sig`` holds the
-base64 Ed25519 signature of its exact bytes. It lists every file of the variant with its sha256
-(see :mod:`scrub.release.signed`), and for each shard only a keyed tag of its sealed build state
-(:mod:`scrub.release.state`, kept outside the variant). Sensitive sources (partner lists, ledger
-requests) appear in reports as counts only.
+base64 Ed25519 signature of its exact bytes. It lists every file of the variant folder and of
+its companion with its sha256 (see :mod:`scrub.release.signed`), and for each shard only a keyed
+tag of its sealed build state (:mod:`scrub.release.state`, kept outside the variant). Sensitive
+sources (partner lists, ledger requests) appear in reports as counts only.
 """
 
 from __future__ import annotations
@@ -17,27 +18,39 @@ import io
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from scrub import __version__
 from scrub.atomic import atomic_path, atomic_write_bytes, atomic_write_json, file_sha256
 from scrub.crypto import load_public_key, public_key_bytes, public_key_fingerprint
 from scrub.errors import ExternalSourceError, UserInputError, brief
-from scrub.release.build import REMOVALS_KEY, ReleasePlan, Reuse, carried_removals
+from scrub.layout import REMOVALS_KEY, companion
+from scrub.release.build import STAGING, ReleasePlan, Reuse, carried_removals
+from scrub.release.probe import PROBE_DIR
 from scrub.release.signed import (
+    AUDIT_HTML,
+    AUDIT_JSON,
     FORMAT,
     MANIFEST,
     REMOVALS,
     SIGNATURE,
+    VariantFolders,
+    find_variants,
     listed_files,
-    read_signed_manifest,
+    locate_variant,
+    read_variant,
 )
+from scrub.release.state import STATE_DIR
 
 
 def canonical(obj: object) -> bytes:
@@ -45,7 +58,8 @@ def canonical(obj: object) -> bytes:
 
 
 class Finisher:
-    """Writes each variant's removal list, audit and signed manifest into the staging folder."""
+    """Writes each variant's removal list, audit and signed manifest into its companion folder
+    in the staging folder."""
 
     def __init__(self, release: ReleasePlan, source: Path, signing_key: Ed25519PrivateKey, *,
                  dataset: str, previous: Path | None = None, carry: Reuse | None = None) -> None:
@@ -61,24 +75,26 @@ class Finisher:
         inputs = [{"name": s["shard"], "sha256": s["input_sha256"],
                    "size": (self.source / str(s["shard"])).stat().st_size} for s in first]
         public = public_key_bytes(self.key.public_key())
+        every = sorted(v.policy.name for v in self.release.variants)
         for variant in self.release.variants:
             name = variant.policy.name
-            folder = stage / name
+            folder = companion(stage / name)
             removal_rows = self._removal_list(stage, name, str(job["removal_key"]))
             shards = [{"name": s["shard"], "rows": s["rows_out"], "sha256": s["sha256"],
                        "state_tag": s["state"]}
                       for s in stats[name]]  # hashed by the workers as they wrote them
             embeddings = [s["embeddings"] for s in stats[name] if "embeddings" in s]
             audit = self._audit(variant.sources, name, stats[name], job)
-            atomic_write_json(folder / "audit.json", audit)
-            atomic_write_bytes(folder / "audit.html", render_html(audit).encode())
+            atomic_write_json(folder / AUDIT_JSON, audit)
+            atomic_write_bytes(folder / AUDIT_HTML, render_html(audit).encode())
             removals_sha256 = file_sha256(folder / REMOVALS)
-            # every file of the variant: whatever else lies in its folder is not the release's
+            # every file of the variant's two folders: whatever else lies in them is not the
+            # release's. The variant folder holds its shards only.
             files = {s["name"]: s["sha256"] for s in shards}
-            files.update({e["name"]: e["sha256"] for e in embeddings})
-            files.update({REMOVALS: removals_sha256,
-                          "audit.json": file_sha256(folder / "audit.json"),
-                          "audit.html": file_sha256(folder / "audit.html")})
+            others = {e["name"]: e["sha256"] for e in embeddings}
+            others.update({REMOVALS: removals_sha256,
+                           AUDIT_JSON: file_sha256(folder / AUDIT_JSON),
+                           AUDIT_HTML: file_sha256(folder / AUDIT_HTML)})
             manifest = {
                 "format": FORMAT, "scrub_version": __version__,
                 "dataset": self.dataset, "release_id": job["release_id"], "variant": name,
@@ -100,6 +116,8 @@ class Finisher:
                              "sha256": removals_sha256,
                              "hmac": "sha256", "key": job["removal_key"]},
                 "files": dict(sorted(files.items())),
+                "companion_files": dict(sorted(others.items())),
+                "release_variants": every,
                 "signed_by": public_key_fingerprint(public),
             }
             body = canonical(manifest)
@@ -121,7 +139,9 @@ class Finisher:
         seed = int.from_bytes(hashlib.sha256(f"{key}:{name}".encode()).digest()[:8], "big")
         order = np.random.default_rng(seed).permutation(table.height)
         shuffled = table[order].to_arrow().replace_schema_metadata({REMOVALS_KEY: key.encode()})
-        with atomic_path(stage / name / REMOVALS) as tmp:
+        target = companion(stage / name) / REMOVALS
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
             pq.write_table(shuffled, tmp, compression="zstd")
         return table.height
 
@@ -154,12 +174,15 @@ class Finisher:
 
 
 def compare(previous: Path, audit: dict[str, object]) -> dict[str, object]:
-    """Totals and reasons against a previous release of the same variant."""
-    path = previous / "audit.json" if previous.is_dir() else previous
+    """Totals and reasons against a previous release of the same variant (its variant folder,
+    its companion folder, or its audit.json)."""
+    folders = locate_variant(previous)
+    path = (folders.meta / AUDIT_JSON if folders is not None
+            else previous / AUDIT_JSON if previous.is_dir() else previous)
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):
-        raise UserInputError(f"--previous {previous}: no readable audit.json") from None
+        raise UserInputError(f"--previous {previous}: no readable {AUDIT_JSON}") from None
     reasons = sorted(set(old.get("removed_by_reason", {})) | set(audit["removed_by_reason"]))
     return {"release_id": old.get("release_id"), "rows_out": old.get("rows_out"),
             "removed": old.get("removed"),
@@ -226,22 +249,96 @@ td:first-child,th:first-child{{text-align:left}}</style></head><body>
 
 
 def verify_release(folder: Path, pubkey: Path) -> dict:
-    """Check that ``folder`` is exactly the signed release: the signature verifies with
-    ``pubkey`` and the manifest names that key as ``signed_by``; the folder holds every file
-    the manifest lists, each with its sha256, and nothing else (no other file, folder or
+    """Check that the variant ``folder`` names (its variant folder, its companion folder or its
+    manifest) is exactly the signed release: the signature verifies with ``pubkey`` and the
+    manifest names that key as ``signed_by``; the variant folder and its companion hold every
+    file the manifest lists, each with its sha256, and nothing else (no other file, folder or
     link, at any depth); every shard reads as parquet with its row count. Errors (exit 3) name
     the first problem. Returns the manifest."""
-    manifest = read_signed_manifest(folder, load_public_key(pubkey))
-    files = listed_files(manifest, folder / MANIFEST)
+    folders = locate_variant(folder)
+    if folders is None:
+        raise UserInputError(f"{folder}: no {MANIFEST} here nor in {companion(folder).name}/ "
+                             "(not a release variant)")
+    manifest, problems = check_variant(folders, load_public_key(pubkey))
+    if problems:
+        raise ExternalSourceError(_verdict(_title(manifest), problems))
+    return manifest
+
+
+@dataclass
+class VariantCheck:
+    """One variant of a release folder as :func:`verify_release_folder` found it: its
+    manifest (None when it is not signed with the key) and its problems, first first."""
+
+    folders: VariantFolders
+    manifest: dict | None
+    problems: list[str]
+
+
+def verify_release_folder(root: Path, pubkey: Path) -> tuple[list[VariantCheck], list[str]]:
+    """Check every variant of the release folder ``root`` (what ``scrub release build``
+    wrote) as :func:`verify_release` does, and the folder itself: it holds the variants, their
+    companion folders and the build's private state (``.scrub-state/``, ``.scrub-probe/``) and
+    nothing else; every variant belongs to one release, lies in the folder its manifest names,
+    and every variant the manifests name is there. Returns each variant's check and the
+    problems of the folder; raises nothing for a variant that fails."""
+    key = load_public_key(pubkey)
+    checks = []
+    for folders in find_variants(root):
+        try:
+            manifest, problems = check_variant(folders, key)
+        except (ExternalSourceError, UserInputError) as exc:
+            manifest, problems = None, [exc.message]
+        if manifest is not None and manifest.get("variant") != folders.name:
+            problems.append(f"{folders.rows}: holds variant {str(manifest.get('variant'))[:80]!r}"
+                            " of its release, not the one named by its folder")
+        checks.append(VariantCheck(folders, manifest, problems))
+    problems = []
+    known = {c.folders.rows.name for c in checks} | {c.folders.meta.name for c in checks}
+    for entry in sorted(root.iterdir()):
+        if entry.name in known:
+            continue
+        if entry.name in (STATE_DIR, PROBE_DIR) and entry.is_dir() and not entry.is_symlink():
+            continue  # the build's private state: beside the variants, never published
+        problems.append(f"{entry}: the staging folder of an unfinished build (rerun it to "
+                        "finish)" if entry.name == STAGING else
+                        f"{entry}: not part of the release (no variant with a signed manifest)")
+    signed = [c.manifest for c in checks if c.manifest is not None]
+    releases = sorted({str(m.get("release_id")) for m in signed})
+    if len(releases) > 1:
+        problems.append(f"{root}: holds variants of {len(releases)} releases "
+                        f"({', '.join(r[:40] for r in releases[:4])})")
+    named = {v for m in signed for v in (m.get("release_variants") or [])
+             if isinstance(v, str)}
+    for name in sorted(named - {c.folders.name for c in checks}):
+        problems.append(f"{root / name}: missing (the release's manifests name variant "
+                        f"{name[:80]!r})")
+    return checks, problems
+
+
+def check_variant(folders: VariantFolders, key: Ed25519PublicKey) -> tuple[dict, list[str]]:
+    """The signed manifest of a variant and every problem of its files (see
+    :func:`verify_release`); a manifest that is not signed with ``key``, or not a manifest, is
+    an error (ExternalSourceError or UserInputError)."""
+    manifest = read_variant(folders, key)
+    listing = listed_files(manifest, folders.manifest)
     try:
         rows = {str(s["name"]): int(s["rows"]) for s in manifest["shards"]}
-        title = f"release {manifest['release_id']} ({manifest['variant']})"
+        _title(manifest)
     except (KeyError, TypeError, ValueError):
-        raise ExternalSourceError(f"{folder / MANIFEST}: signed, but its shard entries are "
+        raise ExternalSourceError(f"{folders.manifest}: signed, but its shard entries are "
                                   "malformed") from None
-    problems = _unlisted(folder, files)
-    for name, digest in sorted(files.items()):
-        path = folder / name
+    problems = [f"{folder}: a symbolic link (a release holds plain folders and files only)"
+                for folder in dict.fromkeys((folders.rows, folders.meta)) if folder.is_symlink()]
+    if folders.inline:
+        problems += _unlisted(folders.rows, set(listing.rows) | {MANIFEST, SIGNATURE})
+        located = [(folders.rows / n, n in rows, n, d) for n, d in listing.rows.items()]
+    else:  # the variant folder holds exactly its shards; the companion everything else
+        problems += _unlisted(folders.rows, set(listing.rows))
+        problems += _unlisted(folders.meta, set(listing.meta) | {MANIFEST, SIGNATURE})
+        located = [(folders.rows / n, True, n, d) for n, d in listing.rows.items()]
+        located += [(folders.meta / n, False, n, d) for n, d in listing.meta.items()]
+    for path, shard, name, digest in sorted(located):
         if not path.is_file() or path.is_symlink():
             problems.append(f"{path}: missing" if not os.path.lexists(path)
                             else f"{path}: not a plain file")
@@ -249,7 +346,7 @@ def verify_release(folder: Path, pubkey: Path) -> dict:
         if file_sha256(path) != digest:
             problems.append(f"{path}: sha256 differs from the manifest")
             continue
-        if name in rows:
+        if shard:
             try:
                 found = pq.ParquetFile(path).metadata.num_rows
             except (OSError, pa.ArrowException) as exc:
@@ -257,18 +354,24 @@ def verify_release(folder: Path, pubkey: Path) -> dict:
                 continue
             if found != rows[name]:
                 problems.append(f"{path}: {found} rows, the manifest says {rows[name]}")
-    if problems:
-        raise ExternalSourceError(f"{title} fails verification: {problems[0]}"
-                                  + (f" (and {len(problems) - 1} more)" if len(problems) > 1
-                                     else ""))
-    return manifest
+    return manifest, problems
 
 
-def _unlisted(folder: Path, files: dict[str, str]) -> list[str]:
-    """What lies in ``folder`` besides the listed files, the manifest and its signature: any
-    other file, folder or symbolic link, at any depth, hidden or not."""
-    expected = set(files) | {MANIFEST, SIGNATURE}
-    parents = {"/".join(parts[:i]) for parts in (name.split("/") for name in files)
+def _title(manifest: dict) -> str:
+    return f"release {manifest['release_id']} ({manifest['variant']})"
+
+
+def _verdict(title: str, problems: list[str]) -> str:
+    return (f"{title} fails verification: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+
+def _unlisted(folder: Path, expected: set[str]) -> list[str]:
+    """What lies in ``folder`` besides the ``expected`` files (relative POSIX paths): any other
+    file, folder or symbolic link, at any depth, hidden or not."""
+    if not folder.is_dir():
+        return [f"{folder}: missing"]
+    parents = {"/".join(parts[:i]) for parts in (name.split("/") for name in expected)
                for i in range(1, len(parts))}
     problems: list[str] = []
     walk = os.walk(folder, onerror=lambda exc: problems.append(
@@ -309,12 +412,13 @@ def diff_releases(old: Path, new: Path) -> dict[str, object]:
     back, and the removals per reason from their audits."""
     sides = []
     for folder in (old, new):
-        manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
-            raise UserInputError(f"{folder}: no {MANIFEST} (not a release folder)")
-        manifest = json.loads(manifest_path.read_text())
-        audit = json.loads((folder / "audit.json").read_text())
-        shards = [folder / s["name"] for s in manifest["shards"]]
+        folders = locate_variant(folder)
+        if folders is None:
+            raise UserInputError(f"{folder}: no {MANIFEST} here nor in "
+                                 f"{companion(folder).name}/ (not a release variant)")
+        manifest = json.loads(folders.manifest.read_text())
+        audit = json.loads((folders.meta / AUDIT_JSON).read_text())
+        shards = [folders.rows / s["name"] for s in manifest["shards"]]
         names = pq.read_schema(shards[0]).names if shards else []
         column = next((c for c in ("key", "SAMPLE_ID", "uid", "url", "URL") if c in names), None)
         if column is None:

@@ -1,10 +1,16 @@
-"""A release's signed manifest as a reader takes it: the Ed25519 signature over its exact bytes,
-the signer it names, and the complete listing of the variant's files.
+"""A release's signed manifest as a reader takes it: where a variant's files lie, the Ed25519
+signature over the manifest's exact bytes, the signer it names, and the complete listing of the
+variant's files.
 
-Format ``scrub-release/2`` lists every file of a variant in ``files`` (relative POSIX path ->
-sha256), ``manifest.json`` and ``manifest.sig`` aside: a file it does not list is not part of the
-release. ``scrub-release/1`` listed the shards, embeddings, removal list and ``_state/`` files in
-their own entries; it is still read for ``scrub release verify``.
+From format ``scrub-release/3`` a variant is two folders (:mod:`scrub.layout`): the variant
+folder ``V/`` holds its shards and nothing else (every parquet reader reads it as exactly its
+rows), and its companion folder ``V.scrub/`` holds ``manifest.json``, ``manifest.sig``, the
+audit, the removal list and the embeddings (``img_emb/``). The manifest lists every file of both:
+``files`` (the variant folder, exactly its shards) and ``companion_files`` (the companion folder,
+manifest and signature aside), relative POSIX path -> sha256; it also names every variant of its
+release (``release_variants``). Formats ``scrub-release/2`` (every file in ``files``) and
+``scrub-release/1`` (the shards, embeddings, removal list and ``_state/`` files in their own
+entries) kept everything in the variant folder; they are still read for ``scrub release verify``.
 """
 
 from __future__ import annotations
@@ -12,33 +18,112 @@ from __future__ import annotations
 import base64
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from scrub.crypto import public_key_bytes, public_key_fingerprint
 from scrub.errors import ExternalSourceError, UserInputError
+from scrub.layout import companion, companion_of
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 REMOVALS = "removals.parquet"
+AUDIT_JSON = "audit.json"
+AUDIT_HTML = "audit.html"
 #: The manifest format this version writes, and those it reads.
-FORMAT = "scrub-release/2"
-FORMATS = ("scrub-release/1", FORMAT)
+FORMAT = "scrub-release/3"
+FORMATS = ("scrub-release/1", "scrub-release/2", FORMAT)
+#: Formats whose manifest and other files lie in the variant folder, beside the shards.
+INLINE_FORMATS = ("scrub-release/1", "scrub-release/2")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class VariantFolders:
+    """Where a variant lies: ``rows``, its folder of shards, and ``meta``, the folder of its
+    manifest (its companion ``rows.scrub`` from format 3 on, ``rows`` itself before)."""
+
+    rows: Path
+    meta: Path
+
+    @property
+    def inline(self) -> bool:
+        return self.rows == self.meta
+
+    @property
+    def manifest(self) -> Path:
+        return self.meta / MANIFEST
+
+    @property
+    def name(self) -> str:
+        return self.rows.name
+
+
+def locate_variant(path: Path) -> VariantFolders | None:
+    """The variant ``path`` names: its variant folder, its companion folder or its
+    ``manifest.json``, in either layout; None when ``path`` is none of these."""
+    path = Path(path)
+    if path.name == MANIFEST and path.is_file():
+        path = path.parent
+    if path.name in ("", ".."):  # "." or "..": the folder's own name tells its companion
+        path = path.resolve()
+    if not path.is_dir():
+        return None
+    if path.name and (companion(path) / MANIFEST).is_file():
+        return VariantFolders(path, companion(path))
+    rows = companion_of(path)
+    if rows is not None and (path / MANIFEST).is_file():
+        return VariantFolders(rows, path)
+    if (path / MANIFEST).is_file():
+        return VariantFolders(path, path)
+    return None
+
+
+def find_variants(path: Path) -> list[VariantFolders]:
+    """The variants at ``path``: the one it names (see :func:`locate_variant`), or every
+    variant of the release folder it is (what ``scrub release build`` wrote; a companion
+    folder whose variant folder is gone counts, so that its verification says so). Empty
+    when there is none."""
+    one = locate_variant(path)
+    if one is not None:
+        return [one]
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    found = {}
+    for child in sorted(path.iterdir()):
+        if not child.is_dir() or child.is_symlink():
+            continue
+        rows = companion_of(child)
+        if rows is not None:
+            if (child / MANIFEST).is_file():
+                found.setdefault(rows.name, VariantFolders(rows, child))
+        elif (variant := locate_variant(child)) is not None:
+            found[child.name] = variant
+    return [found[name] for name in sorted(found)]
 
 
 def signer_fingerprint(key: Ed25519PublicKey) -> str:
     return public_key_fingerprint(public_key_bytes(key))
 
 
-def read_signed_manifest(folder: Path, key: Ed25519PublicKey) -> dict:
-    """The manifest of the variant in ``folder`` once its signature verifies with ``key`` and it
-    names that key as its signer. No manifest: UserInputError (not a release); anything else
-    wrong: ExternalSourceError (exit 3), naming the file."""
-    manifest_path, signature_path = folder / MANIFEST, folder / SIGNATURE
-    if not manifest_path.is_file():
-        raise UserInputError(f"{folder}: no {MANIFEST} (not a release folder)")
+def read_signed_manifest(path: Path, key: Ed25519PublicKey) -> dict:
+    """The manifest of the variant ``path`` names (see :func:`locate_variant`) once its
+    signature verifies with ``key``, it names that key as its signer and its format matches
+    where it lies. No manifest: UserInputError (not a release); anything else wrong:
+    ExternalSourceError (exit 3), naming the file."""
+    folders = locate_variant(path)
+    if folders is None:
+        raise UserInputError(f"{path}: no {MANIFEST} here nor in {companion(path).name}/ "
+                             "(not a release variant)")
+    return read_variant(folders, key)
+
+
+def read_variant(folders: VariantFolders, key: Ed25519PublicKey) -> dict:
+    """The signed manifest of the variant in ``folders`` (see :func:`read_signed_manifest`)."""
+    manifest_path, signature_path = folders.manifest, folders.meta / SIGNATURE
     if not signature_path.is_file():
         raise ExternalSourceError(f"{signature_path}: missing (the manifest is not signed)")
     body = manifest_path.read_bytes()
@@ -61,40 +146,69 @@ def read_signed_manifest(folder: Path, key: Ed25519PublicKey) -> dict:
         raise ExternalSourceError(f"{manifest_path}: names signer "
                                   f"{str(manifest.get('signed_by'))[:80]!r}, but verifies with "
                                   f"the key given ({fingerprint})")
+    if (manifest["format"] in INLINE_FORMATS) != folders.inline:
+        where = "a variant folder, beside the shards" if folders.inline else "a companion folder"
+        raise ExternalSourceError(f"{manifest_path}: a {manifest['format']} manifest cannot lie "
+                                  f"in {where}",
+                                  hint="publish the release as scrub release build laid it out")
     return manifest
 
 
-def listed_files(manifest: dict, where: Path) -> dict[str, str]:
-    """Every file of the variant that ``manifest`` lists: relative POSIX path -> sha256.
+@dataclass(frozen=True)
+class Listing:
+    """Every file of a variant that its manifest lists, relative POSIX path -> sha256: ``rows``
+    in the variant folder, ``meta`` in its companion folder (empty for the inline formats,
+    whose ``rows`` holds everything)."""
 
-    Names must be plain relative paths inside the folder; in format 2 the shards, embeddings
-    and removal list must appear in ``files`` with the digests their own entries give.
+    rows: dict[str, str]
+    meta: dict[str, str]
+
+
+def listed_files(manifest: dict, where: Path) -> Listing:
+    """Every file of the variant that ``manifest`` lists.
+
+    Names must be plain relative paths inside their folder. From format 3 the variant folder
+    lists exactly the shards (flat names, with the digests their entries give), and the
+    companion folder the embeddings and the removal list with theirs; in format 2 the shards,
+    embeddings and removal list must appear in ``files`` with their digests.
     ExternalSourceError (exit 3) naming ``where`` otherwise."""
+    meta: dict[str, str] = {}
     try:
+        shards = {s["name"]: s["sha256"] for s in manifest["shards"]}
+        named = {e["name"]: e["sha256"] for e in manifest.get("embeddings", [])}
         if manifest["format"] == FORMAT:
-            files = dict(manifest["files"])
-            named = {s["name"]: s["sha256"] for s in manifest["shards"]}
-            named.update({e["name"]: e["sha256"] for e in manifest["embeddings"]})
+            files, meta = dict(manifest["files"]), dict(manifest["companion_files"])
             named[manifest["removals"]["file"]] = manifest["removals"]["sha256"]
-            for name, digest in named.items():
-                if files.get(name) != digest:
-                    raise ExternalSourceError(f"{where}: {name!r} is missing from the manifest's "
-                                              "file list or listed there with another sha256")
+            listed = meta
+        elif manifest["format"] == "scrub-release/2":
+            files = dict(manifest["files"])
+            named.update(shards)
+            named[manifest["removals"]["file"]] = manifest["removals"]["sha256"]
+            listed = files
         else:
-            files = {s["name"]: s["sha256"] for s in manifest["shards"]}
+            files = dict(shards)
             files.update({f"_state/{Path(s['name']).stem}.json": s["state"]
                           for s in manifest["shards"] if "state" in s})
-            files.update({e["name"]: e["sha256"] for e in manifest.get("embeddings", [])})
+            files.update(named)
             files.update(manifest.get("files", {}))
             files[REMOVALS] = manifest["removals"]["sha256"]
+            named, listed = {}, files
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ExternalSourceError(f"{where}: signed, but its file entries are malformed") \
             from None
-    for name, digest in files.items():
+    inline = manifest["format"] in INLINE_FORMATS
+    for name, digest in (*files.items(), *meta.items()):
         if (not isinstance(name, str) or "\\" in name or "\0" in name
                 or any(part in ("", ".", "..") for part in name.split("/"))
-                or name in (MANIFEST, SIGNATURE)
+                or (name in (MANIFEST, SIGNATURE) and (inline or name in meta))
                 or not (isinstance(digest, str) and _SHA256.fullmatch(digest))):
             raise ExternalSourceError(f"{where}: lists {str(name)[:80]!r}, which is not a plain "
                                       "relative file name with a sha256")
-    return files
+    if not inline and (files != shards or any("/" in name for name in files)):
+        raise ExternalSourceError(f"{where}: the variant folder's file list is not exactly its "
+                                  "shards, each a file directly in it")
+    for name, digest in named.items():
+        if listed.get(name) != digest:
+            raise ExternalSourceError(f"{where}: {name!r} is missing from the manifest's file "
+                                      "list or listed there with another sha256")
+    return Listing(files, meta)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 from scrub.engine.apply import apply
 from scrub.engine.plan import plan_from_hashlists
 from scrub.errors import OutputConflictError, ShardsFailedError, UserInputError
+from scrub.layout import companion
 from scrub.lists.hashlist import read_hashlist
 from scrub.synthetic import generate_dataset
 from tests.helpers import expected_outputs, folder_bytes, shard_paths, write_planted_lists
@@ -54,7 +56,7 @@ def test_exactly_the_planted_rows_are_removed(sample_dataset: Path, tmp_path: Pa
     assert report["rows_out"] == 20_000 - 71
     assert report["removed_by_reason"] == {"content_hash": 50, "url_hash": 21}
     assert report["removed_by_list"] == {"partner.txt": 37, "sha.csv": 13, "urls.jsonl": 21}
-    assert json.loads((tmp_path / "out" / "apply-report.json").read_text()) == report
+    assert json.loads((companion(tmp_path / "out") / "apply-report.json").read_text()) == report
 
 
 def test_parallel_and_serial_runs_write_identical_bytes(sample_dataset: Path, tmp_path: Path,
@@ -62,8 +64,9 @@ def test_parallel_and_serial_runs_write_identical_bytes(sample_dataset: Path, tm
     run(sample_dataset, tmp_path / "serial", lists, workers=1)
     run(sample_dataset, tmp_path / "parallel", lists, workers=2)
     serial, parallel = folder_bytes(tmp_path / "serial"), folder_bytes(tmp_path / "parallel")
-    serial_report = json.loads(serial.pop("apply-report.json"))
-    parallel_report = json.loads(parallel.pop("apply-report.json"))
+    serial_report = json.loads((companion(tmp_path / "serial") / "apply-report.json").read_text())
+    parallel_report = json.loads((companion(tmp_path / "parallel") / "apply-report.json")
+                                 .read_text())
     assert serial == parallel
     serial_report.pop("output"), parallel_report.pop("output")
     assert serial_report == parallel_report
@@ -90,7 +93,7 @@ def test_a_killed_run_resumes_to_the_same_bytes(tmp_path: Path, planted_values) 
     command = [sys.executable, "-m", "scrub", "apply", str(dataset), str(output),
                "--workers", "1", "--quiet"] + [arg for p in lists for arg in ("--hashlist", str(p))]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = output / ".scrub" / "done"
+    done = companion(output) / "done"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if done.is_dir() and len(list(done.iterdir())) >= 3:
@@ -101,14 +104,13 @@ def test_a_killed_run_resumes_to_the_same_bytes(tmp_path: Path, planted_values) 
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     finished = len(list(done.iterdir()))
     assert 3 <= finished < 24
-    assert not (output / "apply-report.json").exists()
+    assert not (companion(output) / "apply-report.json").exists()
 
     resumed = subprocess.run(command, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert folder_bytes(output) | {"apply-report.json": b""} == \
-        folder_bytes(reference) | {"apply-report.json": b""}
-    report = json.loads((output / "apply-report.json").read_text())
-    ref_report = json.loads((reference / "apply-report.json").read_text())
+    assert folder_bytes(output) == folder_bytes(reference)
+    report = json.loads((companion(output) / "apply-report.json").read_text())
+    ref_report = json.loads((companion(reference) / "apply-report.json").read_text())
     report.pop("output"), ref_report.pop("output")
     assert report == ref_report
 
@@ -127,14 +129,12 @@ def test_a_corrupt_shard_is_named_the_rest_complete_and_a_rerun_finishes(
     assert [name for name, _ in info.value.failures] == [victim.as_posix()]
     assert sorted(p.name for p in shard_paths(output)) == sorted(
         p.name for p in shard_paths(dataset_copy) if p != victim)
-    assert not (output / "apply-report.json").exists()
+    assert not (companion(output) / "apply-report.json").exists()
 
     victim.write_bytes(original)
     run(dataset_copy, output, lists, workers=2)
     assert folder_bytes(output).keys() == folder_bytes(reference).keys()
-    for name, data in folder_bytes(reference).items():
-        if name != "apply-report.json":
-            assert folder_bytes(output)[name] == data
+    assert folder_bytes(output) == folder_bytes(reference)
 
 
 def test_a_shard_without_the_needed_column_is_named(tmp_path: Path, lists: list[Path],
@@ -190,12 +190,12 @@ def test_an_output_holding_something_else_is_refused(sample_dataset: Path, tmp_p
     assert sorted(os.listdir(output)) == ["notes.txt"]
     run(sample_dataset, output, lists, workers=1, force=True)
     assert (output / "notes.txt").read_text() == "mine"
-    assert (output / "apply-report.json").is_file()
+    assert (companion(output) / "apply-report.json").is_file()
 
     with pytest.raises(OutputConflictError, match="different scrub job"):
         run(sample_dataset, output, lists[:1], workers=1)
     run(sample_dataset, output, lists[:1], workers=1, force=True)
-    report = json.loads((output / "apply-report.json").read_text())
+    report = json.loads((companion(output) / "apply-report.json").read_text())
     assert report["removed_by_list"] == {"partner.txt": 37}
 
 
@@ -240,7 +240,7 @@ def test_shards_whose_schemas_disagree_are_named(dataset_copy: Path, tmp_path: P
         run(dataset_copy, tmp_path / "out", lists, workers=1)
     message = str(info.value)
     assert victim.name in message and "'WIDTH'" in message and "part-00000" in message
-    assert not (tmp_path / "out" / "apply-report.json").exists()
+    assert not (companion(tmp_path / "out") / "apply-report.json").exists()
 
 
 def test_a_hundred_shards_with_one_corrupt_report_exactly_that_shard(tmp_path: Path,
@@ -254,3 +254,47 @@ def test_a_hundred_shards_with_one_corrupt_report_exactly_that_shard(tmp_path: P
         run(dataset, tmp_path / "out", lists, workers=2)
     assert [name for name, _ in info.value.failures] == [victim.as_posix()]
     assert len(shard_paths(tmp_path / "out")) == 99
+
+
+def test_output_holds_its_shards_only_with_report_and_state_beside_it(
+        sample_dataset: Path, tmp_path: Path, lists: list[Path]) -> None:
+    result = run(sample_dataset, tmp_path / "out", lists, workers=1)
+    assert sorted(os.listdir(tmp_path / "out")) == [p.name for p in shard_paths(sample_dataset)]
+    state = tmp_path / "out.scrub"  # the companion folder: DIR.scrub beside DIR
+    assert result.path == state / "apply-report.json"
+    assert (state / "job.json").is_file() and len(list((state / "done").iterdir())) == 4
+
+
+def test_an_output_of_the_previous_layout_is_refused_then_replaced_with_force(
+        sample_dataset: Path, tmp_path: Path, lists: list[Path]) -> None:
+    """An older scrub kept its state and report inside OUTPUT: refused as another job's output;
+    with --force, both go (they are scrub's own) and OUTPUT holds its shards only."""
+    output = tmp_path / "out"
+    run(sample_dataset, output, lists, workers=1)
+    companion(output).rename(tmp_path / "state")
+    (tmp_path / "state").rename(output / ".scrub")
+    (output / ".scrub" / "apply-report.json").rename(output / "apply-report.json")
+    with pytest.raises(OutputConflictError, match="holds the output of an older scrub"):
+        run(sample_dataset, output, lists, workers=1)
+    run(sample_dataset, output, lists, workers=1, force=True)
+    assert sorted(os.listdir(output)) == [p.name for p in shard_paths(sample_dataset)]
+    assert (companion(output) / "apply-report.json").is_file()
+
+
+def test_an_output_that_is_a_mount_point_gets_its_shards(sample_dataset: Path, tmp_path: Path,
+                                                         lists: list[Path]) -> None:
+    """Shards are written on OUTPUT's own file system and renamed there, never across file
+    systems into it (the report and state lie beside OUTPUT, on its parent's)."""
+    mount, umount = shutil.which("mount"), shutil.which("umount")
+    output = tmp_path / "mounted"
+    output.mkdir()
+    if os.geteuid() != 0 or mount is None or umount is None or subprocess.run(
+            [mount, "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(output)],
+            capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    try:
+        result = run(sample_dataset, output, lists, workers=1)
+        assert result.report["rows_removed"] == 71
+        assert sorted(os.listdir(output)) == [p.name for p in shard_paths(sample_dataset)]
+    finally:
+        subprocess.run([umount, "-l", str(output)], capture_output=True)

@@ -123,6 +123,16 @@ def test_the_incremental_url_prefilter_finds_every_spelling(table) -> None:  # t
 
     base = "https://img.example.org/photos/cat-2024.jpg"
     spellings = [base, "HTTPS://IMG.Example.ORG/photos/cat-2024.jpg",
+                 # issue 20: tabs and newlines (removed anywhere), backslashes, wrappers...
+                 "https://img.exa\tmple.org/photos/cat-2024.jpg",
+                 "https://img.example.org/photos/cat-\n2024.jpg",
+                 "https://img.example.org\\photos\\cat-2024.jpg",
+                 "https:img.example.org/photos/cat-2024.jpg",
+                 "<URL:https://img.example.org/photos/cat-2024.jpg>",
+                 "https://a@b@img.example.org/photos/cat-2024.jpg",
+                 "https://img.example.org:+443/photos/cat-2024.jpg",
+                 "https://img.example.org\u3002/photos/cat-2024.jpg",
+                 "https://img.example.org@evil.example/photos/cat-2024.jpg",
                  "https://img.example.org:443/photos/./cat-2024.jpg",
                  "https://img.example.org/a/../photos/cat-2024.jpg",
                  "https://img.example.org/photos/cat%2D2024.jpg",

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from scrub.cli.main import app
 from scrub.crypto import write_key_file
-from scrub.engine.checkpoint import STATE_DIR
+from scrub.layout import companion
 from scrub.synthetic import read_column
 from tests.helpers import write_planted_lists
 
@@ -39,7 +39,7 @@ def test_records_are_encrypted_and_readable_with_the_key(sample_dataset: Path, t
                     "--workers", "1", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["decision_records"] == {"encrypted": 4}
-    files = sorted((out / STATE_DIR / "decisions").iterdir())
+    files = sorted((companion(out) / "decisions").iterdir())
     assert files and all(p.name.endswith(".decisions.parquet.enc") for p in files)
     raw = b"".join(p.read_bytes() for p in files)
     for value in planted_values["md5"]:
@@ -64,7 +64,7 @@ def test_without_a_key_sensitive_records_are_withheld_not_written(sample_dataset
     assert result.exit_code == 0
     assert json.loads(result.stdout)["decision_records"] == {"withheld": 4}
     assert "decision records of 4 shard(s) were not kept" in result.stderr
-    assert not (tmp_path / "out" / STATE_DIR / "decisions").exists()
+    assert not (companion(tmp_path / "out") / "decisions").exists()
 
 
 def test_perceptual_matches_record_their_distance(sample_dataset: Path,
@@ -99,3 +99,17 @@ def test_public_opt_out_records_are_kept_in_clear(sample_dataset: Path, tmp_path
     shown = invoke("decisions", "show", out, "--json")
     assert [json.loads(line)["reasons"] for line in shown.stdout.splitlines()] == \
         [["optout_url"]]
+
+
+def test_records_of_a_run_by_an_older_scrub_are_still_shown(sample_dataset: Path,
+                                                            tmp_path: Path, lists) -> None:
+    """An older scrub kept the records inside OUTPUT, in ``.scrub/``."""
+    out, key = tmp_path / "out", tmp_path / "k"
+    write_key_file(key)
+    result = invoke("apply", sample_dataset, out, "--hashlist", lists[2], "--workers", "1",
+                    "--quiet", "--key-file", key)
+    assert result.exit_code == 0, result.output
+    companion(out).rename(out / ".scrub")
+    shown = invoke("decisions", "show", out, "--json", "--limit", "0", "--key-file", key)
+    assert shown.exit_code == 0, shown.output
+    assert len(shown.stdout.splitlines()) == 21  # the planted URL rows

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from scrub.cli.main import app
 from scrub.images.synthetic import generate_webdataset, jpeg_bytes, picture
+from scrub.layout import companion
 
 runner = CliRunner()
 
@@ -65,7 +66,7 @@ def test_apply_removes_exactly_the_matched_samples_from_tars_and_sidecars(
         assert after == expected  # every other member byte-identical, headers included
     # The shard without a match is the input file, unchanged.
     assert (out / "00000.tar").read_bytes() == (webdataset / "00000.tar").read_bytes()
-    report = json.loads((out / "apply-report.json").read_text())
+    report = json.loads((companion(out) / "apply-report.json").read_text())
     assert report["rows_removed"] == 3
 
 

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from scrub.cli.main import app
 from scrub.crypto import load_key, write_key_file, write_signing_keypair
 from scrub.ledger import db
+from scrub.layout import companion
 from scrub.ledger.service import IdentitySeal, Ledger, RequestSpec
 from scrub.lists.store import ListStore
 from scrub.synthetic import generate_dataset
@@ -148,7 +149,7 @@ def test_embeddings_stay_row_aligned(setup: dict, built: Path) -> None:
             kept = pl.read_parquet(built / variant / shard.name)["key"].to_list()
             rows = [source_keys.index(k) for k in kept]
             original = np.load(setup["data"] / "img_emb" / f"img_emb_{index}.npy")
-            filtered = np.load(built / variant / "img_emb" / f"img_emb_{index}.npy")
+            filtered = np.load(companion(built / variant) / "img_emb" / f"img_emb_{index}.npy")
             assert np.array_equal(filtered, original[rows])
 
 
@@ -158,14 +159,15 @@ def test_manifests_verify_and_catch_tampering(setup: dict, built: Path, tmp_path
                              str(root / "sign.pub"), "--store", str(setup["store"]),
                              "--key-file", str(setup["key"]), "--db", setup["db"]])
     assert ok.exit_code == 0, ok.output
-    manifest = json.loads((built / "research" / "manifest.json").read_text())
+    manifest = json.loads((companion(built / "research") / "manifest.json").read_text())
     assert manifest["release_id"] == "r-test" and manifest["variant"] == "research"
     assert {e["name"] for e in manifest["lists"]} == {"partner-md5", "optout"}
     assert manifest["ledger"]["events"] == 3 and len(manifest["ledger"]["head"]) == 64
     assert len(manifest["input_shards"]) == 4 and len(manifest["shards"]) == 4
     for case in ("shard", "rows", "signature", "state"):
-        copy = tmp_path / case
-        shutil.copytree(built / "research", copy)
+        copy = tmp_path / case / "research"
+        for folder in (copy, companion(copy)):
+            shutil.copytree(built / folder.name, folder)
         shard = copy / "part-00001.parquet"
         if case == "shard":
             table = pq.read_table(shard)
@@ -176,9 +178,10 @@ def test_manifests_verify_and_catch_tampering(setup: dict, built: Path, tmp_path
             (copy / "_state").mkdir()
             (copy / "_state" / "part-00001.json").write_text("{}\n")
         else:
-            body = json.loads((copy / "manifest.json").read_text())
+            body = json.loads((companion(copy) / "manifest.json").read_text())
             body["totals"]["removed"] += 1
-            (copy / "manifest.json").write_text(json.dumps(body, indent=2, sort_keys=True))
+            (companion(copy) / "manifest.json").write_text(json.dumps(body, indent=2,
+                                                                      sort_keys=True))
         bad = runner.invoke(app, ["release", "verify", str(copy), "--pubkey",
                                   str(root / "sign.pub")])
         assert bad.exit_code == 3, (case, bad.output)
@@ -189,13 +192,13 @@ def test_manifests_verify_and_catch_tampering(setup: dict, built: Path, tmp_path
 
 
 def test_reports_hold_no_sensitive_value(setup: dict, built: Path) -> None:
-    audit = json.loads((built / "research-safe" / "audit.json").read_text())
+    audit = json.loads((companion(built / "research-safe") / "audit.json").read_text())
     assert audit["removed"] == len(expected_gone(setup, "research-safe"))
     assert audit["removed_by_reason"]["nsfw"] == 15 + 15 + 15 + 10
     assert "ledger requests" in audit["removed_by_source"]
-    blobs = [(built / v / name).read_bytes() for v in ("research", "research-safe")
+    blobs = [(companion(built / v) / name).read_bytes() for v in ("research", "research-safe")
              for name in ("audit.json", "audit.html", "manifest.json", "removals.parquet")]
-    html = (built / "research" / "audit.html").read_text()
+    html = (companion(built / "research") / "audit.html").read_text()
     assert "<svg" in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
     secrets = setup["md5s"] + setup["urls"] + ["Ada Requester", "ada@example.org"]
     secrets += [canonical_url(u) for u in setup["urls"]]
@@ -208,7 +211,8 @@ def test_the_removal_list_reproduces_the_removals_on_a_copy(setup: dict, built: 
     for variant in ("research", "research-safe"):
         out = tmp_path / variant
         result = runner.invoke(app, ["apply", str(setup["data"]), str(out), "--hashlist",
-                                     str(built / variant / "removals.parquet"), "--workers",
+                                     str(companion(built / variant) / "removals.parquet"),
+                                     "--workers",
                                      "1", "--quiet"])
         assert result.exit_code == 0, result.output
         assert kept_keys(out) == kept_keys(built / variant)
@@ -341,12 +345,12 @@ def test_an_incremental_rebuild_reuses_untouched_shards_and_equals_a_full_one(
     for variant in ("research", "research-safe"):
         inc, whole, before = (tmp_path / d / variant for d in ("inc", "full", "base"))
         for index, name in enumerate(shards):
-            for relative in (name, f"img_emb/img_emb_{index}.npy"):
+            for relative in (name, f"../{variant}.scrub/img_emb/img_emb_{index}.npy"):
                 assert (inc / relative).read_bytes() == (whole / relative).read_bytes()
                 reused = (inc / relative).stat().st_ino == (before / relative).stat().st_ino
                 assert reused == (name != shards[2]), (variant, relative)
-        audit_inc = json.loads((inc / "audit.json").read_text())
-        audit_full = json.loads((whole / "audit.json").read_text())
+        audit_inc = json.loads((companion(inc) / "audit.json").read_text())
+        audit_full = json.loads((companion(whole) / "audit.json").read_text())
         for field in ("rows_out", "removed", "removed_by_reason", "removed_by_source"):
             assert audit_inc[field] == audit_full[field]
         ok = runner.invoke(app, ["release", "verify", str(inc), "--pubkey",
@@ -354,7 +358,8 @@ def test_an_incremental_rebuild_reuses_untouched_shards_and_equals_a_full_one(
         assert ok.exit_code == 0, ok.output
         copy = tmp_path / f"copy-{variant}"
         applied = runner.invoke(app, ["apply", str(setup["data"]), str(copy), "--hashlist",
-                                      str(inc / "removals.parquet"), "--workers", "1", "-q"])
+                                      str(companion(inc) / "removals.parquet"), "--workers",
+                                      "1", "-q"])
         assert applied.exit_code == 0 and kept_keys(copy) == kept_keys(inc)
     # nothing new since: every file linked from the previous release (no worker started)
     same = build(setup, tmp_path / "same", "--no-ledger-update", "--release-id", "same",
@@ -362,7 +367,7 @@ def test_an_incremental_rebuild_reuses_untouched_shards_and_equals_a_full_one(
     assert same.exit_code == 0, same.output
     for variant in ("research", "research-safe"):
         for index, name in enumerate(shards):
-            for relative in (name, f"img_emb/img_emb_{index}.npy"):
+            for relative in (name, f"../{variant}.scrub/img_emb/img_emb_{index}.npy"):
                 linked = tmp_path / "same" / variant / relative
                 assert linked.stat().st_ino == (tmp_path / "inc" / variant / relative).stat().st_ino
         ok = runner.invoke(app, ["release", "verify", str(tmp_path / "same" / variant),

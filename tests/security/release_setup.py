@@ -11,6 +11,7 @@ from typer.testing import CliRunner, Result
 
 from scrub.cli.main import app
 from scrub.crypto import write_signing_keypair
+from scrub.layout import companion
 from scrub.synthetic import generate_dataset
 
 runner = CliRunner()
@@ -47,6 +48,13 @@ class Setup:
     def copy(self, folder: Path, target: Path) -> Path:
         shutil.copytree(folder, target, symlinks=True)
         return target
+
+    def copy_variant(self, variant: Path, target: Path) -> Path:
+        """A copy of ``variant`` (its folder of shards and its companion folder, which holds
+        the manifest) under the folder ``target``; the copy's variant folder."""
+        for folder in (variant, companion(variant)):
+            self.copy(folder, target / folder.name)
+        return target / variant.name
 
 
 def make_setup(root: Path, *, rows: int = 3_000, shards: int = 3, embeddings: bool = True,

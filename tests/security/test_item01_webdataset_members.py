@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from scrub.cli.main import app
 from scrub.images.synthetic import jpeg_bytes, picture
+from scrub.layout import companion
 
 runner = CliRunner()
 
@@ -129,7 +130,7 @@ def test_orphan_image_without_a_sidecar_row_is_matched(tmp_path: Path) -> None:
     assert hashlib.md5(pics[7]).hexdigest() not in tar_digests(out / "00000.tar")
     assert not any(n.startswith("999999") for n in tar_names(out / "00000.tar"))
     assert sidecar_keys(out) == KEYS
-    report = json.loads((out / "apply-report.json").read_text())
+    report = json.loads((companion(out) / "apply-report.json").read_text())
     assert sum(report["removed_by_reason"].values()) >= 1  # counted, not silent
 
 

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from scrub.cli.main import app
 from scrub.crypto import write_key_file
 from scrub.keys import keys_to_hex
+from scrub.layout import companion
 from scrub.synthetic import generate_dataset, read_column
 from scrub.urls import canonical_url, canonicalize_urls, hosts_of, registrable_domain
 
@@ -115,7 +116,7 @@ def test_every_list_counts_the_entries_that_matched_no_row(dataset: Path,
     args, expected = lists_of_every_kind(dataset, tmp_path / "lists")
     report = apply_json(dataset, tmp_path / "out", *args)
     assert report["unmatched_entries"] == expected
-    saved = json.loads((tmp_path / "out" / "apply-report.json").read_text())
+    saved = json.loads((companion(tmp_path / "out") / "apply-report.json").read_text())
     assert saved["unmatched_entries"] == expected
     # Hand-made lists are sensitive: counted, never named.
     assert report["unmatched_entry_values"] == {}
@@ -130,15 +131,15 @@ def test_counts_merge_over_shards_and_a_resumed_run(dataset: Path, tmp_path: Pat
     first = apply_json(dataset, out, "--hashlist", listing)
     assert first["unmatched_entries"] == {"partner.txt": 11}
     (out / "part-00001.parquet").unlink()  # that shard is redone, the others come from markers
-    (out / "apply-report.json").unlink()
+    (companion(out) / "apply-report.json").unlink()
     again = apply_json(dataset, out, "--hashlist", listing)
     assert again["unmatched_entries"] == {"partner.txt": 11}
     assert again["rows_removed"] == len(PICKED)
     # Markers keep keyed ids: no list value in any spelling, and not the entries' positions.
-    state = "".join(p.read_text() for p in (out / ".scrub" / "done").glob("*.json"))
+    state = "".join(p.read_text() for p in (companion(out) / "done").glob("*.json"))
     for value in [md5[i] for i in PICKED]:
         assert value not in state and value.upper() not in state
-    ids = [i for p in sorted((out / ".scrub" / "done").glob("*.json"))
+    ids = [i for p in sorted((companion(out) / "done").glob("*.json"))
            for i in json.loads(p.read_text())["matched_entries"].get("partner.txt", [])]
     assert len(ids) == len(PICKED) and all(i >= 17 for i in ids)
 
@@ -180,7 +181,7 @@ def test_a_public_list_names_its_unmatched_entries_with_json_only(
     report = apply_json(dataset, tmp_path / "out", "--list", "public", "--list", "secret")
     assert report["unmatched_entries"] == {"public@1": 4, "secret@1": 3}
     assert report["unmatched_entry_values"] == {"public@1": sorted(public_decoys)}
-    saved = (tmp_path / "out" / "apply-report.json").read_text()
+    saved = (companion(tmp_path / "out") / "apply-report.json").read_text()
     for value in public_decoys + secret_decoys:
         assert value not in saved
     summary = invoke("apply", dataset, tmp_path / "out2", "--list", "public",
@@ -195,7 +196,7 @@ def test_a_list_whose_column_is_absent_stays_an_error(dataset: Path, tmp_path: P
                     "--quiet")
     assert result.exit_code == 2
     assert "no column for role(s) sha1" in result.stderr
-    assert not (tmp_path / "out" / "apply-report.json").exists()
+    assert not (companion(tmp_path / "out") / "apply-report.json").exists()
 
 
 def test_entry_ids_depend_on_the_whole_list(dataset: Path, tmp_path: Path) -> None:
@@ -207,7 +208,7 @@ def test_entry_ids_depend_on_the_whole_list(dataset: Path, tmp_path: Path) -> No
     ids = {}
     for name, listing in (("one", one), ("two", two)):
         apply_json(dataset, tmp_path / name, "--hashlist", listing)
-        marker = json.loads((tmp_path / name / ".scrub" / "done" / "part-00000.parquet.json")
+        marker = json.loads((companion(tmp_path / name) / "done" / "part-00000.parquet.json")
                             .read_text())
         ids[name] = marker["matched_entries"][listing.name]
     assert len(ids["one"]) == len(ids["two"]) == 1 and ids["one"] != ids["two"]

@@ -73,7 +73,8 @@ def test_a_shard_changed_in_the_old_release_is_not_signed_again(
     assert setup.verify(tmp_path / "out" / "safe").exit_code == 0
 
 
-@pytest.mark.parametrize("relative", ["open/img_emb/img_emb_0.npy", "safe/removals.parquet"])
+@pytest.mark.parametrize("relative", ["open.scrub/img_emb/img_emb_0.npy",
+                                      "safe.scrub/removals.parquet"])
 def test_changed_embeddings_or_removal_list_are_not_signed_again(
         setup: Setup, base: Path, tmp_path: Path, relative: str) -> None:
     old = setup.copy(base, tmp_path / "old")
@@ -93,29 +94,32 @@ def test_an_edited_manifest_is_refused(setup: Setup, base: Path, tmp_path: Path)
     old = setup.copy(base, tmp_path / "old")
     shard = old / "safe" / "part-00002.parquet"
     put_back_a_removed_row(setup, shard)
-    manifest = json.loads((old / "safe" / "manifest.json").read_text())
+    manifest = json.loads((old / "safe.scrub" / "manifest.json").read_text())
     digest = hashlib.sha256(shard.read_bytes()).hexdigest()
     for entry in manifest["shards"]:
         if entry["name"] == shard.name:
             entry["sha256"], entry["rows"] = digest, entry["rows"] + 1
     if shard.name in manifest.get("files", {}):  # the full file listing, where there is one
         manifest["files"][shard.name] = digest
-    (old / "safe" / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True)
-                                                + "\n")
-    refused(setup, old, tmp_path / "out", "safe/manifest.json: the signature does not verify")
+    (old / "safe.scrub" / "manifest.json").write_text(json.dumps(manifest, indent=2,
+                                                                 sort_keys=True) + "\n")
+    refused(setup, old, tmp_path / "out",
+            "safe.scrub/manifest.json: the signature does not verify")
     # signed again by someone else's key, naming it as the signer: still refused
     write_signing_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
     manifest["signed_by"] = "ed25519:" + "0" * 32
-    resign(old / "safe", manifest, tmp_path / "other.pem")
-    refused(setup, old, tmp_path / "out2", "safe/manifest.json: the signature does not verify")
+    resign(old / "safe.scrub", manifest, tmp_path / "other.pem")
+    refused(setup, old, tmp_path / "out2",
+            "safe.scrub/manifest.json: the signature does not verify")
 
 
 def test_an_unsigned_old_release_is_refused(setup: Setup, base: Path, tmp_path: Path) -> None:
     old = setup.copy(base, tmp_path / "old")
-    (old / "open" / "manifest.sig").unlink()
-    refused(setup, old, tmp_path / "out", "open/manifest.sig: missing")
-    (old / "open" / "manifest.sig").write_text("not base64 at all\n")
-    refused(setup, old, tmp_path / "out2", "open/manifest.json: the signature does not verify")
+    (old / "open.scrub" / "manifest.sig").unlink()
+    refused(setup, old, tmp_path / "out", "open.scrub/manifest.sig: missing")
+    (old / "open.scrub" / "manifest.sig").write_text("not base64 at all\n")
+    refused(setup, old, tmp_path / "out2",
+            "open.scrub/manifest.json: the signature does not verify")
 
 
 def test_another_variants_signed_manifest_is_refused(setup: Setup, base: Path,
@@ -123,8 +127,8 @@ def test_another_variants_signed_manifest_is_refused(setup: Setup, base: Path,
     """Both manifests are genuine, but ``open`` now carries ``safe``'s (fewer rows kept)."""
     old = setup.copy(base, tmp_path / "old")
     for name in ("manifest.json", "manifest.sig"):
-        (old / "open" / name).write_bytes((old / "safe" / name).read_bytes())
-    refused(setup, old, tmp_path / "out", "open/manifest.json is the manifest of another "
+        (old / "open.scrub" / name).write_bytes((old / "safe.scrub" / name).read_bytes())
+    refused(setup, old, tmp_path / "out", "open.scrub/manifest.json is the manifest of another "
             "variant")
 
 

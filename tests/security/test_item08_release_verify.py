@@ -1,9 +1,9 @@
 """Item 8: ``release verify`` accepts exactly the signed release.
 
-The manifest lists every file of the variant; verify refuses any other file, folder or link at
-any depth, a listed file that is not a plain file, a manifest whose ``signed_by`` is not the key
-given, and a signed listing that points outside the folder; it prints the fingerprint it
-verified.
+The manifest lists every file of the variant (its folder of shards and its companion folder
+``V.scrub/``); verify refuses any other file, folder or link at any depth in either, a listed
+file that is not a plain file, a manifest whose ``signed_by`` is not the key given, and a signed
+listing that points outside its folder; it prints the fingerprint it verified.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from scrub.crypto import (
     public_key_fingerprint,
     write_signing_keypair,
 )
+from scrub.layout import companion
 from tests.security.release_setup import Setup, make_setup
 
 
@@ -55,30 +56,36 @@ def every_file(folder: Path) -> set[str]:
 
 
 def test_the_manifest_lists_every_file_of_the_release(release: Path) -> None:
-    manifest = json.loads((release / "manifest.json").read_text())
-    listed = manifest["files"]
-    assert set(listed) == every_file(release) - {"manifest.json", "manifest.sig"}
-    for name, digest in listed.items():
-        assert hashlib.sha256((release / name).read_bytes()).hexdigest() == digest
+    manifest = json.loads((companion(release) / "manifest.json").read_text())
+    assert set(manifest["files"]) == every_file(release)  # the variant folder: its shards
+    assert set(manifest["files"]) == {s["name"] for s in manifest["shards"]}
+    assert set(manifest["companion_files"]) == (every_file(companion(release))
+                                                - {"manifest.json", "manifest.sig"})
+    for folder, listed in ((release, manifest["files"]),
+                           (companion(release), manifest["companion_files"])):
+        for name, digest in listed.items():
+            assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
 
 
-ADDED = {
-    "subfolder": "extra/part-00009.parquet",
-    "orig": "part-00001.parquet.orig",
-    "embedding": "img_emb/img_emb_9.npy",
-    "state": "_state/part-00009.json",
-    "html": "index.html",
-    "hidden": ".hidden",
-    "partial": "img_emb/.img_emb_0.npy.x1.partial",
-    "deep": "img_emb/more/deeper/x.txt",
+ADDED = {  # relative to the folder holding the variant ("safe") and its companion
+    "subfolder": "safe/extra/part-00009.parquet",
+    "orig": "safe/part-00001.parquet.orig",
+    "embedding": "safe/img_emb/img_emb_0.npy",
+    "state": "safe/_state/part-00009.json",
+    "html": "safe.scrub/index.html",
+    "hidden": "safe/.hidden",
+    "hidden-companion": "safe.scrub/.hidden",
+    "partial": "safe.scrub/img_emb/.img_emb_0.npy.x1.partial",
+    "deep": "safe.scrub/img_emb/more/deeper/x.txt",
+    "shard-in-companion": "safe.scrub/part-00009.parquet",
 }
 
 
 @pytest.mark.parametrize("case", sorted(ADDED))
 def test_verify_refuses_a_file_the_manifest_does_not_list(setup: Setup, release: Path,
                                                           tmp_path: Path, case: str) -> None:
-    copy = setup.copy(release, tmp_path / "copy")
-    added = copy / ADDED[case]
+    copy = setup.copy_variant(release, tmp_path / "copy")
+    added = copy.parent / ADDED[case]
     added.parent.mkdir(parents=True, exist_ok=True)
     added.write_bytes((copy / "part-00000.parquet").read_bytes() if added.suffix == ".parquet"
                       else b"<html>hello</html>\n")
@@ -87,8 +94,8 @@ def test_verify_refuses_a_file_the_manifest_does_not_list(setup: Setup, release:
     parts = ADDED[case].split("/")
     # named: the file, or the first folder on its way that the release does not have
     named = next("/".join(parts[:i]) for i in range(1, len(parts) + 1)
-                 if not (release / "/".join(parts[:i])).exists())
-    assert f"{copy / named}:" in result.output
+                 if not (release.parent / "/".join(parts[:i])).exists())
+    assert f"{copy.parent / named}:" in result.output
     assert "internal error" not in result.output
 
 
@@ -96,9 +103,10 @@ def test_verify_refuses_an_empty_folder_and_links(setup: Setup, release: Path,
                                                   tmp_path: Path) -> None:
     for index, make in enumerate((
             lambda c: (c / "empty").mkdir(),
+            lambda c: (companion(c) / "empty").mkdir(),
             lambda c: os.symlink(".", c / "loop"),
-            lambda c: os.symlink("/etc/hostname", c / "img_emb" / "notes.txt"))):
-        copy = setup.copy(release, tmp_path / f"copy{index}")
+            lambda c: os.symlink("/etc/hostname", companion(c) / "img_emb" / "notes.txt"))):
+        copy = setup.copy_variant(release, tmp_path / f"copy{index}")
         make(copy)
         result = setup.verify(copy)
         assert result.exit_code == 3, (index, result.output)
@@ -108,11 +116,11 @@ def test_verify_refuses_an_empty_folder_and_links(setup: Setup, release: Path,
 def test_a_listed_file_replaced_by_a_link_is_refused(setup: Setup, release: Path,
                                                      tmp_path: Path) -> None:
     """Same bytes, but through a link to a file outside the release (which can change)."""
-    copy = setup.copy(release, tmp_path / "copy")
+    copy = setup.copy_variant(release, tmp_path / "copy")
     outside = tmp_path / "audit.html"
-    outside.write_bytes((copy / "audit.html").read_bytes())
-    (copy / "audit.html").unlink()
-    os.symlink(outside, copy / "audit.html")
+    outside.write_bytes((companion(copy) / "audit.html").read_bytes())
+    (companion(copy) / "audit.html").unlink()
+    os.symlink(outside, companion(copy) / "audit.html")
     result = setup.verify(copy)
     assert result.exit_code == 3, result.output
     assert "audit.html" in result.output
@@ -120,11 +128,11 @@ def test_a_listed_file_replaced_by_a_link_is_refused(setup: Setup, release: Path
 
 def test_verify_refuses_a_manifest_naming_another_signer(setup: Setup, release: Path,
                                                          tmp_path: Path) -> None:
-    copy = setup.copy(release, tmp_path / "copy")
-    manifest = json.loads((copy / "manifest.json").read_text())
+    copy = setup.copy_variant(release, tmp_path / "copy")
+    manifest = json.loads((companion(copy) / "manifest.json").read_text())
     write_signing_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
     manifest["signed_by"] = fingerprint(tmp_path / "other.pub")
-    resign(copy, manifest, setup.private)  # a valid signature by the real key
+    resign(companion(copy), manifest, setup.private)  # a valid signature by the real key
     result = setup.verify(copy)
     assert result.exit_code == 3, result.output
     assert "names signer" in result.output
@@ -143,16 +151,19 @@ def test_verify_prints_the_fingerprint_it_verified(setup: Setup, release: Path) 
     assert json.loads(as_json.stdout)["signed_by"] == expected
 
 
+@pytest.mark.parametrize("listing", ["files", "companion_files"])
 @pytest.mark.parametrize("name", ["../outside.txt", "/tmp/outside-abs.txt", "img_emb/../x"])
 def test_a_signed_listing_outside_the_folder_is_refused(setup: Setup, release: Path,
-                                                        tmp_path: Path, name: str) -> None:
-    copy = setup.copy(release, tmp_path / "copy")
-    target = Path(os.path.normpath(copy / name))
+                                                        tmp_path: Path, name: str,
+                                                        listing: str) -> None:
+    copy = setup.copy_variant(release, tmp_path / "copy")
+    folder = copy if listing == "files" else companion(copy)
+    target = Path(os.path.normpath(folder / name))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(b"anything\n")
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest.setdefault("files", {})[name] = hashlib.sha256(b"anything\n").hexdigest()
-    resign(copy, manifest, setup.private)
+    manifest = json.loads((companion(copy) / "manifest.json").read_text())
+    manifest[listing][name] = hashlib.sha256(b"anything\n").hexdigest()
+    resign(companion(copy), manifest, setup.private)
     try:
         result = setup.verify(copy)
     finally:
@@ -163,8 +174,8 @@ def test_a_signed_listing_outside_the_folder_is_refused(setup: Setup, release: P
 
 def test_an_unsigned_release_is_refused_as_untrusted(setup: Setup, release: Path,
                                                      tmp_path: Path) -> None:
-    copy = setup.copy(release, tmp_path / "copy")
-    (copy / "manifest.sig").unlink()
+    copy = setup.copy_variant(release, tmp_path / "copy")
+    (companion(copy) / "manifest.sig").unlink()
     result = setup.verify(copy)
     assert result.exit_code == 3, result.output
     assert "manifest.sig: missing" in result.output

@@ -328,7 +328,7 @@ def test_truncation_and_rollback_are_seen_against_a_signed_release(
                 "--policy", str(policy), "--signing-key", str(tmp_path / "sign.pem"),
                 "--workers", "1", "--quiet", "--json")
     assert built.exit_code == 0, built.output
-    manifest = json.loads((tmp_path / "out" / "requests" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "requests.scrub" / "manifest.json").read_text())
     assert manifest["ledger"]["events"] == 3
     anchored = ("--release", str(tmp_path / "out"), "--pubkey", str(tmp_path / "sign.pub"))
     fine = verify(tmp_path, database, *anchored)
@@ -356,8 +356,8 @@ def test_truncation_and_rollback_are_seen_against_a_signed_release(
     assert verify(tmp_path, database).exit_code == 0
     assert_named(verify(tmp_path, database, *anchored), "event 3 is not the one release")
     # the anchor itself cannot be edited: the manifest is signed
-    copy = tmp_path / "copy"
-    shutil.copytree(tmp_path / "out" / "requests", copy)
+    copy = tmp_path / "copy"  # the variant's companion folder, which holds its manifest
+    shutil.copytree(tmp_path / "out" / "requests.scrub", copy)
     body = json.loads((copy / "manifest.json").read_text())
     body["ledger"]["events"] = 2
     (copy / "manifest.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")

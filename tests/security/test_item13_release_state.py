@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 
 from scrub.crypto import write_key_file
+from scrub.layout import companion
 from scrub.lists.store import ListStore
 from tests.security.release_setup import Setup, make_setup, nsfw_policy
 
@@ -68,15 +69,17 @@ def test_a_published_variant_holds_the_release_files_only(setup: Setup, out: Pat
     variant = out / VARIANT
     found = {p.relative_to(variant).as_posix() for p in variant.rglob("*")}
     shards = {p.name for p in setup.data.glob("*.parquet")}
-    assert found == shards | {"audit.json", "audit.html", "manifest.json", "manifest.sig",
-                              "removals.parquet"}
+    assert found == shards
+    beside = {p.relative_to(companion(variant)).as_posix() for p in companion(variant).rglob("*")}
+    assert beside == {"audit.json", "audit.html", "manifest.json", "manifest.sig",
+                      "removals.parquet"}
 
 
 def test_nothing_under_out_ties_a_row_to_a_source_or_a_reason(setup: Setup, out: Path) -> None:
     variant = out / VARIANT
     masks = drop_masks(setup, variant)
     assert sum(int(m.sum()) for m in masks.values()) > 20  # NSFW and partner rows went
-    audit = json.loads((variant / "audit.json").read_text())
+    audit = json.loads((companion(variant) / "audit.json").read_text())
     labels = [label.encode() for label in audit["removed_by_source"]]
     assert any(b"partner-md5" in label for label in labels)
     for path in (p for p in out.rglob("*") if p.is_file()):
@@ -85,14 +88,14 @@ def test_nothing_under_out_ties_a_row_to_a_source_or_a_reason(setup: Setup, out:
             packed = np.packbits(mask).tobytes()
             assert base64.b64encode(packed) not in body, (path, name)
             assert packed not in body, (path, name)
-        if path.parent == variant and path.name in ("audit.json", "audit.html"):
+        if path.parent == companion(variant) and path.name in ("audit.json", "audit.html"):
             continue  # the public report: release-wide counts per source
         assert b"by_source" not in body and b"by_reason" not in body.replace(
             b"removed_by_reason", b""), path
         if path.name != "manifest.json":  # the manifest names the lists it used
             assert not any(label in body for label in labels), path
     # the published JSON breaks nothing down per shard beyond rows in and out
-    manifest = json.loads((variant / "manifest.json").read_text())
+    manifest = json.loads((companion(variant) / "manifest.json").read_text())
     for entry in manifest["shards"] + audit["per_shard"]:
         assert not any(isinstance(v, (dict, list)) or "by" in k for k, v in entry.items())
 
@@ -100,7 +103,7 @@ def test_nothing_under_out_ties_a_row_to_a_source_or_a_reason(setup: Setup, out:
 def test_the_manifest_holds_a_keyed_tag_of_each_state(setup: Setup, out: Path) -> None:
     """A plain sha256 of the state would let whoever guesses a state confirm it; the tag
     is keyed: it is the digest of no file."""
-    manifest = json.loads((out / VARIANT / "manifest.json").read_text())
+    manifest = json.loads((companion(out / VARIANT) / "manifest.json").read_text())
     digests = {hashlib.sha256(p.read_bytes()).hexdigest()
                for p in out.rglob("*") if p.is_file()}
     tags = [v for entry in manifest["shards"] for k, v in entry.items()

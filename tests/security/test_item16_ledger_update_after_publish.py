@@ -57,7 +57,8 @@ def assert_finished(tmp_path: Path, database: tuple[str, dict], ledger: Ledger,
     out = tmp_path / "out"
     assert not (out / STAGING).exists()
     for name in ("open", "closed"):
-        assert json.loads((out / name / "manifest.json").read_text())["release_id"] == "r-1"
+        manifest = out / f"{name}.scrub" / "manifest.json"
+        assert json.loads(manifest.read_text())["release_id"] == "r-1"
     view = ledger.show(release["request"])
     assert view.status == "applied" and view.releases == ["r-1"]
     assert [e["action"] for e in view.history].count("apply") == 1
@@ -120,7 +121,7 @@ def test_a_kill_between_two_variants_being_published_is_finished(
     killed = build(tmp_path, database, release)
     assert fired and killed.exit_code == 130, killed.output
     monkeypatch.undo()
-    assert (tmp_path / "out" / "open" / "manifest.json").is_file()
+    assert (tmp_path / "out" / "open.scrub" / "manifest.json").is_file()
     rerun = build(tmp_path, database, release)
     assert rerun.exit_code == 0, rerun.output
     assert_finished(tmp_path, database, ledger, release)

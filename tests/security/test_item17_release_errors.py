@@ -45,7 +45,7 @@ CORRUPT = {
 @pytest.mark.parametrize("case", sorted(CORRUPT))
 def test_verify_names_a_corrupt_shard(setup: Setup, release: Path, tmp_path: Path,
                                       case: str) -> None:
-    copy = setup.copy(release, tmp_path / "copy")
+    copy = setup.copy_variant(release, tmp_path / "copy")
     shard = copy / "part-00001.parquet"
     shard.write_bytes(CORRUPT[case](shard.read_bytes()))
     result = setup.verify(copy)

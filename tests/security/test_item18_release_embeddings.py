@@ -57,7 +57,7 @@ def test_embeddings_of_another_shape_or_dtype_are_refused(setup: Setup, tmp_path
 def test_float32_embeddings_are_published_as_they_are(setup: Setup, tmp_path: Path) -> None:
     result, _, _ = build_with(setup, tmp_path, lambda a: a.astype(np.float32))
     assert result.exit_code == 0, result.output
-    published = np.load(tmp_path / "out" / "safe" / "img_emb" / "img_emb_1.npy")
+    published = np.load(tmp_path / "out" / "safe.scrub" / "img_emb" / "img_emb_1.npy")
     assert published.dtype == np.float32 and published.ndim == 2
     # and float64 is not silently published beside them
     again, target, _ = build_with(setup, tmp_path / "again", lambda a: a.astype(np.float64))

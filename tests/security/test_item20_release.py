@@ -21,6 +21,7 @@ import pytest
 from typer.testing import Result
 
 from scrub.crypto import load_key, write_key_file, write_signing_keypair
+from scrub.layout import companion
 from scrub.ledger import db
 from scrub.ledger.service import IdentitySeal, Ledger, RequestSpec
 from scrub.lists.store import ListStore
@@ -113,12 +114,12 @@ def shuffled(tmp_path_factory: pytest.TempPathFactory) -> Setup:
 def removal_order(setup: Setup, variant: Path) -> np.ndarray:
     """The input row (global number) of each removal list row, in the list's order, matched by
     the keyed md5 (the generated md5s are distinct)."""
-    key = json.loads((variant / "manifest.json").read_text())["removals"]["key"]
+    key = json.loads((companion(variant) / "manifest.json").read_text())["removals"]["key"]
     md5 = pl.concat([pl.read_parquet(p, columns=["md5"])
                      for p in sorted(setup.data.glob("*.parquet"))])["md5"].to_list()
     row_of = {hmac.new(key.encode(), m.lower().encode(), hashlib.sha256).hexdigest(): i
               for i, m in enumerate(md5)}
-    removals = pl.read_parquet(variant / "removals.parquet")
+    removals = pl.read_parquet(companion(variant) / "removals.parquet")
     return np.array([row_of[h] for h in removals["md5"].to_list()])
 
 
@@ -146,14 +147,14 @@ def test_the_removal_list_is_shuffled_by_the_release_key(shuffled: Setup,
     # bound of 0.2 is > 3.4 sigma), about half of the neighbours ascending (sd ~ 0.02)
     assert abs(rank_correlation(np.arange(len(order)), order)) < 0.2
     assert 0.4 < ascending_share(order.tolist()) < 0.6
-    removals = pl.read_parquet(variant / "removals.parquet")
+    removals = pl.read_parquet(companion(variant) / "removals.parquet")
     for column in ("url", "md5", "sha256"):  # not sorted by its values either
         assert 0.4 < ascending_share(removals[column].to_list()) < 0.6, column
     # the same job gives the same bytes (a resumed or repeated build)
     again = shuffled.build(tmp_path / "b", "--release-id", "r")
     assert again.exit_code == 0, again.output
-    assert ((tmp_path / "b" / "safe" / "removals.parquet").read_bytes()
-            == (variant / "removals.parquet").read_bytes())
+    assert ((tmp_path / "b" / "safe.scrub" / "removals.parquet").read_bytes()
+            == (companion(variant) / "removals.parquet").read_bytes())
     # another signing key, another removal key: another order of the same rows
     write_signing_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
     other = shuffled.build(tmp_path / "c", "--release-id", "r", "--signing-key",
