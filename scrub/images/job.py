@@ -12,6 +12,7 @@ name and the others are completed.
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import os
@@ -29,7 +30,9 @@ from scrub.errors import (
     OutputConflictError,
     ScrubError,
     ShardsFailedError,
+    StorageError,
     UserInputError,
+    from_os_error,
 )
 from scrub.images.hashing import DEFAULT_MAX_PIXELS, OK, hash_image
 from scrub.images.tars import IMAGE_EXTENSIONS, group_samples, iter_image_bytes, read_members
@@ -134,8 +137,10 @@ def hash_shard(shard: HashShard, output: Path, types: Sequence[str], dihedral: b
     frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], schema=columns,
                          orient="row")
     final = output / f"{shard.name}.parquet"
+    encoded = io.BytesIO()  # small (a row per sample); written by Python, so a full disk
+    frame.write_parquet(encoded, compression="zstd")  # is an OSError with its errno
     with atomic_path(final, tmp_dir=output / STATE / "tmp") as tmp:
-        frame.write_parquet(tmp, compression="zstd")
+        tmp.write_bytes(encoded.getbuffer())
     counts = dict(Counter(frame["status"].to_list()))
     marker = {"input": shard.identity(), "rows": frame.height, "by_status": counts,
               "output_size": final.stat().st_size}
@@ -147,8 +152,16 @@ def _task(args: tuple[HashShard, Path, tuple[str, ...], bool, int]) -> dict[str,
     shard = args[0]
     try:
         return {"shard": shard.name, **hash_shard(*args)}
+    except StorageError:
+        raise  # a full disk fails every shard alike: stop the job (completed shards are kept)
     except ScrubError as exc:
         return {"shard": shard.name, "error": exc.message}
+    except OSError as exc:
+        full = from_os_error(exc, args[1] / f"{shard.name}.parquet")
+        if isinstance(full, StorageError):
+            raise full from None
+        return {"shard": shard.name, "error": full.message if full is not None
+                else f"internal error ({type(exc).__name__})"}
     except Exception as exc:  # internal: the type only, messages may hold content
         return {"shard": shard.name, "error": f"internal error ({type(exc).__name__})"}
 
@@ -176,7 +189,7 @@ def hash_dataset(source: Path, output: Path, types: Sequence[str], *, dihedral: 
     done = {s.name: m for s in shards if (m := _completed(s, output)) is not None}
     pending = [s for s in shards if s.name not in done]
     meter = Progress("hash", len(shards), None, enabled=progress)
-    meter.advance(0, shards=len(done))
+    meter.resume(0, shards=len(done))
     results: list[dict[str, object]] = [{"shard": n, **m} for n, m in done.items()]
     tasks = [(s, output, tuple(types), dihedral, max_pixels) for s in pending]
     workers = max(1, min(workers or (os.cpu_count() or 1), len(tasks) or 1))

@@ -386,3 +386,38 @@ def test_full_disk_is_not_bad_input(big_dataset: Path, tmp_path: Path, workers: 
                        "--workers", workers, "-q")
         assert again.exit_code == 0, again.stderr
         assert len(list((where / "out").glob("*.parquet"))) == 4
+
+
+def _signing_key(folder: Path) -> Path:
+    from scrub.crypto import write_signing_keypair
+
+    write_signing_keypair(folder / "sign.pem", folder / "sign.pub")
+    return folder / "sign.pem"
+
+
+@pytest.mark.parametrize("job", ["release", "hash"])
+def test_a_full_disk_in_release_build_or_hash_is_not_bad_input(big_dataset: Path,
+                                                                tmp_path: Path, job: str) -> None:
+    """The other shard jobs tell a full disk from a bad shard too (exit 1, never 'fix the
+    input'), and the same command finishes once there is room."""
+    if job == "release":
+        policy = tmp_path / "open.toml"
+        policy.write_text('[policy]\nname = "open"\n[[nsfw.rules]]\nabove = 0.5\n')
+        args = ("release", "build", big_dataset, tmp_path / "out", "--policy", policy,
+                "--signing-key", _signing_key(tmp_path), "--workers", "1", "--quiet")
+        limit = 60_000
+    else:
+        from scrub.images.synthetic import generate_webdataset
+
+        tars = generate_webdataset(tmp_path / "tars", shards=2, samples=200, seed=3)
+        args = ("hash", tars, tmp_path / "out", "--types", "md5,pdq", "--workers", "1",
+                "--quiet")
+        limit = 4_000
+    with _file_size_limit(limit):
+        result = invoke(*args)
+    assert result.exit_code == 1, result.output
+    assert "file too large" in result.stderr
+    assert "fix the input" not in result.stderr
+    assert "not a problem of the input" in result.stderr
+    again = invoke(*args)
+    assert again.exit_code == 0, again.stderr
