@@ -6,19 +6,19 @@ BIN := $(VENV)/bin
 .PHONY: demo test bench clean
 
 # Core install: enough for `scrub apply` and the demo (no torch, no ray).
-$(VENV)/.installed-core: pyproject.toml
+$(VENV)/.installed-core: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 # Every extra: nsfw (torch, open_clip), ray, postgres, dev.
-$(VENV)/.installed-all: pyproject.toml
+$(VENV)/.installed-all: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[all]'
 	touch $@ $(VENV)/.installed-core $(VENV)/.installed-dev
 
 # Core plus the dev tools (pytest, psutil) for the benchmarks.
-$(VENV)/.installed-dev: pyproject.toml
+$(VENV)/.installed-dev: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed-core

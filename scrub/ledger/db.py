@@ -3,6 +3,7 @@ engines set up for safe concurrent appends, and migrations through Alembic."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -11,31 +12,54 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from scrub.errors import ExternalSourceError, UserInputError
-from scrub.lists.store import default_home
+from scrub.errors import ExternalSourceError, UserInputError, brief
+from scrub.lists.store import HOME_ENV, default_home
+from scrub.shipped import migrations_folder
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 URL_ENV = "SCRUB_DATABASE_URL"
-MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
 class DatabaseError(ExternalSourceError):
     """The ledger database cannot be reached, or is not at the code's schema (exit 3)."""
 
 
+class NoLedgerError(DatabaseError):
+    """There is no ledger where one was named: no SQLite file, or a database never migrated.
+    Exit 2: the user creates it (``scrub db upgrade``) or names the right one. Still a
+    DatabaseError, so callers that catch those catch this too."""
+
+    exit_code = 2
+
+
 def resolve_url(url: str | None = None) -> str:
     """The database URL: ``url``, else ``$SCRUB_DATABASE_URL``, else ``$SCRUB_HOME/ledger.db``.
-    ``postgresql://`` URLs use psycopg 3."""
-    url = url or os.environ.get(URL_ENV) or f"sqlite:///{default_home() / 'ledger.db'}"
+    A plain file path (``~`` allowed) means a SQLite file; ``postgresql://`` URLs use
+    psycopg 3."""
+    url = url or os.environ.get(URL_ENV) or str(default_home() / "ledger.db")
+    if "://" not in url:  # a path, as the demo prints one
+        url = f"sqlite:///{os.path.abspath(os.path.expanduser(url))}"
+    elif url.startswith("sqlite:///~"):
+        url = f"sqlite:///{os.path.expanduser(url[len('sqlite:///'):])}"
     for plain in ("postgresql://", "postgres://"):
         if url.startswith(plain):
             url = "postgresql+psycopg://" + url[len(plain):]
     if not url.startswith(("sqlite:", "postgresql+psycopg:")):
         raise UserInputError(f"unsupported database URL scheme in {describe(url)}",
-                             hint="use sqlite:///PATH or postgresql://HOST/DB")
+                             hint="give a file path, sqlite:///PATH or postgresql://HOST/DB")
     return url
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database or an in-memory one."""
+    if not url.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
 
 
 def describe(url: str) -> str:
@@ -51,12 +75,12 @@ def describe(url: str) -> str:
 def make_engine(url: str | None = None, *, schema: str | None = None) -> Engine:
     """An engine for the ledger. SQLite: foreign keys on, every transaction ``BEGIN
     IMMEDIATE`` (one writer at a time, so the event chain cannot fork), a busy timeout.
-    PostgreSQL: ``schema`` puts the ledger in that schema (``search_path``)."""
+    PostgreSQL: ``schema`` puts the ledger in that schema (``search_path``).
+
+    Nothing is created here: only :func:`upgrade` creates a SQLite file (and its folder), so
+    commands that read the ledger never leave an empty one behind."""
     url = resolve_url(url)
     if url.startswith("sqlite:"):
-        path = url.split("sqlite:///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
@@ -88,7 +112,7 @@ def alembic_config() -> Config:
 
     # sys.stdout as it is now: Config's default is the stream of when alembic was imported
     config = Config(stdout=sys.stdout)
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(migrations_folder()))
     return config
 
 
@@ -100,7 +124,9 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The database's revision (Alembic's version table), None before the first migration."""
+    """The database's revision (Alembic's version table), None before the first migration.
+    A SQLite file that does not exist is a NoLedgerError (exit 2), never created here."""
+    _require_file(engine)
     try:
         with engine.connect() as connection:
             if not inspect(connection).has_table(VERSION_TABLE):
@@ -118,11 +144,29 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head", *, key: bytes | None = None) -> None:
-    """Migrate up to ``revision``. ``key`` (the ledger key) is needed by revisions that seal
-    or key existing rows (0004, when the ledger holds any)."""
+    """Migrate up to ``revision``; the one call that creates a ledger. ``key`` (the ledger
+    key) is needed by revisions that seal or key existing rows (0004, when the ledger holds
+    any). A SQLite file it created is removed again when the migration fails; a folder or
+    file that cannot be written is an OSError naming it (the CLI makes it exit 2)."""
     from alembic import command
+    from alembic.util import CommandError
 
-    _run(engine, lambda config: command.upgrade(config, revision), key=key)
+    def migrate(config: Config) -> None:
+        try:
+            command.upgrade(config, revision)
+        except CommandError as exc:  # an unknown revision, or one below the current
+            raise UserInputError(f"cannot migrate the ledger to revision {revision!r} "
+                                 f"({brief(exc)})",
+                                 hint=f"revisions run up to {HEAD_REVISION}; the default is "
+                                      "head") from None
+
+    created = _create_file(engine)
+    try:
+        _run(engine, migrate, key=key)
+    except BaseException:
+        engine.dispose()
+        _remove(created)  # the file, then the folders made for it, innermost first
+        raise
 
 
 def downgrade(engine: Engine, revision: str, *, key: bytes | None = None) -> None:
@@ -150,11 +194,83 @@ def _run(engine: Engine, action, *, key: bytes | None = None) -> None:  # type: 
                             f"({type(exc.orig or exc).__name__})") from None
 
 
+def require_ledger(engine: Engine) -> str:
+    """The database's revision; a NoLedgerError (exit 2, saying how to create one) when the
+    database holds no ledger (no SQLite file, or never migrated)."""
+    current = current_revision(engine)
+    if current is None:
+        raise NoLedgerError(f"the ledger database {describe(str(engine.url))} has no ledger "
+                            "yet", hint=_create_hint(engine))
+    return current
+
+
 def require_current(engine: Engine) -> None:
     """A clear error unless the database is at the code's schema."""
-    current, head = current_revision(engine), HEAD_REVISION
+    current, head = require_ledger(engine), HEAD_REVISION
     if current != head:
-        state = "has no ledger yet" if current is None else f"is at revision {current}"
-        raise DatabaseError(f"the ledger database {describe(str(engine.url))} {state}; "
-                            f"this scrub needs revision {head}",
+        raise DatabaseError(f"the ledger database {describe(str(engine.url))} is at revision "
+                            f"{current}; this scrub needs revision {head}",
                             hint="run `scrub db upgrade` (with the same --db) first")
+
+
+def _is_default(path: Path | None) -> bool:
+    """Whether ``path`` is the default ledger, ``$SCRUB_HOME/ledger.db``."""
+    return path is not None and \
+        os.path.abspath(path) == os.path.abspath(default_home() / "ledger.db")
+
+
+def _create_hint(engine: Engine) -> str:
+    """How to create the ledger a command looked for."""
+    path = sqlite_file(str(engine.url))
+    if _is_default(path):
+        return (f"create the default ledger under {HOME_ENV} ({default_home()}) with "
+                "`scrub db upgrade`, or name another with --db")
+    target = str(path) if path is not None else describe(str(engine.url))
+    return f"create it with `scrub db upgrade --db {target}` (or name another with --db)"
+
+
+def _require_file(engine: Engine) -> None:
+    """For SQLite: the ledger file exists (connecting would create an empty one)."""
+    path = sqlite_file(str(engine.url))
+    if path is None or path.is_file():
+        return
+    if path.exists():
+        raise UserInputError(f"{path}: not a ledger database file (a folder or a special file)",
+                             hint="name the ledger's file with --db")
+    blocker = next((folder for folder in path.parents if folder.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        hint = (f"{HOME_ENV} ({default_home()}) must be a folder: set it to one, or name the "
+                "ledger with --db") if _is_default(path) else "name the ledger's file with --db"
+        raise UserInputError(f"{blocker}: a file where the ledger's folder should be", hint=hint)
+    raise NoLedgerError(f"the ledger database {path} has no ledger yet: the file does not "
+                        "exist", hint=_create_hint(engine))
+
+
+def _create_file(engine: Engine) -> list[Path]:
+    """Create a missing SQLite ledger file (owner-only) and its folders; what this call
+    created, the file first. OSErrors (a read-only or file ``SCRUB_HOME``) propagate, with
+    nothing left behind."""
+    path = sqlite_file(str(engine.url))
+    if path is None or path.exists():
+        return []
+    path = Path(os.path.abspath(path))
+    missing = [folder for folder in path.parents if not folder.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        if isinstance(exc, FileExistsError) and exc.filename == str(path):
+            return []  # another process created the file meanwhile: theirs
+        _remove(missing)
+        raise
+    return [path, *missing]
+
+
+def _remove(paths: list[Path]) -> None:
+    """Remove files and (empty) folders this process created, in the order given."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()

@@ -25,16 +25,23 @@
 
 A policy's content hash (sha256 of its file, and of the files it extends or reads) goes into
 the release manifest. Errors name the file and the key.
+
+scrub ships the stock policies ``research`` and ``research-safe`` (the top-level ``policies/``
+folder, inside the package once installed): a bare name such as ``research`` means one of them,
+anything with a ``/`` or ending in ``.toml`` is a file path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scrub.errors import UserInputError
+from scrub.errors import InvalidDatasetError, UserInputError
+from scrub.shipped import policies_folder
 
 _SECTIONS = {"policy": {"name", "description", "extends"}, "lists": {"names"},
              "ledger": {"requests"}, "nsfw": {"score", "rules"}, "keywords": {"file", "terms"},
@@ -68,9 +75,31 @@ class Policy:
                 "keywords": len(self.keywords)}
 
 
+def stock_policies() -> dict[str, Path]:
+    """The stock policies by name (``research``, ``research-safe``) and their files."""
+    return {path.stem: path for path in sorted(policies_folder().glob("*.toml"),
+                                               key=lambda path: path.stem)}
+
+
+def resolve_policy(ref: Path | str) -> Path:
+    """The file a ``--policy`` names: a bare name (no ``/``, no ``.toml``) is a stock policy,
+    anything else a path. An unknown bare name is a UserInputError listing the stock names."""
+    text = str(ref)
+    if "/" in text or os.sep in text or text.lower().endswith(".toml"):
+        return Path(ref)
+    stock = stock_policies()
+    if text not in stock:
+        raise UserInputError(f"no stock policy named {text!r}; the stock policies are "
+                             f"{', '.join(stock)}",
+                             hint="give one of those names, or a policy file's path "
+                                  "(e.g. ./my-policy.toml)")
+    return stock[text]
+
+
 def load_policy(path: Path | str, *, _seen: tuple[Path, ...] = ()) -> Policy:
-    """Parse and check a policy file (and the policies it extends)."""
-    path = Path(path)
+    """Parse and check a policy file (and the policies it extends); a bare name is a stock
+    policy (:func:`resolve_policy`)."""
+    path = resolve_policy(path) if not _seen else Path(path)
     if path.resolve() in _seen:
         raise UserInputError(f"{path}: 'extends' forms a cycle")
     try:
@@ -157,6 +186,39 @@ def load_policy(path: Path | str, *, _seen: tuple[Path, ...] = ()) -> Policy:
                              "[keywords]")
     policy.sha256 = digest.hexdigest()
     return policy
+
+
+def check_score_columns(policies: Sequence[Policy], source: Path | str, *,
+                        overrides: Mapping[str, str] | None = None) -> None:
+    """Before a build: a policy whose NSFW rules read the dataset's own ``punsafe`` needs that
+    column, else one InvalidDatasetError naming the policy's rule, the column and the shard,
+    with how to build without NSFW rules. Checked on the first shard (the build checks every
+    one); a shard that cannot be read is left to the build, which names it."""
+    stored = [(p, t) for p in policies if p.score == "stored" for t in p.thresholds]
+    if not stored:
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from scrub.dataset import detect_roles, discover_shards
+
+    shard = discover_shards(source)[0].path
+    try:
+        schema = pq.read_schema(shard)
+    except (OSError, pa.ArrowException):
+        return
+    if detect_roles(schema, overrides).get("punsafe") is not None:
+        return
+    policy, threshold = stored[0]
+    rule = f"punsafe > {threshold.above}" + (" with a flagged caption" if threshold.keywords
+                                             else "")
+    raise InvalidDatasetError(
+        f"policy {policy.name} ({policy.path}): its NSFW rule '{rule}' reads the column "
+        f"punsafe, which {shard} lacks",
+        hint="to build without NSFW rules, use a policy that has none, e.g. printf "
+             "'[lists]\\nnames = [\"*\"]\\n[ledger]\\nrequests = true\\n' > no-nsfw.toml, then "
+             "--policy no-nsfw.toml; or name the score column with --column punsafe=NAME, "
+             "or rescore (scrub nsfw rescore) with nsfw.score = \"rescored\" and --scores DIR")
 
 
 def _text(value: object, path: Path, key: str) -> str:

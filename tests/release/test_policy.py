@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from scrub.errors import UserInputError
-from scrub.release.policy import ScoreThreshold, load_policy
+from scrub.release.policy import ScoreThreshold, load_policy, stock_policies
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
@@ -51,3 +51,28 @@ def test_bad_policies_name_the_file_and_key(tmp_path: Path, text: str, message: 
     with pytest.raises(UserInputError, match=message) as info:
         load_policy(path)
     assert str(path) in info.value.message
+
+
+def test_a_bare_name_is_the_stock_policy() -> None:
+    for name in ("research", "research-safe"):
+        stock = load_policy(name)
+        same = load_policy(POLICIES / f"{name}.toml")
+        assert stock.name == name and stock.sha256 == same.sha256
+    assert list(stock_policies()) == ["research", "research-safe"]
+
+
+def test_a_policy_file_in_the_current_folder_is_still_a_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "research.toml").write_text('[policy]\nname = "mine"\n')
+    monkeypatch.chdir(tmp_path)
+    assert load_policy("research.toml").name == "mine"
+    assert load_policy("./research.toml").name == "mine"
+    assert load_policy("research").name == "research"  # a bare name: the stock one
+
+
+def test_an_unknown_bare_name_lists_the_stock_policies() -> None:
+    with pytest.raises(UserInputError) as info:
+        load_policy("reserch")
+    assert info.value.exit_code == 2
+    assert "'reserch'" in info.value.message
+    assert "research, research-safe" in info.value.message
