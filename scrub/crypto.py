@@ -314,6 +314,16 @@ def keyed_mac(key: bytes, purpose: str, data: bytes) -> str:
     return hmac.new(subkey, data, hashlib.sha256).hexdigest()
 
 
+def public_key_path(private_path: Path) -> Path:
+    """Where the public half of a signing key lies: ``NAME.pub`` beside ``NAME.pem`` (or beside
+    ``NAME``, for a private key file without that suffix). ``keygen --signing`` and the demo
+    both name their files so."""
+    private_path = Path(private_path)
+    if private_path.suffix == ".pem":
+        return private_path.with_suffix(".pub")
+    return private_path.with_name(private_path.name + ".pub")
+
+
 def write_signing_keypair(private_path: Path, public_path: Path, *, force: bool = False) -> str:
     """A new Ed25519 key pair: PKCS#8 PEM private key (0600) and SubjectPublicKeyInfo PEM."""
     for path in (private_path, public_path):

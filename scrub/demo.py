@@ -2,8 +2,8 @@
 
 Everything lands under one work folder: ``dataset/`` (the sample), ``lists/`` (a partner-style
 md5 list and a CSV of URL digests, each with planted hits among random decoys) and ``scrubbed/``
-(the output of ``scrub apply``). The same arguments give the same bytes; a rerun reuses the sample
-and resumes the job.
+(the output of ``scrub apply``: its shards only, its report in ``scrubbed.scrub/``). The same
+arguments give the same bytes; a rerun reuses the sample and resumes the job.
 """
 
 from __future__ import annotations
@@ -79,10 +79,6 @@ class ReleaseDemo:
     public_key: Path
 
 
-#: The repository's policy folder (``research.toml``, ``research-safe.toml``).
-POLICIES = Path(__file__).resolve().parent.parent / "policies"
-
-
 def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = None,
                      progress: bool = True) -> ReleaseDemo:
     """The rest of the path on the demo's sample: both lists imported into a store (the partner
@@ -90,7 +86,13 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
     research and research-safe variants built, signed and audited under ``release/``."""
     import shutil
 
-    from scrub.crypto import load_key, load_signing_key, write_key_file, write_signing_keypair
+    from scrub.crypto import (
+        load_key,
+        load_signing_key,
+        public_key_path,
+        write_key_file,
+        write_signing_keypair,
+    )
     from scrub.ledger import db
     from scrub.ledger.service import IdentitySeal, Ledger, RequestSpec
     from scrub.lists.store import ListStore
@@ -99,7 +101,8 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
     from scrub.release.policy import load_policy
 
     work = demo.workdir
-    key_path, signing, public = work / "data.key", work / "signing.pem", work / "signing.pub"
+    key_path, signing = work / "data.key", work / "signing.pem"
+    public = public_key_path(signing)  # as scrub keygen --signing -o signing.pem names it
     key = load_key(key_path) if key_path.is_file() else write_key_file(key_path)
     if not signing.is_file():
         write_signing_keypair(signing, public, force=True)
@@ -123,8 +126,7 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
             "requester": {"name": "Demo Requester", "email": "requester@example.org"},
             "items": [{"type": "url", "value": url}]}, where="demo request"), "demo")
         ledger.transition(request, "verify", "demo")
-    policies = [load_policy(POLICIES / "research.toml"),
-                load_policy(POLICIES / "research-safe.toml")]
+    policies = [load_policy("research"), load_policy("research-safe")]  # the stock policies
     release = plan_release(policies, store=store, key=key, ledger=ledger)
     private = load_signing_key(signing)
     output = work / "release"

@@ -49,6 +49,13 @@ class ExternalSourceError(ScrubError):
     exit_code = 3
 
 
+class ReleaseOutdated(ScrubError):
+    """A release verifies, but the ledger holds verified requests it predates: not a fault of
+    the release, a reason to build a new one. Exit code 4."""
+
+    exit_code = 4
+
+
 class Interrupted(ScrubError):
     """The user interrupted the run. Exit code 130; completed shards are kept for resuming."""
 

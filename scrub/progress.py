@@ -1,7 +1,9 @@
 """Progress on stderr for long work: shards done, rows/s and an ETA.
 
 On a terminal the line is redrawn in place; otherwise a line is printed at most every few seconds,
-so logs of batch jobs stay short. Nothing but counts is printed.
+so logs of batch jobs stay short. Nothing but counts is printed. Work a resumed run finds done
+(:meth:`Progress.resume`) counts towards the totals but not towards the rate, which measures
+this run alone.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class Progress:
         self.interval = interval
         self.shards = 0
         self.rows = 0
+        #: Rows an earlier run completed (in ``rows``, never in the rate).
+        self.resumed_rows = 0
+        self.resumed_shards = 0
         self.started = time.monotonic()
         self._last = 0.0
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -52,13 +57,20 @@ class Progress:
             self._last = now
             self._draw(final=False)
 
+    def resume(self, rows: int, shards: int) -> None:
+        """Count work an earlier run completed: it moves the totals, not the rate or the ETA."""
+        self.resumed_rows += rows
+        self.resumed_shards += shards
+        self.advance(rows, shards=shards)
+
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = self.rows / elapsed
+        rate = (self.rows - self.resumed_rows) / elapsed
         if self.total_rows is None:
             rows = f"{_human(self.rows)} rows"
             left_shards = max(self.total_shards - self.shards, 0)
-            eta = _clock(left_shards * elapsed / self.shards) if self.shards else "?"
+            fresh = self.shards - self.resumed_shards
+            eta = _clock(left_shards * elapsed / fresh) if fresh > 0 else "?"
         else:
             rows = f"{_human(self.rows)}/{_human(self.total_rows)} rows"
             left = max(self.total_rows - self.rows, 0)

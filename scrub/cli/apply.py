@@ -14,7 +14,7 @@ from scrub.cli.render import render_apply_summary
 from scrub.crypto import load_key, resolve_key_file
 from scrub.dataset import parse_role_overrides
 from scrub.errors import UserInputError
-from scrub.lists.hashlist import ListFormat, check_list_file
+from scrub.lists.hashlist import ListFormat, check_list_file, parse_list_argument
 from scrub.lists.store import ListStore
 from scrub.lists.types import registered_types
 
@@ -22,9 +22,12 @@ from scrub.lists.types import registered_types
 def apply_command(
     input: Path = typer.Argument(..., help="Dataset folder of parquet shards (or one file)."),
     output: Path = typer.Argument(..., help="Output folder: same shard names, matches removed."),
-    hashlist: list[Path] = typer.Option([], "--hashlist", metavar="FILE",
-                                        help="Hash-list file (text, CSV/TSV, JSONL, ...); "
-                                             "repeatable."),
+    hashlist: list[str] = typer.Option([], "--hashlist", metavar="[TYPE:]FILE",
+                                       help="Hash-list file (text, CSV/TSV, JSONL, ...), its "
+                                            "plain values' type in front if needed (e.g. "
+                                            "domain:optout.txt); repeatable. Opt-out lists "
+                                            "(url, url_prefix, host, domain) are public, "
+                                            "others sensitive."),
     stored: list[str] = typer.Option([], "--list", metavar="NAME[@VERSION]",
                                      help="A list from the store (latest version by default); "
                                           "repeatable."),
@@ -35,11 +38,13 @@ def apply_command(
     store: Optional[Path] = typer.Option(None, "--store", metavar="DIR",
                                          help="List store (default: $SCRUB_HOME/lists)."),
     type_: Optional[str] = typer.Option(None, "--type", metavar="TYPE",
-                                        help="Type of plain-text list values (default: "
-                                             "inferred: md5, sha1, sha256); any of "
+                                        help="Type of every --hashlist's plain values (default: "
+                                             "inferred: md5, sha1, sha256; one list's type: "
+                                             "--hashlist TYPE:FILE); any of "
                                              + ", ".join(sorted(registered_types())) + "."),
     list_format: ListFormat = typer.Option(ListFormat.auto, "--format",
-                                           help="Hash-list file format."),
+                                           help="Hash-list file format: "
+                                                + ", ".join(f.value for f in ListFormat) + "."),
     site: Optional[str] = typer.Option(None, "--site", metavar="URL",
                                        help="The site of tdmrep.json / robots-style files."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1,
@@ -78,8 +83,9 @@ def apply_command(
     if not hashlist and not stored and not ledger and punsafe_above is None:
         raise UserInputError("nothing to apply: give at least one --hashlist FILE, --list NAME, "
                              "--ledger or --punsafe-above T")
-    for path in hashlist:  # before any reader opens it: a FIFO would block forever
-        check_list_file(path)
+    given = [parse_list_argument(text) for text in hashlist]
+    for argument in given:  # before any reader opens it: a FIFO would block forever
+        check_list_file(argument.path)
     from scrub.engine.distributed import check_engine
 
     check_engine(engine, address)
@@ -103,9 +109,10 @@ def apply_command(
     def build_plan():  # type: ignore[no-untyped-def]
         # Every list is read and validated before OUTPUT is touched: a bad list writes nothing.
         options = MatchOptions(pdq_radius, phash_radius, pdq_quality_floor)
-        plan = plan_for_apply(hashlist, stored, store=ListStore(store) if store else None,
+        plan = plan_for_apply([a.path for a in given], stored,
+                              store=ListStore(store) if store else None,
                               key=key, type_name=type_, fmt=list_format, site=site,
-                              options=options)
+                              options=options, file_types=[a.type_name for a in given])
         if ledger:
             from scrub.ledger.db import make_engine
             from scrub.ledger.service import IdentitySeal, Ledger

@@ -10,6 +10,7 @@ import typer
 
 from scrub.cli.errors import handle_errors
 from scrub.cli.render import render_apply_summary
+from scrub.layout import companion
 
 
 def demo_command(
@@ -43,10 +44,10 @@ def demo_command(
                f"{release.request} verified in {demo.workdir / 'ledger.db'}):")
     for name, folder in release.variants.items():
         typer.echo(f"  {name + ':':15s} {release.rows_out[name]:,} rows -> {folder}")
-    for folder in release.variants.values():
-        typer.echo(f"  audit:          {folder / 'audit.html'}")
-    typer.echo(f"  verify with:    scrub release verify {next(iter(release.variants.values()))}"
-               f" --pubkey {release.public_key}")
+    for folder in release.variants.values():  # beside each variant's shards, never among them
+        typer.echo(f"  audit:          {companion(folder) / 'audit.html'}")
+    typer.echo(f"  verify with:    scrub release verify "
+               f"{next(iter(release.variants.values())).parent} --pubkey {release.public_key}")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,8 @@
 
 Every expected failure is a :class:`~scrub.errors.ScrubError`; the handler prints one line on
 stderr (plus a hint) and exits with the error's code: 2 user input, 3 external source, 1 other,
-130 interrupt. An OS error that escaped the library (a read-only OUTPUT, a file where a folder
+130 interrupt; output piped into a reader that stops early (``| head``) ends quietly with 141,
+as SIGPIPE would. An OS error that escaped the library (a read-only OUTPUT, a file where a folder
 goes, a full disk) is told by its errno and file name alone (:func:`scrub.errors.from_os_error`).
 Unexpected errors print their type only, since their messages may hold sensitive values;
 ``SCRUB_DEBUG=1`` shows the traceback.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,9 @@ from scrub.errors import ScrubError, from_os_error
 #: The variable naming scrub's home folder (list store, default ledger); read here for hints
 #: only, so the handler imports nothing heavy.
 HOME_ENV = "SCRUB_HOME"
+#: The exit status of a command whose output pipe closed early: what a shell reports for a
+#: command that SIGPIPE ended (128 + 13).
+SIGPIPE_EXIT = 141
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +47,8 @@ def handle_errors(command: F) -> F:
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:
+            _closed_pipe()
         except OSError as exc:
             # A path the operator chose (read-only, a file where a folder goes) or a full
             # disk: say which file and why, from the errno alone.
@@ -62,6 +69,18 @@ def _report(exc: ScrubError) -> NoReturn:
     if exc.hint:
         _say(f"  hint: {exc.hint}")
     raise typer.Exit(exc.exit_code) from None
+
+
+def _closed_pipe() -> NoReturn:
+    """stdout's reader went away (``scrub ... | head``): end quietly, as a command killed by
+    SIGPIPE does (exit 128 + 13), with stdout pointed at /dev/null so that the interpreter's
+    final flush finds nowhere to fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test runner's buffer)
+        pass
+    raise typer.Exit(SIGPIPE_EXIT) from None
 
 
 def _internal(exc: BaseException) -> NoReturn:

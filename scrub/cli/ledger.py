@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import getpass
+import io
 import json
 import os
 from dataclasses import asdict
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from scrub.cli import options
 from scrub.cli.errors import handle_errors
 from scrub.crypto import load_key, resolve_key_file
 from scrub.errors import ExternalSourceError, ScrubError, UserInputError
@@ -24,9 +27,7 @@ requests_app = typer.Typer(help="Takedown and erasure requests.", no_args_is_hel
 ledger_app = typer.Typer(help="The ledger's tamper-evident history.", no_args_is_help=True)
 db_app = typer.Typer(help="The ledger database's schema (migrations).", no_args_is_help=True)
 
-DB = typer.Option(None, "--db", metavar="URL",
-                  help="Database URL (default: $SCRUB_DATABASE_URL, else "
-                       "sqlite:///$SCRUB_HOME/ledger.db).")
+DB = options.DB
 KEY_FILE = typer.Option(None, "--key-file", metavar="FILE",
                         help="The ledger key: seals identities and items, authenticates the "
                         "history (default: $SCRUB_KEY_FILE).")
@@ -69,7 +70,8 @@ def add_command(
     email: Optional[str] = typer.Option(None, "--email", help="Requester's email."),
     item: list[str] = typer.Option([], "--item", metavar="TYPE=VALUE",
                                    help="An item, e.g. url=https://... (repeatable)."),
-    notes: Optional[str] = typer.Option(None, "--notes"),
+    notes: Optional[str] = typer.Option(None, "--notes",
+                                        help="Free-text notes (sealed like the requester)."),
     db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
     actor: Optional[str] = ACTOR, as_json: bool = AS_JSON,
 ) -> None:
@@ -114,13 +116,18 @@ def import_command(
                                 "(kind,received_at,name,email,item_type,item_value; rows with "
                                 "the same kind, time and email form one request)."),
     db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
-    actor: Optional[str] = ACTOR,
+    actor: Optional[str] = ACTOR, as_json: bool = AS_JSON,
 ) -> None:
     """Record a batch of requests: all or nothing."""
     specs = _read_batch(file)
     ledger = _ledger(db_url, key_file, need_key=True)
     results = ledger.add_many(specs, _actor(actor))
     created = sum(1 for _, new in results if new)
+    if as_json:  # in the file's order: the id each request got, or joined
+        typer.echo(json.dumps({"imported": len(specs), "created": created,
+                               "requests": [{"id": request_id, "created": new}
+                                            for request_id, new in results]}, indent=2))
+        return
     typer.echo(f"imported {len(specs)} request(s): {created} new, "
                f"{len(specs) - created} joined earlier ones")
 
@@ -129,7 +136,7 @@ def import_command(
 @handle_errors
 def ls_command(
     status: Optional[str] = typer.Option(None, "--status", help=f"One of {', '.join(STATUSES)}."),
-    kind: Optional[str] = typer.Option(None, "--kind"),
+    kind: Optional[str] = typer.Option(None, "--kind", help=f"One of {', '.join(KINDS)}."),
     overdue: bool = typer.Option(False, "--overdue", help="Only open requests past due."),
     db_url: Optional[str] = DB, as_json: bool = AS_JSON,
 ) -> None:
@@ -149,7 +156,7 @@ def ls_command(
 @requests_app.command("show")
 @handle_errors
 def show_command(
-    request_id: int = typer.Argument(..., metavar="ID"),
+    request_id: int = typer.Argument(..., metavar="ID", help="The request's id."),
     identity: bool = typer.Option(False, "--identity",
                                   help="Also decrypt the requester (needs the key)."),
     items: bool = typer.Option(False, "--items",
@@ -178,13 +185,16 @@ def _transition(action: str, doc: str):  # type: ignore[no-untyped-def]
         request_ids: list[int] = typer.Argument(..., metavar="ID...",
                                                 help="One or more request ids (all move, or "
                                                 "none)."),
-        reason: Optional[str] = typer.Option(None, "--reason"),
+        reason: Optional[str] = typer.Option(None, "--reason",
+                                             help="Why (recorded in the history)."),
         db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
-        actor: Optional[str] = ACTOR,
+        actor: Optional[str] = ACTOR, as_json: bool = AS_JSON,
     ) -> None:
-        _ledger(db_url, key_file, need_key=True).transition_many(request_ids, action,
-                                                                 _actor(actor), reason=reason)
-        if len(request_ids) == 1:
+        ledger = _ledger(db_url, key_file, need_key=True)
+        ledger.transition_many(request_ids, action, _actor(actor), reason=reason)
+        if as_json:
+            _echo_states(ledger, action, request_ids)
+        elif len(request_ids) == 1:
             typer.echo(f"request {request_ids[0]}: {action} recorded")
         else:
             typer.echo(f"{len(set(request_ids))} requests: {action} recorded")
@@ -210,34 +220,46 @@ def apply_command(
     reason: Optional[str] = typer.Option(None, "--reason",
                                          help="Why by hand (recorded in the history)."),
     db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
-    actor: Optional[str] = ACTOR,
+    actor: Optional[str] = ACTOR, as_json: bool = AS_JSON,
 ) -> None:
     """Record by hand that a release applied requests: the repair when a build published but
     could not update the ledger. Recorded like the builder's own update, with the actor."""
-    _ledger(db_url, key_file, need_key=True).transition_many(
-        request_ids, "apply", _actor(actor), reason=reason, release=release)
+    ledger = _ledger(db_url, key_file, need_key=True)
+    ledger.transition_many(request_ids, "apply", _actor(actor), reason=reason, release=release)
+    if as_json:
+        _echo_states(ledger, "apply", request_ids, release=release)
+        return
     typer.echo(f"{len(set(request_ids))} request(s): apply in release {release} recorded")
+
+
+def _echo_states(ledger: Ledger, action: str, request_ids: list[int], **extra: object) -> None:
+    """A transition as JSON: the action and each request's status now (no identities)."""
+    typer.echo(json.dumps({"action": action, **extra, "requests": [
+        {"id": request_id, "status": ledger.show(request_id).status}
+        for request_id in dict.fromkeys(request_ids)]}, indent=2))
 
 
 @requests_app.command("extend")
 @handle_errors
 def extend_command(
-    request_id: int = typer.Argument(..., metavar="ID"),
+    request_id: int = typer.Argument(..., metavar="ID", help="The request's id."),
     reason: str = typer.Option(..., "--reason", help="Why (recorded in the history)."),
     days: int = typer.Option(60, "--days", help="Days to add (at most 90 after receipt)."),
     db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
-    actor: Optional[str] = ACTOR,
+    actor: Optional[str] = ACTOR, as_json: bool = AS_JSON,
 ) -> None:
     """Extend an open request's deadline, with a recorded reason."""
     ledger = _ledger(db_url, key_file, need_key=True)
     ledger.extend(request_id, _actor(actor), reason=reason, days=days)
-    typer.echo(f"request {request_id}: due {ledger.show(request_id).due_at[:10]}")
+    due = ledger.show(request_id).due_at
+    typer.echo(json.dumps({"id": request_id, "due_at": due}, indent=2) if as_json
+               else f"request {request_id}: due {due[:10]}")
 
 
 @requests_app.command("export")
 @handle_errors
 def export_command(
-    request_id: int = typer.Argument(..., metavar="ID"),
+    request_id: int = typer.Argument(..., metavar="ID", help="The request's id."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
     db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
 ) -> None:
@@ -295,22 +317,19 @@ def _anchors(paths: list[Path], pubkey: Optional[Path]) -> list:  # type: ignore
                              "ledger's history")
     from scrub.crypto import load_public_key
     from scrub.ledger.service import Anchor
-    from scrub.release.signed import MANIFEST, read_signed_manifest
+    from scrub.release.signed import MANIFEST, find_variants, read_variant
 
     key = load_public_key(pubkey)
-    folders: list[Path] = []
-    for path in paths:
-        if path.is_file() and path.name == MANIFEST:
-            folders.append(path.parent)
-        elif (path / MANIFEST).is_file():
-            folders.append(path)
-        elif path.is_dir() and any((sub / MANIFEST).is_file() for sub in path.iterdir()):
-            folders.extend(sorted(sub for sub in path.iterdir() if (sub / MANIFEST).is_file()))
-        else:
+    variants = []
+    for path in paths:  # a variant (folder, companion or manifest) or a release folder
+        found = find_variants(path)
+        if not found:
             raise UserInputError(f"--release {path}: no {MANIFEST} there, nor in its folders")
+        variants.extend(found)
     anchors = []
-    for folder in folders:
-        manifest = read_signed_manifest(folder, key)
+    for variant in variants:
+        folder = variant.meta
+        manifest = read_variant(variant, key)
         record = manifest.get("ledger")
         if record is None:
             continue  # a variant whose policy takes no requests
@@ -323,7 +342,7 @@ def _anchors(paths: list[Path], pubkey: Optional[Path]) -> list:  # type: ignore
         if not valid:
             raise ExternalSourceError(f"{folder / MANIFEST}: signed, but its ledger record is "
                                       "malformed")
-        anchors.append(Anchor(f"{manifest.get('release_id')} ({folder.name})", events, head))
+        anchors.append(Anchor(f"{manifest.get('release_id')} ({variant.name})", events, head))
     if not anchors:
         raise UserInputError("none of the releases given recorded the ledger (their policies "
                              "take no requests)")
@@ -333,39 +352,45 @@ def _anchors(paths: list[Path], pubkey: Optional[Path]) -> list:  # type: ignore
 @db_app.command("upgrade")
 @handle_errors
 def upgrade_command(db_url: Optional[str] = DB,
-                    revision: str = typer.Option("head", "--revision"),
-                    key_file: Optional[Path] = KEY_FILE) -> None:
-    """Migrate the ledger database to this scrub's schema (a ledger holding requests needs
-    the key to reach revision 0004, which seals its items and keys its history)."""
+                    revision: str = typer.Option("head", "--revision",
+                                                 help="The schema revision to reach."),
+                    key_file: Optional[Path] = KEY_FILE, as_json: bool = AS_JSON) -> None:
+    """Create the ledger, or migrate it to this scrub's schema (a ledger holding requests
+    needs the key to reach revision 0004, which seals its items and keys its history)."""
     resolved = resolve_key_file(key_file)
     key = load_key(resolved) if resolved else None
     engine = _db().make_engine(db_url)
     _db().upgrade(engine, revision, key=key)
-    typer.echo(f"{_db().describe(str(engine.url))}: at revision {_db().current_revision(engine)}")
+    where, now = _db().describe(str(engine.url)), _db().current_revision(engine)
+    typer.echo(json.dumps({"database": where, "revision": now}, indent=2) if as_json
+               else f"{where}: at revision {now}")
 
 
 @db_app.command("current")
 @handle_errors
-def current_command(db_url: Optional[str] = DB) -> None:
-    """The database's revision and the code's."""
+def current_command(db_url: Optional[str] = DB, as_json: bool = AS_JSON) -> None:
+    """The database's revision and the code's (exit 2 where there is no ledger)."""
     engine = _db().make_engine(db_url)
-    typer.echo(f"database: {_db().current_revision(engine) or '(none)'}; "
-               f"code: {_db().head_revision()}")
+    found, code = _db().require_ledger(engine), _db().head_revision()
+    typer.echo(json.dumps({"database": found, "code": code, "current": found == code},
+                          indent=2) if as_json else f"database: {found}; code: {code}")
 
 
 @db_app.command("check")
 @handle_errors
-def check_command(db_url: Optional[str] = DB) -> None:
+def check_command(db_url: Optional[str] = DB, as_json: bool = AS_JSON) -> None:
     """Exit non-zero when the database is behind or differs from the models."""
     engine = _db().make_engine(db_url)
     _db().require_current(engine)
     try:
-        _db().check(engine)
+        with contextlib.redirect_stdout(io.StringIO()):  # Alembic's own note, not our answer
+            _db().check(engine)
     except Exception as exc:  # alembic's AutogenerateDiffsDetected
         if isinstance(exc, ScrubError):
             raise
         raise ScrubError("the database schema differs from the models") from None
-    typer.echo("database schema matches the code")
+    typer.echo(json.dumps({"ok": True, "revision": _db().head_revision()}, indent=2)
+               if as_json else "database schema matches the code")
 
 
 def _read_json(path: Path) -> object:

@@ -11,7 +11,7 @@ import typer
 
 from scrub.cli.errors import handle_errors
 from scrub.crypto import KeyFileError, load_key, resolve_key_file
-from scrub.errors import ScrubError
+from scrub.errors import ScrubError, UserInputError
 from scrub.lists.hashlist import ListFormat
 from scrub.lists.store import CatalogSealError, ListStore, ListVersion, resolve_in
 
@@ -52,8 +52,12 @@ def import_command(
     name: str = typer.Option(..., "--name", help="List name."),
     source: str = typer.Option(..., "--source", help="Organisation that supplied it."),
     version: str = typer.Option(..., "--version", help="The supplier's version label."),
-    type_: Optional[str] = typer.Option(None, "--type", help="Type of plain-text values."),
-    list_format: ListFormat = typer.Option(ListFormat.auto, "--format", help="File format."),
+    type_: Optional[str] = typer.Option(None, "--type",
+                                        help="Type of plain-text values (default: inferred: "
+                                             "md5, sha1, sha256)."),
+    list_format: ListFormat = typer.Option(ListFormat.auto, "--format",
+                                           help="File format: "
+                                                + ", ".join(f.value for f in ListFormat) + "."),
     sensitive: Optional[bool] = typer.Option(
         None, "--sensitive/--public",
         help="Encrypt at rest and never show values (default: on for hash sets)."),
@@ -126,7 +130,8 @@ def ls_command(store: Optional[Path] = STORE, as_json: bool = AS_JSON,
 
 @lists_app.command("show")
 @handle_errors
-def show_command(ref: str = typer.Argument(..., metavar="NAME[@VERSION]"),
+def show_command(ref: str = typer.Argument(..., metavar="NAME[@VERSION]",
+                                            help="A list, or one version of it."),
                  store: Optional[Path] = STORE, as_json: bool = AS_JSON,
                  key_file: Optional[Path] = KEY_FILE) -> None:
     """A list version's metadata and counts (never its values), and the list's history."""
@@ -145,25 +150,39 @@ def show_command(ref: str = typer.Argument(..., metavar="NAME[@VERSION]"),
 
 @lists_app.command("rm")
 @handle_errors
-def rm_command(ref: str = typer.Argument(..., metavar="NAME[@VERSION]"),
-               key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = STORE) -> None:
+def rm_command(ref: str = typer.Argument(..., metavar="NAME[@VERSION]",
+                                          help="A list (every version), or one version."),
+               key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = STORE,
+               as_json: bool = AS_JSON) -> None:
     """Remove one version, or every version of a list (a sealed store needs the key)."""
-    for meta in _store(store).remove(ref, key=_key(key_file)):
+    removed = _store(store).remove(ref, key=_key(key_file))
+    if as_json:
+        typer.echo(json.dumps({"removed": [meta.ref for meta in removed]}, indent=2))
+        return
+    for meta in removed:
         typer.echo(f"removed {meta.ref}")
 
 
 @lists_app.command("verify")
 @handle_errors
-def verify_command(key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = STORE) -> None:
+def verify_command(key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = STORE,
+                   as_json: bool = AS_JSON) -> None:
     """Check the catalog's seal and every stored file against it (contents too, given the key)."""
     lists = _store(store)
     key = _key(key_file)
     problems = lists.verify(key=key)
-    for problem in problems:
-        typer.echo(problem)
+    sealed = lists.sealed_with()
+    if as_json:
+        typer.echo(json.dumps({"ok": not problems, "problems": problems,
+                               "sealed_with": sealed, "authenticated": key is not None
+                               and sealed is not None}, indent=2))
+    else:
+        for problem in problems:
+            typer.echo(problem)
     if problems:
         raise ScrubError(f"the store has {len(problems)} problem(s)")
-    sealed = lists.sealed_with()
+    if as_json:
+        return
     if key is not None and sealed is not None:
         typer.echo(f"store OK (catalog sealed with key id {sealed}; every file matches it)")
     else:
@@ -174,14 +193,22 @@ def verify_command(key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = 
 @lists_app.command("trust")
 @handle_errors
 def trust_command(source: str = typer.Option(..., "--source", help="Organisation."),
-                  key: Path = typer.Option(..., "--key", help="Its Ed25519 public key."),
-                  key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = STORE) -> None:
+                  pubkey: Optional[Path] = typer.Option(None, "--pubkey", metavar="PEM",
+                                                        help="Its Ed25519 public key."),
+                  key: Optional[Path] = typer.Option(None, "--key", hidden=True,
+                                                     help="Old spelling of --pubkey."),
+                  key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = STORE,
+                  as_json: bool = AS_JSON) -> None:
     """Register a source's signing key; its imports then need a valid --signature.
 
     A list already signed stays bound to the key that signed it: a version signed with a new key
     is accepted only with `scrub lists import --retrust` (recorded)."""
-    fingerprint = _store(store).trust(source, key, key=_key(key_file))
-    typer.echo(f"trusted {source}: {fingerprint}")
+    public = pubkey or key
+    if public is None or (pubkey is not None and key is not None):
+        raise UserInputError("give the source's public key once, with --pubkey PEM")
+    fingerprint = _store(store).trust(source, public, key=_key(key_file))
+    typer.echo(json.dumps({"source": source, "fingerprint": fingerprint}, indent=2) if as_json
+               else f"trusted {source}: {fingerprint}")
 
 
 @lists_app.command("seal")
@@ -189,7 +216,8 @@ def trust_command(source: str = typer.Option(..., "--source", help="Organisation
 def seal_command(key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = STORE,
                  force: bool = typer.Option(
                      False, "--force", help="Seal even a catalog whose seal fails or whose files "
-                                            "do not match it (after reviewing it).")) -> None:
+                                            "do not match it (after reviewing it)."),
+                 as_json: bool = AS_JSON) -> None:
     """Seal a catalog written by an older scrub or without a key, once (recorded in it).
 
     Every stored file is checked against the catalog first (sensitive ones decrypted); from then
@@ -200,6 +228,10 @@ def seal_command(key_file: Optional[Path] = KEY_FILE, store: Optional[Path] = ST
                            hint="pass --key-file or set SCRUB_KEY_FILE")
     lists = _store(store)
     record = lists.seal(key, force=force)
+    if as_json:
+        typer.echo(json.dumps({"sealed": record is not None, "key_id": lists.sealed_with(),
+                               **(record or {})}, indent=2, default=str))
+        return
     if record is None:
         typer.echo(f"catalog.json is already sealed with key id {lists.sealed_with()}; "
                    "nothing to do")

@@ -7,6 +7,7 @@ errors become exit codes. Tracebacks never show locals (they can hold keys and h
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Iterable
 
@@ -48,7 +49,30 @@ def build_app(modules: Iterable[str] | None = None) -> typer.Typer:
     root.callback()(_root)
     for module in MODULES if modules is None else modules:
         importlib.import_module(f"scrub.cli.{module}").register(root)
+    _plain_help(root)
     return root
+
+
+def _plain_help(app: typer.Typer) -> None:
+    """One help style for the whole tree: click's plain layout (flags shown as flags, not with
+    typer's ``<bool>``), and every value shown by an upper-case placeholder: the option's own
+    ``metavar``, else its name (``--rows ROWS``), never typer's ``<int range>``."""
+    app.rich_markup_mode = None
+    for info in app.registered_commands + ([app.registered_callback]
+                                           if app.registered_callback else []):
+        if info.callback is None:
+            continue
+        for parameter in inspect.signature(info.callback).parameters.values():
+            default = parameter.default
+            if not isinstance(default, (typer.models.OptionInfo, typer.models.ArgumentInfo)) \
+                    or default.metavar is not None or parameter.annotation in (bool, "bool"):
+                continue
+            names = [d for d in getattr(default, "param_decls", None) or () if d.startswith("--")]
+            default.metavar = (names[0][2:] if names else parameter.name).upper() \
+                .replace("-", "_").rstrip("_")
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _plain_help(group.typer_instance)
 
 
 def __getattr__(name: str) -> typer.Typer:

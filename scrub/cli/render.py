@@ -17,6 +17,9 @@ def render_apply_summary(report: dict, path: Path) -> str:
     ]
     for reason, count in report["removed_by_reason"].items():
         lines.append(f"  by reason {reason}: {_n(count)}")
+    several = int(report.get("rows_with_several_reasons", 0))  # type: ignore[call-overload]
+    if several:
+        lines.append(f"  rows removed for several reasons (counted under each): {_n(several)}")
     for label, count in report["removed_by_list"].items():
         lines.append(f"  by list {label}: {_n(count)}")
     unmatchable = {k: v for k, v in report["unmatchable"].items() if v}

@@ -90,7 +90,7 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
         done = {s.name: st for s in shards if (st := state.completed(s)) is not None}
         pending = [s for s in shards if s.name not in done]
         meter = Progress("apply", len(shards), survey(shards), enabled=progress)
-        meter.advance(sum(st.rows_in for st in done.values()), shards=len(done))
+        meter.resume(sum(st.rows_in for st in done.values()), shards=len(done))
 
         def on_done(outcome: ShardOutcome) -> None:
             meter.advance(outcome.stats.rows_in if outcome.stats else 0)
@@ -168,6 +168,9 @@ def build_report(plan: MatchPlan, source: Path, output: Path,
                  shard_stats: Sequence[ShardStats]) -> dict[str, object]:
     """The apply report: totals, per reason, per list, per shard. Counts and digests only.
 
+    A row removed for several reasons counts under each in ``removed_by_reason``;
+    ``rows_with_several_reasons`` says how many such rows there are.
+
     ``unmatched_entries`` counts, per list (allow-lists included), the entries that matched
     no row of the whole dataset."""
     totals = Totals.of(shard_stats)
@@ -186,6 +189,7 @@ def build_report(plan: MatchPlan, source: Path, output: Path,
         "rows_out": totals.rows_out,
         "rows_removed": totals.removed,
         "removed_by_reason": dict(sorted(totals.removed_by_reason.items())),
+        "rows_with_several_reasons": totals.rows_with_several_reasons,
         "removed_by_list": {s.label: totals.removed_by_source.get(s.label, 0)
                             for s in plan.sources if s.kind != "allowlist"},
         "suppressed_by_allowlist": dict(sorted(totals.suppressed_by_source.items())),

@@ -81,6 +81,14 @@ def warm_up() -> None:
     read_back.filter(pa.array(valid))
 
 
+def several_reasons(reasons: np.ndarray) -> int:
+    """How many rows of a reason bitmask column have more than one bit set (a bit cleared by
+    ``x & (x - 1)`` leaves others)."""
+    if not len(reasons):
+        return 0
+    return int(np.count_nonzero(reasons & (reasons - np.ones(1, reasons.dtype))))
+
+
 class Tally:
     """Counts one shard's removals per reason and per source, its unmatchable rows, and
     which list entries its rows matched."""
@@ -92,6 +100,7 @@ class Tally:
         self.by_source: Counter[str] = Counter()
         self.unmatchable: Counter[str] = Counter()
         self.suppressed: Counter[str] = Counter()
+        self.several = 0
         #: Positions of matched entries per rule (index in plan.rules) and allow rule.
         self.entries: dict[int, list[np.ndarray]] = {}
         self.allow_entries: dict[int, list[np.ndarray]] = {}
@@ -110,6 +119,7 @@ class Tally:
         present = int(np.bitwise_or.reduce(decisions.reasons)) if len(decisions.reasons) else 0
         for reason in Reason.from_mask(present):
             self.by_reason[reason.code] += int(np.count_nonzero(decisions.reasons & reason.mask))
+        self.several += several_reasons(decisions.reasons)
         for source_id, hit in decisions.sources.items():
             self.by_source[self.labels[source_id]] += int(np.count_nonzero(hit))
         for source_id, count in decisions.suppressed.items():
@@ -118,6 +128,7 @@ class Tally:
     def into(self, stats: ShardStats) -> None:
         stats.removed_by_reason = dict(sorted(self.by_reason.items()))
         stats.removed_by_source = dict(sorted(self.by_source.items()))
+        stats.rows_with_several_reasons = self.several
         stats.unmatchable = dict(sorted(self.unmatchable.items()))
         stats.suppressed_by_source = dict(sorted(self.suppressed.items()))
         matched: dict[str, set[int]] = {}

@@ -16,6 +16,10 @@ class ShardStats:
     rows_out: int = 0
     removed_by_reason: dict[str, int] = field(default_factory=dict)
     removed_by_source: dict[str, int] = field(default_factory=dict)
+    #: Removed rows that more than one reason removed: each is counted under every one of its
+    #: reasons, so the per-reason counts add up to more than the rows removed by this much
+    #: (or more, for rows of three reasons).
+    rows_with_several_reasons: int = 0
     unmatchable: dict[str, int] = field(default_factory=dict)
     suppressed_by_source: dict[str, int] = field(default_factory=dict)
     input_size: int = 0
@@ -54,6 +58,7 @@ class Totals:
     rows_out: int = 0
     removed_by_reason: Counter[str] = field(default_factory=Counter)
     removed_by_source: Counter[str] = field(default_factory=Counter)
+    rows_with_several_reasons: int = 0
     unmatchable: Counter[str] = field(default_factory=Counter)
     suppressed_by_source: Counter[str] = field(default_factory=Counter)
     matched_entries: dict[str, set[int]] = field(default_factory=dict)
@@ -71,6 +76,7 @@ class Totals:
             totals.rows_out += stats.rows_out
             totals.removed_by_reason.update(stats.removed_by_reason)
             totals.removed_by_source.update(stats.removed_by_source)
+            totals.rows_with_several_reasons += stats.rows_with_several_reasons
             totals.unmatchable.update(stats.unmatchable)
             totals.suppressed_by_source.update(stats.suppressed_by_source)
             for label, ids in stats.matched_entries.items():

@@ -34,7 +34,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -228,6 +228,52 @@ class _Growing:
 
 
 
+@dataclass(frozen=True)
+class ListArgument:
+    """One ``--hashlist`` argument: the file, and the type of its plain values when the
+    argument names one (``domain:domains.txt``)."""
+
+    path: Path
+    type_name: str | None = None
+
+
+#: The types a list given by hand may hold without being a secret: opt-out registries of URLs,
+#: prefixes, hosts and domains (and the site formats, which give url and url_prefix entries).
+#: Digests of URLs, content hashes and keys are what partners keep secret.
+_OPT_OUT_TYPES = frozenset({"url", "url_prefix", "host", "domain"})
+
+
+def public_by_default(type_names: Iterable[str]) -> bool:
+    """Whether a list of these entry types is public unless said otherwise: only when every
+    type is an opt-out one (url, url_prefix, host, domain); hash sets stay sensitive. The one
+    rule for ``lists import`` and ``apply --hashlist``."""
+    return set(type_names) <= _OPT_OUT_TYPES
+
+
+def parse_list_argument(text: str) -> ListArgument:
+    """``[TYPE:]FILE`` as given to ``--hashlist``. A prefix is a type only when it is a known
+    type name and the whole argument is not an existing file, so a path holding a colon still
+    works. A word before a colon that names no type, followed by an existing file, is a
+    mistyped type: :class:`InvalidListError` (exit 2), before anything is read or written."""
+    whole = Path(text)
+    prefix, sep, rest = text.partition(":")
+    if not sep or not rest or os.path.lexists(whole):
+        return ListArgument(whole)
+    if prefix in registered_types():
+        return ListArgument(Path(rest), prefix)
+    if prefix.replace("_", "").isalnum() and len(prefix) > 1 and os.path.lexists(rest):
+        known = ", ".join(sorted(registered_types()))
+        raise InvalidListError(rest, None, f"unknown list type {prefix[:40]!r} in --hashlist "
+                               f"TYPE:FILE; known types: {known}")
+    return ListArgument(whole)
+
+
+def type_hint(path: Path, why: str) -> str:
+    """How to name a list's type, in a form that works with several lists at once."""
+    return (f"name its type {why}: scrub apply --hashlist TYPE:{path} (one list), or scrub "
+            "lists import --type TYPE; types: " + ", ".join(sorted(registered_types())))
+
+
 def check_list_file(path: Path | str) -> None:
     """Refuse, before anything reads it, a list path that is missing or not a regular file
     (a FIFO or device would block a reader forever). InvalidListError (exit 2) naming it."""
@@ -393,7 +439,7 @@ def _infer_types(path: Path, numbers: np.ndarray, values: pl.Series,
             for length, types in sorted(by_length.items()))
         raise InvalidListError(path, int(numbers[np.argmin(known)]),
                                f"unrecognised value form; expected {forms}",
-                               hint="pass --type to read other kinds of list")
+                               hint=type_hint(path, "to read other kinds of list"))
     for length, types in sorted(by_length.items()):
         rows = lengths == length
         if not rows.any():
@@ -402,7 +448,7 @@ def _infer_types(path: Path, numbers: np.ndarray, values: pl.Series,
             names = " or ".join(t.name for t in types)
             raise InvalidListError(path, int(numbers[np.argmax(rows)]),
                                    f"ambiguous value form: {length} hex digits may be {names}",
-                                   hint="pass --type to say which")
+                                   hint=type_hint(path, "to say which"))
         yield types[0], numbers[rows], values.filter(pl.Series(rows)), False
 
 
@@ -427,7 +473,7 @@ def _typed_from_delimited(path: Path, chunks: Iterator[_Lines], forced: type[Key
                                        "the header names no 'value' (or 'hash') column")
             if type_at < 0 and forced is None:
                 raise InvalidListError(path, int(numbers[0]), "the header names no 'type' column",
-                                       hint="add a type column or pass --type")
+                                       hint=type_hint(path, "or add a type column"))
             numbers, text = numbers[1:], text.slice(1)
             if len(text) == 0:
                 continue
@@ -516,7 +562,7 @@ def _typed_from_jsonl(path: Path, chunks: Iterator[_Lines],
             if forced is None:
                 at = int(chunk.numbers[np.argmax(types.is_null().to_numpy())])
                 raise InvalidListError(path, at, "the object has no 'type'",
-                                       hint="add a type field or pass --type")
+                                       hint=type_hint(path, "or add a type field"))
             types = types.fill_null(forced.name)
         deleted = decoded["deleted"].fill_null(False).to_numpy()
         yield from _group_by_type(path, chunk.numbers, types, values, deleted)

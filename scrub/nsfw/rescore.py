@@ -110,7 +110,7 @@ def rescore(source: Path, output: Path, loaded: LoadedHead, *, device: torch.dev
         target = output / shard.name
         if _done(target, model_id, rows):
             report.skipped += 1
-            meter.advance(rows)
+            meter.resume(rows, shards=1)
             continue
         embeddings = _embeddings(source, shard, open_shard(shard), rows, embedding_column,
                                  loaded.head.arch.dim)

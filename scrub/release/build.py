@@ -7,9 +7,11 @@ kernel runs each rule once and gives, per variant, the reason bits of its own so
 with the input schema. ``img_emb/img_emb_{i}.npy`` files are filtered with the same masks so
 they stay row-aligned.
 
-Work happens under ``OUT/.scrub-release`` (per-shard outputs and stats, so an interrupted build
-resumes where it stopped and yields the same bytes); the variants move to ``OUT/<name>`` only
-when every shard, manifest, audit and removal list is written.
+Each variant is published as two folders (:mod:`scrub.layout`): ``OUT/<name>/`` holds its shards
+and nothing else, ``OUT/<name>.scrub/`` its embeddings (``img_emb/``, clip-retrieval's layout),
+manifest, signature, audit and removal list. Work happens under ``OUT/.scrub-release`` (per-shard
+outputs and stats, so an interrupted build resumes where it stopped and yields the same bytes);
+the variants move to ``OUT`` only when every shard, manifest, audit and removal list is written.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from scrub.dataset import (
 )
 from scrub.engine.apply import survey
 from scrub.engine.attribution import AttributedRule
-from scrub.engine.filtering import iter_batches, open_writer
+from scrub.engine.filtering import iter_batches, open_writer, several_reasons
 from scrub.engine.kernel import decide
 from scrub.engine.local import configure_worker, default_workers
 from scrub.engine.plan import MatchOptions, MatchPlan, add_ledger_rules, plan_for_apply
@@ -58,9 +60,12 @@ from scrub.errors import (
     ExternalSourceError,
     InvalidDatasetError,
     OutputConflictError,
+    StorageError,
     UserInputError,
     brief,
+    from_os_error,
 )
+from scrub.layout import COMPANION_SUFFIX, companion
 from scrub.lists.store import ListStore
 from scrub.progress import Progress
 from scrub.release.policy import Policy
@@ -83,15 +88,21 @@ from scrub.release.probe import (
     write_inputs,
     write_probes,
 )
-from scrub.release.signed import FORMAT, MANIFEST, REMOVALS, listed_files, read_signed_manifest
+from scrub.release.signed import (
+    FORMAT,
+    MANIFEST,
+    REMOVALS,
+    Listing,
+    listed_files,
+    locate_variant,
+    read_variant,
+)
 from scrub.release.state import STATE_DIR, read_state, state_path, write_state
 from scrub.keys import digest_hex
 from scrub.urls import canonicalize_urls
 from scrub.workers import worker_threads
 
 STAGING = ".scrub-release"
-#: Marks a removal list and carries its HMAC key (also published in the manifest).
-REMOVALS_KEY = b"scrub.removals.hmac_key"
 
 
 @dataclass
@@ -241,7 +252,7 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
                                   hint="name the column with --column ROLE=NAME")
     embeddings = open_embeddings(emb, shard, rows) if emb is not None else None
     stats = [{"shard": shard.name, "rows_in": rows, "rows_out": 0, "by_reason": {},
-              "by_source": {}} for _ in groups]
+              "by_source": {}, "several_reasons": 0} for _ in groups]
     labels = source_labels(plan)
     keeps: list[list[np.ndarray]] = [[] for _ in groups]
     removed: list[list[pa.Table]] = [[] for _ in groups]
@@ -285,6 +296,7 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
                     if count:
                         by = stat["by_reason"]
                         by[reason.code] = by.get(reason.code, 0) + count  # type: ignore
+                stat["several_reasons"] += several_reasons(bits)  # type: ignore[operator]
                 for source, mask in decisions.sources.items():
                     if source in groups[v]:
                         count = int((mask & drop).sum())
@@ -298,6 +310,9 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
             stat["sha256"] = sink.finish()  # hashed as written: never read back
             os.replace(tmp, path)
     except (OSError, pa.ArrowException) as exc:
+        full = from_os_error(exc) if isinstance(exc, OSError) else None
+        if isinstance(full, StorageError):  # the disk, not the shard: every shard would fail
+            raise full from None
         raise InvalidDatasetError(f"{shard.path}: cannot process ({brief(exc)})") from exc
     finally:
         for sink, tmp in zip(sinks, tmps):
@@ -321,7 +336,8 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
         stats[v].update(tags)
         if embeddings is not None and emb is not None:
             keep = np.concatenate(keeps[v]) if keeps[v] else np.ones(0, bool)
-            target = stage / name / "img_emb" / emb.name
+            target = companion(stage / name) / "img_emb" / emb.name
+            target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(target) as tmp:
                 with open(tmp, "wb") as handle:
                     np.save(handle, np.asarray(embeddings[keep]), allow_pickle=False)
@@ -424,30 +440,36 @@ def _removal_rows(dropped: pa.Table, roles, hmac_key: str) -> pa.Table:  # type:
 
 @dataclass
 class Reuse:
-    """What an incremental rebuild starts from: the previous release (``previous/<variant>``),
-    its manifests (their signatures verified), each one's files (path -> sha256), the key of
-    its sealed shard states, and a plan of only the rules that are new since (list versions,
-    requests)."""
+    """What an incremental rebuild starts from: the previous release (``previous/<variant>``
+    and ``previous/<variant>.scrub``), its manifests (their signatures verified), each one's
+    files (path -> sha256, per folder), the key of its sealed shard states, and a plan of only
+    the rules that are new since (list versions, requests)."""
 
     previous: Path
     manifests: dict[str, dict]
     delta: ReleasePlan
-    files: dict[str, dict[str, str]]
+    files: dict[str, Listing]
     state_key: str
 
     @property
     def key(self) -> str:
         return str(next(iter(self.manifests.values()))["removals"]["key"])
 
-    def checked_copy(self, variant: str, relative: str, target: Path) -> None:
-        """Link (or copy) the previous release's file ``variant/relative`` to ``target`` and
-        check the bytes there against the sha256 its signed manifest lists: a file changed
-        since it was signed is never signed again (ExternalSourceError, exit 3)."""
-        source = self.previous / variant / relative
-        digest = self.files[variant].get(relative)
+    def checked_copy(self, variant: str, relative: str, target: Path, *,
+                     in_companion: bool = False) -> None:
+        """Link (or copy) the previous release's file ``variant/relative`` (in its companion
+        folder ``variant.scrub/`` with ``in_companion``) to ``target`` and check the bytes
+        there against the sha256 its signed manifest lists: a file changed since it was signed
+        is never signed again (ExternalSourceError, exit 3)."""
+        folder = self.previous / variant
+        if in_companion:
+            folder = companion(folder)
+        source = folder / relative
+        listing = self.files[variant]
+        digest = (listing.meta if in_companion else listing.rows).get(relative)
         if digest is None:
-            raise ExternalSourceError(f"--from {self.previous}: {variant}/{relative} is not in "
-                                      "the previous release's signed manifest",
+            raise ExternalSourceError(f"--from {self.previous}: {folder.name}/{relative} is not "
+                                      "in the previous release's signed manifest",
                                       hint="run a full build")
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -493,16 +515,18 @@ def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: 
     manifests, files = {}, {}
     for policy in policies:
         folder = Path(previous) / policy.name
-        if not (folder / MANIFEST).is_file():
-            raise UserInputError(f"--from {previous}: no {policy.name}/{MANIFEST}")
-        manifest = read_signed_manifest(folder, signer)
+        folders = locate_variant(folder)
+        if folders is None or folders.rows != folder:
+            raise UserInputError(f"--from {previous}: no {companion(folder).name}/{MANIFEST}")
+        manifest = read_variant(folders, signer)
+        shown = folders.manifest.relative_to(previous)
         if manifest.get("variant") != policy.name:
-            raise ExternalSourceError(f"--from {previous}: {policy.name}/{MANIFEST} is the "
-                                      "manifest of another variant")
+            raise ExternalSourceError(f"--from {previous}: {shown} is the manifest of another "
+                                      "variant")
         if manifest["format"] != FORMAT:
             raise UserInputError(f"--from {previous}: made by an older scrub "
                                  f"({manifest['format']}); run a full build")
-        files[policy.name] = listed_files(manifest, folder / MANIFEST)
+        files[policy.name] = listed_files(manifest, folders.manifest)
         if manifest["policy"]["sha256"] != policy.sha256:
             raise UserInputError(f"--from {previous}: policy {policy.name} changed since; run a "
                                  "full build")
@@ -554,7 +578,7 @@ def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: 
 def carried_removals(reuse: Reuse, variant: str) -> bytes:
     """The bytes of the previous release's removal list of ``variant``, once they match its
     signed manifest (ExternalSourceError otherwise)."""
-    path = reuse.previous / variant / REMOVALS
+    path = companion(reuse.previous / variant) / REMOVALS
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -646,12 +670,14 @@ def reuse_shard(reuse: Reuse, names: list[str], shard: Shard, stage: Path, emb: 
     sets) into ``stage``; per variant its stats, as before."""
     stats = []
     for name, entry, (_, stat) in zip(names, entries, olds):
-        for relative in (shard.name, *([f"img_emb/{emb.name}"] if emb else [])):
-            reuse.checked_copy(name, relative, stage / name / relative)
+        reuse.checked_copy(name, shard.name, stage / name / shard.name)
+        if emb is not None:
+            reuse.checked_copy(name, f"img_emb/{emb.name}",
+                               companion(stage / name) / "img_emb" / emb.name, in_companion=True)
         target = state_path(stage, name, shard.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         link_or_copy(state_path(reuse.previous, name, shard.name), target)
-        stats.append({**stat, "state": entry["state_tag"]})
+        stats.append({**stat, "state": entry["state_tag"], "reused": True})
     for kind in (HOSTS, TAILS):
         probes = probe_path(reuse.previous, shard.name, kind)
         if probes.is_file():
@@ -763,13 +789,16 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
             shutil.rmtree(stage)
             job = None
     for name in names:
-        existing = output / name / MANIFEST
-        if existing.is_file() and not (job is not None and job.get("finished")
-                                       and not (stage / name).exists()
-                                       and name in _published_by(output, job)):
+        for folder in (output / name, companion(output / name)):
+            # a folder this job's interrupted publication moved there already is no conflict
+            moved = job is not None and job.get("finished") and not (stage / folder.name).exists()
+            if moved or not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+                continue
+            found = locate_variant(folder)
             raise OutputConflictError(
-                f"{output / name}: holds a release already "
-                f"({json.loads(existing.read_text()).get('release_id', '?')})",
+                f"{folder}: holds a release already ("
+                f"{json.loads(found.manifest.read_text()).get('release_id', '?')})"
+                if found is not None else f"{folder}: exists and is not an empty folder",
                 hint="build into a new OUT folder (releases are never overwritten)")
     if job is None:
         # Everything below is a function of the job (the day, the inputs, the policies, the
@@ -793,8 +822,8 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
         else:
             pending.append(shard)
     meter = Progress("release", len(shards), total, enabled=progress)
-    meter.advance(sum(open_shard(s).metadata.num_rows for s in shards if s.name in stats),
-                  shards=len(stats))
+    meter.resume(sum(open_shard(s).metadata.num_rows for s in shards if s.name in stats),
+                 shards=len(stats))
     key = probe_key(secret)
     # Tail probe sets cost ~0.4 us per row: only for policies that take ledger requests.
     probing = Probing(key, tails=any(v.policy.ledger for v in release.variants))
@@ -900,12 +929,13 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
 
 
 def _published_by(output: Path, job: dict[str, object]) -> set[str]:
-    """The variants in ``output`` whose manifest names ``job``'s release."""
+    """The variants in ``output`` whose manifest (in their companion folder) names ``job``'s
+    release."""
     found = set()
-    for manifest in output.glob(f"*/{MANIFEST}"):
+    for manifest in output.glob(f"*{COMPANION_SUFFIX}/{MANIFEST}"):
         try:
             if json.loads(manifest.read_text()).get("release_id") == job.get("release_id"):
-                found.add(manifest.parent.name)
+                found.add(manifest.parent.name[: -len(COMPANION_SUFFIX)])
         except (OSError, ValueError, AttributeError):
             continue
     return found
@@ -914,17 +944,20 @@ def _published_by(output: Path, job: dict[str, object]) -> set[str]:
 def _publish(stage: Path, output: Path, job: dict[str, object], published, *,  # type: ignore
              names: list[str] | None = None,
              stats: dict[str, list[dict[str, object]]] | None = None) -> BuildResult:
-    """Move the staged variants into ``output`` (those an interrupted run moved stay), then
-    call ``published(result)``, then remove the staging folder: until that runs to its end a
-    rerun finds the staging folder and finishes the job."""
+    """Move the staged variants into ``output`` (those an interrupted run moved stay): each
+    variant folder, then its companion, so that a variant is published once its manifest is
+    there. Then call ``published(result)``, then remove the staging folder: until that runs to
+    its end a rerun finds the staging folder and finishes the job."""
     output.mkdir(parents=True, exist_ok=True)
     names = names if names is not None else sorted(
-        {p.name for p in stage.iterdir() if (p / MANIFEST).is_file()} | _published_by(output,
-                                                                                    job))
+        {p.name[: -len(COMPANION_SUFFIX)] for p in stage.iterdir()
+         if p.name.endswith(COMPANION_SUFFIX) and (p / MANIFEST).is_file()}
+        | _published_by(output, job))
     variants = {}
     for name in names:
-        if (stage / name).is_dir():
-            os.replace(stage / name, output / name)
+        for folder in (stage / name, companion(stage / name)):
+            if folder.is_dir():
+                os.replace(folder, output / folder.name)
         variants[name] = output / name
     for private in (PROBE_DIR, STATE_DIR):  # beside the variants: never published with them
         if (stage / private).is_dir():

@@ -35,6 +35,7 @@ from scrub.atomic import atomic_path, atomic_write_bytes, atomic_write_json, fil
 from scrub.crypto import load_public_key, public_key_bytes, public_key_fingerprint
 from scrub.errors import ExternalSourceError, UserInputError, brief
 from scrub.layout import REMOVALS_KEY, companion
+from scrub.progress import Progress
 from scrub.release.build import STAGING, ReleasePlan, Reuse, carried_removals
 from scrub.release.probe import PROBE_DIR
 from scrub.release.signed import (
@@ -157,11 +158,15 @@ class Finisher:
                 by_source[label] = by_source.get(label, 0) + count
         rows_in = sum(int(r["rows_in"]) for r in rows)  # type: ignore[call-overload]
         rows_out = sum(int(r["rows_out"]) for r in rows)  # type: ignore[call-overload]
+        # rows counted under more than one reason (shards reused from a build before this
+        # count existed add none)
+        several = sum(int(r.get("several_reasons", 0)) for r in rows)  # type: ignore
         audit: dict[str, object] = {
             "release_id": job["release_id"], "variant": name, "dataset": self.dataset,
             "created_at": job["created_at"], "rows_in": rows_in, "rows_out": rows_out,
             "removed": rows_in - rows_out,
             "removed_by_reason": dict(sorted(by_reason.items())),
+            "rows_with_several_reasons": several,
             "removed_by_source": dict(sorted(by_source.items())),
             "sensitive_sources": sorted({s.label if s.kind != "request" else "ledger requests"
                                          for s in sources.values() if s.sensitive}),
@@ -234,7 +239,9 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;te
 td:first-child,th:first-child{{text-align:left}}</style></head><body>
 <h1>Release {html.escape(str(audit['release_id']))}: {html.escape(str(audit['variant']))}</h1>
 <p>Dataset {html.escape(str(audit['dataset']))}, built {html.escape(str(audit['created_at']))}.
-{audit['rows_in']:,} rows in, {audit['rows_out']:,} published, {audit['removed']:,} removed.</p>
+{audit['rows_in']:,} rows in, {audit['rows_out']:,} published, {audit['removed']:,} removed
+({audit.get('rows_with_several_reasons', 0):,} of them for several reasons, counted under each
+reason below).</p>
 <p>Sensitive sources ({sensitive or 'none'}) are shown as counts only.</p>
 {_bars('Removed rows by reason', audit['removed_by_reason'])}
 {_bars('Removed rows by source', audit['removed_by_source'])}
@@ -248,7 +255,7 @@ td:first-child,th:first-child{{text-align:left}}</style></head><body>
 # --------------------------------------------------------------------------- verify
 
 
-def verify_release(folder: Path, pubkey: Path) -> dict:
+def verify_release(folder: Path, pubkey: Path, *, progress: bool = False) -> dict:
     """Check that the variant ``folder`` names (its variant folder, its companion folder or its
     manifest) is exactly the signed release: the signature verifies with ``pubkey`` and the
     manifest names that key as ``signed_by``; the variant folder and its companion hold every
@@ -259,7 +266,7 @@ def verify_release(folder: Path, pubkey: Path) -> dict:
     if folders is None:
         raise UserInputError(f"{folder}: no {MANIFEST} here nor in {companion(folder).name}/ "
                              "(not a release variant)")
-    manifest, problems = check_variant(folders, load_public_key(pubkey))
+    manifest, problems = check_variant(folders, load_public_key(pubkey), progress=progress)
     if problems:
         raise ExternalSourceError(_verdict(_title(manifest), problems))
     return manifest
@@ -275,7 +282,8 @@ class VariantCheck:
     problems: list[str]
 
 
-def verify_release_folder(root: Path, pubkey: Path) -> tuple[list[VariantCheck], list[str]]:
+def verify_release_folder(root: Path, pubkey: Path, *, progress: bool = False
+                          ) -> tuple[list[VariantCheck], list[str]]:
     """Check every variant of the release folder ``root`` (what ``scrub release build``
     wrote) as :func:`verify_release` does, and the folder itself: it holds the variants, their
     companion folders and the build's private state (``.scrub-state/``, ``.scrub-probe/``) and
@@ -286,7 +294,7 @@ def verify_release_folder(root: Path, pubkey: Path) -> tuple[list[VariantCheck],
     checks = []
     for folders in find_variants(root):
         try:
-            manifest, problems = check_variant(folders, key)
+            manifest, problems = check_variant(folders, key, progress=progress)
         except (ExternalSourceError, UserInputError) as exc:
             manifest, problems = None, [exc.message]
         if manifest is not None and manifest.get("variant") != folders.name:
@@ -316,10 +324,12 @@ def verify_release_folder(root: Path, pubkey: Path) -> tuple[list[VariantCheck],
     return checks, problems
 
 
-def check_variant(folders: VariantFolders, key: Ed25519PublicKey) -> tuple[dict, list[str]]:
+def check_variant(folders: VariantFolders, key: Ed25519PublicKey, *,
+                  progress: bool = False) -> tuple[dict, list[str]]:
     """The signed manifest of a variant and every problem of its files (see
     :func:`verify_release`); a manifest that is not signed with ``key``, or not a manifest, is
-    an error (ExternalSourceError or UserInputError)."""
+    an error (ExternalSourceError or UserInputError). ``progress``: the files hashed so far,
+    on stderr."""
     manifest = read_variant(folders, key)
     listing = listed_files(manifest, folders.manifest)
     try:
@@ -338,7 +348,10 @@ def check_variant(folders: VariantFolders, key: Ed25519PublicKey) -> tuple[dict,
         problems += _unlisted(folders.meta, set(listing.meta) | {MANIFEST, SIGNATURE})
         located = [(folders.rows / n, True, n, d) for n, d in listing.rows.items()]
         located += [(folders.meta / n, False, n, d) for n, d in listing.meta.items()]
+    meter = Progress(f"verify {folders.name}", len(rows), sum(rows.values()), enabled=progress)
     for path, shard, name, digest in sorted(located):
+        if shard:
+            meter.advance(rows[name])
         if not path.is_file() or path.is_symlink():
             problems.append(f"{path}: missing" if not os.path.lexists(path)
                             else f"{path}: not a plain file")
@@ -354,6 +367,7 @@ def check_variant(folders: VariantFolders, key: Ed25519PublicKey) -> tuple[dict,
                 continue
             if found != rows[name]:
                 problems.append(f"{path}: {found} rows, the manifest says {rows[name]}")
+    meter.finish()
     return manifest, problems
 
 
@@ -407,9 +421,10 @@ def removal_sets(path: Path) -> dict[str, Sequence[str]]:
     return {name: table[name].drop_nulls().unique().to_list() for name in table.columns}
 
 
-def diff_releases(old: Path, new: Path) -> dict[str, object]:
+def diff_releases(old: Path, new: Path, *, progress: bool = False) -> dict[str, object]:
     """What changed between two releases of a dataset: rows (by sample key) removed and added
-    back, and the removals per reason from their audits."""
+    back, and the removals per reason from their audits. ``progress``: the shards read so far,
+    on stderr."""
     sides = []
     for folder in (old, new):
         folders = locate_variant(folder)
@@ -423,8 +438,14 @@ def diff_releases(old: Path, new: Path) -> dict[str, object]:
         column = next((c for c in ("key", "SAMPLE_ID", "uid", "url", "URL") if c in names), None)
         if column is None:
             raise UserInputError(f"{folder}: no key or URL column to match rows on")
-        keys = pl.concat([pl.read_parquet(p, columns=[column]).to_series().cast(pl.String)
-                          for p in shards]) if shards else pl.Series([], dtype=pl.String)
+        meter = Progress(f"read {folders.name}", len(shards),
+                         sum(int(s["rows"]) for s in manifest["shards"]), enabled=progress)
+        parts = []
+        for path in shards:
+            parts.append(pl.read_parquet(path, columns=[column]).to_series().cast(pl.String))
+            meter.advance(len(parts[-1]))
+        meter.finish()
+        keys = pl.concat(parts) if parts else pl.Series([], dtype=pl.String)
         sides.append((manifest, audit, keys))
     (m_old, a_old, k_old), (m_new, a_new, k_new) = sides
     reasons = sorted(set(a_old["removed_by_reason"]) | set(a_new["removed_by_reason"]))

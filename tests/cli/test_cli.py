@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from scrub.cli.main import app
+from scrub.layout import companion
 from tests.helpers import write_planted_lists
 
 runner = CliRunner()
@@ -104,5 +105,5 @@ def test_demo_runs_and_summarises(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert "planted:      12 rows" in result.stdout
     assert "rows removed: 12" in result.stdout
-    assert (tmp_path / "demo" / "scrubbed" / "apply-report.json").is_file()
+    assert (companion(tmp_path / "demo" / "scrubbed") / "apply-report.json").is_file()
     assert (tmp_path / "demo" / "dataset" / "img_emb" / "img_emb_1.npy").is_file()
