@@ -1,27 +1,48 @@
 """URL canonicalisation and the keys derived from a URL (host, registrable domain).
 
 Opt-out registries and takedown requests name URLs in whatever spelling their authors had; the
-dataset stores URLs as crawled. Both sides are brought to one canonical form before comparing.
-The rules, applied in this order (RFC 3986 section 6 normalisation, plus what browsers do):
+dataset stores URLs as crawled. Both sides are brought to one canonical form before comparing:
+what a WHATWG URL parser (the one browsers use; here ada, the parser of Node.js) yields for the
+special schemes, plus the leniencies of the Python downloaders LAION copies are made with
+(``urllib.request``, ``requests``), plus RFC 3986 normalisation of the path and query. Any two
+spellings that a browser or a downloader fetches as the same resource get one form; spellings
+of different resources keep different forms. The rules, in this order:
 
-1. Surrounding whitespace is stripped. A value with a control character, without a
-   ``scheme://host`` part, or with an empty host is not a URL: it canonicalises to null and can
-   only be counted as unmatchable.
-2. The scheme and the host are lower-cased; a trailing dot on the host is dropped.
-3. An IDN host (non-ASCII) becomes punycode (IDNA 2008 with UTS 46 mapping).
-4. The port is dropped when it is the scheme's default (http 80, https 443, ftp 21) or empty;
-   leading zeros of a port are dropped.
-5. In the path and the query, percent-escapes of unreserved characters (``A-Z a-z 0-9 - . _ ~``)
-   are decoded, every other escape gets upper-case hex, and characters that may not appear raw in
-   a URL (non-ASCII as UTF-8, space, ``"<>\\^`{|}``) are percent-encoded.
-6. Dot segments (``.`` and ``..``) of the path are resolved; an empty path becomes ``/``.
-7. The fragment is dropped; an empty query (a bare ``?``) is dropped. Query parameters keep their
-   order and spelling (reordering them can change what a server returns).
+1. Characters that are not text (a lone surrogate) make a value no URL. C0 controls, space and
+   Unicode whitespace are stripped at both ends; urllib's wrappers ``<...>`` and ``URL:`` are
+   removed; tabs and newlines are removed anywhere.
+2. Only ``http``, ``https``, ``ftp``, ``ws`` and ``wss`` URLs (any case) are URLs here; anything
+   else (no scheme, ``data:``, ``file:``, ``s3:``...) canonicalises to null and is counted
+   unmatchable.
+3. The URL is parsed as WHATWG specifies for these schemes: backslashes count as slashes,
+   ``https:host``, ``https:/host`` and ``https:///host`` read as ``https://host``, user
+   information (``user:pass@``, up to the last ``@``) is dropped, the host is percent-decoded,
+   IDNA-mapped (UTS 46: case, full-width and ideographic full stops, punycode) and IPv4
+   (``3325668414``, ``0xc6.0x39.0xac.0x3e``...) and IPv6 addresses are written canonically. A
+   URL the parser refuses (a forbidden host character, an empty host...) is null, except that
+   an http(s) port Python's ``int()`` reads (``:+443``, ``:4_43``, ``:٤٤٣``), as urllib does,
+   is read as that number.
+4. Trailing dots of the host are dropped (after mapping, so ``host。`` is ``host``).
+5. The port is dropped when it is the scheme's default (http/ws 80, https/wss 443, ftp 21) or
+   empty; a port above 65535 makes a value null.
+6. In the path and the query, percent-escapes of unreserved characters (``A-Z a-z 0-9 - . _ ~``)
+   are decoded, every other escape gets upper-case hex, and characters that may not appear raw
+   (controls, non-ASCII as UTF-8, space, ``"<>\\^`{|}``, and ``'`` in the query) are
+   percent-encoded.
+7. Dot segments (``.``, ``..``, ``%2e``...) of the path are resolved; an empty path becomes ``/``.
+8. The fragment is dropped; an empty query (a bare ``?``) is dropped. Query parameters keep their
+   order and spelling, paths their case, ``%2F`` stays apart from ``/`` (these can change what
+   a server returns).
 
-User information (``user@``) is kept as written. :func:`canonical_url` is the plain reference
-implementation, one URL at a time; :func:`canonicalize_urls` does the same to a whole polars column
-with vectorised string operations, doing per-value Python work only for the few distinct hosts that
-need IDNA and the few paths with dot segments. Property tests check that both agree.
+:data:`URL_FORM` numbers this set of rules: digests of canonical URLs, hosts and domains made
+under another number may differ for some spellings (see :mod:`scrub.lists.store`).
+
+:func:`canonical_url` is the reference, one URL at a time (ada for the parse, then rules 4-8).
+:func:`canonicalize_urls` does the same to a whole polars column: URLs that are canonical
+already are kept as they are, URLs of a plain shape (``scheme://host[:digits]/...`` in ASCII
+structure, no controls or backslashes) are parsed with vectorised string operations (hosts
+once per distinct host, through the same :func:`canonical_host`), and the few others are given
+to the reference once per distinct value. Property tests check that both agree on any input.
 
 Derived keys: :func:`url_host` (canonical host, without port), :func:`registrable_domain`
 (the host's registrable domain, "eTLD+1", from the public suffix list bundled with tldextract,
@@ -33,132 +54,192 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
-import idna
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from ada_url import parse_url as _ada_parse_url
 
 from scrub.keys import string_buffers
 
 if TYPE_CHECKING:
     import tldextract
 
-DEFAULT_PORTS = {"http": "80", "https": "443", "ftp": "21"}
+#: The version of the canonical form (the rules above). Stored digests of canonical URLs,
+#: hosts and domains record it; bump it whenever some input canonicalises differently.
+URL_FORM = 2
+#: The schemes that are URLs here (WHATWG's special schemes but ``file``) and their ports.
+DEFAULT_PORTS = {"http": "80", "https": "443", "ftp": "21", "ws": "80", "wss": "443"}
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-# Printable ASCII that must be escaped when it appears raw in a path or query.
-_UNSAFE_ASCII = ' "<>\\^`{|}'
-
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Stripped at both ends (rule 1): what WHATWG strips (C0 controls, space) and what Python's
+#: ``str.strip()`` strips (urllib's ``unwrap``).
+_EDGE = "".join(map(chr, range(0x21))) + "\x85\xa0\u1680" + "".join(
+    map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+#: What must be percent-encoded in a path, and in a query (rule 6).
+_ESCAPE_PATH = re.compile(r"[^\x21-\x7e]|[\"<>\\^`{|}]")
+_ESCAPE_QUERY = re.compile(r"[^\x21-\x7e]|[\"'<>\\^`{|}]")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_ADA_PARTS = ("protocol", "hostname", "port", "pathname", "search")
 
 
 # ---------------------------------------------------------------------------------------------
 # Reference implementation, one URL at a time.
 
 
-def split_url(text: str) -> tuple[str, str | None, str, str | None, str, str | None] | None:
-    """``(scheme, userinfo, host, port, path, query)`` of a URL, or None when it has no
-    ``scheme://`` part. The fragment is dropped; ``path`` may be empty; host and port are as
-    written. The authority ends at the first ``/``, ``?`` or ``#``; userinfo ends at its first
-    ``@``; the port follows the first ``:`` of the host (after ``]`` for an IPv6 literal)."""
-    scheme, sep, rest = text.partition("://")
-    if not sep or not _SCHEME.fullmatch(scheme):
-        return None
-    rest = rest.split("#", 1)[0]
-    before_query, question, query = rest.partition("?")
-    authority, slash, path = before_query.partition("/")
-    userinfo, at, hostport = authority.partition("@")
-    if not at:
-        userinfo, hostport = None, authority  # type: ignore[assignment]
-    if hostport.startswith("["):
-        close = hostport.find("]")
-        if close < 0:
-            return None
-        host, after = hostport[: close + 1], hostport[close + 1:]
-        if after and not after.startswith(":"):
-            return None
-        port = after[1:] if after else None
-    else:
-        host, colon, port_text = hostport.partition(":")
-        port = port_text if colon else None
-    return (scheme, userinfo, host, port, "/" + path if slash else "",
-            query if question else None)
-
-
 def canonical_url(url: str) -> str | None:
     """The canonical form of ``url``, or None when it is not a URL (see the module's rules)."""
-    text = url.strip()
-    if _CONTROL.search(text):
-        return None
-    parts = split_url(text)
+    parts = _whatwg(url)
     if parts is None:
         return None
-    scheme, userinfo, host, port, path, query = parts
-    scheme = scheme.lower()
-    host = canonical_host(host)
-    if host is None or (port and not port.isdigit()):
-        return None
-    port = _canonical_port(scheme, port)
-    path = remove_dot_segments(normalize_percent(path)) or "/"
-    query = normalize_percent(query) if query else ""
-    out = f"{scheme}://"
-    if userinfo is not None:
-        out += f"{userinfo}@"
-    out += host
-    if port:
-        out += f":{port}"
-    out += path
-    if query:
-        out += f"?{query}"
-    return out
+    scheme, host, port, path, query = parts
+    path = normalize_percent(path) or "/"
+    query = normalize_percent(query, query=True)
+    return (f"{scheme}://{host}{':' + port if port else ''}{path}"
+            f"{'?' + query if query else ''}")
 
 
-@functools.lru_cache(maxsize=65536)
-def canonical_host(host: str) -> str | None:
-    """Lower-cased host, punycode for IDN, no trailing dot; None when empty or not encodable."""
-    host = host.lower().rstrip(".")
-    if not host:
+def _whatwg(url: str) -> tuple[str, str, str, str, str] | None:
+    """``(scheme, host, port, path, query)`` of a URL by rules 1-5: host and port canonical
+    (``port`` is "" for the default), path and query as the WHATWG parser serialises them
+    (without ``?``); None when it is not a URL."""
+    text = _unwrapped(url)
+    if text is None:
         return None
-    if host.isascii():
-        return host
+    match = _SCHEME.match(text)
+    scheme = match.group(1).lower() if match is not None else ""
+    if scheme not in DEFAULT_PORTS:
+        return None
+    parts = _ada(text)
+    if parts is None and scheme in ("http", "https"):
+        lenient = _urllib_port(text)
+        parts = _ada(lenient) if lenient is not None else None
+    if parts is None:
+        return None
+    scheme, host, port, path, query = parts
+    host = _undotted(host)  # type: ignore[assignment]
+    if host is None:
+        return None
+    return scheme, host, port, path, query
+
+
+def _undotted(host: str) -> str | None:
+    """A parsed host without trailing dots (rule 4), parsed again when it had some: what is
+    left may end in a number (``0x1..``), which makes it an IPv4 address or no host."""
+    stripped = host.rstrip(".")
+    if stripped == host or not stripped:
+        return stripped or None
+    return canonical_host(stripped)
+
+
+def _unwrapped(url: str) -> str | None:
+    """Rule 1: ends stripped, urllib's wrappers removed, tabs and newlines removed; None for a
+    value that is not text (a lone surrogate)."""
+    if not url.isascii():
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    text = url.strip(_EDGE)
+    if text[:1] == "<" and text[-1:] == ">":  # urllib.parse.unwrap, as urlopen applies it
+        text = text[1:-1].strip(_EDGE)
+    if text[:4] == "URL:":
+        text = text[4:].strip(_EDGE)
+    if "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\t", "").replace("\n", "").replace("\r", "")
+    return text
+
+
+def _ada(text: str) -> tuple[str, str, str, str, str] | None:
+    """``(scheme, hostname, port, pathname, query)`` as the WHATWG parser (ada) gives them for
+    a special URL; None when it refuses the URL."""
     try:
-        return idna.encode(host, uts46=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError, ValueError):
+        parts = _ada_parse_url(text, _ADA_PARTS)
+    except ValueError:
         return None
+    return (parts["protocol"][:-1], parts["hostname"], parts["port"], parts["pathname"],
+            parts["search"][1:])
 
 
-def _canonical_port(scheme: str, port: str | None) -> str:
-    if not port:
-        return ""
-    stripped = port.lstrip("0") or "0"
-    return "" if DEFAULT_PORTS.get(scheme) == stripped else stripped
+def _urllib_port(text: str) -> str | None:
+    """``text`` with its port written in ASCII digits when urllib's http handler reads it as a
+    number although WHATWG refuses it (``int()`` takes ``+443``, ``4_43``, non-ASCII digits,
+    surrounding spaces, and the authority is percent-decoded first); None otherwise.
+
+    As urllib reads it: the authority follows ``scheme://`` up to the first ``/``, ``?`` or
+    ``#``, and the port follows its last ``:`` after any ``]``. urllib passes user information
+    on to the host lookup (it fetches nothing then), so an authority with ``@`` is refused."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme + ":"):
+        return None
+    end = len(rest)
+    for stop in "/?#":
+        found = rest.find(stop)
+        if 0 <= found < end:
+            end = found
+    if "@" in rest[:end]:
+        return None
+    hostport = unquote(rest[:end])
+    colon = hostport.rfind(":")
+    if colon <= hostport.rfind("]"):
+        return None
+    host = hostport[:colon]
+    try:
+        port = int(hostport[colon + 1:])
+    except ValueError:
+        return None
+    bracketed = host[:1] == "[" and host[-1:] == "]"
+    if not 0 <= port <= 65535 or any(ch in host for ch in "/\\?#@%") or (
+            ":" in host and not bracketed):
+        return None
+    return f"{scheme}://{host}:{port}{rest[end:]}"
 
 
-def normalize_percent(text: str) -> str:
-    """Decode escapes of unreserved characters, upper-case the others, escape unsafe characters."""
-    def unescape(match: re.Match[str]) -> str:
-        value = int(match.group(1), 16)
-        return chr(value) if value in _UNRESERVED else f"%{value:02X}"
+@functools.lru_cache(maxsize=1 << 16)
+def canonical_host(host: str) -> str | None:
+    """A host as rules 3-4 make it (percent-decoded, IDNA-mapped, IPv4/IPv6 canonical, no
+    trailing dot); None when the WHATWG parser refuses it, it is empty, or it holds a character
+    that would end a host in a URL (``/ \\ ? # @``, ``:`` outside brackets)."""
+    if not host or any(ch in host for ch in "/\\?#@") or (
+            ":" in host and not (host[:1] == "[" and host[-1:] == "]")):
+        return None
+    try:
+        parsed = _ada_parse_url(f"http://{host}/", ("hostname",))
+    except ValueError:
+        return None
+    return _undotted(parsed["hostname"])
 
-    text = _PERCENT.sub(unescape, text)
-    if text.isascii() and not any(ch in _UNSAFE_ASCII for ch in text):
-        return text
-    return "".join(_escape_char(ch) for ch in text)
+
+def normalize_percent(text: str, *, query: bool = False) -> str:
+    """Rule 6 on a path (or, with ``query``, a query): decode escapes of unreserved characters,
+    upper-case the others, escape what may not appear raw."""
+    if "%" in text:
+        text = _PERCENT.sub(_unescape_match, text)
+    escape = _ESCAPE_QUERY if query else _ESCAPE_PATH
+    return escape.sub(_escape_match, text) if escape.search(text) else text
+
+
+def _unescape_match(match: re.Match[str]) -> str:
+    value = int(match.group(1), 16)
+    return chr(value) if value in _UNRESERVED else f"%{value:02X}"
+
+
+def _escape_match(match: re.Match[str]) -> str:
+    return _escape_char(match.group())
 
 
 @functools.lru_cache(maxsize=65536)
 def _escape_char(ch: str) -> str:
-    if ch.isascii() and ch not in _UNSAFE_ASCII:
-        return ch
     return "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
 
 
 def remove_dot_segments(path: str) -> str:
-    """RFC 3986 section 5.2.4: resolve ``.`` and ``..`` segments of a path."""
+    """RFC 3986 section 5.2.4: resolve ``.`` and ``..`` segments of a path (on paths that
+    start with ``/``, what WHATWG does once ``%2e`` is decoded)."""
     if "." not in path:
         return path
     out: list[str] = []
@@ -183,11 +264,30 @@ def remove_dot_segments(path: str) -> str:
 
 def url_host(url: str) -> str | None:
     """The canonical host of ``url`` (no port), or None."""
-    canonical = canonical_url(url)
-    if canonical is None:
-        return None
-    parts = split_url(canonical)
-    return parts[2] if parts else None
+    parts = _whatwg(url)
+    return parts[1] if parts is not None else None
+
+
+def url_series(values: pl.Series | Sequence[str | None]) -> pl.Series:
+    """Values as a polars String column. A value that is not text (a string holding a lone
+    surrogate, which UTF-8 cannot encode) becomes null, as :func:`canonical_url` makes it: no
+    URL, counted unmatchable, never an exception."""
+    if isinstance(values, pl.Series):
+        return values.cast(pl.String)
+    values = list(values)
+    try:
+        return pl.Series(values, dtype=pl.String)
+    except UnicodeEncodeError:
+        return pl.Series([v if v is None or _encodable(v) else None for v in values],
+                         dtype=pl.String)
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=1)
@@ -222,73 +322,128 @@ def _after(expr: pl.Expr, by: str) -> pl.Expr:
     return expr.str.splitn(by, 2).struct.field("field_1")
 
 
-_UNSAFE = r"[^\x21-\x7e]|[\"<>\\^`{|}]"
+#: A host the column path lower-cases itself: ASCII labels of letters, digits, ``-_~`` (then
+#: the WHATWG parser only lower-cases it), trailing dots aside...
+_PLAIN_HOST = r"^[A-Za-z0-9_~\-]+(?:\.[A-Za-z0-9_~\-]+)*\.*$"
+#: ...unless a label is punycode (the parser checks it) or the last label is a number (the
+#: host is an IPv4 address, which the parser rewrites).
+_PARSED_HOST = r"(?i)(?:^|\.)(?:xn--|[0-9]+\.*$|0x[0-9a-f]*\.*$)"
+
+#: Row states of :func:`_parse`.
+_OK, _NOT_URL, _GENERAL = 0, 1, 2
 
 
 def _parse(urls: pl.Series) -> pl.DataFrame:
-    """The steps of :func:`split_url` plus the host and port rules, over a whole column.
+    """Rules 1-5 over a whole column, for URLs of a plain shape.
 
-    Columns: ``invalid`` (not a URL), ``scheme`` (lower case), ``userinfo``, ``host`` (canonical),
-    ``port`` ("" or ":NNNN", canonical), and raw ``path`` and ``query``. Written as two lazy
-    queries (plus per-value work on rare rows): each eager polars call costs a query's overhead,
-    which dominated small batches.
+    Columns: ``state`` (``_OK``; ``_NOT_URL``; ``_GENERAL``: a shape left to the reference,
+    such as controls, backslashes, wrappers, ``https:host``, IPv6 or a port that is not ASCII
+    digits), ``scheme`` (lower case), ``host`` (canonical), ``port`` ("" or ":NNNN",
+    canonical), and raw ``path`` and ``query``. Per row, literal splits; the authorities are
+    worked out once per distinct authority (:func:`_authorities`).
     """
     col = pl.col
-    text = col("url").str.strip_chars()
+    text = col("text")
+    # Unicode whitespace at the ends; what else _EDGE strips is a C0 control, which makes a
+    # row odd (left to the reference), as do DEL, backslashes and urllib's wrappers
+    stripped = urls.cast(pl.String).str.strip_chars()
     parsed = (
-        pl.LazyFrame({"url": urls.cast(pl.String)})
-        .select(text.alias("text"))
-        .with_columns(scheme=_before(col("text"), "://"), rest=_after(col("text"), "://"))
+        pl.LazyFrame({"text": stripped, "odd": _rows_holding(stripped, backslash=True)})
         .with_columns(
-            invalid=(col("text").str.contains(r"[\x00-\x1f\x7f]").fill_null(True)
-                     | col("rest").is_null()
-                     | ~col("scheme").str.contains(r"^[A-Za-z][A-Za-z0-9+.\-]*$").fill_null(False)),
-            rest=_before(col("rest"), "#"))
-        .with_columns(before_query=_before(col("rest"), "?"), query=_after(col("rest"), "?"))
-        .with_columns(authority=_before(col("before_query"), "/"),
-                      path_rest=_after(col("before_query"), "/"))
+            odd=col("odd") | text.str.starts_with("<").fill_null(False)
+            | text.str.starts_with("URL:").fill_null(False),
+            scheme=_before(text, ":").str.to_lowercase(),
+            rest=_after(text, ":"))
+        .with_columns(special=(col("scheme").is_in(list(DEFAULT_PORTS))
+                               & col("rest").is_not_null()).fill_null(False),
+                      after=col("rest").str.slice(2))
         .with_columns(
-            path=pl.when(col("path_rest").is_null()).then(pl.lit(""))
-            .otherwise(pl.lit("/") + col("path_rest")),
-            has_at=col("authority").str.contains("@", literal=True).fill_null(False))
-        .with_columns(
-            userinfo=pl.when(col("has_at")).then(_before(col("authority"), "@")),
-            hostport=pl.when(col("has_at")).then(_after(col("authority"), "@"))
-            .otherwise(col("authority")))
+            shape=~col("rest").str.starts_with("//").fill_null(False)
+            | col("after").str.starts_with("/").fill_null(False),
+            after=_before(col("after"), "#"))
+        .with_columns(before_query=_before(col("after"), "?"), query=_after(col("after"), "?"))
         .select(
-            "invalid", "userinfo", "path", "query", "hostport",
-            col("scheme").str.to_lowercase(),
-            _before(col("hostport"), ":").str.to_lowercase().str.strip_chars_end(".")
-            .alias("host"),
-            _after(col("hostport"), ":").alias("port"),
-            col("hostport").str.starts_with("[").fill_null(False).alias("bracket"))
-        .with_columns(host=pl.when(col("host") != "").then(col("host")),
-                      idn=col("host").str.contains(r"[^\x00-\x7f]").fill_null(False))
+            "odd", "special", "shape", "scheme", "query",
+            _before(col("before_query"), "/").alias("authority"),
+            pl.when(_after(col("before_query"), "/").is_null()).then(pl.lit(""))
+            .otherwise(pl.lit("/") + _after(col("before_query"), "/")).alias("path"))
         .collect())
-    if parsed["bracket"].any():  # IPv6 literals, rare: split as split_url does, per value
-        rows = parsed["bracket"].arg_true()
-        ipv6 = [_split_bracket_host(v) for v in parsed["hostport"].gather(rows).to_list()]
-        parsed = parsed.with_columns(
-            parsed["host"].scatter(rows, pl.Series([canonical_host(h) if h else None
-                                                    for h, _, _ in ipv6], dtype=pl.String)),
-            parsed["port"].scatter(rows, pl.Series([p for _, p, _ in ipv6], dtype=pl.String)),
-            parsed["invalid"].scatter(rows, parsed["invalid"].gather(rows)
-                                      | pl.Series([bad for _, _, bad in ipv6])))
-    if parsed["idn"].any():  # non-ASCII hosts: IDNA once per distinct host
-        parsed = parsed.with_columns(
-            map_distinct(parsed["host"], canonical_host, where=parsed["idn"]))
-    port = col("port")
-    present = port.is_not_null() & (port != "")
-    digits = port.str.strip_chars_start("0")
-    digits = pl.when(digits == "").then(pl.lit("0")).otherwise(digits)
+    index, distinct = _distinct(parsed["authority"])
+    table = _authorities(pl.Series(distinct, dtype=pl.String))
+    table = pl.concat([table, pl.DataFrame(  # the last row: values without an authority
+        {"host": [None], "digits": [None], "state": [_NOT_URL]}, schema=table.schema)])
+    parsed = parsed.hstack(table[np.where(index < 0, len(table) - 1, index)]
+                           .rename({"state": "authority_state"}))
     default = col("scheme").replace_strict(DEFAULT_PORTS, default=None, return_dtype=pl.String)
-    return parsed.lazy().select(
-        (col("invalid") | col("host").is_null()
-         | (present & ~port.str.contains(r"^[0-9]+$").fill_null(False))).alias("invalid"),
-        "scheme", "userinfo", "host",
-        pl.when(~present | (digits == default)).then(pl.lit(""))
-        .otherwise(pl.lit(":") + digits).alias("port"),
-        "path", "query").collect()
+    return (parsed.lazy()
+        .select(
+            pl.when(col("odd")).then(pl.lit(_GENERAL))
+            .when(~col("special")).then(pl.lit(_NOT_URL))
+            .when(col("shape")).then(pl.lit(_GENERAL))
+            .otherwise(col("authority_state")).cast(pl.UInt8).alias("state"),
+            "scheme", "host",
+            pl.when(col("digits").is_null() | (col("digits") == default)).then(pl.lit(""))
+            .otherwise(pl.lit(":") + col("digits")).alias("port"),
+            "path", "query").collect())
+
+
+def _rows_holding(text: pl.Series, *, backslash: bool = False,
+                  buffers: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                  ) -> np.ndarray:
+    """Which values hold a C0 control or DEL (or, with ``backslash``, a backslash): one scan
+    of the column's bytes (a regex character class costs three times as much). ``buffers``:
+    the column's :func:`~scrub.keys.string_buffers`, when at hand."""
+    offsets, data, _ = buffers if buffers is not None else string_buffers(text.to_arrow())
+    rows = np.zeros(len(text), dtype=bool)
+    if len(offsets) < 2 or offsets[-1] == offsets[0]:
+        return rows
+    data = data[offsets[0]:offsets[-1]]
+    found = (data < 32) | (data == 127)
+    if backslash:
+        found |= data == 92
+    rows[np.searchsorted(offsets, np.flatnonzero(found) + offsets[0], side="right") - 1] = True
+    return rows
+
+
+def _authorities(authorities: pl.Series) -> pl.DataFrame:
+    """Rules 3-5 on distinct authorities (what follows a special ``scheme://`` up to the first
+    ``/``, ``?`` or ``#``): ``host`` (canonical), ``digits`` (the port without leading zeros,
+    null when there is none) and ``state``. User information ends at the last ``@``; a host
+    that is plain ASCII (:data:`_PLAIN_HOST`) is lower-cased here, any other goes through
+    :func:`canonical_host` once. Brackets (IPv6), ports that are not ASCII digits and hosts
+    with escapes that the parser refuses (urllib may take ``h%3A443``) are ``_GENERAL``."""
+    col = pl.col
+    table = (
+        pl.LazyFrame({"authority": authorities})
+        .select(col("authority").str.replace(r"^.*@", "").alias("hostport"))
+        .with_columns(host=_before(col("hostport"), ":"), port=_after(col("hostport"), ":"))
+        .with_columns(
+            bracket=col("hostport").str.contains_any(["[", "]"]),
+            plain=(col("host").str.contains(_PLAIN_HOST)
+                   & ~col("host").str.contains(_PARSED_HOST)),
+            present=col("port").is_not_null() & (col("port") != ""),
+            digits=col("port").str.strip_chars_start("0"))
+        .select(
+            "host", "plain",
+            pl.when(~col("present")).then(None).when(col("digits") == "").then(pl.lit("0"))
+            .otherwise(col("digits")).alias("digits"),
+            pl.when(col("bracket") | (col("present") & ~col("port").str.contains(r"^[0-9]+$")))
+            .then(pl.lit(_GENERAL))
+            .when(col("present") & ((col("digits").str.len_bytes() > 5)
+                                    | (col("digits").cast(pl.Int64, strict=False) > 65535)))
+            .then(pl.lit(_NOT_URL)).otherwise(pl.lit(_OK)).cast(pl.UInt8).alias("state"))
+        .with_columns(host=pl.when(col("plain")).then(
+            col("host").str.to_lowercase().str.strip_chars_end(".")).otherwise(col("host")))
+        .collect())
+    parse = (table["state"] == _OK) & ~table["plain"]
+    if parse.any():  # other hosts (IDN, escapes, IPv4...)
+        hosts = map_distinct(table["host"], canonical_host, where=parse)
+        failed = parse & hosts.is_null()
+        ask = failed & table["host"].str.contains("%", literal=True)
+        table = table.with_columns(
+            hosts, pl.when(ask).then(pl.lit(_GENERAL)).when(failed).then(pl.lit(_NOT_URL))
+            .otherwise(table["state"]).cast(pl.UInt8).alias("state"))
+    return table.select("host", "digits", "state")
 
 
 def _percent_table() -> dict[str, str]:
@@ -314,32 +469,36 @@ def decode_unreserved_escapes(values: pl.Series) -> pl.Series:
     return values.str.replace_many(list(_UNRESERVED_ESCAPES), list(_UNRESERVED_ESCAPES.values()))
 
 
-def canonicalize_urls(urls: pl.Series) -> pl.Series:
+def canonicalize_urls(urls: pl.Series | Sequence[str | None]) -> pl.Series:
     """:func:`canonical_url` over a whole column; null where a value is not a URL.
 
-    The same steps as :func:`split_url` and :func:`canonical_url`, with literal splits over whole
-    columns; rare shapes (IPv6 hosts, IDN hosts, dot segments) get per-value work on just those
-    rows (once per distinct host or path). Escapes are rewritten with a table of just the escapes
-    and unsafe characters that occur: building one of all ~900 spellings costs more than the
-    rewriting.
+    URLs that are canonical already are kept; the others go through :func:`_parse` with
+    literal splits over whole columns, and rare shapes get per-value work on just those rows
+    (once per distinct host, path or URL). Escapes are rewritten with a table of just the
+    escapes and unsafe characters that occur: building one of all ~900 spellings costs more
+    than the rewriting.
     """
-    text = urls.cast(pl.String)
+    name = (urls.name if isinstance(urls, pl.Series) else "") or "url"
+    text = url_series(urls)
     simple = pl.select(pl.lit(text).str.contains(_ALREADY_CANONICAL)
                        & ~pl.lit(text).str.contains(_DOT_SEGMENT)).to_series().fill_null(False)
     if simple.all():
-        return text.alias(urls.name or "url")
+        return text.alias(name)
     if simple.any():
         rows = (~simple).arg_true()
-        return text.scatter(rows, _canonicalize(text.gather(rows))).alias(urls.name or "url")
-    return _canonicalize(text).alias(urls.name or "url")
+        return text.scatter(rows, _canonicalize(text.gather(rows))).alias(name)
+    return _canonicalize(text).alias(name)
 
 
-#: URLs that are their own canonical form: lower-case scheme and host (no trailing dot, no
-#: port, no user info), a path and an optional non-empty query of characters that need no
-#: escaping, no escapes, no fragment; and (checked apart) no dot segment. Most URLs of a real
+#: URLs that are their own canonical form: a URL scheme and a host in lower case (no trailing
+#: dot, no port, no user info), a path and an optional non-empty query of characters that
+#: need no escaping, no escapes, no fragment; and (checked apart) no dot segment. The host's
+#: labels hold no "--" (so no punycode, which the parser checks) and its last label starts
+#: with a letter (so it is no IPv4 address, which the parser rewrites). Most URLs of a real
 #: dataset are like this and skip the column pipeline.
-_ALREADY_CANONICAL = (r"^[a-z][a-z0-9+.\-]*://[a-z0-9\-_~]+(?:\.[a-z0-9\-_~]+)*"
-                      r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@/?]+)?$")
+_ALREADY_CANONICAL = (r"^(?:https?|wss?|ftp)://(?:[a-z0-9_~]+(?:-[a-z0-9_~]+)*\.)*"
+                      r"[a-z][a-z0-9_~]*(?:-[a-z0-9_~]+)*"
+                      r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/?]+)?$")
 _DOT_SEGMENT = r"/\.\.?(?:[/?]|$)"
 
 
@@ -351,43 +510,50 @@ def _canonicalize(urls: pl.Series) -> pl.Series:
         both.filter(both.str.contains("%", literal=True))
         .str.extract_all(r"%[0-9A-Fa-f]{2}").explode().drop_nulls().unique().implode()
         .alias("escapes"),
-        both.str.extract_all(_UNSAFE).explode().drop_nulls().unique().implode().alias("unsafe"),
+        both.str.extract_all(_ESCAPE_PATH.pattern).explode().drop_nulls().unique().implode()
+        .alias("unsafe"),
+        col("query").str.contains("'", literal=True).any().alias("quote"),
     ).collect()
     escapes = [e for e in found["escapes"][0].to_list() if e in _PERCENT_TABLE]
     unsafe = found["unsafe"][0].to_list()
 
-    def normalized(part: pl.Expr) -> pl.Expr:
+    def normalized(part: pl.Expr, extra: list[str]) -> pl.Expr:
         if escapes:
             part = part.str.replace_many(escapes, [_PERCENT_TABLE[e] for e in escapes])
-        if unsafe:
-            part = part.str.replace_many(unsafe, [_escape_char(ch) for ch in unsafe])
+        if unsafe or extra:
+            chars = unsafe + extra
+            part = part.str.replace_many(chars, [_escape_char(ch) for ch in chars])
         return part
 
-    parts = parts.lazy().with_columns(path=normalized(col("path")),
-                                      query=normalized(col("query"))).collect()
+    parts = parts.lazy().with_columns(
+        path=normalized(col("path"), []),
+        query=normalized(col("query"), ["'"] if found["quote"][0] else [])).collect()
     dots = parts["path"].str.contains(r"(^|/)\.\.?(/|$)").fill_null(False)
     if dots.any():
         parts = parts.with_columns(map_distinct(parts["path"], remove_dot_segments, where=dots))
-    return parts.select(
-        pl.when(col("invalid")).then(None).otherwise(pl.concat_str([
-            col("scheme"), pl.lit("://"),
-            pl.when(col("userinfo").is_not_null()).then(col("userinfo") + "@")
-            .otherwise(pl.lit("")),
-            col("host"), col("port"),
+    out = parts.select(
+        pl.when(col("state") != _OK).then(None).otherwise(pl.concat_str([
+            col("scheme"), pl.lit("://"), col("host"), col("port"),
             pl.when(col("path") == "").then(pl.lit("/")).otherwise(col("path")),
             pl.when(col("query").fill_null("") == "").then(pl.lit(""))
             .otherwise(pl.lit("?") + col("query")),
         ])).alias(urls.name or "url")).to_series()
+    general = parts["state"] == _GENERAL
+    if general.any():  # the shapes left to the reference, once per distinct value
+        out = out.scatter(general.arg_true(),
+                          map_distinct(urls, canonical_url, where=general).filter(general))
+    return out
 
 
-def canonical_hosts(urls: pl.Series) -> pl.Series:
+def canonical_hosts(urls: pl.Series | Sequence[str | None]) -> pl.Series:
     """The canonical host of each URL; null where a value is not a URL.
 
     Equal to ``hosts_of(canonicalize_urls(urls))`` without building canonical paths (see
     :func:`host_table`, which this spells out row by row).
     """
     codes, distinct = host_table(urls)
-    return hosts_at(codes, distinct).alias(urls.name or "host")
+    name = (urls.name if isinstance(urls, pl.Series) else "") or "host"
+    return hosts_at(codes, distinct).alias(name)
 
 
 def hosts_at(codes: np.ndarray, distinct: pl.Series) -> pl.Series:
@@ -396,30 +562,27 @@ def hosts_at(codes: np.ndarray, distinct: pl.Series) -> pl.Series:
     return distinct.gather(pl.select(pl.when(index >= 0).then(index)).to_series())
 
 
-def host_table(urls: pl.Series) -> tuple[np.ndarray, pl.Series]:
+def host_table(urls: pl.Series | Sequence[str | None]) -> tuple[np.ndarray, pl.Series]:
     """Canonical hosts as ``(codes, distinct)``: ``distinct`` holds each host once and
     ``codes`` (int64, one per row) indexes into it, -1 where a value is not a URL.
 
     Hosts repeat a lot, so host rules look up each distinct host once and mark rows by code
     (a gather) instead of comparing strings row by row. Per row there is one literal split
-    (``scheme:``, ``""``, authority) and a byte scan for control characters; everything else is
-    worked out once per distinct scheme and per distinct authority (results are cached across
-    calls). Rows with whitespace or non-ASCII at an end take the general column path.
+    (``scheme:``, ``""``, authority) and a byte scan for controls; everything
+    else is worked out once per distinct scheme and per distinct authority (results are
+    cached across calls). Other shapes (whitespace or non-ASCII at an end, controls,
+    ``https:host``, authorities with a backslash, IPv6 or a port that is not ASCII digits...)
+    take :func:`_parse` and, for what it leaves, the reference.
     """
-    text = urls.cast(pl.String)
-    n = len(text)
-    offsets, data, nulls = string_buffers(text.to_arrow())
+    text = url_series(urls)
+    offsets, data, nulls = buffers = string_buffers(text.to_arrow())
     starts, ends = offsets[:-1], offsets[1:]
-    control = np.zeros(n, dtype=bool)
-    if len(data):
-        at = np.flatnonzero((data < 32) | (data == 127))
-        control[np.searchsorted(offsets, at, side="right") - 1] = True
+    odd = _rows_holding(text, buffers=buffers)
+    if len(data):  # whitespace or non-ASCII at an end: maybe stripped
         first = data[np.minimum(starts, len(data) - 1)]
         last = data[np.maximum(ends - 1, 0)]
-        edge = (ends > starts) & ((first <= 32) | (first >= 128) | (last <= 32) | (last >= 128))
-    else:
-        edge = np.zeros(n, dtype=bool)
-    slow = edge & ~nulls  # whitespace (tabs, newlines too) at an end: the general parser
+        odd |= (ends > starts) & ((first <= 32) | (first >= 128) | (last <= 32)
+                                  | (last >= 128))
     col = pl.col
     parts = (pl.LazyFrame({"u": text})
              .select(col("u").str.split_exact("/", 2).alias("p"))
@@ -428,20 +591,33 @@ def host_table(urls: pl.Series) -> tuple[np.ndarray, pl.Series]:
                      col("p").struct.field("field_2").alias("authority"))
              .collect())
     schemes = [v for v in parts["scheme"].unique().drop_nulls().to_list()
-               if v.endswith(":") and _SCHEME.fullmatch(v[:-1])]
-    ok = (parts.lazy().select(col("scheme").is_in(schemes) & (col("empty") == ""))
-          .collect().to_series().fill_null(False).to_numpy()) & ~(control | slow)
+               if v.endswith(":") and v[:-1].lower() in DEFAULT_PORTS]
+    fast = (parts.lazy().select(col("scheme").is_in(schemes) & (col("empty") == ""))
+            .collect().to_series().fill_null(False).to_numpy()) & ~odd
     found: dict[str, int] = {}
     index, authorities = _distinct(parts["authority"])
-    ok &= index >= 0
-    codes = _codes_of([_host_of_authority(a) for a in authorities], found)[np.where(ok, index, -1)]
-    rows = np.flatnonzero(slow)
+    index = np.where(fast, index, -1)
+    hosts = [_host_of_authority(a) for a in authorities]
+    asks = np.array([h is _ASK for h in hosts] + [False])
+    codes = _codes_of([None if h is _ASK else h for h in hosts], found)[index]  # type: ignore
+    rows = np.flatnonzero((~fast & ~nulls) | asks[index])
     if len(rows):
-        general = _parse(text.gather(rows)).select(
-            pl.when(col("invalid")).then(None).otherwise(col("host"))).to_series()
-        index, hosts = _distinct(general)
-        codes[rows] = _codes_of(hosts, found)[index]
+        index, distinct = _distinct(_parsed_hosts(text.gather(rows)))
+        codes[rows] = _codes_of(distinct, found)[index]
     return codes, pl.Series(list(found), dtype=pl.String)
+
+
+def _parsed_hosts(urls: pl.Series) -> pl.Series:
+    """``hosts_of(canonicalize_urls(urls))`` without the paths: :func:`_parse`'s hosts, and
+    :func:`url_host` once per distinct value of the shapes it leaves to the reference."""
+    parts = _parse(urls)
+    hosts = pl.select(pl.when(pl.lit(parts["state"]) == _OK).then(pl.lit(parts["host"]))
+                      ).to_series()
+    general = parts["state"] == _GENERAL
+    if general.any():
+        hosts = hosts.scatter(general.arg_true(),
+                              map_distinct(urls, url_host, where=general).filter(general))
+    return hosts
 
 
 def encode_hosts(hosts: pl.Series) -> tuple[np.ndarray, pl.Series]:
@@ -467,33 +643,26 @@ def _codes_of(hosts: list[str | None], found: dict[str, int]) -> np.ndarray:
                     + [-1], dtype=np.int64)
 
 
+#: What :func:`_host_of_authority` says of an authority it leaves to :func:`canonicalize_urls`.
+_ASK = object()
+
+
 @functools.lru_cache(maxsize=1 << 18)
-def _host_of_authority(rest: str) -> str | None:
-    """The canonical host in what follows ``scheme://`` up to the next ``/`` (as
-    :func:`split_url` and :func:`canonical_url` read it), or None when that is not a URL."""
+def _host_of_authority(rest: str) -> str | None | object:
+    """The canonical host in what follows a special ``scheme://`` up to the next ``/`` (as
+    :func:`canonical_url` reads it), None when that is not a URL, or ``_ASK`` for the shapes
+    :func:`_parse` leaves to the reference (no authority, a backslash, brackets, a port that
+    is not ASCII digits, a host with escapes that the parser refuses)."""
     authority = rest.split("#", 1)[0].split("?", 1)[0]
-    hostport = authority.partition("@")[2] if "@" in authority else authority
-    if hostport.startswith("["):
-        host, port, bad = _split_bracket_host(hostport)
-        if bad or host is None:
-            return None
-    else:
-        host, colon, port_text = hostport.partition(":")
-        port = port_text if colon else None
+    if not authority or any(ch in authority for ch in "\\[]"):
+        return _ASK
+    host, colon, port = authority.rpartition("@")[2].partition(":")
     if port and not (port.isascii() and port.isdigit()):
+        return _ASK
+    if port and int(port) > 65535:
         return None
-    return canonical_host(host)
-
-
-def _split_bracket_host(hostport: str) -> tuple[str | None, str | None, bool]:
-    """(host, port, invalid) of an IPv6-literal authority, as :func:`split_url` reads it."""
-    close = hostport.find("]")
-    if close < 0:
-        return None, None, True
-    host, after = hostport[: close + 1], hostport[close + 1:]
-    if after and not after.startswith(":"):
-        return None, None, True
-    return host, (after[1:] if after else None), False
+    found = canonical_host(host)
+    return _ASK if found is None and "%" in host else found
 
 
 def map_distinct(values: pl.Series, function, *,  # type: ignore[no-untyped-def]
@@ -517,13 +686,18 @@ def hosts_of(canonical: pl.Series) -> pl.Series:
     return canonical.str.extract(r"^[a-z][a-z0-9+.\-]*://(?:[^@/?#]*@)?(\[[^\]]*\]|[^:/?#]*)", 1)
 
 
-#: Characters a path segment keeps as they are in canonical form (rule 5: unreserved
+#: Characters a path segment keeps as they are in canonical form (rule 6: unreserved
 #: characters, sub-delimiters, ":" and "@"); a segment of only these is already canonical.
 _PLAIN_SEGMENT = r"^[A-Za-z0-9\-._~!$&'()*+,;=:@]*$"
 #: Deleting this leaves a URL's last path segment and what follows it (its query and
 #: fragment), or, when the URL has no path (its authority runs to a "?", a "#" or the end),
 #: nothing at all.
 _BEFORE_TAIL = r"(?s)^(?:[^?#/]*//[^?#/]*(?:[?#].*)?$|[^?#]*/)"
+#: URLs whose raw shape :data:`_BEFORE_TAIL` reads as WHATWG does: ``scheme://`` and a
+#: non-empty authority (checked apart: no backslash, tab or newline anywhere; the parser
+#: reads ``https:host``, ``https:///host``, ``host\\x.jpg``... otherwise; other controls
+#: there make the URL no URL).
+_TAIL_SHAPE = r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/\\?#]"
 
 
 def _last_segments(urls: pl.Series) -> pl.Series:
@@ -535,45 +709,49 @@ def _last_segments(urls: pl.Series) -> pl.Series:
         .struct.field("field_0")).to_series())
 
 
-def url_tails(urls: pl.Series) -> pl.Series:
+def url_tails(urls: pl.Series | Sequence[str | None]) -> pl.Series:
     """For each URL, the last segment of its canonical path ("" when the path ends with "/");
     for a value that is not a URL, some string of no consequence (or null).
 
     Equal to the last segment of :func:`canonicalize_urls` for every URL (tested), without
-    canonicalising the URLs whose raw last segment is plain: rule 5 leaves such a segment as
-    it is, rule 6 only changes the last segment when it is "." or ".." (it becomes ""), and
-    no other rule touches it. The others (escapes, spaces, non-ASCII...) are canonicalised
-    first. Incremental release rebuilds use it to rule out shards that cannot
-    hold a listed URL (see :mod:`scrub.release.probe`).
+    canonicalising the URLs of a plain shape (:data:`_TAIL_SHAPE`) whose raw last segment is
+    plain: rule 6 leaves such a segment as it is, rule 7 only changes the last segment when
+    it is "." or ".." (it becomes ""), and no other rule touches it. The others (escapes,
+    spaces, non-ASCII, other shapes...) are canonicalised first. Incremental release rebuilds
+    use it to rule out shards that cannot hold a listed URL (see :mod:`scrub.release.probe`).
     """
-    text = urls.cast(pl.String)
+    name = (urls.name if isinstance(urls, pl.Series) else "") or "tail"
+    text = url_series(urls)
     tails = _last_segments(text)
     fragments = tails.str.contains("#", literal=True).fill_null(False).arg_true()
     if len(fragments):  # a "#" before any "?": cut there too (the fragment holds the rest)
         tails = tails.scatter(fragments, tails.gather(fragments).str.split_exact("#", 1)
                               .struct.field("field_0"))
-    frame = pl.DataFrame({"tail": tails}).with_columns(
+    frame = pl.DataFrame({"tail": tails, "text": text}).with_columns(
         pl.when(pl.col("tail").is_in([".", ".."])).then(pl.lit("")).otherwise(pl.col("tail"))
         .alias("tail"),
-        plain=pl.col("tail").str.contains(_PLAIN_SEGMENT).fill_null(True))
+        plain=pl.col("tail").str.contains(_PLAIN_SEGMENT).fill_null(True),
+        shaped=(pl.col("text").str.contains(_TAIL_SHAPE)
+                & ~pl.col("text").str.contains(r"[\\\t\n\r]")).fill_null(True))
     tails = frame["tail"]
-    rows = (~frame["plain"]).arg_true()
+    rows = (~frame["plain"] | ~frame["shaped"]).arg_true()
     if len(rows):
         slow = tails.gather(rows)
-        escaped = slow.str.contains(_ESCAPED_SEGMENT).fill_null(False)
+        escaped = (slow.str.contains(_ESCAPED_SEGMENT)
+                   & frame["shaped"].gather(rows)).fill_null(False)
         fixed = slow
         some = escaped.arg_true()
-        if len(some):  # plain but for escapes (file names with %20...): rule 5 on the segment
+        if len(some):  # plain but for escapes (file names with %20...): rule 6 on the segment
             normal = _normalize_escapes(slow.gather(some))
             fixed = fixed.scatter(some, pl.select(
                 pl.when(pl.lit(normal).is_in([".", ".."])).then(pl.lit(""))
                 .otherwise(pl.lit(normal))).to_series())
         other = (~escaped).arg_true()
-        if len(other):  # spaces, non-ASCII...: the whole URL is canonicalised
+        if len(other):  # spaces, non-ASCII, other shapes...: the whole URL is canonicalised
             fixed = fixed.scatter(other, _last_segments(
                 canonicalize_urls(text.gather(rows.gather(other)))))
         tails = tails.scatter(rows, fixed)
-    return tails.alias(urls.name or "tail")
+    return tails.alias(name)
 
 
 #: A segment that is plain but for "%" (escapes, or a "%" that escapes nothing).

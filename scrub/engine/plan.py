@@ -24,11 +24,12 @@ from scrub.engine.rules import (
     Source,
 )
 from scrub.engine.warmup import announce
-from scrub.errors import UserInputError
+from scrub.errors import ExternalSourceError, UserInputError
 from scrub.keys import KeySet
-from scrub.lists.hashlist import HashList, ListFormat, read_hashlist
-from scrub.lists.store import ListStore
+from scrub.lists.hashlist import HashList, ListFormat, public_by_default, read_hashlist
+from scrub.lists.store import ListStore, ListVersion, stale_url_digests
 from scrub.lists.types import CaptionTerm, UrlDigestType, UrlPrefix, get_type
+from scrub.urls import URL_FORM
 
 
 @dataclass
@@ -204,11 +205,29 @@ def _unique_labels(labels: list[str]) -> list[str]:
     return out
 
 
+def _check_url_form(meta: ListVersion) -> None:
+    """Refuse a stored list whose url/host/domain digests were made under another canonical
+    URL form: an entry of a class whose form changed would silently match nothing."""
+    if stale_url_digests(meta):
+        raise ExternalSourceError(
+            f"{meta.ref}: its url/host/domain entries were stored under canonical URL form "
+            f"{meta.url_form or 1}; this scrub matches form {URL_FORM}, under which some "
+            "spellings (user info, escapes or numbers in hosts, backslashes...) canonicalise "
+            "differently, so those entries would match nothing",
+            hint=f"re-import the list from its source file as a new version (scrub lists import "
+                 f"FILE --name {meta.name} --version NEW); see README, URL canonicalisation")
+
+
 def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListStore | None = None,
                    key: bytes | None = None, type_name: str | None = None,
                    fmt: ListFormat = ListFormat.auto, site: str | None = None,
-                   options: MatchOptions | None = None) -> MatchPlan:
+                   options: MatchOptions | None = None,
+                   file_types: Sequence[str | None] | None = None) -> MatchPlan:
     """The plan of ``scrub apply``: hash-list files plus stored lists (``NAME[@VERSION]``).
+
+    ``file_types`` gives each file's type of plain values (None: ``type_name``). A file whose
+    entries are all opt-outs (url, url_prefix, host, domain) is public, as ``lists import``
+    would store it; any other is sensitive.
 
     Stored allow-lists take part automatically when they suppress a selected list (their latest
     version); naming an allow-list in ``refs`` selects it explicitly. Every list is read and
@@ -222,22 +241,25 @@ def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListSto
     from scrub.atomic import file_sha256
     from scrub.release.manifest import removal_keys, removal_sets
 
+    typed = list(zip(files, file_types or [None] * len(files)))
     removal_lists = [(f, key) for f in files if (key := removal_keys(Path(f))) is not None]
-    files = [f for f in files if all(f is not r for r, _ in removal_lists)]
+    typed = [(f, t) for f, t in typed if all(f is not r for r, _ in removal_lists)]
+    files = [f for f, _ in typed]
     order = sorted(range(len(files)), key=lambda i: _size(files[i]))
     read: dict[int, HashList] = {}
     for index in order:
-        read[index] = read_hashlist(files[index], type_name=type_name, fmt=fmt, site=site,
-                                    on_type=lambda name: announce([name]))
+        read[index] = read_hashlist(files[index], type_name=typed[index][1] or type_name,
+                                    fmt=fmt, site=site, on_type=lambda name: announce([name]))
     lists = [read[i] for i in range(len(files))]
     names = [hl.label for hl in lists]
-    sensitive = [True] * len(lists)
+    sensitive = [not public_by_default(hl.keys) for hl in lists]
     allow: list[tuple[HashList, list[str]]] = []
     if refs:
         store = store or ListStore()
         chosen = [store.resolve(ref) for ref in refs]
         announce({type_name for meta in chosen for type_name in meta.counts})
         for meta in chosen:
+            _check_url_form(meta)
             stored = store.load(meta.ref, key=key)
             if meta.kind == "allow":
                 allow.append((stored.as_hashlist(), meta.suppresses))
@@ -251,6 +273,7 @@ def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListSto
             latest = versions[-1]
             if latest.kind == "allow" and name not in explicit \
                     and block_names & set(latest.suppresses):
+                _check_url_form(latest)
                 allow.append((store.load(latest.ref, key=key).as_hashlist(), latest.suppresses))
     plan = plan_from_hashlists(lists, allow=allow, names=names, sensitive=sensitive,
                                options=options)

@@ -307,8 +307,11 @@ class PrefixRule(Rule):
 
     def __init__(self, prefixes: Sequence[str], source: Source) -> None:
         super().__init__(Reason.OPTOUT_PREFIX, source)
+        # Stored prefixes are canonical text, maybe under an older canonical form
+        # (scrub.urls.URL_FORM): read them as today's.
+        canonical = canonicalize_urls(pl.Series(list(prefixes), dtype=pl.String)).drop_nulls()
         #: Every listed prefix, covered ones too (counted as entries of the list).
-        self.listed = sorted(set(prefixes))
+        self.listed = sorted(set(canonical.to_list()))
         kept: list[str] = []
         for prefix in self.listed:
             if not kept or not prefix.startswith(kept[-1]):

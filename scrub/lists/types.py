@@ -351,11 +351,16 @@ class Url(TextDigestType):
     def examples(cls) -> list[tuple[str, str]]:
         return [("HTTPS://Example.com:443/a/./b/%7Euser?#top", "https://example.com/a/b/~user"),
                 ("http://bücher.de", "http://xn--bcher-kva.de/"),
-                (" https://a.example/x%2fy ", "https://a.example/x%2Fy")]
+                (" https://a.example/x%2fy ", "https://a.example/x%2Fy"),
+                ("<URL:https://cdn.%73hop.example:+443/a\\b.jpg>",
+                 "https://cdn.shop.example/a/b.jpg"),
+                ("https://u:p@a@cdn.example\\a.jpg", "https://cdn.example/a.jpg"),
+                ("http://3325668414/x", "http://198.57.172.62/x")]
 
     @classmethod
     def bad_examples(cls) -> list[str]:
-        return ["", "example.com/x", "data:image/png;base64,AAAA", "https:///x", "http://a\x00b/"]
+        return ["", "example.com/x", "data:image/png;base64,AAAA", "https:///", "http://a\x00b/",
+                "git+ssh://example.com/x", "http://example.com:65536/"]
 
 
 @register
@@ -376,11 +381,15 @@ class Host(TextDigestType):
     @classmethod
     def examples(cls) -> list[tuple[str, str]]:
         return [("Images.Example.COM.", "images.example.com"), ("bücher.de", "xn--bcher-kva.de"),
-                (" cdn.example.co.uk ", "cdn.example.co.uk")]
+                (" cdn.example.co.uk ", "cdn.example.co.uk"),
+                ("cdn.%73hop.example", "cdn.shop.example"),
+                ("example。com。", "example.com"), ("0xc6.0x39.0xac.0x3e", "198.57.172.62"),
+                ("[0:0::1]", "[::1]")]
 
     @classmethod
     def bad_examples(cls) -> list[str]:
-        return ["", "https://example.com/", "exa mple.com", "a/b", "user@example.com"]
+        return ["", "https://example.com/", "exa mple.com", "a/b", "user@example.com",
+                "[::1]:80", "[zz]", "example.com\\x"]
 
 
 @register
@@ -436,12 +445,12 @@ class Domain(TextDigestType):
     @classmethod
     def bad_examples(cls) -> list[str]:
         return ["", "https://example.com", "127.0.0.1", "com", "co.uk", "CO.UK.", "foo.ck",
-                "xn--p1ai", "рф", "localhost", "a.b.0x1", "exa mple.com"]
+                "xn--p1ai", "рф", "localhost", "a.b.0x1", "exa mple.com", "[::1]", "3325668414"]
 
 
 def _domain_refusal(host: str) -> str | None:
     """Why a canonical host may not be a domain entry, or None. Never names the host."""
-    if _NUMBER_LABEL.fullmatch(host.rsplit(".", 1)[-1]):  # WHATWG parses it as IPv4
+    if host.startswith("[") or _NUMBER_LABEL.fullmatch(host.rsplit(".", 1)[-1]):  # IPv6, IPv4
         return "an IP address is not a domain (a host entry names one address)"
     if icann_public_suffix(host):
         return ("a public suffix of the ICANN section of the public suffix list (a top-level "
@@ -500,8 +509,13 @@ class UrlPrefix(KeyType):
 
 
 def canonical_hostname(value: str) -> str | None:
-    """A bare host name in canonical form, or None (URLs, paths and user@host are refused)."""
+    """A bare host name in canonical form (the host of a URL, see
+    :func:`scrub.urls.canonical_host`: ``0xc6.0x39.0xac.0x3e`` is ``198.57.172.62``), or None
+    (URLs, paths and user@host are refused; an IPv6 address is written in brackets)."""
     text = value.strip()
+    if text[:1] == "[" and text[-1:] == "]":  # an IPv6 address, as a URL writes it
+        host = canonical_host(text)
+        return host if host is not None and host.startswith("[") else None
     if not text or any(ch in text for ch in "/?#@: \t") or _HOST_BAD.search(text):
         return None
     host = canonical_host(text)
@@ -512,7 +526,7 @@ def canonical_hostname(value: str) -> str | None:
 
 #: A last label that makes a host an IPv4 address to a WHATWG parser (decimal or hex).
 _NUMBER_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
-_HOST_OK = re.compile(r"^[a-z0-9_](?:[a-z0-9_.\-]*[a-z0-9_])?$")
+_HOST_OK = re.compile(r"^[a-z0-9_~](?:[a-z0-9_~.\-]*[a-z0-9_~])?$")
 _HOST_BAD = re.compile(r"[\x00-\x1f\x7f]")
 
 

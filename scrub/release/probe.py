@@ -46,7 +46,7 @@ from scrub.engine.plan import MatchPlan
 from scrub.engine.rules import ExactKeyRule, PrefixRule, Rule
 from scrub.keys import hex_to_keys, keys_to_hex
 from scrub.lists.types import text_digest_keys
-from scrub.urls import host_suffixes, url_tails
+from scrub.urls import URL_FORM, host_suffixes, url_tails
 
 #: Where a release build keeps its probe sets (in OUT, beside the variants).
 PROBE_DIR = ".scrub-probe"
@@ -191,10 +191,12 @@ def rule_probes(plan: MatchPlan, key: str) -> list[RuleProbe] | None:
     return found
 
 
-#: Each kind's digests as stored (little-endian), and what its tag binds besides the input.
-#: (Host sets made before they held every parent domain fail their tag: the shard is read.)
-_LAYOUT = {HOSTS: ("<u8", b"hosts/suffixes/hmac-sha256/u64\0"),
-           TAILS: ("<u4", b"tails/xxh3-64/aes-256/u32\0")}
+#: Each kind's digests as stored (little-endian), and what its tag binds besides the input:
+#: the layout and the canonical form of URLs and hosts (``URL_FORM``). Probe sets made before
+#: they held every parent domain, or under another canonical form (whose hosts and tails a
+#: rule of today might not find), fail their tag: the shard is read.
+_LAYOUT = {HOSTS: ("<u8", b"hosts/suffixes/hmac-sha256/u64/url-form-%d\0" % URL_FORM),
+           TAILS: ("<u4", b"tails/xxh3-64/aes-256/u32/url-form-%d\0" % URL_FORM)}
 
 
 def _tag(key: str, input_sha256: str, data: bytes, kind: str = HOSTS) -> str:

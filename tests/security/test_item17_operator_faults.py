@@ -421,3 +421,11 @@ def test_a_full_disk_in_release_build_or_hash_is_not_bad_input(big_dataset: Path
     assert "not a problem of the input" in result.stderr
     again = invoke(*args)
     assert again.exit_code == 0, again.stderr
+
+
+def test_listing_a_store_under_a_scrub_home_that_is_a_file_is_an_error(tmp_path: Path) -> None:
+    """`lists ls` must not answer "the store holds no lists" when SCRUB_HOME is a file."""
+    home = tmp_path / "home"
+    home.write_text("not a folder\n")
+    result = invoke("lists", "ls", env={"SCRUB_HOME": str(home)})
+    assert_one_clear_error(result, 2, home)
