@@ -27,12 +27,14 @@ def _clock(seconds: float) -> str:
 
 class Progress:
     """Counts finished shards and rows against known totals (``total_rows`` None: not known
-    ahead, e.g. samples in tars; the ETA then follows the shards)."""
+    ahead, e.g. samples in tars; the ETA then follows the shards). ``units`` names the two
+    counts for work that is not shards of rows (e.g. steps and entries of a list import)."""
 
     def __init__(self, label: str, total_shards: int, total_rows: int | None, *,
                  stream: TextIO | None = None, enabled: bool = True,
-                 interval: float = 5.0) -> None:
+                 interval: float = 5.0, units: tuple[str, str] = ("shards", "rows")) -> None:
         self.label = label
+        self.units = units
         self.total_shards = total_shards
         self.total_rows = total_rows
         self.stream = stream or sys.stderr
@@ -66,17 +68,18 @@ class Progress:
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = (self.rows - self.resumed_rows) / elapsed
+        parts, rows_unit = self.units
         if self.total_rows is None:
-            rows = f"{_human(self.rows)} rows"
+            rows = f"{_human(self.rows)} {rows_unit}"
             left_shards = max(self.total_shards - self.shards, 0)
             fresh = self.shards - self.resumed_shards
             eta = _clock(left_shards * elapsed / fresh) if fresh > 0 else "?"
         else:
-            rows = f"{_human(self.rows)}/{_human(self.total_rows)} rows"
+            rows = f"{_human(self.rows)}/{_human(self.total_rows)} {rows_unit}"
             left = max(self.total_rows - self.rows, 0)
             eta = _clock(left / rate) if rate > 0 else "?"
-        return (f"{self.label}: {self.shards}/{self.total_shards} shards · {rows} · "
-                f"{_human(rate)} rows/s · ETA {eta}")
+        return (f"{self.label}: {self.shards}/{self.total_shards} {parts} · {rows} · "
+                f"{_human(rate)} {rows_unit}/s · ETA {eta}")
 
     def finish(self) -> None:
         self._draw(final=True)

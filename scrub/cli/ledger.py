@@ -33,6 +33,7 @@ KEY_FILE = typer.Option(None, "--key-file", metavar="FILE",
                         "history (default: $SCRUB_KEY_FILE).")
 ACTOR = typer.Option(None, "--actor", help="Who acts (default: $SCRUB_ACTOR or the login).")
 AS_JSON = typer.Option(False, "--json", help="Machine-readable output.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress on stderr.")
 
 
 def _ledger(url: Optional[str], key_file: Optional[Path] = None, *,
@@ -116,12 +117,20 @@ def import_command(
                                 "(kind,received_at,name,email,item_type,item_value; rows with "
                                 "the same kind, time and email form one request)."),
     db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
-    actor: Optional[str] = ACTOR, as_json: bool = AS_JSON,
+    actor: Optional[str] = ACTOR, as_json: bool = AS_JSON, quiet: bool = QUIET,
 ) -> None:
-    """Record a batch of requests: all or nothing."""
+    """Record a batch of requests: all or nothing (progress on stderr: steps and requests,
+    never an item or identity)."""
+    from scrub.progress import Progress
+
+    meter = Progress("import requests", 2, None, enabled=not quiet,
+                     units=("steps", "requests"))
     specs = _read_batch(file)
+    meter.advance(len(specs))  # read and parsed
     ledger = _ledger(db_url, key_file, need_key=True)
     results = ledger.add_many(specs, _actor(actor))
+    meter.advance(0)  # recorded
+    meter.finish()
     created = sum(1 for _, new in results if new)
     if as_json:  # in the file's order: the id each request got, or joined
         typer.echo(json.dumps({"imported": len(specs), "created": created,
@@ -283,13 +292,13 @@ def verify_command(
         "manifest recorded the ledger's head: the history must still hold it (repeatable)."),
     pubkey: Optional[Path] = typer.Option(None, "--pubkey", metavar="PEM",
                                           help="The releases' signing public key."),
-    as_json: bool = AS_JSON,
+    as_json: bool = AS_JSON, quiet: bool = QUIET,
 ) -> None:
     """Authenticate the history with the ledger key, re-derive every request from its events
     and compare with the tables, and check the heads signed releases recorded; exit 1 naming
     what differs."""
     anchors = _anchors(release, pubkey)
-    report = _ledger(db_url, key_file, need_key=True).verify(anchors)
+    report = _ledger(db_url, key_file, need_key=True).verify(anchors, progress=not quiet)
     if as_json:
         typer.echo(json.dumps(asdict(report), indent=2))
     if not report.ok:

@@ -23,6 +23,7 @@ STORE = typer.Option(None, "--store", metavar="DIR",
 KEY_FILE = typer.Option(None, "--key-file", metavar="FILE",
                         help="Key for sensitive lists (default: $SCRUB_KEY_FILE).")
 AS_JSON = typer.Option(False, "--json", help="Machine-readable output.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress on stderr.")
 
 
 def _store(path: Optional[Path]) -> ListStore:
@@ -82,13 +83,15 @@ def import_command(
     key_file: Optional[Path] = KEY_FILE,
     store: Optional[Path] = STORE,
     as_json: bool = AS_JSON,
+    quiet: bool = QUIET,
 ) -> None:
-    """Validate, verify and store a new version of a list."""
+    """Validate, verify and store a new version of a list (progress on stderr: steps and
+    entries, never a value)."""
     meta = _store(store).import_list(
         file, name=name, source=source, version=version, type_name=type_, fmt=list_format,
         sensitive=sensitive, signature=signature, terms=terms, kind=kind,
         suppresses=suppresses, delta=delta, key=_key(key_file), site=site,
-        allow_unsigned=allow_unsigned, retrust=retrust)
+        allow_unsigned=allow_unsigned, retrust=retrust, progress=not quiet)
     typer.echo(json.dumps(asdict(meta), indent=2) if as_json else f"stored {_summary(meta)}")
 
 

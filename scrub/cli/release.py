@@ -118,11 +118,18 @@ def build_command(
 
     def mark_applied(published) -> None:  # type: ignore[no-untyped-def]
         """After publication, before the staging folder goes: a rerun after a kill runs it
-        again (it records nothing twice). The requests are those the signed manifests name."""
+        again (it records nothing twice). The requests are those the signed manifests name;
+        each one's event records, per variant naming it, the rows removed per item."""
         if ledger is not None and not no_ledger_update:
-            marked[:] = ledger.mark_applied(
-                _manifest_requests(published.variants.values(), private.public_key()),
-                published.release_id, "release-builder")
+            from scrub.release.build import rows_per_item
+
+            named = _manifest_requests(published.variants, private.public_key())
+            counted = rows_per_item(published.stats)
+            rows = {request: {variant: counted.get(request, {}).get(variant, {})
+                              for variant in sorted(variants)}
+                    for request, variants in named.items()}
+            marked[:] = ledger.mark_applied(sorted(named), published.release_id,
+                                            "release-builder", rows=rows)
 
     result = build(input, output, release, secret=secret, release_id=release_id,
                    workers=workers,
@@ -162,15 +169,17 @@ def _variant_summary(folder: Path, stats: list[dict[str, object]]) -> dict[str, 
             "shards_reused": reused, "shards_built": len(stats) - reused}
 
 
-def _manifest_requests(folders, public_key) -> list[int]:  # type: ignore[no-untyped-def]
-    """The ledger requests the signed manifests of a release's variants say it applied."""
+def _manifest_requests(folders, public_key) -> dict[int, set[str]]:  # type: ignore
+    """The ledger requests the signed manifests of a release's variants (name -> folder) say
+    it applied, each with the variants that name it."""
     from scrub.release.signed import read_signed_manifest
 
-    requests: set[int] = set()
-    for folder in folders:
+    requests: dict[int, set[str]] = {}
+    for name, folder in folders.items():
         record = read_signed_manifest(folder, public_key).get("ledger") or {}
-        requests.update(int(r) for r in record.get("requests", []))
-    return sorted(requests)
+        for request in record.get("requests", []):
+            requests.setdefault(int(request), set()).add(name)
+    return requests
 
 
 @release_app.command("verify")

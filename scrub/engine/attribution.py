@@ -29,17 +29,28 @@ from scrub.engine.rules import (
 )
 from scrub.keys import keys_to_hex
 from scrub.lists.types import UrlDigestType, fold_terms, get_type, text_digest_keys
-from scrub.urls import canonical_hosts, decode_unreserved_escapes, hosts_of, url_tails
+from scrub.urls import (
+    canonical_hosts,
+    canonicalize_urls,
+    decode_unreserved_escapes,
+    hosts_of,
+    url_tails,
+)
 
-#: A URL whose scheme is followed by "//" and an authority of ASCII characters other than "%"
-#: up to the first "/" (or the end): its canonical host is in that authority verbatim.
-_PLAIN_AUTHORITY = r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/%\x{80}-\x{10FFFF}]*(?:/|$)"
+#: A URL whose scheme is followed by "//" and an authority of ASCII characters other than "%",
+#: tabs and newlines up to the first "/" (or the end): its canonical host, if it has one, is
+#: in that authority verbatim (up to case). Other URLs (escapes, IDN, "https:host", tabs or
+#: newlines inside the host, which the parser removes...) are kept as candidates.
+_PLAIN_AUTHORITY = r"^[A-Za-z][A-Za-z0-9+.\-]*://[^/%\t\n\r\x{80}-\x{10FFFF}]*(?:/|$)"
 
 
 class AttributedRule(Rule):
     """``inner`` matches the values of many sources at once; :meth:`attribute` splits its hits
     by source. ``values`` are canonical item values, ``owners`` the source id of each (a value
-    named by several sources appears once per source); each source's rows get its reason."""
+    named by several sources appears once per source); each source's rows get its reason.
+    :meth:`item_pairs` names the item (position in ``values``) behind each hit row, and
+    ``item_keys``, when the caller sets it (one label per value, e.g. the ledger's keyed item
+    digest), says what to count those rows under."""
 
     def __init__(self, inner: Rule, type_name: str, values: Sequence[str],
                  owners: Sequence[int], source: Source, reasons: Mapping[int, Reason]) -> None:
@@ -49,8 +60,13 @@ class AttributedRule(Rule):
         self.inner = inner
         self.type_name = type_name
         self.key_type = get_type(type_name)
+        if type_name in ("url", "url_prefix"):
+            # Stored items are canonical, but maybe under an older canonical form
+            # (scrub.urls.URL_FORM): read them as today's (null where no longer a URL).
+            values = canonicalize_urls(pl.Series(values, dtype=pl.String)).to_list()
         table = pl.DataFrame({"value": pl.Series(values, dtype=pl.String),
-                              "source": pl.Series(owners, dtype=pl.Int32)})
+                              "source": pl.Series(owners, dtype=pl.Int32),
+                              "item": pl.Series(np.arange(len(values), dtype=np.int32))})
         if isinstance(inner, (ExactKeyRule, PerceptualRule)):
             keys, valid = self.key_type.normalize_column(table["value"])
             table = table.filter(pl.Series(valid)).with_columns(
@@ -58,8 +74,11 @@ class AttributedRule(Rule):
         elif isinstance(inner, CaptionTermRule):  # folded as the rule folds its terms
             table = table.with_columns(fold_terms(table["value"]).alias("value"))
         elif isinstance(inner, PrefixRule):
+            table = table.drop_nulls("value")
             table = table.with_columns(host=hosts_of(table["value"]))
         self.owners = table.unique()
+        #: A label per value (see the class text); None: per-item counts are not wanted.
+        self.item_keys: list[str] | None = None
         #: Hosts of the listed URLs: only rows on them can match (see :meth:`match`).
         self.url_hosts = (hosts_of(pl.Series(values, dtype=pl.String)).drop_nulls().unique()
                           if type_name == "url" else None)
@@ -129,11 +148,13 @@ class AttributedRule(Rule):
                 # (canonicalisation only decodes those, escapes other characters, and drops
                 # whole dot segments), so a URL without it cannot match. Literal searches
                 # first (a URL without "%" decodes to itself), decoding only the others.
+                # (tabs and newlines are removed anywhere: a URL with one keeps its chance)
                 some = (urls.str.contains_any(self.url_tails)
-                        | urls.str.contains("%", literal=True)).fill_null(False)
+                        | urls.str.contains(r"[%\t\n\r]")).fill_null(False)
                 rows = some.arg_true().to_numpy()
                 if len(rows):
-                    decoded = decode_unreserved_escapes(urls.gather(rows))
+                    decoded = decode_unreserved_escapes(urls.gather(rows)).str.replace_all(
+                        r"[\t\n\r]", "")
                     rows = rows[decoded.str.contains_any(self.url_tails).fill_null(False)
                                 .to_numpy()]
             if len(rows):
@@ -163,6 +184,18 @@ class AttributedRule(Rule):
             out[int(source)] = mask
         return out
 
+    def item_pairs(self, view: BatchView, rows: np.ndarray) -> pl.DataFrame:
+        """``(row, source, item)`` for each of the given rows (indices into the batch) and
+        each item, by its position in ``values``, whose value matches it: the rows to count
+        per item (only rows the rule hit are worth asking about: few)."""
+        if not len(rows):
+            return pl.DataFrame(schema={"row": pl.Int64, "source": pl.Int32, "item": pl.Int32})
+        pairs = self._pairs(view, rows)
+        if "item" not in pairs.columns:
+            pairs = pairs.join(self.owners.select("value", "source", "item"), on="value")
+        found = pairs.select("row", "source", "item").unique()
+        return found.with_columns(pl.Series("row", rows[found["row"].to_numpy()]))
+
     def reason_of(self, source_id: int) -> Reason:
         return self.reasons[source_id]
 
@@ -191,7 +224,7 @@ class AttributedRule(Rule):
                                   "host": hosts_of(urls)})
             return (frame.join(self.owners, on="host")
                     .filter(pl.col("url").str.starts_with(pl.col("value")))
-                    .select("row", "source"))
+                    .select("row", "source", "item"))
         if isinstance(inner, CaptionTermRule):
             return inner.term_pairs(pl.Series(view.column("caption")).cast(pl.String)
                                     .gather(rows))

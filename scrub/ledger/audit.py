@@ -22,7 +22,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
 from scrub.ledger.models import ChainHead, Event, Item, Request
 from scrub.ledger.sealing import (
@@ -33,6 +33,7 @@ from scrub.ledger.sealing import (
     legacy_item_digest,
 )
 from scrub.ledger.vocabulary import KINDS, STATUSES
+from scrub.progress import Progress
 
 #: Requests whose items every later release must honour.
 ENFORCED = frozenset({"verified", "scheduled", "applied", "closed"})
@@ -117,39 +118,59 @@ class _Derived:
 
 
 def audit(engine: Engine, seal: IdentitySeal, anchors: Sequence[Anchor] = (), *,
-          collect: bool = False, batch: int = 20_000
+          collect: bool = False, batch: int = 20_000, progress: bool = False
           ) -> tuple[LedgerReport, list[tuple[int, str, str, str]]]:
     """Check the chain, the anchors and the tables against the events (see the module text).
     With ``collect``: also (request id, kind, item type, value) of every request whose
-    derived state is enforced, from the same pass (empty unless the report is ok)."""
+    derived state is enforced, from the same pass (empty unless the report is ok). With
+    ``progress``: the two passes (history, tables) and the records read, on stderr."""
     report = LedgerReport(0, GENESIS)
     options = {"isolation_level": "REPEATABLE READ"} \
         if engine.dialect.name == "postgresql" else {}
     # one transaction, so the events and the tables are read as of one moment (SQLite: the
     # engine's write transaction holds appends back until the audit ends)
     with engine.connect().execution_options(**options) as connection, connection.begin():
+        meter = _meter(connection, progress)
         try:
-            states, snapshot = _walk(connection, seal, anchors, report, batch)
-        except (ValueError, TypeError, OverflowError):  # a stored value of the wrong type
-            report.add("the events table holds a value that is not of its column's type "
-                       "(edited outside scrub)")
-            report.first_bad_seq = report.events + 1
-            return report, []
-        if report.first_bad_seq is not None:
-            report.add("request state was not compared with the history: the history itself "
-                       "is broken")
-            return report, []
-        try:
-            enforced = _compare(connection, seal, states, snapshot, report, collect, batch)
-        except (ValueError, TypeError, OverflowError):
-            report.add("the requests or items table holds a value that is not of its "
-                       "column's type (edited outside scrub)")
-            return report, []
+            try:
+                states, snapshot = _walk(connection, seal, anchors, report, batch, meter)
+            except (ValueError, TypeError, OverflowError):  # a stored value of the wrong type
+                report.add("the events table holds a value that is not of its column's type "
+                           "(edited outside scrub)")
+                report.first_bad_seq = report.events + 1
+                return report, []
+            if report.first_bad_seq is not None:
+                report.add("request state was not compared with the history: the history "
+                           "itself is broken")
+                return report, []
+            try:
+                enforced = _compare(connection, seal, states, snapshot, report, collect, batch,
+                                    meter)
+            except (ValueError, TypeError, OverflowError):
+                report.add("the requests or items table holds a value that is not of its "
+                           "column's type (edited outside scrub)")
+                return report, []
+        finally:
+            meter.finish()
     return report, enforced if report.ok else []
 
 
+def _meter(connection: Connection, enabled: bool) -> Progress:
+    """Progress over the audit's two passes; its total (events, requests and items, as the
+    head and the tables count them) is only asked of the database when it is shown."""
+    total = None
+    if enabled:
+        try:
+            total = sum(int(connection.execute(query).scalar() or 0) for query in (
+                select(ChainHead.seq), select(func.count()).select_from(Request),
+                select(func.count()).select_from(Item)))
+        except (ValueError, TypeError):  # a head edited outside scrub: the audit names it
+            total = None
+    return Progress("verify ledger", 2, total, enabled=enabled, units=("passes", "records"))
+
+
 def _walk(connection: Connection, seal: IdentitySeal, anchors: Sequence[Anchor],
-          report: LedgerReport, batch: int
+          report: LedgerReport, batch: int, meter: Progress
           ) -> tuple[dict[int, _Derived], dict[str, list[str | None]]]:
     """Recompute the chain, check the anchors on the way and derive each request's state."""
     expected_at: dict[int, list[Anchor]] = {}
@@ -168,6 +189,8 @@ def _walk(connection: Connection, seal: IdentitySeal, anchors: Sequence[Anchor],
         select(*columns).order_by(Event.seq))
     last_at, at_iso = None, ""
     for seq, request_id, at, actor, action, body, prev_hash, stored in rows:
+        if seq % batch == 0:
+            meter.advance(batch, shards=0)
         if at != last_at:  # events of one batch share their time
             last_at, at_iso = at, utc(at).isoformat()
         expected = count + 1
@@ -204,6 +227,7 @@ def _walk(connection: Connection, seal: IdentitySeal, anchors: Sequence[Anchor],
             return _broken(report, count, prev, problem, seq, states, snapshot)
         if problem and unkeyed_problem is None:
             unkeyed_problem = (seq, problem)
+    meter.advance(count % batch, shards=1)
     head = connection.execute(select(ChainHead.seq, ChainHead.hash)).first()
     report.events, report.head = count, prev
     for anchor in anchors:
@@ -274,6 +298,9 @@ def _derive(states: dict[int, _Derived], snapshot: dict[str, list[str | None]], 
                     or body["after"]["status"] not in STATUSES:
                 return (f"event {seq} ({action}) starts request {request_id} from a status its "
                         "history does not give it")
+            if "rows" in body and not _row_counts(body["rows"]):
+                return (f"event {seq} ({action}): its row counts are not variant -> item "
+                        "digest -> count")
             state.status = body["after"]["status"]
             release = body.get("release")
             if release is not None and release not in state.releases:
@@ -290,16 +317,29 @@ def _derive(states: dict[int, _Derived], snapshot: dict[str, list[str | None]], 
     return None
 
 
+def _row_counts(rows: object) -> bool:
+    """Whether an 'apply' event's ``rows`` is variant -> keyed item digest -> rows removed."""
+    return isinstance(rows, dict) and all(
+        isinstance(variant, str) and isinstance(counts, dict) and all(
+            isinstance(digest, str) and len(digest) == 64 and type(n) is int and n >= 0
+            for digest, n in counts.items())
+        for variant, counts in rows.items())
+
+
 def _compare(connection: Connection, seal: IdentitySeal, states: dict[int, _Derived],
              snapshot: dict[str, list[str | None]], report: LedgerReport, collect: bool,
-             batch: int) -> list[tuple[int, str, str, str]]:
+             batch: int, meter: Progress) -> list[tuple[int, str, str, str]]:
     """Compare the requests and items tables with the derived states."""
     seen: set[int] = set()
+    read = 0
     columns = (Request.id, Request.kind, Request.status, Request.received_at, Request.due_at,
                Request.extension_reason, Request.identity, Request.key_id,
                Request.requester_hash, Request.notes, Request.duplicate_of, Request.releases)
     for row in connection.execution_options(yield_per=batch).execute(
             select(*columns).order_by(Request.id)):
+        read += 1
+        if read % batch == 0:
+            meter.advance(batch, shards=0)
         state = states.get(row.id)
         if state is None:
             report.add(f"request {row.id} is not in the history (added outside scrub)")
@@ -315,6 +355,9 @@ def _compare(connection: Connection, seal: IdentitySeal, states: dict[int, _Deri
             yield_per=batch).execute(select(Item.request_id, Item.id, Item.type,
                                             Item.digest, Item.sealed)
                                      .order_by(Item.request_id, Item.id)):
+        read += 1
+        if read % batch == 0:
+            meter.advance(batch, shards=0)
         value = seal.open_item(sealed, request_id, type_name)
         if value is None:
             report.add(f"request {request_id}: item {item_id} does not open for it (altered, "
@@ -335,6 +378,7 @@ def _compare(connection: Connection, seal: IdentitySeal, states: dict[int, _Deri
             total[1] += 1
         if collect and state.status in ENFORCED:
             enforced.append((request_id, state.kind, type_name, value))
+    meter.advance(read % batch, shards=1)
     for request_id in sorted(seen):
         state = states[request_id]
         if sums.get(request_id, [0, 0]) != [state.item_sum, state.item_count] \

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -418,12 +418,18 @@ class Ledger:
         self._move(request_ids, action, actor, reason=reason, release=release, strict=True)
 
     def mark_applied(self, request_ids: Sequence[int], release: str, actor: str, *,
-                     reason: str | None = None) -> list[int]:
+                     reason: str | None = None,
+                     rows: Mapping[int, Mapping[str, Mapping[str, int]]] | None = None
+                     ) -> list[int]:
         """Record that ``release`` applied these requests: those that can be applied and do
         not record it yet move (one transaction); the others are left as they are. The ids
-        that moved; calling it again for the same release records nothing more."""
+        that moved; calling it again for the same release records nothing more.
+
+        ``rows``: request id -> variant -> keyed item digest -> rows that variant removed
+        which the item matches (items that matched nothing may be left out); recorded in
+        each request's 'apply' event, which ``export`` reads."""
         return self._move(request_ids, "apply", actor, reason=reason, release=release,
-                          strict=False)
+                          strict=False, rows=rows)
 
     def extend(self, request_id: int, actor: str, *, reason: str, days: int = 60) -> None:
         """Push the deadline back by ``days`` (at most 90 days after receipt in all)."""
@@ -510,24 +516,38 @@ class Ledger:
             return (head.seq, head.hash) if head else (0, GENESIS)
 
     def export(self, request_id: int) -> dict[str, object]:
-        """The data subject's report: their request, what it named, where it was applied."""
+        """The data subject's report: their request, what it named, where it was applied.
+        Each item lists, per release and variant whose build counted it, the rows removed
+        that it matches (0 when none); releases recorded by hand (``requests apply``) count
+        nothing and appear only in ``removed_in_releases``."""
         view = self.show(request_id, identity=True, items=True)
+        seal = self._require_seal()
+        counted = [(e["release"], e["rows"]) for e in view.history
+                   if e["action"] == "apply" and isinstance(e.get("rows"), dict)]
+        items = []
+        for entry in view.items:
+            digest = seal.item_digest(str(entry["type"]), str(entry["value"]))
+            items.append({**entry, "rows_removed": [
+                {"release": release, "variant": variant, "rows": int(counts.get(digest, 0))}
+                for release, per_variant in counted
+                for variant, counts in per_variant.items()]})
         return {
             "request": view.id, "kind": view.kind, "status": view.status,
             "received_at": view.received_at, "due_at": view.due_at,
             "requester": view.requester,
-            "items": view.items,
+            "items": items,
             "removed_in_releases": view.releases,
             "history": [{k: e[k] for k in ("at", "action") if k in e} for e in view.history],
         }
 
-    def verify(self, anchors: Sequence[Anchor] = (), *, batch: int = 20_000) -> LedgerReport:
+    def verify(self, anchors: Sequence[Anchor] = (), *, batch: int = 20_000,
+               progress: bool = False) -> LedgerReport:
         """Authenticate the chain (HMAC under the ledger key), check it still holds the heads
         signed releases recorded (``anchors``), and compare every request and item with what
-        its events say. See :mod:`scrub.ledger.audit`."""
+        its events say (``progress``: counts on stderr). See :mod:`scrub.ledger.audit`."""
         seal = self._require_seal()
         self._check_key(seal)
-        return audit(self.engine, seal, anchors, batch=batch)[0]
+        return audit(self.engine, seal, anchors, batch=batch, progress=progress)[0]
 
     verify_chain = verify
 
@@ -549,7 +569,8 @@ class Ledger:
                                hint="pass the ledger's key with --key-file")
 
     def _move(self, request_ids: Sequence[int], action: str, actor: str, *,
-              reason: str | None, release: str | None, strict: bool) -> list[int]:
+              reason: str | None, release: str | None, strict: bool,
+              rows: Mapping[int, Mapping[str, Mapping[str, int]]] | None = None) -> list[int]:
         self._require_seal()
         allowed, target = TRANSITIONS[action]
         check_actor(actor)
@@ -593,6 +614,10 @@ class Ledger:
                     releases.append(release)
                     request.releases = json.dumps(releases)
                     body["release"] = release
+                    if rows is not None:
+                        body["rows"] = {variant: {d: int(n) for d, n in sorted(counts.items())}
+                                        for variant, counts in sorted(
+                                            rows.get(request_id, {}).items())}
                 events.append((request_id, action, body))
             session.flush()
             self._append_many(session, head, actor, events)

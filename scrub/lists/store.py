@@ -67,8 +67,10 @@ from scrub.crypto import (
 )
 from scrub.errors import ExternalSourceError, ScrubError, UserInputError
 from scrub.keys import KeySet, unique_values
-from scrub.lists.hashlist import HashList, ListFormat, read_hashlist
+from scrub.lists.hashlist import HashList, ListFormat, public_by_default, read_hashlist
 from scrub.lists.types import get_type
+from scrub.progress import Progress
+from scrub.urls import URL_FORM
 
 HOME_ENV = "SCRUB_HOME"
 CATALOG_FORMAT = "scrub-catalog/2"
@@ -80,6 +82,19 @@ _MAC_PURPOSE = "lists.catalog"
 _SEAL_HINT = ("restore catalog.json from a backup; nothing of the store was used. If you changed "
               "it yourself, review it with `scrub lists ls` and reseal it with `scrub lists seal "
               "--force` (recorded)")
+
+
+#: Types stored as digests of canonical text (URLs, hosts, domains): a digest made under
+#: another canonical form than today's cannot be recomputed without the list's source file.
+URL_DIGEST_TYPES = frozenset({"url", "host", "domain"})
+
+
+def stale_url_digests(meta: ListVersion) -> bool:
+    """Whether ``meta`` holds url/host/domain digests made under another canonical form than
+    today's :data:`~scrub.urls.URL_FORM`. Most URLs canonicalise the same under both, but an
+    entry of a changed class (user info, escapes or numbers in hosts, backslashes...) would
+    match nothing: such a list is re-imported from its source file before it is used."""
+    return meta.url_form != URL_FORM and any(meta.counts.get(t) for t in URL_DIGEST_TYPES)
 
 
 def default_home() -> Path:
@@ -124,6 +139,9 @@ class ListVersion:
     signer_key: str | None = None
     #: A recorded exception to that binding (``--allow-unsigned``, ``--retrust``), else "".
     trust_change: str = ""
+    #: The canonical form (:data:`scrub.urls.URL_FORM`) its url/host/domain digests were made
+    #: under; 0 before it was recorded (see :func:`stale_url_digests`).
+    url_form: int = 0
 
     @property
     def ref(self) -> str:
@@ -136,7 +154,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "source": str, "received_at": str, "kind": str, "suppresses": list, "terms": str,
     "sensitive": bool, "format": str, "file_sha256": str, "counts": dict, "entries": int,
     "duplicates": int, "delta": bool, "added": int, "removed": int, "files": dict,
-    "stored_sha256": str, "trust_change": str}
+    "stored_sha256": str, "trust_change": str, "url_form": int}
 
 
 @dataclass
@@ -246,6 +264,13 @@ class ListStore:
         emptied catalog must not pass for an empty store (a policy taking every list would
         then silently take none).
         """
+        for folder in (self.root, *self.root.parents):  # a file where the store should be
+            if folder.exists():       # is a misconfiguration, never "the store holds no lists"
+                if not folder.is_dir():
+                    raise UserInputError(f"{folder}: is not a folder, so the list store "
+                                         f"{self.root} cannot be there",
+                                         hint="point SCRUB_HOME (or --store) at a folder")
+                break
         catalog = self._parse_catalog()
         if not catalog.lists and self._data_lists():
             raise CatalogSealError(
@@ -455,7 +480,7 @@ class ListStore:
                     terms: str = "", kind: str = "block", suppresses: list[str] | None = None,
                     delta: bool = False, key: bytes | None = None,
                     site: str | None = None, allow_unsigned: bool = False,
-                    retrust: bool = False) -> ListVersion:
+                    retrust: bool = False, progress: bool = False) -> ListVersion:
         """Validate, verify and store a new list version; nothing is stored on any failure.
 
         Hash sets are sensitive by default (opt-out registries of URLs, hosts and domains are
@@ -468,6 +493,9 @@ class ListStore:
         must verify under it); both are recorded in the version's ``trust_change``. A list not
         yet bound needs a signature when ``source`` has a registered key. The signed file is
         read once: the bytes verified are the bytes hashed and parsed.
+
+        ``progress``: show the steps (parse, merge, write) and the entries on stderr (counts
+        only, never a value).
         """
         path = Path(path)
         _check_name(name, "list name")
@@ -494,8 +522,11 @@ class ListStore:
         with self._locked():  # a first check, before the long parse (repeated below)
             catalog = self._catalog_for_write(key)
         _signer_of(catalog, name, source, path, sig, verifies, allow_unsigned, retrust)
+        meter = Progress(f"import {name}@{version}", 3, None, enabled=progress,
+                         units=("steps", "entries"))
         parsed = read_hashlist(path, type_name=type_name, fmt=fmt, label=f"{name}@{version}",
                                site=site, content=content)
+        meter.advance(parsed.entries)
         content = None  # the signature checks above are cached; the parse holds the keys
         wanted = sensitive
         sensitive = _sensitivity(catalog.lists.get(name, []), name, wanted, parsed)
@@ -521,6 +552,7 @@ class ListStore:
             old = self._read_keys(previous, key) if previous is not None else {}
             keys = _apply_delta(old, parsed) if is_delta else parsed.keys
             added, removed = _difference_counts(old, keys)
+            meter.advance(0)
             meta = ListVersion(
                 name=name, version=version, source=source, received_at=_now(),
                 kind=kind, suppresses=sorted(suppresses or []), terms=terms,
@@ -529,13 +561,18 @@ class ListStore:
                 entries=parsed.entries, duplicates=parsed.duplicates, delta=is_delta,
                 added=added, removed=removed,
                 key_id=key_id(key) if sensitive and key is not None else None,
-                signer_key=signer.key, trust_change=signer.change)
+                signer_key=signer.key, trust_change=signer.change,
+                # a delta keeps the digests of the version it applies to, and so their form
+                url_form=previous.url_form if is_delta and previous is not None
+                and stale_url_digests(previous) else URL_FORM)
             meta.stored, meta.files = self._write_keys(meta, keys, key)
+            meter.advance(0)
             meta.stored_sha256 = hashlib.sha256(
                 json.dumps(meta.files, sort_keys=True).encode()).hexdigest()
             lists = dict(catalog.lists)
             lists[name] = [*versions, meta]
             self._write_catalog(catalog, lists, catalog.trust, key)
+        meter.finish()
         return meta
 
     def remove(self, ref: str, *, key: bytes | None = None) -> list[ListVersion]:
@@ -618,7 +655,12 @@ class ListStore:
         elif any(m.sensitive for versions in catalog.lists.values() for m in versions):
             problems.append(f"{self.catalog_path}: the catalog holds sensitive lists but is not "
                             "sealed; run `scrub lists seal --key-file FILE` once")
-        return problems + self._file_problems(catalog, key)
+        stale = [f"{meta.ref}: url/host/domain entries stored under canonical URL form "
+                 f"{meta.url_form or 1} (this scrub matches form {URL_FORM}); re-import it from "
+                 "its source file as a new version"
+                 for versions in catalog.lists.values() for meta in versions
+                 if stale_url_digests(meta)]
+        return problems + self._file_problems(catalog, key) + stale
 
     def _file_problems(self, catalog: _Catalog, key: bytes | None) -> list[str]:
         problems = [f"data/{name}/{version}: stored data the catalog does not name (an "
@@ -936,11 +978,7 @@ def _sensitivity(versions: list[ListVersion], name: str, wanted: bool | None,
         return wanted
     if was_sensitive:
         return True
-    return not all(get_type(t).target == "url" and t not in _URL_DIGESTS
-                   for t in (set(parsed.keys) | set(parsed.deleted)))
-
-
-_URL_DIGESTS = frozenset({"url_md5", "url_sha1", "url_sha256"})
+    return not public_by_default(set(parsed.keys) | set(parsed.deleted))
 
 
 def _purpose(meta: ListVersion, type_name: str) -> str:

@@ -154,10 +154,11 @@ def plan_release(policies: Sequence[Policy], *, store: ListStore | None, key: by
         if ledger is None:
             raise UserInputError("a policy applies ledger requests: give the ledger (--db, or "
                                  "the default $SCRUB_HOME/ledger.db)")
-        before = len(plan.sources)
+        before, first_rule = len(plan.sources), len(plan.rules)
         items = list(ledger.enforced_items())  # type: ignore[attr-defined]
         release.watermark = ledger.watermark()  # type: ignore[attr-defined]
         add_ledger_rules(plan, items, watermark=release.watermark, options=options)
+        _label_items(plan.rules[first_rule:], items, getattr(ledger, "seal", None))
         request_ids = set(range(before, len(plan.sources)))
         release.requests = sorted({item[0] for item in items})
     if scores is not None:
@@ -191,6 +192,65 @@ def plan_release(policies: Sequence[Policy], *, store: ListStore | None, key: by
                     for t in policy.thresholds}
         release.variants.append(Variant(policy, frozenset(members)))
     return release
+
+
+def _label_items(rules: Sequence[object], items: Sequence[tuple[int, str, str, str]],
+                 seal: object | None) -> None:
+    """Label each ledger rule's values "REQUEST:DIGEST" (the ledger's keyed item digest), so
+    that a build counts the rows each variant removed per request item (``by_item`` in the
+    shard stats; the ledger records them in its 'apply' events, never a value). The labels
+    follow :func:`add_ledger_rules`, which gives each item type's rule its values in the
+    items' order."""
+    if seal is None:
+        return
+    labels: dict[str, list[str]] = {}
+    for request_id, _, type_name, value in items:
+        labels.setdefault(type_name, []).append(
+            f"{request_id}:{seal.item_digest(type_name, value)}")  # type: ignore[attr-defined]
+    for rule in rules:
+        if isinstance(rule, AttributedRule):
+            rule.item_keys = labels.get(rule.type_name)
+
+
+def rows_per_item(stats: dict[str, list[dict[str, object]]]
+                  ) -> dict[int, dict[str, dict[str, int]]]:
+    """Request id -> variant -> keyed item digest -> rows the variant removed that the item
+    matches, summed over the shards' stats (items that matched nothing are absent)."""
+    out: dict[int, dict[str, dict[str, int]]] = {}
+    for variant, shards in stats.items():
+        for shard in shards:
+            for label, count in (shard.get("by_item") or {}).items():  # type: ignore[union-attr]
+                request, digest = str(label).split(":", 1)
+                counts = out.setdefault(int(request), {}).setdefault(variant, {})
+                counts[digest] = counts.get(digest, 0) + int(count)
+    return out
+
+
+def _count_items(rules: Sequence[tuple[AttributedRule, frozenset[int]]], view: BatchView,
+                 sources: dict[int, np.ndarray], drops: list[np.ndarray],
+                 groups: list[frozenset[int]], stats: list[dict[str, object]]) -> None:
+    """Add to each variant's ``by_item`` the rows of this batch it drops, per request item
+    that matches them. ``rules``: each ledger rule with its sources; ``sources``: the masks of
+    the sources that matched in this batch (few), so only rows a request hit are looked at."""
+    if not drops:
+        return
+    union = np.logical_or.reduce(drops)
+    for rule, members in rules:
+        hit = np.zeros(len(union), dtype=bool)
+        for source, mask in sources.items():
+            if source in members:
+                hit |= mask
+        hit &= union
+        if not hit.any():
+            continue
+        pairs = rule.item_pairs(view, np.flatnonzero(hit))
+        rows, owners = pairs["row"].to_numpy(), pairs["source"]
+        for v, drop in enumerate(drops):
+            chosen = pairs.filter(pl.Series(drop[rows]) & owners.is_in(list(groups[v])))
+            by = stats[v]["by_item"]
+            for item, count in chosen.group_by("item").len().iter_rows():
+                label = rule.item_keys[item]  # type: ignore[index]
+                by[label] = by.get(label, 0) + count  # type: ignore[union-attr,attr-defined]
 
 
 def _resolve(store: ListStore, ref: str, policy: Policy):  # type: ignore[no-untyped-def]
@@ -252,7 +312,9 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
                                   hint="name the column with --column ROLE=NAME")
     embeddings = open_embeddings(emb, shard, rows) if emb is not None else None
     stats = [{"shard": shard.name, "rows_in": rows, "rows_out": 0, "by_reason": {},
-              "by_source": {}, "several_reasons": 0} for _ in groups]
+              "by_source": {}, "several_reasons": 0, "by_item": {}} for _ in groups]
+    counted = [(r, frozenset(r.sources)) for r in plan.rules
+               if isinstance(r, AttributedRule) and r.item_keys]
     labels = source_labels(plan)
     keeps: list[list[np.ndarray]] = [[] for _ in groups]
     removed: list[list[pa.Table]] = [[] for _ in groups]
@@ -279,6 +341,8 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]], names: list[str],
             if tails is not None:
                 tails.append(tail_fingerprints(pl.Series(view.column("url"))))
             drops = [bits != 0 for bits in decisions.group_reasons]
+            if counted:
+                _count_items(counted, view, decisions.sources, drops, groups, stats)
             # the removal rows (keyed hashes) of every row some variant drops, computed once
             union = np.logical_or.reduce(drops) if drops else np.zeros(batch.num_rows, bool)
             hashed = (_removal_rows(keep_rows(batch, union), roles, hmac_key)
@@ -490,6 +554,7 @@ class _NewItems:
 
     def __init__(self, ledger: object, items: list, watermark: tuple[int, str]) -> None:
         self.items, self._watermark = items, watermark
+        self.seal = getattr(ledger, "seal", None)  # labels the items (see _label_items)
 
     def enforced_items(self) -> list:
         return self.items
