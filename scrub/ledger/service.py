@@ -29,6 +29,7 @@ from scrub.ledger.audit import ENFORCED, Anchor, ChainReport, LedgerReport, audi
 from scrub.ledger.db import require_current
 from scrub.ledger.models import ITEM_TYPES, KINDS, ChainHead, Event, Item, Request
 from scrub.ledger.sealing import GENESIS, IdentitySeal, event_text
+from scrub.urls import url_series
 
 __all__ = ["ENFORCED", "GENESIS", "OPEN", "TRANSITIONS", "Anchor", "AppendOnlyError",
            "ChainReport", "IdentitySeal", "Ledger", "LedgerError", "LedgerIntegrityError",
@@ -169,8 +170,8 @@ class RequestSpec:
                 types.append(type_name)
                 values.append(value)
             offsets.append(len(types))
-        canonical = canonical_items(pl.Series(types, dtype=pl.String),
-                                    pl.Series(values, dtype=pl.String))
+        # a value UTF-8 cannot encode (a lone surrogate) is null here, then named below
+        canonical = canonical_items(pl.Series(types, dtype=pl.String), url_series(values))
         missing = canonical.is_null()
         if missing.any():
             position = int(missing.arg_true()[0])
@@ -245,8 +246,9 @@ def normalize_item(item: object, where: str) -> tuple[str, str]:
     type_name, value = _raw_item(item, where)
     try:
         canonical = get_type(type_name).normalize(value)
-    except ValueError as exc:
-        raise LedgerError(f"{where}: not a valid {type_name} item ({exc})") from None
+    except ValueError as exc:  # a codec's message quotes the text: say what is wrong instead
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeError) else exc
+        raise LedgerError(f"{where}: not a valid {type_name} item ({reason})") from None
     return type_name, str(canonical)
 
 

@@ -64,3 +64,25 @@ def test_swapped_items_in_files(tmp_path: Path) -> None:
                      f"gdpr_erasure,2026-11-02T10:00:00Z,S,s@example.org,{URL},url\n")
     assert_refused_quietly(invoke(tmp_path, "requests", "import", str(table)),
                            "batch.csv:3: items[0]: unknown item type")
+
+
+def test_items_that_utf8_cannot_encode_are_named_not_a_crash(tmp_path: Path) -> None:
+    """A lone surrogate in a JSON item (``"\\ud800"``) is one line naming the item, exit 2."""
+    from scrub.crypto import write_key_file
+
+    key = tmp_path / "k.key"
+    write_key_file(key)
+    db = tmp_path / "l.db"
+    assert CliRunner().invoke(app, ["db", "upgrade", "--db", str(db)]).exit_code == 0
+    for item in ('{"type": "url", "value": "https://a.example/\\ud800.jpg"}',
+                 '{"type": "caption_term", "value": "Jane \\ud800"}',
+                 '{"type": "domain", "value": "\\ud800.example"}'):
+        request = tmp_path / "r.json"
+        request.write_text('{"kind": "gdpr_erasure", "received_at": "2026-11-01T10:00:00Z", '
+                           '"requester": {"name": "N", "email": "n@example.com"}, '
+                           f'"items": [{item}]}}')
+        result = CliRunner().invoke(app, ["requests", "add", "--file", str(request),
+                                          "--key-file", str(key), "--db", str(db)])
+        assert result.exit_code == 2, result.output
+        assert "items[0]" in result.stderr and "Traceback" not in result.output
+        assert "codec" not in result.stderr and "Jane" not in result.stderr
