@@ -6,8 +6,10 @@ errors become exit codes. Tracebacks never show locals (they can hold keys and h
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Iterable
 
@@ -84,10 +86,40 @@ def __getattr__(name: str) -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point. Only the invoked command's module is imported (each
-    pulls in what it needs: a release build need not load the image hashers' imports); a
-    call without a known command (help, a typo) gets the whole tree."""
+    """Console-script entry point (with ``argv`` None the process ends here, see :func:`_exit`).
+
+    Only the invoked command's module is imported (each pulls in what it needs: a release build
+    need not load the image hashers' imports); a call without a known command (help, a typo)
+    gets the whole tree."""
     args = sys.argv[1:] if argv is None else list(argv)
     first = next((a for a in args if not a.startswith("-")), None)
     module = COMMANDS.get(first or "")
-    build_app([module] if module else None)(prog_name="scrub", args=args)
+    if argv is not None:  # called from Python (tests, scripts): SystemExit as usual
+        build_app([module] if module else None)(prog_name="scrub", args=args)
+        return
+    try:
+        build_app([module] if module else None)(prog_name="scrub", args=args)
+    except SystemExit as exc:
+        _exit(exc.code)
+    _exit(0)
+
+
+def _exit(code: object) -> None:
+    """End the process once Python's own exit work is done (atexit: worker pools, Ray, temporary
+    folders, flushed streams), before native libraries' static destructors: with pyarrow 26,
+    one of those aborted a finished command now and then (exit 134, "terminate called without
+    an active exception")."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, status 1, as the interpreter does
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing to keep
+            pass
+    os._exit(status)
