@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,6 +38,13 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 #: Per-image outcomes. ``ok``: every asked hash computed.
 OK, UNDECODABLE, TOO_LARGE = "ok", "undecodable", "too_large"
+
+#: A gzip member is inflated up to this many bytes (every layer together); past it, its inner
+#: bytes are not hashed and the member is counted as unmatchable (status ``too_large``).
+MAX_GUNZIP_BYTES = 256 * 2**20
+#: Nested gzip layers undone at most (webdataset's decoder strips ``.gz`` again and again).
+MAX_GZIP_LAYERS = 4
+GZIP_MAGIC = b"\x1f\x8b"
 
 # Our own limit is checked before decoding; Pillow's warning and error would only duplicate it.
 Image.MAX_IMAGE_PIXELS = None
@@ -129,3 +138,52 @@ def _error_kind(exc: BaseException) -> str:
 
 def _bits_hex(bits: np.ndarray) -> str:
     return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex()
+
+
+def gunzip_layers(data: bytes, limit: int | None = None) -> tuple[list[bytes], str | None]:
+    """The inflated layers of gzip ``data`` (the first undoes one gzip layer, the next one more
+    while the result is gzip again, up to :data:`MAX_GZIP_LAYERS`) and None, or the layers read
+    so far and why the rest could not be (``too_large`` past ``limit`` bytes in all, or an error
+    kind; ``limit`` defaults to :data:`MAX_GUNZIP_BYTES`). Every member of a multi-member
+    stream is read, as ``gzip`` readers do."""
+    limit = MAX_GUNZIP_BYTES if limit is None else limit
+    layers: list[bytes] = []
+    total = 0
+    while data[:2] == GZIP_MAGIC and len(layers) < MAX_GZIP_LAYERS:
+        out = bytearray()
+        rest = data
+        while rest:
+            inflater = zlib.decompressobj(wbits=31)
+            try:
+                out += inflater.decompress(rest, limit - total - len(out) + 1)
+            except zlib.error:
+                return layers, "corrupt gzip"
+            if total + len(out) > limit or inflater.unconsumed_tail:
+                return layers, TOO_LARGE
+            if not inflater.eof:
+                return layers, "truncated gzip"
+            rest = inflater.unused_data
+            if rest[:2] != GZIP_MAGIC:
+                break  # trailing padding: gzip readers stop at the last member too
+        total += len(out)
+        data = bytes(out)
+        layers.append(data)
+    if data[:2] == GZIP_MAGIC:
+        return layers, "too many gzip layers"
+    return layers, None
+
+
+#: Bytes that plain text (captions, JSON, keys) never holds: C0 controls but tab, LF, FF, CR.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def is_text(data: bytes) -> bool:
+    """Whether ``data`` reads as plain UTF-8 text (a caption, JSON): every image format Pillow
+    decodes from binary holds a control byte or invalid UTF-8 in its first bytes."""
+    if _CONTROL.search(data):
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

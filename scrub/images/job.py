@@ -5,6 +5,8 @@ chunks of ``FOLDER_CHUNK`` files, ``images-00000.parquet``...), one row per samp
 order: ``key``, ``member`` (the image member or file), ``status`` (``ok``, ``undecodable``,
 ``too_large``, ``no_image``, ``duplicate_key``), ``error`` (a kind, never content), ``bytes``,
 then the asked hashes (``pdq`` with ``pdq_quality``; ``pdq_dihedral`` with ``--dihedral``).
+A ``.gz`` member (or one holding gzip data) is hashed as the image inside it, the bytes a
+webdataset reader decodes; its ``member`` keeps the ``.gz`` name.
 Shards run in parallel over processes; each output appears atomically with a completion marker,
 so a rerun skips finished shards. A shard that cannot be read (a truncated tar) is reported by
 name and the others are completed.
@@ -34,7 +36,15 @@ from scrub.errors import (
     UserInputError,
     from_os_error,
 )
-from scrub.images.hashing import DEFAULT_MAX_PIXELS, OK, hash_image
+from scrub.images.hashing import (
+    DEFAULT_MAX_PIXELS,
+    GZIP_MAGIC,
+    OK,
+    TOO_LARGE,
+    UNDECODABLE,
+    gunzip_layers,
+    hash_image,
+)
 from scrub.images.tars import IMAGE_EXTENSIONS, group_samples, iter_image_bytes, read_members
 from scrub.progress import Progress
 from scrub.workers import exit_with_parent, worker_threads
@@ -96,6 +106,15 @@ def hash_rows(shard: HashShard, types: Sequence[str], dihedral: bool,
                 row.update(status=NO_IMAGE, error=None)
             else:
                 row.update(member=sample.images[0].name, bytes=len(data))
+                if sample.images[0].name.lower().endswith(".gz") or data[:2] == GZIP_MAGIC:
+                    # what webdataset's decoder reads: the image inside the gzip layers
+                    layers, problem = gunzip_layers(data)
+                    if problem is not None:
+                        row.update(status=TOO_LARGE if problem == TOO_LARGE else UNDECODABLE,
+                                   error=problem)
+                        rows.append(row)
+                        continue
+                    data = layers[-1] if layers else data
                 row.update(hash_image(data, types, dihedral=dihedral, max_pixels=max_pixels))
                 if len(sample.images) > 1 and row["status"] == OK:
                     row.update(status=DUPLICATE_KEY, error="several images for one key")

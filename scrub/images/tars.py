@@ -28,7 +28,14 @@ from scrub.errors import InvalidDatasetError, brief
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "jfif", "png", "webp", "gif", "bmp", "tif",
                               "tiff", "ppm", "pgm", "pbm", "pnm", "avif", "heic", "heif", "ico",
-                              "jp2", "jxl"})
+                              "jp2", "jxl",
+                              # other formats Pillow decodes (matching also tries any member
+                              # that is not plain text, whatever its name)
+                              "tga", "icb", "vda", "vst", "pcx", "dcx", "psd", "sgi", "rgb",
+                              "rgba", "bw", "ras", "dds", "icns", "cur", "xbm", "xpm", "apng",
+                              "mpo", "msp", "pcd", "pxr", "qoi", "blp", "fli", "flc", "ftc",
+                              "ftu", "gbr", "im", "iim", "dib", "pfm", "j2k", "j2c", "jpc",
+                              "jpf", "jpx"})
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 

@@ -2,14 +2,17 @@
 
 A shard is a sidecar ``NNNNN.parquet`` with its ``NNNNN.tar`` beside it (img2dataset's layout,
 column names as it writes them). The plan's rules run over the sidecar's rows (its own hash
-columns included), and its image-hash rules also run over every image member of the tar on its
-own, whatever its name: a member in a folder, named ``./k.jpg``, repeating a key, a second image
-of a sample, or without a sidecar row is hashed and matched like any other. A sample (the members
-of one normalised key) is dropped whole when any of its members matches or its sidecar row is
-dropped; a tar sample belongs to the sidecar row of the same key, or of its last path part
-(``imgs/k`` to ``k``). A shard where nothing matches is linked (or copied) unchanged; a shard
-that changes gets a sidecar without the dropped rows and a tar without their samples, every
-other member copied byte for byte in order.
+columns included), and its image-hash rules also run over every data member of the tar on its
+own, whatever its name or format: a member in a folder, named ``./k.jpg``, repeating a key, a
+second image of a sample, without a sidecar row, in a format only Pillow knows (TGA, PCX), or
+gzipped (``k.jpg.gz``, matched on its bytes and on the image inside) is hashed and matched like
+any other. A sample (the members of one normalised key) is dropped whole when any of its members
+matches or its sidecar row is dropped; a tar sample belongs to the sidecar row of the same key,
+or of the same last path part, digits read as a number (``imgs/00012``, ``x/12`` and an int64
+``12`` name one sample). A dropped row that names no sample of a tar holding samples is an error
+(exit 2), unless img2dataset marked it not downloaded. A shard where nothing matches is linked
+(or copied) unchanged; a shard that changes gets a sidecar without the dropped rows and a tar
+without their samples, every other member copied byte for byte in order.
 """
 
 from __future__ import annotations
@@ -34,10 +37,17 @@ from scrub.engine.rules import BatchView, Rule
 from scrub.engine.scores import scored_roles, shard_scores, with_scores
 from scrub.engine.stats import ShardStats
 from scrub.errors import InvalidDatasetError, brief
-from scrub.images.hashing import CONTENT_TYPES, HASH_TYPES, PIXEL_TYPES, hash_image
+from scrub.images.hashing import (
+    CONTENT_TYPES,
+    GZIP_MAGIC,
+    HASH_TYPES,
+    PIXEL_TYPES,
+    gunzip_layers,
+    hash_image,
+    is_text,
+)
 from scrub.images.tars import (
     TarMembers,
-    image_members,
     normal_paths,
     read_members,
     rewrite_tar,
@@ -96,8 +106,11 @@ def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: P
     tar_keys = members.keys()
     matched_keys = pl.Series([], dtype=pl.String)
     if tar_rules and sidecar_keys is not None:
-        images = image_members(tar, members)
-        found = decide(_only(plan, tar_rules), *_member_view(tar, members, images, tar_rules))
+        table_view, view_roles, images, not_images = _member_view(tar, members, tar_rules)
+        found = decide(_only(plan, tar_rules), table_view, view_roles)
+        for column in not_images:  # plain-text members (captions, JSON): no pixels to hash
+            found.unmatchable[column] = max(0, found.unmatchable.get(column, 0)
+                                            - not_images[column])
         image_keys = tar_keys.gather(images) if len(images) else pl.Series([], dtype=pl.String)
         decisions, orphans = _merge(decisions, found, image_keys, sidecar_keys)
         # the members' own tally: what they could not match and which entries they hit, but
@@ -110,11 +123,13 @@ def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: P
     tally.into(stats)
     drop = decisions.drop
     stats.rows_out = int((~drop).sum())
-    dropped_keys = (sidecar_keys.filter(pl.Series(drop)).drop_nulls().unique()
-                    if sidecar_keys is not None else pl.Series([], dtype=pl.String))
-    linked = (tar_keys.is_in(dropped_keys.implode())
-              | _last_part(tar_keys).is_in(dropped_keys.implode())).to_numpy()
-    drop_samples = set(tar_keys.filter(pl.Series(linked)).to_list()) | set(matched_keys.to_list())
+    drop_samples = set(matched_keys.to_list())
+    if sidecar_keys is not None and drop.any():
+        data_keys = tar_keys.filter(pl.Series(members.is_data()))
+        rows, at = _links(sidecar_keys, data_keys)
+        dropped = drop[rows]
+        drop_samples |= set(data_keys.gather(at[dropped]).to_list())
+        _check_linked(shard, table, drop, rows[dropped], len(data_keys))
     if not drop.any() and not drop_samples:
         link_or_copy(shard.path, tmp)
         link_or_copy(tar, tmp_tar)
@@ -165,32 +180,108 @@ def _last_part(keys: pl.Series) -> pl.Series:
     return keys.str.split("/").list.last()
 
 
-def _member_view(tar: Path, members: TarMembers, images: np.ndarray, rules: list[Rule]
-                 ) -> tuple[pa.Table, ColumnRoles]:
-    """One row per image member with the hashes the rules read (``md5 (tar member)``...), and
-    the roles naming them. A hash that cannot be computed (an undecodable or oversized image)
-    is null, so the rules count it as unmatchable."""
+def _sample_name(keys: pl.Series) -> pl.Series:
+    """The last path part of each key, a run of digits read as its number (``x/00012`` ->
+    ``12``): how img2dataset's keys are spelled in a sidecar (an int64 column, a folder
+    prefix) and in the tar (zero-padded to the shard's width) name the same sample."""
+    last = _last_part(keys)
+    number = last.str.strip_chars_start("0")
+    return pl.select(pl.when(last.str.contains(r"^[0-9]+$"))
+                     .then(pl.when(number == "").then(pl.lit("0")).otherwise(number))
+                     .otherwise(last)).to_series()
+
+
+def _links(sidecar_keys: pl.Series, tar_keys: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(row, tar key index) pairs, unique: a sidecar row owns the tar keys equal to its own
+    (both normalised) or naming the same sample (see :func:`_sample_name`). Linking too much
+    only drops more; linking too little would keep a dropped row's sample."""
+    rows = pl.DataFrame({"row": np.arange(len(sidecar_keys), dtype=np.int64),
+                         "key": sidecar_keys, "name": _sample_name(sidecar_keys)})
+    tar = pl.DataFrame({"at": np.arange(len(tar_keys), dtype=np.int64), "key": tar_keys,
+                        "name": _sample_name(tar_keys)})
+    pairs = pl.concat([rows.join(tar, on="key").select("row", "at"),
+                       rows.join(tar, on="name").select("row", "at")]).unique()
+    return pairs["row"].to_numpy(), pairs["at"].to_numpy()
+
+
+def _check_linked(shard: Shard, table: pa.Table, drop: np.ndarray, linked: np.ndarray,
+                  samples: int) -> None:
+    """A dropped row must take a tar sample with it: one whose key names no sample of a tar
+    that has samples is an error (exit 2) naming the shard and the row, never a silent keep.
+    Rows img2dataset marks as not downloaded (a ``status`` other than ``success``) have no
+    sample by design."""
+    if samples == 0:
+        return
+    alone = drop.copy()
+    alone[linked] = False
+    kind = table.schema.field("status").type if "status" in table.column_names else None
+    if kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        status = pl.Series(table.column("status"))
+        alone &= ~(status.is_not_null() & (status != "success")).to_numpy()
+    if alone.any():
+        first = int(np.argmax(alone))
+        raise InvalidDatasetError(
+            f"{shard.path}: {int(alone.sum())} removed row(s) name no sample of "
+            f"{shard.path.with_suffix('.tar').name} (first: row {first}); their samples cannot be "
+            "found to remove them, so nothing of this shard is written",
+            hint="give the sidecar the tar's keys (img2dataset's 'key' column), or name the "
+                 "key column with --column key=NAME")
+
+
+def _member_view(tar: Path, members: TarMembers, rules: list[Rule]
+                 ) -> tuple[pa.Table, ColumnRoles, np.ndarray, dict[str, int]]:
+    """The hashes the rules read (``md5 (tar member)``...) with the roles naming them, the
+    member of each row, and per pixel-hash column the rows that are plain text.
+
+    Every data member gets a row, whatever its name or format: content hashes need no
+    decoding, and perceptual hashes are tried on every member (Pillow decodes formats no name
+    or signature table lists: TGA, PCX...). A gzip member (``k.jpg.gz``: webdataset inflates it
+    before decoding) gets a further row per inflated layer. A hash that cannot be computed (an
+    undecodable or oversized image, a corrupt or oversized gzip layer: a row with no hash) is
+    null, so the rules count it as unmatchable; only plain-text members that are not images
+    (captions, JSON) are left out of that count for pixel hashes."""
     needed = {role for rule in rules for role in rule.roles}
     types = [t for t in HASH_TYPES if t in needed]
+    pixels = [t for t in types if t in PIXEL_TYPES]
     columns: dict[str, list[object]] = {t: [] for t in types}
     if "pdq" in types:
         columns["pdq_quality"] = []
-    if len(images):
+    owners: list[int] = []
+    text_rows = 0
+
+    def add(index: int, hashed: dict[str, object]) -> None:
+        owners.append(index)
+        for name, values in columns.items():
+            values.append(hashed.get(name))
+
+    data_members = np.flatnonzero(members.is_data())
+    if len(data_members):
         try:
             with open(tar, "rb") as handle, mmap.mmap(handle.fileno(), 0,
                                                       access=mmap.ACCESS_READ) as data:
-                for index in images.tolist():
+                for index in data_members.tolist():
                     start = int(members.offset_data[index])
-                    hashed = hash_image(data[start: start + int(members.size[index])], types)
-                    for name, values in columns.items():
-                        values.append(hashed.get(name))
+                    raw = data[start: start + int(members.size[index])]
+                    layers = [raw]
+                    if members.names[index].lower().endswith(".gz") or raw[:2] == GZIP_MAGIC:
+                        inflated, problem = gunzip_layers(raw)
+                        layers += inflated
+                        if problem is not None:
+                            add(index, {})  # the bytes past the problem: unmatchable
+                    for layer in layers:
+                        hashed = hash_image(layer, types)
+                        if (pixels and hashed.get("error") in ("not an image", "empty")
+                                and is_text(layer)):
+                            text_rows += 1
+                        add(index, hashed)
         except OSError as exc:
             raise InvalidDatasetError(f"{tar}: cannot read ({brief(exc)})") from exc
     names = {name: f"{name} (tar member)" for name in columns}
     table = pa.table({names[name]: pa.array(values, type=pa.int16() if name == "pdq_quality"
                                             else pa.string())
                       for name, values in columns.items()})
-    return table, ColumnRoles(names)
+    return (table, ColumnRoles(names), np.asarray(owners, dtype=np.int64),
+            {names[t]: text_rows for t in pixels})
 
 
 def _merge(rows: Decisions, found: Decisions, image_keys: pl.Series,
@@ -198,14 +289,7 @@ def _merge(rows: Decisions, found: Decisions, image_keys: pl.Series,
     """The sidecar rows' decisions with the matches of their samples' image members added (a
     member belongs to the rows of its key, or of its key's last path part), and the decisions
     on the samples that have no row (one entry per such key)."""
-    members = pl.DataFrame({"member": np.arange(len(image_keys), dtype=np.int64),
-                            "key": image_keys, "part": _last_part(image_keys)})
-    sidecar = pl.DataFrame({"row": np.arange(len(sidecar_keys), dtype=np.int64),
-                            "key": sidecar_keys})
-    pairs = pl.concat([members.join(sidecar, on="key").select("member", "row"),
-                       members.join(sidecar, left_on="part", right_on="key")
-                       .select("member", "row")]).unique()
-    pm, pr = pairs["member"].to_numpy(), pairs["row"].to_numpy()
+    pr, pm = _links(sidecar_keys, image_keys)
     reasons = rows.reasons.copy()
     np.bitwise_or.at(reasons, pr, found.reasons[pm])
     sources = dict(rows.sources)

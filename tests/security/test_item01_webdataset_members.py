@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -446,3 +447,211 @@ def test_an_unknown_member_type_is_matched_as_a_file(tmp_path: Path) -> None:
     data = (out / "00000.tar").read_bytes()
     assert pics[3] not in data
     assert "000003" not in sidecar_keys(out)
+
+
+# Red-team follow-up: formats scrub's name and signature tables miss, gzip members, and sidecar
+# keys that do not spell the member names (img2dataset's int64 keys, folder prefixes).
+
+def encoded(fmt: str, seed: int = 3) -> bytes:
+    buffer = io.BytesIO()
+    picture(np.random.default_rng(seed), 32).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def report_of(out: Path) -> dict:
+    return json.loads((companion(out) / "apply-report.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["000002.jpg.gz", "000002.gz", "000002.bin", "000002.txt.gz"])
+def test_a_gzip_member_is_matched_on_the_image_inside(tmp_path: Path, name: str) -> None:
+    # webdataset inflates ``.gz`` members before decoding them: the listed image is there
+    import gzip
+
+    pics = images()
+    entries = []
+    for i, key in enumerate(KEYS):
+        entries += (sample(key, pics[i]) if key != "000002" else
+                    [(name, gzip.compress(pics[2])), ("000002.txt", b"photo")])
+    dataset = write_shard(tmp_path / "wds", entries)
+    out = tmp_path / "out"
+    result = apply(dataset, out, md5_list(tmp_path, pics[2]))
+    assert result.exit_code == 0, result.output
+    assert not any(n.startswith("000002") for n in tar_names(out / "00000.tar"))
+    assert "000002" not in sidecar_keys(out)
+    assert len(tar_names(out / "00000.tar")) == 3 * 5 + 0  # the other samples, whole
+
+
+def test_a_nested_gzip_member_is_matched_by_pdq(tmp_path: Path) -> None:
+    import gzip
+
+    from scrub.images.hashing import hash_image
+
+    pics = images()
+    listed = encoded("PNG", 9)
+    entries = [m for i, k in enumerate(KEYS) for m in sample(k, pics[i])]
+    entries.append(("000004.png.gz.gz", gzip.compress(gzip.compress(listed))))
+    dataset = write_shard(tmp_path / "wds", entries)
+    pdq = tmp_path / "pdq.txt"
+    pdq.write_text(hash_image(listed, ["pdq"])["pdq"] + "\n")  # type: ignore[operator]
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["apply", str(dataset), str(out), "--hashlist", str(pdq),
+                                 "--type", "pdq", "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert not any(n.startswith("000004") for n in tar_names(out / "00000.tar"))
+    assert "000004" not in sidecar_keys(out)
+
+
+def test_a_gzip_member_past_the_size_limit_is_counted_not_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    from scrub.images import hashing
+
+    monkeypatch.setattr(hashing, "MAX_GUNZIP_BYTES", 1000)
+    pics = images()
+    entries = [m for i, k in enumerate(KEYS) for m in sample(k, pics[i])]
+    entries.append(("000009.jpg.gz", gzip.compress(pics[7] + bytes(5000))))
+    dataset = write_shard(tmp_path / "wds", entries)
+    out = tmp_path / "out"
+    result = apply(dataset, out, md5_list(tmp_path, pics[6]))
+    assert result.exit_code == 0, result.output
+    assert report_of(out)["unmatchable"].get("md5 (tar member)", 0) >= 1
+
+
+@pytest.mark.parametrize("fmt,name", [("TGA", "000003.tga"), ("PCX", "000003.pcx"),
+                                      ("TGA", "000003.bin"), ("PCX", "000003")])
+def test_formats_outside_the_signature_table_get_perceptual_hashes(
+        tmp_path: Path, fmt: str, name: str) -> None:
+    from scrub.images.hashing import hash_image
+
+    pics = images()
+    listed = encoded(fmt, 4)
+    entries = [m for i, k in enumerate(KEYS) for m in sample(k, pics[i]) if k != "000003"]
+    entries += [(name, listed), ("000003.txt", b"photo 000003")]
+    dataset = write_shard(tmp_path / "wds", entries)
+    pdq = tmp_path / "pdq.txt"
+    pdq.write_text(hash_image(listed, ["pdq"])["pdq"] + "\n")  # type: ignore[operator]
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["apply", str(dataset), str(out), "--hashlist", str(pdq),
+                                 "--type", "pdq", "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert not any(n.startswith("000003") for n in tar_names(out / "00000.tar"))
+    assert "000003" not in sidecar_keys(out)
+    # captions and JSON are not counted as undecodable images; nothing else here is
+    assert report_of(out)["unmatchable"].get("pdq (tar member)", 0) == 0
+
+
+@pytest.mark.parametrize("name", ["000003.tga", "000003.npy", "000003.cls2"])
+def test_every_member_is_matched_by_content_hash_whatever_its_extension(
+        tmp_path: Path, name: str) -> None:
+    pics = images()
+    listed = encoded("TGA", 5) if name.endswith(".tga") else b"\x93NUMPY" + bytes(range(200))
+    entries = [m for i, k in enumerate(KEYS) for m in sample(k, pics[i])]
+    entries.append((name, listed))
+    dataset = write_shard(tmp_path / "wds", entries)
+    out = tmp_path / "out"
+    result = apply(dataset, out, md5_list(tmp_path, listed))
+    assert result.exit_code == 0, result.output
+    assert not any(n.startswith("000003") for n in tar_names(out / "00000.tar"))
+    assert "000003" not in sidecar_keys(out)
+
+
+def test_a_binary_member_that_is_no_image_is_counted_for_perceptual_rules(
+        tmp_path: Path) -> None:
+    from scrub.images.hashing import hash_image
+
+    pics = images()
+    entries = [m for i, k in enumerate(KEYS) for m in sample(k, pics[i])]
+    entries.append(("000002.dat", bytes(range(256)) * 4))  # binary, not an image
+    dataset = write_shard(tmp_path / "wds", entries)
+    pdq = tmp_path / "pdq.txt"
+    pdq.write_text(hash_image(encoded("PNG", 8), ["pdq"])["pdq"] + "\n")  # type: ignore
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["apply", str(dataset), str(out), "--hashlist", str(pdq),
+                                 "--type", "pdq", "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert report_of(out)["unmatchable"].get("pdq (tar member)") == 1
+
+
+def test_scrub_hash_reads_gzip_and_pillow_only_formats(tmp_path: Path) -> None:
+    import gzip
+
+    pics = images()
+    tga = encoded("TGA", 4)
+    entries = [*sample("000000", pics[0]), ("000001.jpg.gz", gzip.compress(pics[1])),
+               ("000001.txt", b"x"), ("000002.tga", tga), ("000002.txt", b"y")]
+    dataset = write_shard(tmp_path / "wds", entries, keys=KEYS[:3])
+    result = runner.invoke(app, ["hash", str(dataset / "00000.tar"), str(tmp_path / "h"),
+                                 "--types", "md5", "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = pl.read_parquet(tmp_path / "h" / "00000.parquet")
+    assert rows["md5"].to_list() == [hashlib.md5(d).hexdigest() for d in (pics[0], pics[1], tga)]
+
+
+def url_shard(folder: Path, keys: pa.Array | list, members: list[str]) -> Path:
+    """Two samples in the tar (``members[i]`` + ``.jpg``/``.json``), a sidecar keyed ``keys``;
+    the second row's URL is the opted-out one."""
+    import pyarrow.parquet as pq
+
+    pics = images()
+    urls = ["https://good.example.com/a.jpg", "https://bad.example.com/b.jpg"]
+    entries = []
+    for i, stem in enumerate(members):
+        entries += [(f"{stem}.jpg", pics[i]), (f"{stem}.json", json.dumps({"url": urls[i]})
+                                               .encode())]
+    write_shard(folder, entries)
+    pq.write_table(pa.table({"key": keys, "url": urls, "caption": ["a", "b"]}),
+                   folder / "00000.parquet")
+    return folder
+
+
+def opt_out(tmp_path: Path) -> Path:
+    path = tmp_path / "urls.csv"
+    path.write_text("type,value\nurl,https://bad.example.com/b.jpg\n")
+    return path
+
+
+@pytest.mark.parametrize("keys", [pa.array([0, 1], pa.int64()), pa.array([0, 1], pa.int32()),
+                                  ["x/00000", "x/00001"], ["0", "1"], ["./00000", "./00001"]])
+def test_a_row_dropped_by_url_takes_its_sample_however_the_sidecar_spells_keys(
+        tmp_path: Path, keys: object) -> None:
+    dataset = url_shard(tmp_path / "wds", keys, ["00000", "00001"])
+    out = tmp_path / "out"
+    result = apply(dataset, out, opt_out(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert tar_names(out / "00000.tar") == ["00000.jpg", "00000.json"]
+    assert b"bad.example.com" not in (out / "00000.tar").read_bytes()
+
+
+def test_a_member_match_takes_the_int_keyed_row(tmp_path: Path) -> None:
+    pics = images()
+    dataset = url_shard(tmp_path / "wds", pa.array([0, 1], pa.int64()), ["00000", "00001"])
+    out = tmp_path / "out"
+    result = apply(dataset, out, md5_list(tmp_path, pics[1]))
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(out / "00000.parquet")["key"].to_list() == [0]
+    assert tar_names(out / "00000.tar") == ["00000.jpg", "00000.json"]
+
+
+def test_a_dropped_row_that_names_no_sample_is_an_error(tmp_path: Path) -> None:
+    dataset = url_shard(tmp_path / "wds", ["a", "b"], ["00000", "00001"])
+    out = tmp_path / "out"
+    result = apply(dataset, out, opt_out(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert "00000.parquet" in result.output and "row 1" in result.output
+    assert "bad.example.com" not in result.output
+    assert not (out / "00000.tar").exists()
+
+
+def test_a_dropped_row_img2dataset_did_not_download_needs_no_sample(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    # row 1 was never downloaded: no sample of its key in the tar (00002 is another sample)
+    dataset = url_shard(tmp_path / "wds", ["00000", "00001"], ["00000", "00002"])
+    table = pq.read_table(dataset / "00000.parquet")
+    pq.write_table(table.append_column("status", pa.array(["success", "failed_to_download"])),
+                   dataset / "00000.parquet")
+    out = tmp_path / "out"
+    result = apply(dataset, out, opt_out(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(out / "00000.parquet")["key"].to_list() == ["00000"]
