@@ -9,6 +9,7 @@ with a binary search on the first eight bytes, then a check of the full key.
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -31,6 +32,18 @@ _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 # Rows decoded per step when a column needs gathering, to keep the index arrays small.
 _GATHER_ROWS = 1 << 16
+
+#: What may surround a hex digest, on either side (list entries and dataset values): Python's
+#: whitespace (``str.isspace``: Unicode White_Space plus U+001C-U+001F), so that the scalar
+#: ``str.strip()`` of the list parser and this column form strip the same characters.
+HEX_SPACES = "".join(chr(code) for code in range(0x110000) if chr(code).isspace())
+
+
+def clean_hex_text(values: pl.Series) -> pl.Series:
+    """Hex digests as both sides spell them before decoding: surrounding whitespace stripped,
+    lower-cased, one ``0x`` prefix dropped. What is still not hex after this stays malformed."""
+    return (values.cast(pl.String).str.strip_chars(HEX_SPACES).str.to_lowercase()
+            .str.strip_prefix("0x"))
 
 
 def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,10 +69,51 @@ def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def hex_to_keys(arr: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode a column of hex strings into ``(keys, valid)``.
 
-    ``keys`` is an ``(n, width)`` uint8 matrix; ``valid[i]`` is False where row ``i`` is null, not
-    exactly ``2 * width`` characters long, or holds a non-hex character (its key row is zero).
-    Upper-case digits are accepted. Whitespace and ``0x`` are not stripped here.
+    ``keys`` is an ``(n, width)`` uint8 matrix; ``valid[i]`` is False where row ``i`` is null or
+    is not ``2 * width`` hex digits once spelt as :func:`clean_hex_text` spells it (surrounding
+    whitespace, case and a ``0x`` prefix forgiven, as in list entries); its key row is zero.
+    Clean values take the vectorised fast path; only the others are cleaned and decoded again.
     """
+    keys, valid = _hex_to_keys_exact(arr, width)
+    retry = np.flatnonzero(~valid)
+    if len(retry):
+        retry = retry[~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), bool)[retry]]
+    if len(retry):
+        again, ok = _hex_to_keys_exact(_cleaned_rows(arr, retry), width)
+        keys[retry[ok]] = again[ok]
+        valid[retry[ok]] = True
+    return keys, valid
+
+
+def _cleaned_rows(arr: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
+    """:func:`clean_hex_text` of some rows of a string or binary column, as a string array.
+
+    A binary value that is not UTF-8 cannot be hex text with spaces around it: when a binary
+    column holds some, only its ASCII rows are cleaned (the others come back null)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_string_view(arr.type) or pa.types.is_binary_view(arr.type):  # no take kernel
+        arr = pc.cast(arr, pa.large_string() if pa.types.is_string_view(arr.type)
+                      else pa.large_binary())
+    part = arr.take(pa.array(rows, pa.int64()))
+    if pa.types.is_dictionary(part.type):
+        part = pc.cast(part, part.type.value_type)
+    if not (pa.types.is_string(part.type) or pa.types.is_large_string(part.type)
+            or pa.types.is_string_view(part.type)):
+        try:
+            part = pc.cast(part, pa.large_string())
+        except pa.ArrowInvalid:
+            offsets, data, _ = string_buffers(part)
+            high = np.zeros(len(data) + 1, dtype=np.int64)
+            np.cumsum(data >= 0x80, out=high[1:])
+            ascii_only = pa.array(high[offsets[1:]] == high[offsets[:-1]])
+            part = pc.cast(pc.if_else(ascii_only, part, pa.scalar(None, part.type)),
+                           pa.large_string())
+    return clean_hex_text(pl.Series(part)).to_arrow()
+
+
+def _hex_to_keys_exact(arr: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hex_to_keys` without cleaning: exactly ``2 * width`` hex digits (either case)."""
     offsets, data, nulls = string_buffers(arr)
     n = len(offsets) - 1
     chars = 2 * width
@@ -158,14 +212,14 @@ def keys_to_hex(keys: np.ndarray) -> np.ndarray:
 
 def digest_hex(column: pa.Array | pa.ChunkedArray, width: int) -> pa.Array:
     """A digest column of ``width`` bytes as lowercase hex text, whatever its stored form (see
-    :func:`digest_keys`): text stripped and lower-cased, bytes and integers written out in hex;
-    null where null or malformed."""
+    :func:`digest_keys`): text as :func:`clean_hex_text` spells it, bytes and integers
+    written out in hex; null where null (and, for bytes and integers, where malformed)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if pa.types.is_dictionary(column.type):
         column = pc.cast(column, column.type.value_type)
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        return pc.utf8_lower(pc.utf8_trim_whitespace(column))
+        return clean_hex_text(pl.Series(column)).to_arrow()
     keys, valid = digest_keys(column, width)
     return pa.array(keys_to_hex(keys).astype(str), pa.string(), mask=~valid)
 

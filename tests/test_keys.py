@@ -7,7 +7,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scrub.keys import KeySet, hex_to_keys, int64_to_keys, keys_to_hex, unique_keys
+from scrub.keys import KeySet, digest_keys, hex_to_keys, int64_to_keys, keys_to_hex, unique_keys
 
 
 def test_hex_to_keys_decodes_valid_rows_and_flags_the_rest() -> None:
@@ -145,3 +145,26 @@ def test_index_of_gives_each_found_key_its_position() -> None:
         else:
             assert bytes(row) not in {bytes(k) for k in keys}
     assert (at[: len(keys[::7])] >= 0).all()
+
+
+def test_hex_digests_are_forgiven_what_list_entries_are_forgiven() -> None:
+    """Surrounding whitespace (Unicode spaces too), case and a 0x prefix, as the list parser
+    strips them (red-team review of issue 19, finding 3); a binary column holding bytes that
+    are not UTF-8 still reads its ASCII rows; anything else stays malformed."""
+    digest = "00112233445566778899aabbccddeeff"
+    spelt = [digest, f" {digest}\n", f"\u00a00X{digest.upper()}\u3000", f"\x1c0x{digest}",
+             f"0x {digest}", f"{digest}\u200b", f'"{digest}"', None]
+    expected = [True, True, True, True, False, False, False, False]
+    for column in (pa.array(spelt, pa.string()), pa.array(spelt, pa.string_view()),
+                   pa.array(spelt, pa.string()).dictionary_encode()):
+        keys, valid = digest_keys(column, 16)
+        assert valid.tolist() == expected
+        assert {bytes(k).hex() for k in keys[valid]} == {digest}
+    as_bytes = [None if v is None else v.encode() for v in spelt]
+    keys, valid = digest_keys(pa.array(as_bytes, pa.binary()), 16)
+    assert valid.tolist() == expected
+    # beside a value that is not UTF-8, only the ASCII rows are read as text (not the no-break
+    # spaces of the third)
+    keys, valid = digest_keys(pa.array(as_bytes + [b"\xff\xfe" * 20], pa.binary()), 16)
+    assert valid.tolist() == [True, True, False, True, False, False, False, False, False]
+    assert {bytes(k).hex() for k in keys[valid]} == {digest}

@@ -72,7 +72,9 @@ def add_command(
     item: list[str] = typer.Option([], "--item", metavar="TYPE=VALUE",
                                    help="An item, e.g. url=https://... (repeatable)."),
     notes: Optional[str] = typer.Option(None, "--notes",
-                                        help="Free-text notes (sealed like the requester)."),
+                                        help="Free-text notes, stored in clear (not "
+                                        "sealed): never put a name, email, URL or other "
+                                        "identity here."),
     db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
     actor: Optional[str] = ACTOR, as_json: bool = AS_JSON,
 ) -> None:

@@ -24,7 +24,9 @@ def render_apply_summary(report: dict, path: Path) -> str:
         lines.append(f"  by list {label}: {_n(count)}")
     unmatchable = {k: v for k, v in report["unmatchable"].items() if v}
     for column, count in unmatchable.items():
-        lines.append(f"  rows whose {column} cannot match (null or malformed): {_n(count)}")
+        # not indented under the removals: these rows were kept without being checked
+        lines.append(f"WARNING: {_n(count)} row(s) kept UNCHECKED: their {column} is null or "
+                     f"malformed, so no list matching {column} could remove them")
     for label, count in report.get("unmatched_entries", {}).items():
         if count:
             lines.append(f"  entries of list {label} that matched no row: {_n(count)}")

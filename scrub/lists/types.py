@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from scrub.keys import hex_to_keys, int64_to_keys
+from scrub.keys import clean_hex_text, hex_to_keys, int64_to_keys
 from scrub.urls import (
     canonical_host,
     canonical_url,
@@ -126,12 +126,12 @@ class HexDigestType(KeyType):
 
     @classmethod
     def normalize_column(cls, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        text = values.cast(pl.String).str.strip_chars().str.to_lowercase().str.strip_prefix("0x")
-        return hex_to_keys(text.to_arrow(), cls.width)
+        # the dataset side (scrub.keys.hex_to_keys) forgives the same spellings
+        return hex_to_keys(clean_hex_text(values).to_arrow(), cls.width)
 
     @classmethod
     def canonical_text_column(cls, values: pl.Series) -> pl.Series:
-        text = values.cast(pl.String).str.strip_chars().str.to_lowercase().str.strip_prefix("0x")
+        text = clean_hex_text(values)
         valid = text.str.contains(f"^[0-9a-f]{{{2 * cls.width}}}$")
         return pl.select(pl.when(valid).then(text)).to_series()
 
@@ -622,8 +622,9 @@ class SampleKey(KeyType):
 @register
 class CaptionTerm(KeyType):
     """A literal term (a person's name, a keyword), matched in captions as whole words by
-    meaning rather than spelling: both sides NFC and case-folded (:func:`fold_text`), any run of
-    Unicode whitespace between the words. Kept as text: folded, inner whitespace one space."""
+    meaning rather than spelling: both sides without invisible characters, NFKC and
+    case-folded (:func:`fold_text`), any run of Unicode whitespace between the words. Kept as
+    text: folded, inner whitespace one space."""
 
     name = "caption_term"
     width = 0
@@ -659,11 +660,12 @@ class CaptionTerm(KeyType):
     def examples(cls) -> list[tuple[str, str]]:
         return [("Jane  Doe", "jane doe"), (" ÉLODIE Martin ", "élodie martin"),
                 ("E\u0301lodie\u00a0\n Martin", "élodie martin"), ("STRASSE", "strasse"),
-                ("Straße", "strasse"), ("ΣΑΣ", "σασ")]
+                ("Straße", "strasse"), ("ΣΑΣ", "σασ"),
+                ("\uff2a\uff41\uff4e\uff45\u200b D\u00adoe\u2069", "jane doe")]
 
     @classmethod
     def bad_examples(cls) -> list[str]:
-        return ["", "   ", "x" * 201, "\u00a0\u3000"]
+        return ["", "   ", "x" * 201, "\u00a0\u3000", "\u200b\u00ad\ufe0f"]
 
 
 #: A run of whitespace between words: Unicode White_Space (Rust's ``\s``) plus the
@@ -673,17 +675,31 @@ class CaptionTerm(KeyType):
 WHITESPACE_RUN = r"[\s\x1c-\x1f]+"
 
 
+#: Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): invisible characters a
+#: renderer skips (zero-width space/joiner/non-joiner, word joiner, soft hyphen, combining
+#: grapheme joiner, variation selectors, bidi controls, tag characters, Hangul fillers...).
+#: Folding removes them, so that none can split a listed name. Python's ``unicodedata`` does
+#: not expose the property, hence the table (as of Unicode 15; it rarely changes).
+DEFAULT_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+                     (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+                     (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+                     (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+                     (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+
+
 @functools.lru_cache(maxsize=1)
-def _fold_tables() -> tuple[list[str], list[str], str, str]:
+def _fold_tables() -> tuple[list[str], list[str], str, str, str]:
     """What :func:`fold_text` needs beyond lower-casing, worked out once from ``unicodedata``
-    (~0.3 s): the characters lower-casing leaves but case folding changes (``ß`` -> ``ss``,
-    ``ς`` -> ``σ``, ``ﬁ`` -> ``fi``...) with their folds, a regex class of them, and a regex
-    class of the characters that NFC may change or combine (those not NFC on their own,
+    (~1 s): the characters lower-casing leaves but case folding changes (``ß`` -> ``ss``,
+    ``ς`` -> ``σ``, ``ﬁ`` -> ``fi``...) with their folds, a regex class of them, a regex class
+    of the default-ignorable characters, and a regex class of the characters that removing
+    those or NFKC may change or combine (default ignorables, those not NFKC on their own,
     combining marks, the second characters of canonical pairs, Hangul vowel and final
-    jamo): text without any of the latter is NFC already."""
+    jamo): text without any of the latter is folded by lower-casing alone."""
     keys: list[str] = []
     folds: list[str] = []
-    unstable = {*range(0x1161, 0x1176), *range(0x11A8, 0x11C3)}
+    ignorable = {code for first, last in DEFAULT_IGNORABLE for code in range(first, last + 1)}
+    unstable = {*range(0x1161, 0x1176), *range(0x11A8, 0x11C3), *ignorable}
     for code in range(0x80, 0x110000):
         if 0xD800 <= code < 0xE000:
             continue
@@ -691,12 +707,13 @@ def _fold_tables() -> tuple[list[str], list[str], str, str]:
         if ch == ch.lower() and ch.casefold() != ch:
             keys.append(ch)
             folds.append(ch.casefold())
-        if unicodedata.combining(ch) or unicodedata.normalize("NFC", ch) != ch:
+        if unicodedata.combining(ch) or unicodedata.normalize("NFKC", ch) != ch:
             unstable.add(code)
         parts = unicodedata.decomposition(ch).split()
         if len(parts) == 2 and not parts[0].startswith("<"):  # a canonical pair's second
             unstable.add(int(parts[1], 16))
-    return keys, folds, _char_class({ord(k) for k in keys}), _char_class(unstable)
+    return (keys, folds, _char_class({ord(k) for k in keys}), _char_class(ignorable),
+            _char_class(unstable))
 
 
 def _char_class(codes: set[int]) -> str:
@@ -713,31 +730,36 @@ def _char_class(codes: set[int]) -> str:
 
 
 def fold_text(values: pl.Series) -> pl.Series:
-    """Text as captions and caption terms are compared, a whole column at once: NFC, then
-    case-folded, then NFC again (``normalize("NFC", normalize("NFC", v).casefold())``), so that
-    ``E`` + combining acute, ``É`` and ``é`` read alike, and so do ``ß`` and ``SS``.
+    """Text as captions and caption terms are compared, a whole column at once, close to
+    Unicode's NFKC_Casefold: default-ignorable characters removed (:data:`DEFAULT_IGNORABLE`),
+    NFKC, case-folded, NFKC again (``normalize("NFKC", normalize("NFKC", v).casefold())`` with
+    ``v`` stripped of ignorables). So ``E`` + combining acute, ``É`` and ``é`` read alike, and
+    ``ß`` and ``SS``; so do a name with a zero-width space, soft hyphen or bidi control inside
+    and the name, and fullwidth, mathematical bold or circled letters and plain ones.
 
     Every value is lower-cased (for ASCII that is all). Only the values holding a character
-    NFC may change are normalised (before, and after folding), and only those holding one
-    that folding changes beyond lower-casing are folded with a table: polars' NFC costs ~1 us
-    a value, a check a tenth of that. (Lower-casing NFC text without such characters gives
-    NFC text: only U+0130 lowers to a combining mark, after an ``i`` it cannot join.)
+    that removal or NFKC may change are normalised (before, and after folding), and only those
+    holding one that folding changes beyond lower-casing are folded with a table: polars' NFKC
+    costs ~1 us a value, a check a tenth of that. (Lower-casing NFKC text without such
+    characters gives NFKC text: only U+0130 lowers to a combining mark, after an ``i`` it
+    cannot join.) Hyphens and underscores are kept: they are visible, and words joined by
+    them are one word to the whole-word match.
     """
     text = values.cast(pl.String)
     lowered = text.str.to_lowercase()
     wide = (text.str.len_bytes() != text.str.len_chars()).fill_null(False)
     if not bool(wide.any()):
         return lowered
-    keys, folds, foldable, unstable = _fold_tables()
+    keys, folds, foldable, ignorable, unstable = _fold_tables()
     rows = wide.arg_true()
     original, some = text.gather(rows), lowered.gather(rows)
     redo = original.str.contains(unstable).fill_null(False)
-    some = _where(some, redo, lambda _: original.filter(redo).str.normalize("NFC")
-                  .str.to_lowercase())
+    some = _where(some, redo, lambda _: original.filter(redo).str.replace_all(ignorable, "")
+                  .str.normalize("NFKC").str.to_lowercase())
     folded = some.str.contains(foldable).fill_null(False)
     some = _where(some, folded, lambda v: v.str.replace_many(keys, folds))
     again = (redo | folded) & some.str.contains(unstable).fill_null(False)
-    some = _where(some, again, lambda v: v.str.normalize("NFC"))
+    some = _where(some, again, lambda v: v.str.normalize("NFKC"))
     return lowered.scatter(rows, some)
 
 

@@ -37,7 +37,7 @@ from scrub.errors import ExternalSourceError, UserInputError, brief
 from scrub.layout import REMOVALS_KEY, companion
 from scrub.progress import Progress
 from scrub.release.build import STAGING, ReleasePlan, Reuse, carried_removals
-from scrub.release.probe import PROBE_DIR
+from scrub.release.probe import HOSTS, INPUTS, PROBE_DIR, TAILS
 from scrub.release.signed import (
     AUDIT_HTML,
     AUDIT_JSON,
@@ -297,9 +297,6 @@ def verify_release_folder(root: Path, pubkey: Path, *, progress: bool = False
             manifest, problems = check_variant(folders, key, progress=progress)
         except (ExternalSourceError, UserInputError) as exc:
             manifest, problems = None, [exc.message]
-        if manifest is not None and manifest.get("variant") != folders.name:
-            problems.append(f"{folders.rows}: holds variant {str(manifest.get('variant'))[:80]!r}"
-                            " of its release, not the one named by its folder")
         checks.append(VariantCheck(folders, manifest, problems))
     problems = []
     known = {c.folders.rows.name for c in checks} | {c.folders.meta.name for c in checks}
@@ -307,7 +304,10 @@ def verify_release_folder(root: Path, pubkey: Path, *, progress: bool = False
         if entry.name in known:
             continue
         if entry.name in (STATE_DIR, PROBE_DIR) and entry.is_dir() and not entry.is_symlink():
-            continue  # the build's private state: beside the variants, never published
+            # the build's private state, beside the variants and never published: only the
+            # files a build writes there
+            problems += _private_extras(entry, checks)
+            continue
         problems.append(f"{entry}: the staging folder of an unfinished build (rerun it to "
                         "finish)" if entry.name == STAGING else
                         f"{entry}: not part of the release (no variant with a signed manifest)")
@@ -322,6 +322,25 @@ def verify_release_folder(root: Path, pubkey: Path, *, progress: bool = False
         problems.append(f"{root / name}: missing (the release's manifests name variant "
                         f"{name[:80]!r})")
     return checks, problems
+
+
+def _private_extras(folder: Path, checks: list[VariantCheck]) -> list[str]:
+    """What lies in the build's private folder ``folder`` besides what ``scrub release build``
+    writes there for the signed variants of ``checks`` (anything else could be any content):
+    in ``.scrub-probe/`` the inputs record and each shard's probe sets (``STEM.probe``,
+    ``STEM.tails``, :mod:`scrub.release.probe`), flat; in ``.scrub-state/`` a folder per
+    variant holding each of its shards' sealed state (``VARIANT/STEM.state``,
+    :mod:`scrub.release.state`)."""
+    stems = {str(c.manifest["variant"]): {Path(str(s["name"])).stem
+                                          for s in c.manifest["shards"]}
+             for c in checks if c.manifest is not None}
+    if folder.name == PROBE_DIR:
+        expected = {INPUTS} | {f"{stem}.{kind}" for names in stems.values()
+                               for stem in names for kind in (HOSTS, TAILS)}
+    else:
+        expected = {f"{variant}/{stem}.state" for variant, names in stems.items()
+                    for stem in names}
+    return _unlisted(folder, expected, listed_by="what scrub release build writes there")
 
 
 def check_variant(folders: VariantFolders, key: Ed25519PublicKey, *,
@@ -340,6 +359,9 @@ def check_variant(folders: VariantFolders, key: Ed25519PublicKey, *,
                                   "malformed") from None
     problems = [f"{folder}: a symbolic link (a release holds plain folders and files only)"
                 for folder in dict.fromkeys((folders.rows, folders.meta)) if folder.is_symlink()]
+    if manifest.get("variant") != folders.name:  # e.g. the unsafe variant renamed as the safe
+        problems.append(f"{folders.rows}: the folder is named {folders.name[:80]!r}, but its "
+                        f"signed manifest is of variant {str(manifest.get('variant'))[:80]!r}")
     if folders.inline:
         problems += _unlisted(folders.rows, set(listing.rows) | {MANIFEST, SIGNATURE})
         located = [(folders.rows / n, n in rows, n, d) for n, d in listing.rows.items()]
@@ -380,9 +402,11 @@ def _verdict(title: str, problems: list[str]) -> str:
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
 
-def _unlisted(folder: Path, expected: set[str]) -> list[str]:
+def _unlisted(folder: Path, expected: set[str], *,
+              listed_by: str = "the manifest") -> list[str]:
     """What lies in ``folder`` besides the ``expected`` files (relative POSIX paths): any other
-    file, folder or symbolic link, at any depth, hidden or not."""
+    file, folder or symbolic link, at any depth, hidden or not. ``listed_by`` names what
+    lists the expected files, in the messages."""
     if not folder.is_dir():
         return [f"{folder}: missing"]
     parents = {"/".join(parts[:i]) for parts in (name.split("/") for name in expected)
@@ -395,12 +419,14 @@ def _unlisted(folder: Path, expected: set[str]) -> list[str]:
         for entry in sorted(dirs + names):
             path, relative = Path(root) / entry, (base / entry).as_posix()
             if path.is_symlink():
-                problems.append(f"{path}: a symbolic link, not in the manifest (a release holds "
-                                "plain files only)")
+                problems.append(f"{path}: a symbolic link, not in {listed_by} (a release "
+                                "holds plain files only)")
             elif entry in dirs and relative not in parents:
-                problems.append(f"{path}: a folder the manifest does not list")
+                problems.append(f"{path}: a folder {listed_by} does not list"
+                                if listed_by == "the manifest" else
+                                f"{path}: a folder not in {listed_by}")
             elif entry not in dirs and relative not in expected:
-                problems.append(f"{path}: not in the manifest")
+                problems.append(f"{path}: not in {listed_by}")
         dirs[:] = [d for d in dirs if (base / d).as_posix() in parents
                    and not (Path(root) / d).is_symlink()]
     return problems

@@ -79,3 +79,14 @@ def test_batch_import_then_many_ids_move_together_or_not_at_all(tmp_path: Path) 
         == "verified"
     checked = invoke(tmp_path, "ledger", "verify")
     assert checked.exit_code == 0 and "10 event(s)" in checked.stdout
+
+
+def test_the_help_of_notes_says_they_are_stored_in_clear() -> None:
+    """Red-team review of issue 19, finding 8: the help said notes were "sealed like the
+    requester" while the ledger keeps them in clear (SECURITY.md)."""
+    result = runner.invoke(app, ["requests", "add", "--help"], env={"COLUMNS": "200"},
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "stored in clear" in text and "never put a name" in text
+    assert "sealed like" not in text

@@ -283,3 +283,46 @@ def test_a_release_of_binary_and_view_columns_publishes_working_removal_hashes(
     result = apply_json(copy_folder, tmp_path / "cleaned", "--hashlist", removals)
     assert result.exit_code == 0, result.output
     assert kept_keys(tmp_path / "cleaned") == expected_keys(table, dropped)
+
+
+#: Spellings of a listed md5 in the dataset that the list side forgives (surrounding whitespace,
+#: Unicode spaces included, case, a 0x prefix), each in a plain string, a dictionary and a binary
+#: column; and spellings still malformed after that, which stay counted.
+FORGIVEN = {"space": " {}", "trailing_newline": "{}\n", "tab": "\t{}", "nbsp": "\u00a0{}\u3000",
+            "0x": "0x{}", "0X_upper": "0X{}", "spaced_0x": " 0x{} ", "file_separator": "\x1c{}"}
+STILL_MALFORMED = {"zero_width": "{}\u200b", "quoted": '"{}"', "md5_prefix": "md5:{}",
+                   "inner_space": "0x {}"}
+
+
+@pytest.mark.parametrize("store", ["string", "dictionary", "binary"])
+def test_md5_values_spelt_as_list_entries_are_matched(tmp_path: Path, store: str) -> None:
+    """Finding 3 of the red-team review of issue 19: md5 values with surrounding whitespace or a
+    0x prefix matched nothing (the list side strips both); they match now, and what is still
+    malformed is counted and shown as a WARNING in the human summary."""
+    table = base_table()
+    md5 = table.column("md5").to_pylist()
+    respelt = list(md5)
+    forgiven_rows = [3, 17, 64, 65, 150, 200, 250, 299]  # listed, each in a forgiven spelling
+    for i, spelling in zip(forgiven_rows, FORGIVEN.values(), strict=True):
+        respelt[i] = spelling.format(md5[i])
+    malformed_rows = [10, 11, 12, 13]  # listed too, but spelt beyond what is forgiven
+    for i, spelling in zip(malformed_rows, STILL_MALFORMED.values(), strict=True):
+        respelt[i] = spelling.format(md5[i])
+    column = pa.array(respelt, pa.string())
+    column = {"string": column, "dictionary": column.dictionary_encode(),
+              "binary": column.cast(pa.binary())}[store]
+    dataset = write_dataset(tmp_path / "data", with_column(table, "md5", column))
+    listing = planted_list(tmp_path / "partner.txt",
+                           [md5[i] for i in forgiven_rows + malformed_rows], decoys=20)
+    result = apply_json(dataset, tmp_path / "out", "--hashlist", listing)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["rows_removed"] == len(forgiven_rows)
+    assert report["unmatchable"].get("md5", 0) == len(malformed_rows)
+    assert kept_keys(tmp_path / "out") == expected_keys(table, np.array(forgiven_rows))
+    human = invoke("apply", dataset, tmp_path / "out2", "--hashlist", listing,
+                   "--workers", "1", "--quiet")
+    assert human.exit_code == 0, human.output
+    warning = [line for line in human.stdout.splitlines() if line.startswith("WARNING")]
+    assert len(warning) == 1 and "4 row(s)" in warning[0] and "md5" in warning[0]
+    assert not any(md5[i] in human.output for i in malformed_rows)

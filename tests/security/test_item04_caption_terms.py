@@ -1,7 +1,11 @@
 """Item 4: caption terms match by meaning, not spelling. Captions and terms are compared NFC
 and case-folded, with any run of Unicode whitespace between a term's words: NFD accents
 (``E`` + combining acute), double spaces, newlines, tabs and no-break spaces, ``ß``/``SS``
-and final sigma do not hide a listed name. The same holds for ledger requests (attributed to
+and final sigma do not hide a listed name; nor (red-team review of issue 19, finding 4) do
+invisible characters (zero-width space/joiner/non-joiner, word joiner, soft hyphen, CGJ,
+variation selectors, bidi controls, tag characters: Unicode's default ignorables, removed) or
+compatibility forms (fullwidth, mathematical bold, circled letters: NFKC). Hyphens and
+underscores between words are kept as written. The same holds for ledger requests (attributed to
 their request) and for a policy's keyword filter behind a score threshold."""
 
 from __future__ import annotations
@@ -47,10 +51,21 @@ HIDDEN = [
     "jane\x1fdoe",                                   # unit separator (str.split splits on it)
     "STRASSE ΣΊΣΥΦΟΣ",                               # ß as SS, capital sigma at the end
     "strasse σι\u0301συφος",                         # NFD iota with acute
+    "jane\u200b doe",                                # zero-width space inside the gap
+    "Ja\u200bne D\u200coe\u200d",                    # zero-width space, non-joiner, joiner
+    "É\u2060lodie Mar\u00adtin",                     # word joiner, soft hyphen
+    "J\u034fane \ufe0fDoe\U000e0101",                # CGJ, variation selectors
+    "\u202aJane\u202c \u2066Doe\u2069 \u200e",         # bidi embedding, isolate, mark
+    "Jane\U000e0020 \U000e0041Doe\U000e007f",         # tag characters
+    "\uff2a\uff41\uff4e\uff45\u3000\uff24\uff4f\uff45",  # fullwidth letters and space
+    "\U0001d409\U0001d41a\U0001d427\U0001d41e \U0001d403\U0001d428\U0001d41e",  # math bold
+    "\u24bf\u24d0\u24dd\u24d4 \u24b9\u24de\u24d4",          # circled letters
+    "\uff25\u0301lodie \U0001d5c6artin",              # fullwidth E + combining acute, sans M
 ]
 #: Captions that only look close: none names a listed term as whole words.
 NEAR = ["Joelodie Martins", "Jane Doeman", "JaneDoe", "Élodie-Martinez", "élodie martín",
-        "Janet Doe", "Strasse Sisyphos", None, ""]
+        "Janet Doe", "Strasse Sisyphos", None, "", "Jane-Doe", "jane_doe", "Jane\u200bDoe",
+        "\uff2a\uff41\uff4e\uff45\uff24\uff4f\uff45"]
 TERMS = ["Élodie Martin", "jane DOE", "Straße Σίσυφος"]
 
 
@@ -66,7 +81,7 @@ def test_listed_terms_match_every_spelling_through_the_cli(tmp_path: Path) -> No
         table = pq.read_table(shard)
         text, keys = table.column("TEXT").to_pylist(), table.column("key").to_pylist()
         for i, caption in enumerate(HIDDEN + NEAR):
-            row = 3 + 9 * i + index
+            row = 3 + 5 * i + index
             text[row] = caption
             planted[keys[row]] = "hidden" if i < len(HIDDEN) else "near"
         pq.write_table(table.set_column(table.schema.get_field_index("TEXT"), "TEXT",
@@ -114,15 +129,34 @@ def test_ledger_caption_terms_are_attributed_to_their_request() -> None:
     decisions = decide(plan, table, detect_roles(table.schema))
     request_of = {s.id: int(s.label.split()[1]) for s in plan.sources}
     got = {request_of[s]: np.flatnonzero(mask).tolist() for s, mask in decisions.sources.items()}
-    assert got == {1: [0, 1, 2, 3, 4], 2: [5, 6, 7, 8, 9], 3: [10, 11]}
-    assert np.flatnonzero(decisions.drop).tolist() == list(range(12))
+    assert got == {1: [0, 1, 2, 3, 4, 14, 21], 2: [5, 6, 7, 8, 9, 12, 13, *range(15, 21)],
+                   3: [10, 11]}
+    assert np.flatnonzero(decisions.drop).tolist() == list(range(len(HIDDEN)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Properties
 
+IGNORABLE = {code for first, last in types.DEFAULT_IGNORABLE for code in range(first, last + 1)}
+
+
 def reference_fold(text: str) -> str:
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
+    """NFKC_Casefold-like: default ignorables removed, NFKC, casefold, NFKC."""
+    visible = "".join(ch for ch in text if ord(ch) not in IGNORABLE)
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", visible).casefold())
+
+
+def test_default_ignorable_table_matches_unicode_where_python_can_tell() -> None:
+    """Every character of the table is a format character, mark, filler or unassigned, and every
+    format character (Cf) Python knows is in it except those Unicode leaves visible: prepended
+    concatenation marks, interlinear annotation, Egyptian hieroglyph format controls."""
+    visible_cf = {*range(0x0600, 0x0606), 0x06DD, 0x070F, 0x0890, 0x0891, 0x08E2, 0x110BD,
+                  0x110CD, *range(0xFFF9, 0xFFFC), *range(0x13430, 0x13440)}
+    for code in IGNORABLE:
+        assert unicodedata.category(chr(code)) in {"Cf", "Mn", "Lo", "Cn", "Mc"}, hex(code)
+    missing = [hex(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf"
+               and c not in IGNORABLE and c not in visible_cf]
+    assert not missing, missing
 
 
 #: Characters whose lower case differs between Python's Unicode tables and polars' (newer
@@ -134,14 +168,19 @@ _DISAGREE = [c for c, low in zip(_ALL, pl.Series(_ALL).str.to_lowercase().to_lis
 #: Kelvin and Ångström signs, ligatures, Greek with tonos/dialytika, Hangul jamo and
 #: syllables, Devanagari with nukta, Cherokee, fullwidth letters, whitespace of every kind.
 ODD = ("aAzZ09_-.,!ÉéÈèÅåÆæØøßẞΣσςΐΰİıKÅΩﬁﬀǅǈ\u0301\u0300\u0308\u0323\u0342\u0345"
-       "ΆΈάέϊϋᾼᾳ\u1100\u1161\u11a8가각\u0915\u093c\u0958ᏸꭰＡａ") + "".join(WHITESPACE)
+       "ΆΈάέϊϋᾼᾳ\u1100\u1161\u11a8가각\u0915\u093c\u0958ᏸꭰＡａ"
+       # default ignorables and compatibility forms (NFKC)
+       "\u00ad\u034f\u061c\u115f\u1160\u180e\u200b\u200c\u200d\u200e\u202e\u2060\u2066"
+       "\u3164\ufe0f\ufeff\uffa0\U000e0001\U000e0041\U000e0101"
+       "\U0001d400\U0001d41a\u24b6\u24d0\u2460\u00bd\u2122\u00b5\u017f\u1e9b\u00a8\u3300"
+       "\u2126\u212a\uff21\uff41\u0130") + "".join(WHITESPACE)
 
 
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(alphabet=st.sampled_from(ODD), max_size=40)
        | st.text(alphabet=st.characters(exclude_categories=("Cs", "Cn"),
                                         exclude_characters="".join(_DISAGREE)), max_size=40))
-def test_vectorised_folding_equals_python_nfc_casefold(text: str) -> None:
+def test_vectorised_folding_equals_python_nfkc_casefold(text: str) -> None:
     column = pl.Series([text, None, "x" + text], dtype=pl.String)
     assert types.fold_text(column).to_list() == [reference_fold(text), None,
                                            reference_fold("x" + text)]
@@ -153,7 +192,7 @@ def test_vectorised_folding_equals_python_nfc_casefold(text: str) -> None:
 
 def test_every_character_folds_as_python_folds_it() -> None:
     """Each code point alone, and after "A" and before a combining acute (composition and
-    reordering around it), folds as Python's NFC + casefold + NFC does."""
+    reordering around it), folds as Python's ignorables removed + NFKC + casefold + NFKC."""
     chars = [c for c in _ALL if c not in set(_DISAGREE) and unicodedata.category(c) != "Cn"]
     texts = chars + [f"A{c}\u0301" for c in chars[::7]]
     got = types.fold_text(pl.Series(texts, dtype=pl.String)).to_list()
@@ -179,7 +218,7 @@ def test_a_term_matches_in_every_spelling_and_never_glued_to_a_word(words: list[
     gaps = [data.draw(st.text(alphabet=st.sampled_from(WHITESPACE), min_size=1, max_size=3))
             for _ in words[1:]]
     written = spelled[0] + "".join(g + w for g, w in zip(gaps, spelled[1:]))
-    left = data.draw(st.sampled_from(["", "photo of ", "(", "#", "— ", "x\n"]))
+    left = data.draw(st.sampled_from(["", "photo of ", "(", "#", "— ", "9\n"]))
     right = data.draw(st.sampled_from(["", " 2019", ")", ", at home", "!", "\u00a0"]))
     rule = CaptionTermRule([data.draw(st.sampled_from(spellings(term)))], Reason.CAPTION_TERM,
                            SOURCE)

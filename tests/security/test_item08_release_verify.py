@@ -179,3 +179,70 @@ def test_an_unsigned_release_is_refused_as_untrusted(setup: Setup, release: Path
     result = setup.verify(copy)
     assert result.exit_code == 3, result.output
     assert "manifest.sig: missing" in result.output
+
+
+@pytest.mark.parametrize("how", ["one variant", "release folder"])
+def test_a_variant_renamed_as_another_is_refused(setup: Setup, release: Path, tmp_path: Path,
+                                                 how: str) -> None:
+    """Red-team review of issue 19, finding 5: the unsafe variant ("open") with its companion
+    renamed as the safe one verified as one variant. The folder's name must be the manifest's
+    variant; the error names both."""
+    out = release.parent
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for source, target in (("open", "safe"), ("safe", "open")):  # swapped, companions too
+        setup.copy(out / source, copy / target)
+        setup.copy(companion(out / source), companion(copy / target))
+    result = setup.verify(copy / "safe" if how == "one variant" else copy)
+    assert result.exit_code == 3, result.output
+    assert any(f"{copy / 'safe'}: the folder is named 'safe'" in line and "'open'" in line
+               for line in result.output.splitlines())
+    assert "internal error" not in result.output
+
+
+#: Files a build writes in its private folders (accepted), and others (refused).
+PRIVATE_OK = [".scrub-probe/inputs.json", ".scrub-probe/part-00001.probe",
+              ".scrub-probe/part-00002.tails", ".scrub-state/safe/part-00000.state"]
+PRIVATE_ADDED = {
+    "probe-notes": ".scrub-probe/notes.txt",
+    "probe-unknown-shard": ".scrub-probe/part-00009.probe",
+    "probe-other-kind": ".scrub-probe/part-00000.state",
+    "probe-subfolder": ".scrub-probe/sub/part-00000.probe",
+    "probe-hidden": ".scrub-probe/.part-00000.probe",
+    "state-top-level-file": ".scrub-state/index.html",
+    "state-unknown-variant": ".scrub-state/research/part-00000.state",
+    "state-unknown-shard": ".scrub-state/safe/part-00009.state",
+    "state-other-kind": ".scrub-state/open/part-00000.json",
+    "state-deeper": ".scrub-state/open/more/part-00000.state",
+    "state-empty-folder": ".scrub-state/open/empty/",
+}
+
+
+@pytest.mark.parametrize("case", sorted(PRIVATE_ADDED))
+def test_the_private_state_folders_hold_only_what_a_build_writes(setup: Setup, release: Path,
+                                                                 tmp_path: Path,
+                                                                 case: str) -> None:
+    """Red-team review of issue 19, finding 6: "the folder holds nothing else" while
+    ``.scrub-probe/`` and ``.scrub-state/`` held anything. Only the names a build writes there
+    (for the variants and shards the manifests list) are accepted; anything else is exit 3
+    naming it."""
+    copy = setup.copy(release.parent, tmp_path / "copy")
+    for name in PRIVATE_OK:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        if not (copy / name).exists():
+            (copy / name).write_bytes(b"\0" * 16)
+    ok = setup.verify(copy)
+    assert ok.exit_code == 0, ok.output
+    added = copy / PRIVATE_ADDED[case]
+    if PRIVATE_ADDED[case].endswith("/"):
+        added.mkdir(parents=True)
+    else:
+        added.parent.mkdir(parents=True, exist_ok=True)
+        added.write_bytes(b"<html>anything</html>\n")
+    result = setup.verify(copy)
+    assert result.exit_code == 3, result.output
+    parts = PRIVATE_ADDED[case].rstrip("/").split("/")
+    named = next("/".join(parts[:i]) for i in range(1, len(parts) + 1)
+                 if not (release.parent / "/".join(parts[:i])).exists())
+    assert f"{copy / named}:" in result.output
+    assert "internal error" not in result.output
