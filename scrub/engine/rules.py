@@ -386,7 +386,7 @@ class PerceptualRule(Rule):
 
 class CaptionTermRule(Rule):
     """Captions holding any of a set of literal terms as whole words, by meaning rather than
-    spelling: captions and terms are compared folded (NFC, case-folded: see
+    spelling: captions and terms are compared folded (ignorables removed, NFKC, case-folded: see
     :func:`~scrub.lists.types.fold_text`), with any run of Unicode whitespace between a term's
     words. "Ann Lee" matches "Photo of ANN  LEE, 2019" (or a newline or no-break space between
     the words) but not "Joann Leeds".
