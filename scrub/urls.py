@@ -490,15 +490,19 @@ def canonicalize_urls(urls: pl.Series | Sequence[str | None]) -> pl.Series:
     return _canonicalize(text).alias(name)
 
 
+#: An escape in canonical form: upper-case hex of a byte that is no unreserved character
+#: (those, ``- . 0-9 A-Z _ a-z ~``, are decoded), so ``%20`` and ``%2F`` are kept as written.
+_CANONICAL_ESCAPE = r"%(?:[01][0-9A-F]|2[0-9A-CF]|3[A-F]|40|5[B-E]|60|7[B-DF]|[89A-F][0-9A-F])"
 #: URLs that are their own canonical form: a URL scheme and a host in lower case (no trailing
 #: dot, no port, no user info), a path and an optional non-empty query of characters that
-#: need no escaping, no escapes, no fragment; and (checked apart) no dot segment. The host's
-#: labels hold no "--" (so no punycode, which the parser checks) and its last label starts
-#: with a letter (so it is no IPv4 address, which the parser rewrites). Most URLs of a real
-#: dataset are like this and skip the column pipeline.
+#: need no escaping and escapes in canonical form, no fragment; and (checked apart) no dot
+#: segment. The host's labels hold no "--" (so no punycode, which the parser checks) and its
+#: last label starts with a letter (so it is no IPv4 address, which the parser rewrites). Most
+#: URLs of a real dataset are like this and skip the column pipeline.
 _ALREADY_CANONICAL = (r"^(?:https?|wss?|ftp)://(?:[a-z0-9_~]+(?:-[a-z0-9_~]+)*\.)*"
                       r"[a-z][a-z0-9_~]*(?:-[a-z0-9_~]+)*"
-                      r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/?]+)?$")
+                      r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|" + _CANONICAL_ESCAPE + r")*"
+                      r"(?:\?(?:[A-Za-z0-9\-._~!$&()*+,;=:@/?]|" + _CANONICAL_ESCAPE + r")+)?$")
 _DOT_SEGMENT = r"/\.\.?(?:[/?]|$)"
 
 

@@ -213,3 +213,15 @@ def test_controls_and_digits_read_alike_on_every_path(edges: list[str], inner: l
     assert canonical_hosts(values).to_list() == [url_host(v) for v in values]
     assert [t for t, r in zip(url_tails(values).to_list(), reference) if r is not None] == \
         [_canonical_tail(v) for v, r in zip(values, reference) if r is not None]
+
+
+def test_every_escape_reads_alike_on_the_fast_path_and_the_reference() -> None:
+    """URLs whose escapes are already canonical (``%20``, ``%2F``) skip the column pipeline;
+    every byte's escape, in either case, in a path and a query, gives the reference's form."""
+    cases = [template.format(f"{byte:{case}}")
+             for byte in range(256) for case in ("02X", "02x")
+             for template in ("https://a.example/p%{}q", "https://a.example/p?x=%{}",
+                              "https://a.example/%{}", "https://a.example/a/%{}/../b")]
+    cases += ["https://a.example/%2e%2E/x", "https://a.example/a/%2E%2E/b", "https://a.example/%",
+              "https://a.example/%G0", "https://a.example/%2"]
+    assert canonicalize_urls(cases).to_list() == [canonical_url(c) for c in cases]
