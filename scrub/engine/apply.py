@@ -85,7 +85,7 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
             ready = plan() if callable(plan) else plan
         executor.load(ready, column_overrides, key)
         state = JobState(output, _job_identity(ready, source, column_overrides))
-        state.prepare(force=force)
+        state.prepare(force=force, shards=[s.name for s in shards])
         write_sources(state.root, ready)
         done = {s.name: st for s in shards if (st := state.completed(s)) is not None}
         pending = [s for s in shards if s.name not in done]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from scrub.atomic import atomic_write_json
@@ -41,9 +42,15 @@ class JobState:
         #: Whether :meth:`prepare` removed the state an older scrub kept inside OUTPUT.
         self.replaced_legacy = False
 
-    def prepare(self, *, force: bool) -> None:
+    def prepare(self, *, force: bool, shards: Iterable[str] = ()) -> None:
         """Claim the output folder (and its companion) for this job, or refuse if they hold
-        something else."""
+        something else.
+
+        ``shards`` names this job's output shards. OUTPUT must end up holding those and no other
+        parquet file, since readers take every one as rows: shards an earlier job recorded (a
+        replaced job under ``--force``, or this job's shards whose input shard is gone) are
+        removed with their markers; a parquet file no scrub job recorded is refused, even with
+        ``--force``."""
         for folder in (self.output, self.root):
             if folder.exists() and not folder.is_dir():
                 raise UserInputError(f"{folder}: exists and is not a folder")
@@ -55,6 +62,7 @@ class JobState:
                     f"{self.output}: holds the output of an older scrub (its state inside it, "
                     f"in {LEGACY_STATE_DIR}/)",
                     hint="choose another OUTPUT, or pass --force to replace it")
+            self._remove_outputs(_recorded(legacy / "done"))
             shutil.rmtree(legacy)
             self.replaced_legacy = True
         if existing is not None and existing != self.job:
@@ -62,6 +70,7 @@ class JobState:
                 raise OutputConflictError(
                     f"{self.output}: holds the output of a different scrub job",
                     hint="choose another OUTPUT, or pass --force to replace it")
+            self._remove_outputs(_recorded(self.done_dir))
             shutil.rmtree(self.root)
         elif existing is None and any(self._holds_something(f) for f in (self.output, self.root)):
             if not force:
@@ -69,6 +78,20 @@ class JobState:
                 raise OutputConflictError(
                     f"{busy}: exists and is not empty",
                     hint="choose another OUTPUT, or pass --force to write into it")
+        wanted = set(shards)
+        if existing == self.job:  # a rerun: shards of input shards that are gone go too
+            gone = _recorded(self.done_dir) - wanted
+            self._remove_outputs(gone)
+            for name in gone:
+                (self.done_dir / f"{name}.json").unlink(missing_ok=True)
+        if self.output.is_dir():
+            strays = sorted(p.name for p in self.output.iterdir()
+                            if p.suffix.lower() == ".parquet" and p.name not in wanted)
+            if strays:
+                raise OutputConflictError(
+                    f"{self.output}: holds parquet files that are not this job's shards "
+                    f"({', '.join(strays[:3])}{', ...' if len(strays) > 3 else ''}); readers of "
+                    "OUTPUT would take them as rows", hint="remove them, or choose another OUTPUT")
         self.output.mkdir(parents=True, exist_ok=True)
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir)  # leftovers of an interrupted run
@@ -78,6 +101,15 @@ class JobState:
             raise OSError(exc.errno, exc.strerror, str(self.output)) from None
         self.done_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.root / "job.json", self.job)
+
+    def _remove_outputs(self, names: Iterable[str]) -> None:
+        """Remove output shards (and a webdataset shard's tar) that an earlier job recorded."""
+        for name in names:
+            if "/" in name or name.startswith("."):  # markers name plain files of OUTPUT only
+                continue
+            shard = self.output / name
+            shard.unlink(missing_ok=True)
+            shard.with_suffix(".tar").unlink(missing_ok=True)
 
     def _holds_something(self, folder: Path) -> bool:
         """Whether ``folder`` holds anything but the partial-file folder of a job killed
@@ -125,6 +157,13 @@ class JobState:
         """
         os.replace(tmp, self.output / shard.name)
         atomic_write_json(self.done_dir / f"{shard.name}.json", stats.to_json(), durable=False)
+
+
+def _recorded(done: Path) -> set[str]:
+    """The shard names a job's completion markers record."""
+    if not done.is_dir():
+        return set()
+    return {p.name[:-len(".json")] for p in done.iterdir() if p.name.endswith(".json")}
 
 
 def input_identity(shard: Shard) -> tuple[int, int]:

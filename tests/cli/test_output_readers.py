@@ -146,3 +146,54 @@ def test_the_demo_outputs_read_as_their_rows_in_every_reader(tmp_path: Path,
                                    str(work / "signing.pub")])
     assert verified.exit_code == 0, verified.output
 
+
+
+def _apply(source: Path, output: Path, lists: list[Path], *extra: str):
+    return runner.invoke(app, ["apply", str(source), str(output), "--workers", "1", "--quiet",
+                               *[a for p in lists for a in ("--hashlist", str(p))], *extra])
+
+
+def test_force_over_another_jobs_output_leaves_only_this_jobs_shards(
+        dataset_copy: Path, planted_values, tmp_path: Path, hf_offline: Path) -> None:
+    """--force onto the output of a job over more shards: the other job's shards go, so the
+    readers count this job's rows, not both jobs'."""
+    lists = write_planted_lists(tmp_path / "lists", planted_values)
+    output = tmp_path / "cleaned"
+    assert _apply(dataset_copy, output, lists).exit_code == 0
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted(dataset_copy.glob("*.parquet"))[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    assert _apply(one, output, lists).exit_code != 0  # another job: refused without --force
+    result = _apply(one, output, lists, "--force")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in output.glob("*.parquet")) == [first.name]
+    assert_reads_as_report(output, tmp_path / "hf-cache")
+
+
+def test_a_rerun_after_an_input_shard_was_renamed_drops_its_old_output(
+        dataset_copy: Path, planted_values, tmp_path: Path, hf_offline: Path) -> None:
+    lists = write_planted_lists(tmp_path / "lists", planted_values)
+    output = tmp_path / "cleaned"
+    assert _apply(dataset_copy, output, lists).exit_code == 0
+    last = sorted(dataset_copy.glob("*.parquet"))[-1]
+    last.rename(last.with_name("part-99999.parquet"))
+    result = _apply(dataset_copy, output, lists)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in output.glob("*.parquet")) == sorted(
+        p.name for p in dataset_copy.glob("*.parquet"))
+    assert_reads_as_report(output, tmp_path / "hf-cache")
+
+
+def test_parquet_files_no_job_wrote_are_refused_even_with_force(
+        sample_dataset: Path, planted_values, tmp_path: Path) -> None:
+    lists = write_planted_lists(tmp_path / "lists", planted_values)
+    output = tmp_path / "cleaned"
+    output.mkdir()
+    stray = sorted(sample_dataset.glob("*.parquet"))[0]
+    (output / "other.parquet").write_bytes(stray.read_bytes())
+    (output / "notes.txt").write_text("kept\n")
+    result = _apply(sample_dataset, output, lists, "--force")
+    assert result.exit_code == 2, result.output
+    assert "other.parquet" in result.stderr
+    assert sorted(p.name for p in output.iterdir()) == ["notes.txt", "other.parquet"]
