@@ -11,6 +11,7 @@ import importlib
 import inspect
 import os
 import sys
+import threading
 from collections.abc import Iterable
 
 import typer
@@ -116,6 +117,11 @@ def _exit(code: object) -> None:
     else:  # sys.exit("message"): printed, status 1, as the interpreter does
         print(code, file=sys.stderr)
         status = 1
+    # what the interpreter's own exit does first: join non-daemon threads (and the executors'
+    # workers registered with threading), then run the atexit functions
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
