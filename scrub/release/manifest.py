@@ -298,7 +298,8 @@ def verify_release_folder(root: Path, pubkey: Path, *, progress: bool = False
         except (ExternalSourceError, UserInputError) as exc:
             manifest, problems = None, [exc.message]
         checks.append(VariantCheck(folders, manifest, problems))
-    problems = []
+    # the private folders' problems come last: a missing or foreign variant explains them
+    problems, private = [], []
     known = {c.folders.rows.name for c in checks} | {c.folders.meta.name for c in checks}
     for entry in sorted(root.iterdir()):
         if entry.name in known:
@@ -306,7 +307,7 @@ def verify_release_folder(root: Path, pubkey: Path, *, progress: bool = False
         if entry.name in (STATE_DIR, PROBE_DIR) and entry.is_dir() and not entry.is_symlink():
             # the build's private state, beside the variants and never published: only the
             # files a build writes there
-            problems += _private_extras(entry, checks)
+            private += _private_extras(entry, checks)
             continue
         problems.append(f"{entry}: the staging folder of an unfinished build (rerun it to "
                         "finish)" if entry.name == STAGING else
@@ -321,7 +322,7 @@ def verify_release_folder(root: Path, pubkey: Path, *, progress: bool = False
     for name in sorted(named - {c.folders.name for c in checks}):
         problems.append(f"{root / name}: missing (the release's manifests name variant "
                         f"{name[:80]!r})")
-    return checks, problems
+    return checks, problems + private
 
 
 def _private_extras(folder: Path, checks: list[VariantCheck]) -> list[str]:
