@@ -135,28 +135,11 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"scrub-key-id\x00" + key).hexdigest()[:16]
 
 
-def encrypt_stream(key: bytes, purpose: str, source: BinaryIO, target: BinaryIO) -> None:
-    """Encrypt everything readable from ``source`` into ``target`` as authenticated frames."""
-    aead = AESGCM(key)
-    target.write(_MAGIC)
-    index = 0
-    block = source.read(_FRAME)
-    while True:
-        following = source.read(_FRAME) if block else b""
-        last = not following
-        nonce = os.urandom(12)
-        sealed = aead.encrypt(nonce, block, _aad(purpose, index, last))
-        target.write(struct.pack(">I", len(sealed)) + nonce + sealed)
-        if last:
-            return
-        block, index = following, index + 1
-
-
 class EncryptingWriter(io.RawIOBase):
     """A write-only file that encrypts what is written to it into ``target`` as frames.
 
-    Same format as :func:`encrypt_stream`, for producers that write (a parquet writer) rather
-    than being read from. Only one frame of plaintext is held at a time. ``close`` seals the last
+    For producers that write (a parquet writer); :func:`decrypt_frames` reads the frames back.
+    Only one frame of plaintext is held at a time. ``close`` seals the last
     frame; a writer that is not closed leaves a file that fails to decrypt (truncated).
     """
 
@@ -273,23 +256,6 @@ def load_signature(path: Path | str) -> bytes:
     if signature is None:
         raise ExternalSourceError(f"{path}: not an Ed25519 signature (64 bytes, raw or base64)")
     return signature
-
-
-def verify_signature(public_raw: bytes, data_path: Path, signature: bytes) -> None:
-    """Check a detached signature over a file's bytes; ExternalSourceError (exit 3) if bad."""
-    problem = weak_public_key(public_raw)
-    if problem:
-        raise ExternalSourceError(f"{data_path}: the registered signing key is refused: {problem}",
-                                  hint="register the source's real key with `scrub lists trust`")
-    key = Ed25519PublicKey.from_public_bytes(public_raw)
-    try:
-        with open_regular(data_path, "signed file") as handle:
-            body = handle.read()
-        key.verify(signature, body)
-    except InvalidSignature:
-        raise ExternalSourceError(f"{data_path}: the signature does not verify",
-                                  hint="the file or the signature was altered, or signed by "
-                                       "another key; nothing was stored") from None
 
 
 def signature_valid(public_raw: bytes, data: bytes, signature: bytes) -> bool:

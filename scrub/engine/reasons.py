@@ -19,7 +19,7 @@ class Reason(Enum):
     SAMPLE_KEY = ("sample_key", 8)
     CAPTION_TERM = ("caption_term", 9)
     NSFW = ("nsfw", 10)
-    WATERMARK = ("watermark", 11)
+    # bit 11 ("watermark") was never set by any rule and is retired: never reuse it
     GDPR_ERASURE = ("gdpr_erasure", 12)
     COPYRIGHT = ("copyright", 13)
     SAFETY = ("safety", 14)

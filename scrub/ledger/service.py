@@ -7,29 +7,37 @@ lock on PostgreSQL (``SELECT ... FOR UPDATE``), a write transaction on SQLite (`
 IMMEDIATE``). Every write needs the ledger key (:mod:`scrub.ledger.sealing`): identities and
 items are sealed to their request before they reach the database, and each event's hash is an
 HMAC under it. Events and exports never carry identities; events carry keyed item digests.
-Text that reaches a column is checked here first (length, control characters), so SQLite and
-PostgreSQL refuse the same input with the same message.
+Text that reaches a column is checked first (:mod:`scrub.ledger.specs`).
 """
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 
-import polars as pl
 from sqlalchemy import Engine, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from scrub.crypto import KeyFileError
-from scrub.errors import ExternalSourceError, ScrubError, UserInputError
 from scrub.ledger.audit import ENFORCED, Anchor, ChainReport, LedgerReport, audit, utc
 from scrub.ledger.db import require_current
-from scrub.ledger.models import ITEM_TYPES, KINDS, ChainHead, Event, Item, Request
+from scrub.ledger.models import ChainHead, Event, Item, Request
 from scrub.ledger.sealing import GENESIS, IdentitySeal, event_text
-from scrub.urls import url_series
+from scrub.ledger.specs import (
+    OPEN,
+    AppendOnlyError,
+    LedgerError,
+    LedgerIntegrityError,
+    RequestSpec,
+    RequestView,
+    TransitionError,
+    check_actor,
+    check_release,
+    check_request_ids,
+    check_text,
+    view_of,
+)
 
 __all__ = ["ENFORCED", "GENESIS", "OPEN", "TRANSITIONS", "Anchor", "AppendOnlyError",
            "ChainReport", "IdentitySeal", "Ledger", "LedgerError", "LedgerIntegrityError",
@@ -47,28 +55,6 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "close": (frozenset({"applied", "rejected"}), "closed"),
     "withdraw": (frozenset({"received", "verified", "scheduled"}), "withdrawn"),
 }
-OPEN = frozenset({"received", "verified", "scheduled"})
-#: The widest actor the events table holds, and the widest release id recorded.
-ACTOR_MAX = 200
-RELEASE_MAX = 200
-#: Request ids are SQL INTEGERs.
-ID_MAX = 2**31 - 1
-
-
-class LedgerError(UserInputError):
-    """A request or an action on it is not valid (exit 2)."""
-
-
-class TransitionError(LedgerError):
-    """The action is not allowed from the request's current state."""
-
-
-class LedgerIntegrityError(ExternalSourceError):
-    """The ledger fails verification where a caller needs its items (exit 3)."""
-
-
-class AppendOnlyError(ScrubError):
-    """Something tried to change or delete a recorded event."""
 
 
 @event.listens_for(Event, "before_update")
@@ -86,218 +72,6 @@ def _no_bulk_event_change(state) -> None:  # type: ignore[no-untyped-def]
     if (state.is_update or state.is_delete) and any(
             getattr(m, "class_", None) is Event for m in state.all_mappers):
         raise AppendOnlyError("events are append-only: no bulk update or delete of events")
-
-
-# --------------------------------------------------------------------------- input limits
-
-
-def check_text(text: str, what: str) -> None:
-    """Free text for a column or an event: no NUL or other control character but tab and
-    newlines (PostgreSQL refuses NUL in text; SQLite would keep it)."""
-    bad = [c for c in text if (c < " " and c not in "\t\n\r") or c == "\x7f"]
-    if bad:
-        raise LedgerError(f"{what} holds a control character (U+{ord(bad[0]):04X})",
-                          hint="remove it; tabs and line breaks are allowed")
-
-
-def check_actor(actor: str) -> str:
-    """The actor events record: 1 to 200 printable characters."""
-    if not isinstance(actor, str) or not actor.strip():
-        raise LedgerError("--actor is empty", hint="name who acts (or set SCRUB_ACTOR)")
-    if len(actor) > ACTOR_MAX:
-        raise LedgerError(f"--actor is {len(actor)} characters long; at most {ACTOR_MAX}")
-    if not actor.isprintable():
-        raise LedgerError("--actor holds a control or other non-printable character")
-    return actor
-
-
-def check_release(release: str) -> str:
-    """A release id to record: 1 to 200 printable characters."""
-    if not release.strip() or len(release) > RELEASE_MAX or not release.isprintable():
-        raise LedgerError(f"--release must be 1 to {RELEASE_MAX} printable characters "
-                          f"(got {len(release)} character(s))")
-    return release
-
-
-def check_request_ids(request_ids: Sequence[int]) -> None:
-    for request_id in request_ids:
-        if not 1 <= request_id <= ID_MAX:
-            raise LedgerError(f"no request {request_id} in the ledger (ids run from 1 to "
-                              f"{ID_MAX})", hint="list them with `scrub requests ls`")
-
-
-# --------------------------------------------------------------------------- request specs
-
-
-@dataclass
-class RequestSpec:
-    """A validated request to add: canonical item values, no identity in clear outside
-    ``name``/``email`` (which are sealed before storage)."""
-
-    kind: str
-    received_at: dt.datetime
-    name: str
-    email: str
-    items: list[tuple[str, str]]
-    notes: str | None = None
-
-    @classmethod
-    def parse(cls, record: object, *, where: str) -> RequestSpec:
-        """From the JSON shape of ``scrub requests add --file``; errors name ``where`` and the
-        field, never a value."""
-        return cls.parse_many([(record, where)])[0]
-
-    @classmethod
-    def parse_many(cls, records: Sequence[tuple[object, str]]) -> list[RequestSpec]:
-        """Many records (each with where it came from, for errors). Item values are put in
-        canonical form a column per item type at once, so a batch of a million items parses
-        in seconds; the first invalid one is named (record, item index, reason)."""
-        heads: list[tuple[str, dt.datetime, str, str, str | None]] = []
-        types: list[str] = []
-        values: list[str] = []
-        offsets = [0]
-        for record, where in records:
-            heads.append(_request_fields(record, where))
-            for i, item in enumerate(record["items"]):  # type: ignore[index]
-                if type(item) is dict:  # the common, well-formed case without calls
-                    type_name, value = item.get("type"), item.get("value")
-                    if (type(type_name) is str and type(value) is str and value.strip()
-                            and type_name in _ITEM_TYPES):
-                        types.append(type_name)
-                        values.append(value)
-                        continue
-                type_name, value = _raw_item(item, f"{where}: items[{i}]")
-                types.append(type_name)
-                values.append(value)
-            offsets.append(len(types))
-        # a value UTF-8 cannot encode (a lone surrogate) is null here, then named below
-        canonical = canonical_items(pl.Series(types, dtype=pl.String), url_series(values))
-        missing = canonical.is_null()
-        if missing.any():
-            position = int(missing.arg_true()[0])
-            n = bisect.bisect_right(offsets, position) - 1
-            where = f"{records[n][1]}: items[{position - offsets[n]}]"
-            normalize_item({"type": types[position], "value": values[position]}, where)
-            raise LedgerError(f"{where}: not a valid {types[position]} item")
-        texts = canonical.to_list()
-        return [cls(kind, received, name, email,
-                    list(dict.fromkeys(zip(types[a:b], texts[a:b]))), notes)
-                for (kind, received, name, email, notes), a, b
-                in zip(heads, offsets, offsets[1:])]
-
-
-def _request_fields(record: object, where: str
-                    ) -> tuple[str, dt.datetime, str, str, str | None]:
-    """kind, received_at, name, email and notes of a record, checked; its items are a
-    non-empty list."""
-    if not isinstance(record, dict):
-        raise LedgerError(f"{where}: expected a JSON object")
-    kind = _field(record, "kind", str, where)
-    if kind not in KINDS:
-        raise LedgerError(f"{where}: field 'kind' must be one of {', '.join(KINDS)}")
-    received = _parse_time(_field(record, "received_at", str, where), f"{where}: field "
-                           "'received_at'")
-    requester = _field(record, "requester", dict, where)
-    name = _field(requester, "name", str, f"{where}: requester")
-    email = _field(requester, "email", str, f"{where}: requester")
-    if "@" not in email or len(email) > 320:
-        raise LedgerError(f"{where}: field 'requester.email' is not an email address")
-    if not _field(record, "items", list, where):
-        raise LedgerError(f"{where}: field 'items' is empty (a request names what to remove)")
-    notes = record.get("notes")
-    if notes is not None:
-        if not isinstance(notes, str):
-            raise LedgerError(f"{where}: field 'notes' must be text")
-        check_text(notes, f"{where}: field 'notes'")
-    return kind, received, name.strip(), email.strip(), notes
-
-
-_ITEM_TYPES = frozenset(ITEM_TYPES)
-
-
-def _raw_item(item: object, where: str) -> tuple[str, str]:
-    if not isinstance(item, dict):
-        raise LedgerError(f"{where}: expected an object with 'type' and 'value'")
-    type_name = _field(item, "type", str, where)
-    value = _field(item, "value", str, where)
-    if type_name not in ITEM_TYPES:
-        raise LedgerError(f"{where}: unknown item type; choose from {', '.join(ITEM_TYPES)}",
-                          hint="an item is TYPE then VALUE (e.g. url=https://...), in that "
-                          "order")
-    return type_name, value
-
-
-def canonical_items(types: pl.Series, values: pl.Series) -> pl.Series:
-    """Canonical text of each item value by its type (null where invalid), a column per
-    type at once."""
-    from scrub.lists.types import get_type
-
-    out = pl.Series("canonical", [None] * len(values), dtype=pl.String)
-    for type_name in types.unique().to_list():
-        rows = (types == type_name).arg_true()
-        out = out.scatter(rows, get_type(type_name).canonical_text_column(values.gather(rows)))
-    return out
-
-
-def normalize_item(item: object, where: str) -> tuple[str, str]:
-    """(type, canonical value) of one item, or :class:`LedgerError` naming it."""
-    from scrub.lists.types import get_type
-
-    type_name, value = _raw_item(item, where)
-    try:
-        canonical = get_type(type_name).normalize(value)
-    except ValueError as exc:  # a codec's message quotes the text: say what is wrong instead
-        reason = "not UTF-8 text" if isinstance(exc, UnicodeError) else exc
-        raise LedgerError(f"{where}: not a valid {type_name} item ({reason})") from None
-    return type_name, str(canonical)
-
-
-def _field(record: dict, name: str, kind: type, where: str):  # type: ignore[no-untyped-def]
-    if name not in record or record[name] is None:
-        raise LedgerError(f"{where}: missing field '{name}'")
-    value = record[name]
-    if not isinstance(value, kind) or (kind is str and not value.strip()):
-        expected = {str: "non-empty text", dict: "an object", list: "a list"}[kind]
-        raise LedgerError(f"{where}: field '{name}' must be {expected}")
-    return value
-
-
-def _parse_time(text: str, where: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise LedgerError(f"{where} is not an ISO 8601 time (e.g. 2026-11-01T10:00:00Z)") \
-            from None
-    if value.tzinfo is None:
-        raise LedgerError(f"{where} has no time zone (end it with Z or +00:00)")
-    value = value.astimezone(dt.timezone.utc)
-    if not 1970 <= value.year <= 9000:  # a deadline 90 days on must still be a date
-        raise LedgerError(f"{where} is out of range (years 1970 to 9000)")
-    return value
-
-
-
-# --------------------------------------------------------------------------- views
-
-
-@dataclass
-class RequestView:
-    """What ``show`` and ``--json`` print: state, dates, item types; item values and the
-    identity only when asked for (with the key). A sealed value is shown as None."""
-
-    id: int
-    kind: str
-    status: str
-    received_at: str
-    due_at: str
-    overdue: bool
-    extension_reason: str | None
-    notes: str | None
-    duplicate_of: int | None
-    releases: list[str]
-    items: list[dict[str, str | None]]
-    requester: dict[str, str] | None = None
-    history: list[dict[str, object]] = field(default_factory=list)
 
 
 _CHUNK = 50_000
@@ -473,7 +247,7 @@ class Ledger:
                 raise KeyFileError(f"request {request_id} was sealed with key {request.key_id}, "
                                    f"not with this key ({seal.key_id})",
                                    hint="pass the ledger's key with --key-file")
-            view = self._view(request, now or dt.datetime.now(dt.timezone.utc),
+            view = view_of(request, now or dt.datetime.now(dt.timezone.utc),
                               seal if items else None)
             if identity:
                 view.requester = seal.open(request.identity, request.key_id,  # type: ignore
@@ -497,7 +271,7 @@ class Ledger:
         if overdue:
             query = query.where(Request.status.in_(OPEN), Request.due_at < now)
         with Session(self.engine) as session:
-            return [self._view(r, now, None) for r in session.scalars(query)]
+            return [view_of(r, now, None) for r in session.scalars(query)]
 
     def enforced_items(self) -> Iterator[tuple[int, str, str, str]]:
         """(request id, kind, item type, value) of every request releases must honour, as
@@ -715,24 +489,3 @@ class Ledger:
             raise LedgerError(f"no request {request_id} in the ledger",
                               hint="list them with `scrub requests ls`")
         return request
-
-    @staticmethod
-    def _view(request: Request, now: dt.datetime, seal: IdentitySeal | None) -> RequestView:
-        items: list[dict[str, str | None]] = []
-        for item in request.items:
-            value = None
-            if seal is not None:
-                value = seal.open_item(item.sealed, request.id, item.type)
-                if value is None:
-                    raise LedgerIntegrityError(
-                        f"request {request.id}: item {item.id} does not open for it (altered, "
-                        "or moved from another request)", hint="run `scrub ledger verify`")
-            items.append({"type": item.type, "value": value})
-        return RequestView(
-            id=request.id, kind=request.kind, status=request.status,
-            received_at=utc(request.received_at).isoformat(),
-            due_at=utc(request.due_at).isoformat(),
-            overdue=request.status in OPEN and utc(request.due_at) < now,
-            extension_reason=request.extension_reason, notes=request.notes,
-            duplicate_of=request.duplicate_of, releases=json.loads(request.releases or "[]"),
-            items=items)

@@ -76,7 +76,8 @@ def test_domain_columns_decided_by_the_suffix_rules_agree_with_tldextract() -> N
     import random
 
     from scrub.lists.types import Domain
-    from scrub.urls import _psl_rules, plainly_registrable
+    from scrub.urls import plainly_registrable
+    from scrub.urls._domains import _psl_rules
 
     exact, wild, exceptions = _psl_rules()
     rng = random.Random(3)
