@@ -13,9 +13,7 @@ from scrub.cli.errors import handle_errors
 from scrub.cli.render import render_apply_summary
 from scrub.crypto import load_key, resolve_key_file
 from scrub.dataset import parse_role_overrides
-from scrub.errors import UserInputError
-from scrub.lists.hashlist import ListFormat, check_list_file, parse_list_argument
-from scrub.lists.store import ListStore
+from scrub.lists.hashlist import ListFormat, parse_list_argument
 from scrub.lists.types import registered_types
 
 
@@ -80,60 +78,24 @@ def apply_command(
 ) -> None:
     """Remove every row matching the given lists; write the rest to OUTPUT (its shards only)
     and the report beside it, to OUTPUT.scrub/apply-report.json."""
-    if not hashlist and not stored and not ledger and punsafe_above is None:
-        raise UserInputError("nothing to apply: give at least one --hashlist FILE, --list NAME, "
-                             "--ledger or --punsafe-above T")
-    given = [parse_list_argument(text) for text in hashlist]
-    for argument in given:  # before any reader opens it: a FIFO would block forever
-        check_list_file(argument.path)
-    from scrub.engine.distributed import check_engine
+    from scrub.apply import ApplyRequest, apply, plan_builder
+    from scrub.engine.plan import MatchOptions
+    from scrub.runtime import check_engine
 
+    request = ApplyRequest(
+        files=[parse_list_argument(text) for text in hashlist], stored=stored, store=store,
+        type_name=type_, fmt=list_format, site=site,
+        options=MatchOptions(pdq_radius, phash_radius, pdq_quality_floor), ledger=ledger,
+        db_url=db_url, punsafe_above=punsafe_above, scores=scores, trust_score=trust_score)
+    request.check()
     check_engine(engine, address)
-    trusted = trust_score or ("rescored" if scores else "stored")
-    if trusted not in ("stored", "rescored"):
-        raise UserInputError(f"--trust-score {trusted!r}: choose stored or rescored")
-    if trusted == "rescored" and scores is None:
-        raise UserInputError("--trust-score rescored needs --scores DIR")
-    if scores is not None and not scores.is_dir():
-        raise UserInputError(f"--scores {scores}: no such folder")
-    from scrub.engine.apply import apply as run_apply
-    from scrub.engine.plan import MatchOptions, add_ledger_rules, plan_for_apply
-    from scrub.engine.reasons import Reason
-    from scrub.engine.rules import ScoreRule, Source
-    from scrub.engine.scores import RESCORED
-
+    build_plan = plan_builder(request)
     overrides = parse_role_overrides(column)
     key_path = resolve_key_file(key_file)
-    key = load_key(key_path) if key_path else None
-
-    def build_plan():  # type: ignore[no-untyped-def]
-        # Every list is read and validated before OUTPUT is touched: a bad list writes nothing.
-        options = MatchOptions(pdq_radius, phash_radius, pdq_quality_floor)
-        plan = plan_for_apply([a.path for a in given], stored,
-                              store=ListStore(store) if store else None,
-                              key=key, type_name=type_, fmt=list_format, site=site,
-                              options=options, file_types=[a.type_name for a in given])
-        if ledger:
-            from scrub.ledger.db import make_engine
-            from scrub.ledger.service import IdentitySeal, Ledger
-
-            # the key opens the requests' items and authenticates the ledger's history
-            book = Ledger(make_engine(db_url), seal=IdentitySeal(key) if key else None)
-            add_ledger_rules(plan, book.enforced_items(), watermark=book.watermark(),
-                             options=options)
-        if scores is not None:
-            plan.scores[RESCORED] = str(scores.resolve())
-        if punsafe_above is not None:
-            role = RESCORED if trusted == "rescored" else "punsafe"
-            source = Source(id=len(plan.sources), label=f"punsafe > {punsafe_above} ({trusted})",
-                            kind="policy", digest="", sensitive=False, name="punsafe")
-            plan.sources.append(source)
-            plan.rules.append(ScoreRule(role, punsafe_above, Reason.NSFW, source))
-        return plan
-
-    result = run_apply(build_plan, input, output, workers=workers, force=force,
-                       column_overrides=overrides, progress=not quiet, key=key,
-                       engine=engine, address=address)
+    request.key = load_key(key_path) if key_path else None
+    result = apply(build_plan, input, output, workers=workers, force=force,
+                   column_overrides=overrides, progress=not quiet, key=request.key,
+                   engine=engine, address=address)
     withheld = result.report["decision_records"].get("withheld", 0)
     if withheld and not quiet:
         typer.echo(f"scrub: note: decision records of {withheld} shard(s) were not kept: "

@@ -10,7 +10,7 @@ import typer
 
 from scrub.cli.errors import handle_errors
 from scrub.crypto import load_key, resolve_key_file
-from scrub.engine.checkpoint import LEGACY_STATE_DIR
+from scrub.runtime import LEGACY_STATE_DIR
 from scrub.engine.decisions import describe_records, read_decisions
 from scrub.layout import companion, companion_of
 

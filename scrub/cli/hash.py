@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from scrub.cli import options
 from scrub.cli.errors import handle_errors
 from scrub.errors import UserInputError
 from scrub.images.hashing import DEFAULT_MAX_PIXELS, HASH_TYPES, parse_types
@@ -29,16 +30,22 @@ def hash_command(
                                         "content hashes are still computed."),
     force: bool = typer.Option(False, "--force", help="Write into an OUTPUT that holds "
                                                       "something else."),
+    engine: str = options.ENGINE,
+    address: Optional[str] = options.ADDRESS,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
     """Hash every image once decoded: md5/sha1/sha256 of the bytes, PDQ/pHash/dHash of pixels."""
+    from scrub.runtime import check_engine
+
     try:
         chosen = parse_types(types)
     except ValueError as exc:
         raise UserInputError(f"--types {types!r}: {exc}") from None
+    check_engine(engine, address)
     report = hash_dataset(input, output, chosen, dihedral=dihedral, workers=workers,
-                          max_pixels=max_pixels, force=force, progress=not quiet)
+                          max_pixels=max_pixels, force=force, progress=not quiet,
+                          engine=engine, address=address)
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     elif not quiet:

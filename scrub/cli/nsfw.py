@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -17,40 +16,14 @@ from scrub.errors import UserInputError
 nsfw_app = typer.Typer(help="NSFW rescoring with LAION's CLIP-based head (extra `nsfw`).",
                        no_args_is_help=True)
 
-#: Settings a --model-config TOML file may hold (flags given on the command line win).
-CONFIG_KEYS = {"head", "arch", "sha256", "clip", "clip_arch", "device", "batch_size",
-               "embedding_column", "workers", "write_embeddings"}
 
-
-def _torch():  # type: ignore[no-untyped-def]
+def _torch() -> None:
+    """Refuse early, with the extra to install, when torch is missing."""
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
         raise UserInputError("NSFW rescoring needs torch", hint="pip install 'scrub[nsfw]'") \
             from None
-    return torch
-
-
-def _config(path: Path | None) -> dict[str, object]:
-    if path is None:
-        return {}
-    try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot read ({exc.strerror})") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UserInputError(f"{path}: not valid TOML ({exc})") from None
-    section = config.get("nsfw", config)
-    unknown = sorted(set(section) - CONFIG_KEYS)
-    if unknown:
-        raise UserInputError(f"{path}: unknown setting(s) {', '.join(unknown)}",
-                             hint=f"settings: {', '.join(sorted(CONFIG_KEYS))}")
-    # paths in the file are relative to the file
-    for name in ("head", "clip", "clip_arch"):
-        value = section.get(name)
-        if value is not None and (name != "clip_arch" or str(value).endswith(".json")):
-            section[name] = str((path.parent / str(value)).resolve())
-    return section
 
 
 @nsfw_app.command("rescore")
@@ -92,54 +65,26 @@ def rescore_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
     """Score every row's embedding with the NSFW head; write punsafe per shard."""
-    torch = _torch()
-    from scrub.engine.distributed import check_engine
-    from scrub.nsfw.head import load_head
-    from scrub.nsfw.rescore import rescore, resolve_device
+    _torch()
+    from scrub.nsfw.settings import merge_settings, read_config, rescore_with
+    from scrub.runtime import check_engine
 
     check_engine(engine, address)
-    config = _config(model_config)
     flags = {"head": head, "arch": arch, "sha256": sha256, "clip": clip, "device": device,
              "batch_size": batch_size, "embedding_column": embedding_column,
              "clip_arch": clip_arch, "workers": workers,
              "write_embeddings": write_embeddings or None}
-    settings = {**config, **{k: v for k, v in flags.items() if v is not None}}
-    if settings.get("head") is None:
-        raise UserInputError("missing --head WEIGHTS.safetensors (or head = ... in "
-                             "--model-config)")
-    requested = str(settings.get("device", "auto"))
-    if engine == "ray" and requested in ("auto", "cuda"):
-        # the cluster's actors hold the GPUs, not necessarily this driver
-        chosen = torch.device("cuda" if requested == "cuda" else "cpu")
-    else:
-        chosen = resolve_device(requested)
-    loaded = load_head(Path(str(settings["head"])), arch=settings.get("arch"),  # type: ignore
-                       sha256=settings.get("sha256"))  # type: ignore[arg-type]
-    size = int(settings.get("batch_size", 65_536))  # type: ignore[call-overload]
-    if settings.get("clip") is not None:
-        from scrub.nsfw.images import rescore_images
-
-        report = rescore_images(
-            input, output, loaded, Path(str(settings["clip"])), device=chosen,
-            batch_size=int(settings.get("batch_size", 256)),  # type: ignore[call-overload]
-            clip_arch=str(settings.get("clip_arch", "ViT-L-14")),
-            workers=settings.get("workers"),  # type: ignore[arg-type]
-            write_embeddings=bool(settings.get("write_embeddings", False)),
-            progress=not quiet, engine=engine, address=address,
-            auto_device=requested == "auto")
-    else:
-        report = rescore(input, output, loaded, device=chosen, batch_size=size,
-                         embedding_column=settings.get("embedding_column"),  # type: ignore
-                         progress=not quiet, engine=engine, address=address,
-                         workers=settings.get("workers") or None,  # type: ignore[arg-type]
-                         auto_device=str(settings.get("device", "auto")) == "auto")
+    settings = merge_settings(read_config(model_config), flags)
+    result = rescore_with(input, output, settings, engine=engine, address=address,
+                          progress=not quiet)
+    report = result.report
     if as_json:
-        typer.echo(json.dumps({**asdict(report), "model": loaded.model_id,
-                               "device": str(chosen)}, indent=2, sort_keys=True))
+        typer.echo(json.dumps({**asdict(report), "model": result.model_id,
+                               "device": result.device}, indent=2, sort_keys=True))
     elif not quiet:
         statuses = "".join(f", {k} {v:,}" for k, v in report.statuses.items())
         typer.echo(f"scored {report.scored:,} of {report.rows:,} rows in {report.shards} "
-                   f"shard(s) on {chosen} ({report.skipped} already done{statuses}) "
+                   f"shard(s) on {result.device} ({report.skipped} already done{statuses}) "
                    f"into {output}")
 
 

@@ -12,6 +12,7 @@ boundaries, perceptual index entries within the radius.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -24,6 +25,7 @@ from scrub.engine.rules import (
     ExactKeyRule,
     PerceptualRule,
     PrefixRule,
+    ProbeBounds,
     Rule,
     Source,
 )
@@ -229,6 +231,20 @@ class AttributedRule(Rule):
             return inner.term_pairs(pl.Series(view.column("caption")).cast(pl.String)
                                     .gather(rows))
         raise TypeError(f"no attribution for {type(inner).__name__}")
+
+    def probe_bounds(self) -> ProbeBounds:
+        """Exact URLs: rows on their hosts, whose URL ends with one of their segments; other
+        item types: the inner rule's bounds."""
+        if self.url_hosts is not None:
+            digests, valid = text_digest_keys(self.url_hosts)
+            return ProbeBounds(digests[valid], self.url_segments)
+        return ProbeBounds(self.inner.probe_bounds().host_digests, self.url_segments)
+
+    def prefiltered(self) -> AttributedRule:
+        """A copy that skips working out every row's host (see ``prefilter``)."""
+        rule = copy.copy(self)
+        rule.prefilter = True
+        return rule
 
     def describe(self) -> dict[str, object]:
         return {**self.inner.describe(), "source": self.source.label,

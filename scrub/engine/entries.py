@@ -190,7 +190,8 @@ class PrefixEntries(TextEntries):
         while live.any():  # walk up the chains, all rows at once (depth = nesting of prefixes)
             which = np.flatnonzero(live)
             candidate = self.texts.gather(at[which])
-            starts = urls.gather(which).str.starts_with(candidate).fill_null(False).to_numpy()
+            starts = (urls.gather(which).str.starts_with(pl.lit(candidate))
+                      .fill_null(False).to_numpy())
             found.append(at[which[starts]])
             at[which] = self.parent[at[which]]
             live = at >= 0
@@ -216,8 +217,10 @@ class RemovalEntries(RuleEntries):
         self.rule = rule
         self.parts = {name: values.unique().sort() for name, values in
                       sorted(rule.digests.items())}
+        # One more running total than parts (the last is the sum): zip drops it.
         self.offsets = dict(zip(self.parts, np.cumsum([0] + [len(v) for v in
-                                                              self.parts.values()]).tolist()))
+                                                              self.parts.values()]).tolist(),
+                                strict=False))
         super().__init__(sum(len(v) for v in self.parts.values()))
 
     def material(self) -> Iterable[bytes]:
@@ -256,16 +259,16 @@ def entries_of(rule: Rule | AllowRule) -> RuleEntries | None:
     if rule in _CACHE:
         return _CACHE[rule]
     entries: RuleEntries | None = None
-    if type(rule) in (ExactKeyRule, AllowRule):
-        entries = KeySetEntries(rule)  # type: ignore[arg-type]
+    if type(rule) is ExactKeyRule or type(rule) is AllowRule:
+        entries = KeySetEntries(rule)
     elif type(rule) is PerceptualRule:
-        entries = PerceptualEntries(rule)  # type: ignore[arg-type]
+        entries = PerceptualEntries(rule)
     elif type(rule) is PrefixRule:
-        entries = PrefixEntries(rule)  # type: ignore[arg-type]
+        entries = PrefixEntries(rule)
     elif type(rule) is CaptionTermRule:
-        entries = CaptionEntries(rule)  # type: ignore[arg-type]
+        entries = CaptionEntries(rule)
     elif type(rule) is KeyedRemovalRule:
-        entries = RemovalEntries(rule)  # type: ignore[arg-type]
+        entries = RemovalEntries(rule)
     _CACHE[rule] = entries
     return entries
 

@@ -30,13 +30,12 @@ from scrub.dataset import (
     keep_rows,
     open_shard,
 )
-from scrub.engine.checkpoint import input_identity
 from scrub.engine.entries import entries_of
 from scrub.engine.kernel import Decisions, decide
 from scrub.engine.plan import MatchPlan
 from scrub.engine.reasons import Reason
 from scrub.engine.scores import scored_roles, shard_scores, with_scores
-from scrub.engine.stats import ShardStats
+from scrub.engine.stats import ShardStats, input_identity
 from scrub.errors import InvalidDatasetError, StorageError, brief, from_os_error
 from scrub.keys import hex_to_keys
 

@@ -18,6 +18,7 @@ disk (numba's cache is pickle-based), so each process compiles once, on first us
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -118,8 +119,9 @@ def brute_force(keys: np.ndarray, queries: np.ndarray, radius: int) -> Matches:
                    np.concatenate(d_all).astype(np.int64))
 
 
-def _search_py(offsets, ids, near, codes, words, subs, valid, masks,  # type: ignore[no-untyped-def]
-            radius):
+def _search_py(offsets: np.ndarray, ids: np.ndarray, near: np.ndarray, codes: np.ndarray,
+               words: np.ndarray, subs: np.ndarray, valid: np.ndarray, masks: np.ndarray,
+               radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = codes.shape[0]
     width = codes.shape[1]
     head = near.shape[2]
@@ -140,7 +142,7 @@ def _search_py(offsets, ids, near, codes, words, subs, valid, masks,  # type: ig
                 start = offsets[t, value]
                 stop = offsets[t, value + 1]
                 for k in range(start, stop):
-                    distance = 0
+                    distance: int | np.int64 = 0  # numba types it int64 throughout
                     for w in range(head):
                         distance += _popcount(near[t, k, w] ^ words[qi, w])
                     if distance > radius:
@@ -168,7 +170,7 @@ def _search_py(offsets, ids, near, codes, words, subs, valid, masks,  # type: ig
     return out_q[:found], out_e[:found], out_d[:found]
 
 
-def _popcount_py(x):  # type: ignore[no-untyped-def]
+def _popcount_py(x: np.uint64) -> np.int64:
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
     x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
@@ -176,10 +178,10 @@ def _popcount_py(x):  # type: ignore[no-untyped-def]
 
 
 _popcount = _popcount_py
-_SEARCH = None
+_SEARCH: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
 
-def _compiled():  # type: ignore[no-untyped-def]
+def _compiled() -> Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The numba-compiled search, built on first use (importing numba costs ~0.1 s)."""
     global _SEARCH, _popcount
     if _SEARCH is None:

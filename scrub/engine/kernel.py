@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from scrub.dataset import ColumnRoles, check_role_types
 from scrub.engine.plan import MatchPlan
-from scrub.engine.rules import BatchView
+from scrub.engine.rules import BatchView, Rule
 
 
 @dataclass
@@ -114,36 +114,64 @@ def decide(plan: MatchPlan, batch: pa.RecordBatch | pa.Table, roles: ColumnRoles
         if not hit.any():
             continue
         hits[rule_index] = hit
-        for index, allow in enumerate(plan.allow):
-            if not allow.covers(rule):
-                continue
-            if index not in allowed:
-                allowed[index] = allow.match(view)
-            cleared = hit & allowed[index]
-            if cleared.any():
-                kept[index] = cleared | kept[index] if index in kept else cleared
-                suppressed[rule.source.id] = (suppressed.get(rule.source.id, 0)
-                                              + int(cleared.sum()))
-                hit = hit & ~cleared
+        hit = _clear_allowed(plan, view, rule, hit, allowed=allowed, kept=kept,
+                             suppressed=suppressed)
         if not hit.any():
             continue
-        found = view.distances.pop(id(rule), None)
-        if found is not None:
-            if distance is None:
-                distance = np.full(batch.num_rows, -1, dtype=np.int16)
-            rows, values = found
-            keep = hit[rows]
-            rows, values = rows[keep], values[keep]
-            current = distance[rows]
-            distance[rows] = np.where((current < 0) | (values < current), values, current)
-        for source_id, mask in rule.attribute(view, hit).items():
-            bit = np.uint32(rule.reason_of(source_id).mask)
-            reasons[mask] |= bit
-            for members, into in zip(groups, group_reasons):
-                if source_id in members:
-                    into[mask] |= bit
-            seen = sources.get(source_id)
-            sources[source_id] = mask if seen is None else (seen | mask)
+        distance = _nearest(distance, view.distances.pop(id(rule), None), hit, batch.num_rows)
+        _attribute(rule, view, hit, reasons, sources, groups, group_reasons)
     return Decisions(reasons=reasons, sources=sources, unmatchable=view.unmatchable,
                      suppressed=suppressed, distance=distance, group_reasons=group_reasons,
                      hits=hits, cleared=kept, view=view)
+
+
+def _clear_allowed(plan: MatchPlan, view: BatchView, rule: Rule, hit: np.ndarray, *,
+                   allowed: dict[int, np.ndarray], kept: dict[int, np.ndarray],
+                   suppressed: dict[int, int]) -> np.ndarray:
+    """``hit`` less the rows an allow rule covering ``rule`` keeps; records those rows in
+    ``kept`` (per allow rule) and their count in ``suppressed`` (per source). ``allowed``
+    caches each allow rule's match over the batch."""
+    for index, allow in enumerate(plan.allow):
+        if not allow.covers(rule):
+            continue
+        if index not in allowed:
+            allowed[index] = allow.match(view)
+        cleared = hit & allowed[index]
+        if cleared.any():
+            kept[index] = cleared | kept[index] if index in kept else cleared
+            suppressed[rule.source.id] = (suppressed.get(rule.source.id, 0)
+                                          + int(cleared.sum()))
+            hit = hit & ~cleared
+    return hit
+
+
+def _nearest(distance: np.ndarray | None, found: tuple[np.ndarray, np.ndarray] | None,
+             hit: np.ndarray, num_rows: int) -> np.ndarray | None:
+    """``distance`` (per row, -1 for none) lowered to the distances ``found`` (rows, values)
+    by a perceptual rule on the rows it still drops (``hit``)."""
+    if found is None:
+        return distance
+    if distance is None:
+        distance = np.full(num_rows, -1, dtype=np.int16)
+    rows, values = found
+    keep = hit[rows]
+    rows, values = rows[keep], values[keep]
+    current = distance[rows]
+    distance[rows] = np.where((current < 0) | (values < current), values, current)
+    return distance
+
+
+def _attribute(rule: Rule, view: BatchView, hit: np.ndarray, reasons: np.ndarray,
+               sources: dict[int, np.ndarray], groups: Sequence[frozenset[int]],
+               group_reasons: list[np.ndarray]) -> None:
+    """Set the reason bits of the sources of ``rule`` that matched the rows of ``hit``, in
+    ``reasons`` and in the reasons of each group holding the source; add the rows to
+    ``sources``."""
+    for source_id, mask in rule.attribute(view, hit).items():
+        bit = np.uint32(rule.reason_of(source_id).mask)
+        reasons[mask] |= bit
+        for members, into in zip(groups, group_reasons, strict=True):
+            if source_id in members:
+                into[mask] |= bit
+        seen = sources.get(source_id)
+        sources[source_id] = mask if seen is None else (seen | mask)

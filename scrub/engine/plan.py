@@ -239,7 +239,7 @@ def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListSto
     # announced early, so workers prepare while the big lists are parsed. The plan keeps the
     # order given.
     from scrub.atomic import file_sha256
-    from scrub.release.manifest import removal_keys, removal_sets
+    from scrub.engine.removals import removal_keys, removal_sets
 
     typed = list(zip(files, file_types or [None] * len(files)))
     removal_lists = [(f, key) for f in files if (key := removal_keys(Path(f))) is not None]

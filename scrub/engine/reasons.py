@@ -39,6 +39,6 @@ class Reason(Enum):
         return 1 << self.bit
 
     @classmethod
-    def from_mask(cls, mask: int) -> list["Reason"]:
+    def from_mask(cls, mask: int) -> list[Reason]:
         """The reasons whose bits are set in ``mask``."""
         return [r for r in cls if mask & r.mask]

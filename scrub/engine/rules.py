@@ -224,6 +224,17 @@ def _url_digest(urls: pa.Array | pa.ChunkedArray, digest: str) -> pa.Array:
     return frame.select(hashed).to_series().to_arrow()
 
 
+@dataclass(frozen=True)
+class ProbeBounds:
+    """What bounds a rule's matches, for the probe sets of incremental release rebuilds:
+    ``host_digests``, SHA-256 digests (n, 32) of the hosts and domains outside which it matches
+    no row; ``url_segments``, the last path segments of the canonical URLs it matches (only
+    rows whose URL ends with one can match). None: not bounded that way."""
+
+    host_digests: np.ndarray | None = None
+    url_segments: pl.Series | None = None
+
+
 class Rule(ABC):
     """A match with a reason and a source."""
 
@@ -257,6 +268,16 @@ class Rule(ABC):
     def reason_of(self, source_id: int) -> Reason:
         """The reason given to the rows a source matched."""
         return self.reason
+
+    def probe_bounds(self) -> ProbeBounds:
+        """The hosts and URL tails outside which this rule matches no row (default: none)."""
+        return ProbeBounds()
+
+    def prefiltered(self) -> Rule:
+        """This rule for a run that needs no count of the rows it cannot match (an
+        incremental rebuild, whose counts come from the previous build): it may skip work on
+        them. Default: the rule itself."""
+        return self
 
 
 class ExactKeyRule(Rule):
@@ -295,6 +316,11 @@ class ExactKeyRule(Rule):
     def describe(self) -> dict[str, object]:
         return {"kind": "exact_key", "type": self.key_type.name, "reason": self.reason.code,
                 "source": self.source.label, "entries": len(self.keys)}
+
+    def probe_bounds(self) -> ProbeBounds:
+        if self.key_type.name in ("host", "domain"):
+            return ProbeBounds(self.keys.keys)  # digests of the listed hosts / domains
+        return ProbeBounds()
 
 
 class PrefixRule(Rule):
@@ -342,6 +368,10 @@ class PrefixRule(Rule):
     def describe(self) -> dict[str, object]:
         return {"kind": "prefix", "reason": self.reason.code, "source": self.source.label,
                 "entries": len(self.prefixes)}
+
+    def probe_bounds(self) -> ProbeBounds:
+        digests, valid = text_digest_keys(self.hosts)
+        return ProbeBounds(digests[valid])
 
 
 class PerceptualRule(Rule):
@@ -533,19 +563,6 @@ class AllOf(Rule):
     def describe(self) -> dict[str, object]:
         return {"kind": "all_of", "reason": self.reason.code, "source": self.source.label,
                 "children": [c.describe() for c in self.children]}
-
-
-class AnyOf(AllOf):
-    """Rows any child rule matches."""
-
-    def match(self, view: BatchView) -> np.ndarray:
-        hit = np.zeros(view.num_rows, dtype=bool)
-        for child in self.children:
-            hit |= child.match(view)
-        return hit
-
-    def describe(self) -> dict[str, object]:
-        return super().describe() | {"kind": "any_of"}
 
 
 class AllowRule:

@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from scrub.dataset import Shard
+
 
 @dataclass
 class ShardStats:
@@ -82,3 +84,9 @@ class Totals:
             for label, ids in stats.matched_entries.items():
                 totals.matched_entries.setdefault(label, set()).update(ids)
         return totals
+
+
+def input_identity(shard: Shard) -> tuple[int, int]:
+    """(size, mtime in ns) of an input shard: a changed input invalidates its marker."""
+    st = shard.path.stat()
+    return st.st_size, st.st_mtime_ns

@@ -7,35 +7,26 @@ order: ``key``, ``member`` (the image member or file), ``status`` (``ok``, ``und
 then the asked hashes (``pdq`` with ``pdq_quality``; ``pdq_dihedral`` with ``--dihedral``).
 A ``.gz`` member (or one holding gzip data) is hashed as the image inside it, the bytes a
 webdataset reader decodes; its ``member`` keeps the ``.gz`` name.
-Shards run in parallel over processes; each output appears atomically with a completion marker,
-so a rerun skips finished shards. A shard that cannot be read (a truncated tar) is reported by
-name and the others are completed.
+Shards are units of a task on the runtime (:mod:`scrub.runtime`: local processes or Ray); each
+output appears atomically with a completion marker in ``OUTPUT.scrub/`` (with the job and the
+report, ``hash-report.json``), so a rerun skips finished shards. A shard that cannot be read (a
+truncated tar) is reported by name and the others are completed.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import multiprocessing
-import os
+import shutil
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from scrub.atomic import atomic_path, atomic_write_json
-from scrub.errors import (
-    InvalidDatasetError,
-    OutputConflictError,
-    ScrubError,
-    ShardsFailedError,
-    StorageError,
-    UserInputError,
-    from_os_error,
-)
+from scrub.errors import InvalidDatasetError, ShardsFailedError, UserInputError, from_os_error
 from scrub.images.hashing import (
     DEFAULT_MAX_PIXELS,
     GZIP_MAGIC,
@@ -47,11 +38,22 @@ from scrub.images.hashing import (
 )
 from scrub.images.tars import IMAGE_EXTENSIONS, group_samples, iter_image_bytes, read_members
 from scrub.progress import Progress
-from scrub.workers import exit_with_parent, worker_threads
+from scrub.runtime import (
+    JobState,
+    Outcome,
+    default_workers,
+    has_size,
+    job_identity,
+    open_executor,
+    run_units,
+    split_done,
+)
 
 FOLDER_CHUNK = 10_000
 NO_IMAGE, DUPLICATE_KEY = "no_image", "duplicate_key"
-STATE = ".scrub-hash"
+REPORT_NAME = "hash-report.json"
+#: Where scrub before the runtime kept a hash job's state and report: inside OUTPUT.
+LEGACY_STATE = ".scrub-hash"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class HashShard:
     tar: Path | None = None
     root: Path | None = None
     files: tuple[str, ...] = ()
+
+    @property
+    def output_name(self) -> str:
+        return f"{self.name}.parquet"
 
     def identity(self) -> list[int]:
         paths = [self.tar] if self.tar else [self.root / f for f in self.files]  # type: ignore
@@ -148,114 +154,89 @@ def schema(types: Sequence[str], dihedral: bool) -> dict[str, pl.DataType]:
     return columns
 
 
-def hash_shard(shard: HashShard, output: Path, types: Sequence[str], dihedral: bool,
+def hash_shard(shard: HashShard, state: JobState, types: Sequence[str], dihedral: bool,
                max_pixels: int) -> dict[str, object]:
-    """Hash one shard into ``output/NAME.parquet`` atomically; its counts by status."""
+    """Hash one shard into ``OUTPUT/NAME.parquet`` atomically and record it done; its marker
+    (input identity, rows, counts by status, output size)."""
     columns = schema(types, dihedral)
     rows = hash_rows(shard, types, dihedral, max_pixels)
     frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], schema=columns,
                          orient="row")
-    final = output / f"{shard.name}.parquet"
+    final = state.output / shard.output_name
     encoded = io.BytesIO()  # small (a row per sample); written by Python, so a full disk
     frame.write_parquet(encoded, compression="zstd")  # is an OSError with its errno
-    with atomic_path(final, tmp_dir=output / STATE / "tmp") as tmp:
+    with atomic_path(final, tmp_dir=state.tmp_dir) as tmp:
         tmp.write_bytes(encoded.getbuffer())
     counts = dict(Counter(frame["status"].to_list()))
     marker = {"input": shard.identity(), "rows": frame.height, "by_status": counts,
               "output_size": final.stat().st_size}
-    atomic_write_json(output / STATE / "done" / f"{shard.name}.json", marker, durable=False)
+    state.commit(shard.output_name, [], marker)
     return marker
 
 
-def _task(args: tuple[HashShard, Path, tuple[str, ...], bool, int]) -> dict[str, object]:
-    shard = args[0]
-    try:
-        return {"shard": shard.name, **hash_shard(*args)}
-    except StorageError:
-        raise  # a full disk fails every shard alike: stop the job (completed shards are kept)
-    except ScrubError as exc:
-        return {"shard": shard.name, "error": exc.message}
-    except OSError as exc:
-        full = from_os_error(exc, args[1] / f"{shard.name}.parquet")
-        if isinstance(full, StorageError):
+def setup(payload: Mapping[str, Any]) -> Callable[[HashShard], dict[str, object]]:
+    """The hash task: ``payload`` holds the job state and the hashing settings."""
+    state: JobState = payload["state"]
+    settings = (tuple(payload["types"]), bool(payload["dihedral"]), int(payload["max_pixels"]))
+
+    def run(shard: HashShard) -> dict[str, object]:
+        try:
+            return hash_shard(shard, state, *settings)
+        except OSError as exc:  # named by the file it was writing; a full disk stops the run
+            full = from_os_error(exc, state.output / shard.output_name)
+            if full is None:
+                raise
             raise full from None
-        return {"shard": shard.name, "error": full.message if full is not None
-                else f"internal error ({type(exc).__name__})"}
-    except Exception as exc:  # internal: the type only, messages may hold content
-        return {"shard": shard.name, "error": f"internal error ({type(exc).__name__})"}
+
+    return run
 
 
-def _completed(shard: HashShard, output: Path) -> dict | None:
-    marker = output / STATE / "done" / f"{shard.name}.json"
-    final = output / f"{shard.name}.parquet"
-    try:
-        done = json.loads(marker.read_text())
-        if done["input"] == shard.identity() and final.stat().st_size == done["output_size"]:
-            return done
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return None
+def _completed(state: JobState, shard: HashShard) -> dict[str, Any] | None:
+    return state.completed(shard.output_name, lambda marker: (
+        marker["input"] == shard.identity()
+        and has_size(state.output / shard.output_name, marker["output_size"])))
 
 
 def hash_dataset(source: Path, output: Path, types: Sequence[str], *, dihedral: bool = False,
                  workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 force: bool = False, progress: bool = True) -> dict[str, object]:
-    """Hash every shard of ``source`` into ``output``; the report (counts only)."""
+                 force: bool = False, progress: bool = True, engine: str = "local",
+                 address: str | None = None) -> dict[str, object]:
+    """Hash every shard of ``source`` into ``output``; the report (counts only), also written
+    to ``OUTPUT.scrub/hash-report.json``. ``engine="ray"``: a Ray task per shard."""
     shards = discover(source)
-    job = {"kind": "hash", "input": str(source.resolve()), "types": list(types),
-           "dihedral": dihedral, "max_pixels": max_pixels}
-    _claim(output, job, force)
-    done = {s.name: m for s in shards if (m := _completed(s, output)) is not None}
-    pending = [s for s in shards if s.name not in done]
+    settings = {"types": list(types), "dihedral": dihedral, "max_pixels": max_pixels}
+    state = JobState(output, job_identity("hash", {"input": str(source.resolve()),
+                                                   **settings}))
+    if force and (output / LEGACY_STATE).is_dir():  # an older scrub's state, inside OUTPUT
+        shutil.rmtree(output / LEGACY_STATE)
+        (output / REPORT_NAME).unlink(missing_ok=True)
+    state.prepare(force=force, shards=[s.output_name for s in shards])
+    done, pending = split_done(shards, lambda shard: _completed(state, shard))
     meter = Progress("hash", len(shards), None, enabled=progress)
     meter.resume(0, shards=len(done))
-    results: list[dict[str, object]] = [{"shard": n, **m} for n, m in done.items()]
-    tasks = [(s, output, tuple(types), dihedral, max_pixels) for s in pending]
-    workers = max(1, min(workers or (os.cpu_count() or 1), len(tasks) or 1))
-    try:
-        if workers == 1:
-            for task in tasks:
-                results.append(_task(task))
-                meter.advance(int(results[-1].get("rows", 0)))
-        else:
-            context = multiprocessing.get_context("spawn")
-            with worker_threads(1), ProcessPoolExecutor(workers, mp_context=context,
-                                                         initializer=exit_with_parent) as pool:
-                for result in pool.map(_task, tasks):
-                    results.append(result)
-                    meter.advance(int(result.get("rows", 0)))
-    finally:
-        meter.finish()
+    count = workers if engine == "ray" else min(workers or default_workers(), len(pending) or 1)
+    with open_executor(engine, workers=count, address=address) as executor:
+        executor.load(setup, {"state": state, **settings})
+        outcomes = run_units(executor, pending, meter=meter,
+                             rows=lambda o: int(o.result["rows"]) if o.result else 0)
+    return _report(state, source, output, settings, done, outcomes, len(shards))
+
+
+def _report(state: JobState, source: Path, output: Path, settings: Mapping[str, object],
+            done: list[tuple[HashShard, dict[str, Any]]], outcomes: list[Outcome[HashShard]],
+            total: int) -> dict[str, object]:
+    """Write the report; raise ShardsFailedError (after writing it) when shards failed."""
+    markers = [m for _, m in done] + [o.result for o in outcomes if o.result is not None]
     by_status: Counter[str] = Counter()
-    for result in results:
-        by_status.update(result.get("by_status", {}))
-    failures = sorted((r["shard"], r["error"]) for r in results if "error" in r)
-    report = {"input": str(source), "output": str(output), "types": list(types),
-              "dihedral": dihedral, "shards": len(shards), "shards_failed": len(failures),
-              "samples": sum(int(r.get("rows", 0)) for r in results),
+    for marker in markers:
+        by_status.update(marker.get("by_status", {}))
+    failures = sorted((o.unit.name, o.error or "") for o in outcomes if o.failed)
+    report = {"input": str(source), "output": str(output), "types": settings["types"],
+              "dihedral": settings["dihedral"], "shards": total,
+              "shards_failed": len(failures), "samples": sum(int(m["rows"]) for m in markers),
               "by_status": dict(sorted(by_status.items()))}
-    atomic_write_json(output / "hash-report.json", report)
+    atomic_write_json(state.root / REPORT_NAME, report)
     if failures:
-        raise ShardsFailedError(failures, len(shards))
+        raise ShardsFailedError(failures, total)
+    state.finish()
     return report
-
-
-def _claim(output: Path, job: dict[str, object], force: bool) -> None:
-    state = output / STATE
-    job_file = state / "job.json"
-    if job_file.is_file():
-        try:
-            existing = json.loads(job_file.read_text())
-        except ValueError:
-            existing = None
-        if existing != job:
-            if not force:
-                raise OutputConflictError(f"{output}: holds the output of a different job",
-                                          hint="choose another OUTPUT or pass --force")
-            for marker in (state / "done").glob("*.json"):
-                marker.unlink()
-    elif output.is_dir() and any(output.iterdir()) and not force:
-        raise OutputConflictError(f"{output}: exists and is not empty",
-                                  hint="choose another OUTPUT or pass --force")
-    (state / "done").mkdir(parents=True, exist_ok=True)
-    atomic_write_json(job_file, job)

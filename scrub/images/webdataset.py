@@ -29,13 +29,12 @@ import pyarrow as pa
 
 from scrub.atomic import link_or_copy
 from scrub.dataset import ColumnRoles, Shard, detect_roles, keep_rows, open_shard
-from scrub.engine.checkpoint import input_identity
 from scrub.engine.filtering import Tally, open_writer
 from scrub.engine.kernel import Decisions, decide
 from scrub.engine.plan import MatchPlan
 from scrub.engine.rules import BatchView, Rule
 from scrub.engine.scores import scored_roles, shard_scores, with_scores
-from scrub.engine.stats import ShardStats
+from scrub.engine.stats import ShardStats, input_identity
 from scrub.errors import InvalidDatasetError, brief
 from scrub.images.hashing import (
     CONTENT_TYPES,

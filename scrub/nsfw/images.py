@@ -17,7 +17,9 @@ import hashlib
 import io
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,8 +32,9 @@ from scrub.errors import InvalidDatasetError, UserInputError
 from scrub.images.job import discover
 from scrub.images.tars import group_samples, read_members
 from scrub.nsfw.head import LoadedHead
-from scrub.nsfw.rescore import MODEL_KEY, ROWS_KEY, RescoreReport, _done, ray_gpus
+from scrub.nsfw.rescore import MODEL_KEY, ROWS_KEY, RescoreReport, _done, _gather, ray_gpus
 from scrub.progress import Progress
+from scrub.runtime import open_executor, run_units
 
 #: Larger images are not decoded (decompression bombs).
 MAX_PIXELS = 50_000_000
@@ -120,17 +123,21 @@ def rescore_images(source: Path, output: Path, loaded: LoadedHead, checkpoint: P
                 "output": output, "head": loaded.head, "head_id": loaded.model_id}
     report = RescoreReport()
     meter = Progress("rescore", len(shards), None, enabled=progress)
+    settings.update(device=str(device), decoders=workers, spawn=False)
+    gpus = 0.0
     if engine == "ray":
-        _rescore_images_ray(shards, settings, device, workers, address, auto_device, report,
-                            meter)
-    else:
-        scorer = _TarScorer(settings, device, workers)
+        gpus = float(ray_gpus(device, auto_device, address=address))
+        # decoding processes inside a Ray worker: spawned, and only as many as asked (default
+        # none)
+        settings.update(head=loaded.head.cpu(), device="cuda" if gpus else "cpu",
+                        decoders=workers or 0, spawn=True)
+    with open_executor(engine, workers=None if engine == "ray" else 1, address=address,
+                       num_gpus=gpus) as executor:  # locally one process holds the device
+        executor.load(setup, settings)
         output.mkdir(parents=True, exist_ok=True)
-        for index, shard in enumerate(shards):
-            counts = scorer(index, shard)
-            report.add(counts)
-            meter.advance(counts["samples"])
-    meter.finish()
+        outcomes = run_units(executor, list(enumerate(shards)), meter=meter,
+                             rows=lambda o: int(o.result["samples"]) if o.result else 0)
+    _gather(report, outcomes)
     if report.shards == 0 and report.skipped == 0:
         raise InvalidDatasetError(f"{source}: no samples")
     return report
@@ -206,25 +213,9 @@ class _TarScorer:
         return counts
 
 
-def _rescore_images_ray(shards: list, settings: dict,  # type: ignore[type-arg]
-                        device: torch.device, workers: int | None, address: str | None,
-                        auto_device: bool, report: RescoreReport, meter: Progress) -> None:
-    from scrub.engine.distributed import cluster_gpus, connect, ray_map
-
-    connect(address)
-    on_gpu = ray_gpus(device, auto_device) == 1
-    settings["output"].mkdir(parents=True, exist_ok=True)
-    payload = {**settings, "head": settings["head"].cpu(), "gpu": on_gpu, "shards": shards,
-               "decoders": workers}
-    for _, counts in ray_map(_ray_setup, payload, len(shards),
-                             workers=cluster_gpus() if on_gpu else None,
-                             num_gpus=1.0 if on_gpu else 0.0):
-        report.add(counts)
-        meter.advance(counts["samples"])
-
-
-def _ray_setup(payload: dict) -> object:  # type: ignore[type-arg]
-    device = torch.device("cuda" if payload["gpu"] else "cpu")
-    # decoding processes inside a Ray worker: spawned, and only as many as asked (default none)
-    scorer = _TarScorer(payload, device, payload["decoders"] or 0, spawn=True)
-    return lambda index: scorer(index, payload["shards"][index])
+def setup(payload: Mapping[str, Any]) -> Callable[[tuple[int, Any]], dict[str, Any]]:
+    """The image rescoring task: CLIP and the head loaded once, then one tar per call
+    (units are ``(index, shard)``)."""
+    scorer = _TarScorer(payload, torch.device(payload["device"]), payload["decoders"],
+                        spawn=payload["spawn"])
+    return lambda unit: scorer(*unit)

@@ -9,17 +9,21 @@ compute, in half precision; on CPU in float32.
 The output folder holds one parquet per input shard, same file name: a float32 ``punsafe``
 column row-aligned with the shard (null where the embedding holds NaN or infinity), ``key``
 when the shard has one, and the model id in the file's metadata. Each file appears atomically;
-a rerun skips shards whose output already holds this model's scores.
+a rerun skips shards whose output already holds this model's scores (the file is its own
+completion marker, so rescoring with another model needs no ``--force``). Shards are units of
+a task on the runtime (:mod:`scrub.runtime`): in this process locally (one device), or a Ray
+task each.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +35,7 @@ from scrub.dataset import Shard, discover_shards, open_shard
 from scrub.errors import InvalidDatasetError, UserInputError
 from scrub.nsfw.head import LoadedHead
 from scrub.progress import Progress
+from scrub.runtime import Outcome, open_executor, run_units, split_done
 
 MODEL_KEY = b"scrub.nsfw.model"
 ROWS_KEY = b"scrub.nsfw.rows"
@@ -55,11 +60,13 @@ class RescoreReport:
             self.statuses[status] = self.statuses.get(status, 0) + n
 
 
-def ray_gpus(device: torch.device, auto_device: bool) -> int:
+def ray_gpus(device: torch.device, auto_device: bool, *, address: str | None = None,
+             workers: int | None = None) -> int:
     """GPUs each Ray task takes (0 or 1): 1 when ``device`` is CUDA, or for ``auto_device``
-    when the cluster has GPUs (the driver may have none). Call after joining the cluster."""
-    from scrub.engine.distributed import cluster_gpus
+    when the cluster has GPUs (the driver may have none). Joins the cluster first."""
+    from scrub.runtime import cluster_gpus, connect
 
+    connect(address, num_cpus=workers)
     gpus = cluster_gpus()
     if device.type == "cuda" and gpus == 0:
         raise UserInputError("--device cuda: the Ray cluster has no GPU")
@@ -89,6 +96,15 @@ def embedding_file(root: Path, shard: Shard) -> Path:
     return root / "img_emb" / f"img_emb_{int(match.group(1))}.npy"
 
 
+@dataclass(frozen=True)
+class ScoreUnit:
+    """One shard to score: its scores go to ``target`` (``rows`` rows)."""
+
+    shard: Shard
+    target: Path
+    rows: int
+
+
 def rescore(source: Path, output: Path, loaded: LoadedHead, *, device: torch.device,
             batch_size: int = 65_536, embedding_column: str | None = None,
             progress: bool = True, engine: str = "local", address: str | None = None,
@@ -100,31 +116,55 @@ def rescore(source: Path, output: Path, loaded: LoadedHead, *, device: torch.dev
         raise UserInputError("OUTPUT must not be the input folder")
     metadata_dir = source / "metadata" if (source / "metadata").is_dir() else source
     shards = discover_shards(metadata_dir)
-    precision = torch.float16 if device.type == "cuda" else torch.float32
     model_id = loaded.model_id
     report = RescoreReport()
-    totals = [open_shard(s).metadata.num_rows for s in shards]
-    meter = Progress("rescore", len(shards), sum(totals), enabled=progress)
-    jobs: list[tuple[Shard, Path, int, np.ndarray]] = []
-    for shard, rows in zip(shards, totals):  # every shard checked before any work
-        target = output / shard.name
-        if _done(target, model_id, rows):
-            report.skipped += 1
-            meter.resume(rows, shards=1)
-            continue
-        embeddings = _embeddings(source, shard, open_shard(shard), rows, embedding_column,
-                                 loaded.head.arch.dim)
-        jobs.append((shard, target, rows, embeddings))
+    units = [ScoreUnit(s, output / s.name, open_shard(s).metadata.num_rows) for s in shards]
+    meter = Progress("rescore", len(shards), sum(u.rows for u in units), enabled=progress)
+    done, pending = split_done(units, lambda u: _done(u.target, model_id, u.rows) or None)
+    report.skipped = len(done)
+    meter.resume(sum(u.rows for u, _ in done), shards=len(done))
+    dim = loaded.head.arch.dim
+    for unit in pending:  # every shard checked before any work
+        _embeddings(source, unit.shard, open_shard(unit.shard), unit.rows, embedding_column, dim)
     output.mkdir(parents=True, exist_ok=True)  # only once every shard checked out
+    payload = {"head": loaded.head, "model_id": model_id, "batch_size": batch_size,
+               "source": source, "column": embedding_column, "device": str(device)}
+    gpus = 0.0
     if engine == "ray":
-        _rescore_ray(source, jobs, loaded, device, batch_size, embedding_column, report, meter,
-                     address=address, workers=workers, auto_device=auto_device)
-    else:
-        head = loaded.head.to(device)
-        head = head.to(precision) if precision != torch.float32 else head
-        score_jobs(head, jobs, device, precision, batch_size, model_id, report, meter)
-    meter.finish()
+        gpus = float(ray_gpus(device, auto_device, address=address, workers=workers))
+        payload.update(head=loaded.head.cpu(), device="cuda" if gpus else "cpu")
+    with open_executor(engine, workers=workers if engine == "ray" else 1, address=address,
+                       num_gpus=gpus) as executor:  # locally one process holds the device
+        executor.load(setup, payload)
+        outcomes = run_units(executor, pending, meter=meter, rows=lambda o: o.unit.rows)
+    _gather(report, outcomes)
     return report
+
+
+def _gather(report: RescoreReport, outcomes: list[Outcome[Any]]) -> None:
+    """Add the shards' counts to ``report``; the first failed shard's error is raised."""
+    for outcome in outcomes:
+        if outcome.failed:
+            raise outcome.exception()
+        report.add(outcome.result)
+
+
+def setup(payload: Mapping[str, Any]) -> Callable[[ScoreUnit], dict[str, Any]]:
+    """The rescore task: the head on the payload's device, then one shard per call."""
+    device = torch.device(payload["device"])
+    precision = torch.float16 if device.type == "cuda" else torch.float32
+    head = payload["head"].to(device)
+    head = head.to(precision) if precision != torch.float32 else head
+
+    def run(unit: ScoreUnit) -> dict[str, Any]:
+        embeddings = _embeddings(payload["source"], unit.shard, open_shard(unit.shard),
+                                 unit.rows, payload["column"], head.arch.dim)
+        counts = RescoreReport()
+        score_jobs(head, [(unit.shard, unit.target, unit.rows, embeddings)], device, precision,
+                   payload["batch_size"], payload["model_id"], counts)
+        return asdict(counts)
+
+    return run
 
 
 def score_jobs(head: torch.nn.Module, jobs: list[tuple[Shard, Path, int, np.ndarray]],
@@ -155,46 +195,6 @@ def score_jobs(head: torch.nn.Module, jobs: list[tuple[Shard, Path, int, np.ndar
             meter.advance(jobs[current][2])
     for empty in range(current + 1, len(jobs)):
         _write(jobs[empty], np.empty(0, np.float32), np.ones(0, bool), model_id, report)
-
-
-def _rescore_ray(source: Path, jobs: list[tuple[Shard, Path, int, np.ndarray]],
-                 loaded: LoadedHead, device: torch.device, batch_size: int,
-                 column: str | None, report: RescoreReport, meter: Progress, *,
-                 address: str | None, workers: int | None, auto_device: bool) -> None:
-    """One shard per Ray task; on a GPU each (``num_gpus=1``) when ``device`` is CUDA
-    or, for ``auto_device``, when the cluster has GPUs (the driver may have none)."""
-    from scrub.engine.distributed import cluster_gpus, connect, ray_map
-
-    connect(address, num_cpus=workers)
-    on_gpu = ray_gpus(device, auto_device) == 1
-    payload = {"head": loaded.head.cpu(), "model_id": loaded.model_id, "gpu": on_gpu,
-               "batch_size": batch_size, "source": source, "column": column,
-               "dim": loaded.head.arch.dim, "jobs": [job[:3] for job in jobs]}
-    count = min(workers or cluster_gpus(), cluster_gpus()) if on_gpu else workers
-    for index, counts in ray_map(_ray_setup, payload, len(jobs), workers=count,
-                                 num_gpus=1.0 if on_gpu else 0.0):
-        report.add(counts)
-        meter.advance(jobs[index][2])
-
-
-def _ray_setup(payload: dict) -> object:  # type: ignore[type-arg]
-    from dataclasses import asdict
-
-    device = torch.device("cuda" if payload["gpu"] else "cpu")
-    precision = torch.float16 if device.type == "cuda" else torch.float32
-    head = payload["head"].to(device)
-    head = head.to(precision) if precision != torch.float32 else head
-
-    def run(index: int) -> dict:  # type: ignore[type-arg]
-        shard, target, rows = payload["jobs"][index]
-        embeddings = _embeddings(payload["source"], shard, open_shard(shard), rows,
-                                 payload["column"], payload["dim"])
-        counts = RescoreReport()
-        score_jobs(head, [(shard, target, rows, embeddings)], device, precision,
-                   payload["batch_size"], payload["model_id"], counts)
-        return asdict(counts)
-
-    return run
 
 
 def _write(job: tuple[Shard, Path, int, np.ndarray], scores: np.ndarray, finite: np.ndarray,

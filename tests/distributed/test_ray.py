@@ -12,18 +12,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.synthetic import generate_dataset
-from tests.helpers import folder_bytes, write_planted_lists
+from tests.helpers import expect_ok, folder_bytes, run_cli, write_planted_lists
 from tests.nsfw.test_images import tars, tiny_clip  # noqa: F401 (fixtures)
-from tests.release.test_release import build as build_release
-from tests.release.test_release import setup  # noqa: F401 (a fixture)
+from tests.release.planted import build as build_release
+from tests.release.planted import setup  # noqa: F401 (a fixture)
 
 ray = pytest.importorskip("ray")
 
-runner = CliRunner()
 pytestmark = pytest.mark.slow
 
 
@@ -38,7 +35,7 @@ def apply(dataset: Path, out: Path, lists: list[Path], *extra: str):  # type: ig
     args = ["apply", str(dataset), str(out), "--workers", "2", "--quiet", "--json"]
     for path in lists:
         args += ["--hashlist", str(path)]
-    return runner.invoke(app, [*args, *extra])
+    return run_cli(*args, *extra)
 
 
 def report_of(result) -> dict:  # type: ignore[no-untyped-def,type-arg]
@@ -51,9 +48,9 @@ def test_apply_on_ray_gives_the_local_bytes_and_resumes(
         sample_dataset: Path, planted_values: dict[str, list[str]], tmp_path: Path) -> None:
     lists = write_planted_lists(tmp_path / "lists", planted_values)
     local = apply(sample_dataset, tmp_path / "local", lists)
-    assert local.exit_code == 0, local.output
+    expect_ok(local)
     on_ray = apply(sample_dataset, tmp_path / "ray", lists, "--engine", "ray")
-    assert on_ray.exit_code == 0, on_ray.output
+    expect_ok(on_ray)
     assert report_of(on_ray) == report_of(local)
     assert report_of(on_ray)["rows_removed"] == sum(len(v) for v in planted_values.values())
     expected = folder_bytes(tmp_path / "local")  # the shards (the report lies beside them)
@@ -64,7 +61,7 @@ def test_apply_on_ray_gives_the_local_bytes_and_resumes(
     lost.unlink()
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").glob("*.parquet")}
     again = apply(sample_dataset, tmp_path / "ray", lists, "--engine", "ray")
-    assert again.exit_code == 0, again.output
+    expect_ok(again)
     assert lost.read_bytes() == expected[lost.name]
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").glob("*.parquet")}
     assert {n: after[n] for n in before} == before  # the others were not rewritten
@@ -82,7 +79,7 @@ def test_a_killed_worker_is_replaced_and_the_output_is_identical(tmp_path: Path)
               "url": frame["URL"].gather([9, 200_001]).to_list()}
     lists = write_planted_lists(tmp_path / "lists", values)
     local = apply(data, tmp_path / "local", lists)
-    assert local.exit_code == 0, local.output
+    expect_ok(local)
     killed: list[int] = []
 
     def kill_one_worker() -> None:
@@ -103,7 +100,7 @@ def test_a_killed_worker_is_replaced_and_the_output_is_identical(tmp_path: Path)
     on_ray = apply(data, tmp_path / "ray", lists, "--engine", "ray")
     killer.join()
     assert killed, "no worker was running a shard mid-run to kill"
-    assert on_ray.exit_code == 0, on_ray.output
+    expect_ok(on_ray)
     assert len(list((tmp_path / "ray").glob("part-*.parquet"))) == 24
     assert report_of(on_ray) == report_of(local)
     expected, got = folder_bytes(tmp_path / "local"), folder_bytes(tmp_path / "ray")
@@ -115,7 +112,7 @@ def test_no_list_value_reaches_rays_files(sample_dataset: Path,
                                           tmp_path: Path) -> None:
     lists = write_planted_lists(tmp_path / "lists", planted_values)
     result = apply(sample_dataset, tmp_path / "out", lists, "--engine", "ray")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     session = Path(ray._private.worker._global_node.get_session_dir_path())
     needles = [v.encode() for v in planted_values["md5"] + planted_values["sha256"]
                + planted_values["url"]]
@@ -134,9 +131,9 @@ def test_no_list_value_reaches_rays_files(sample_dataset: Path,
 
 def test_release_build_on_ray_gives_the_local_bytes(setup: dict, tmp_path: Path) -> None:  # noqa: F811
     local = build_release(setup, tmp_path / "local", "--no-ledger-update")
-    assert local.exit_code == 0, local.output
+    expect_ok(local)
     on_ray = build_release(setup, tmp_path / "ray", "--no-ledger-update", "--engine", "ray")
-    assert on_ray.exit_code == 0, on_ray.output
+    expect_ok(on_ray)
     assert json.loads(on_ray.stdout)["release_id"] == json.loads(local.stdout)["release_id"]
     for variant in ("research", "research-safe", "research.scrub", "research-safe.scrub"):
         for path in sorted((tmp_path / "local" / variant).rglob("*")):
@@ -153,11 +150,11 @@ def test_nsfw_rescore_on_ray_gives_the_local_scores(tmp_path: Path) -> None:
     save_head(random_head("vit-l-14", seed=7), tmp_path / "head.safetensors")
     common = ["nsfw", "rescore", str(data), "--head", str(tmp_path / "head.safetensors"),
               "--device", "cpu", "--batch-size", "700", "--quiet", "--json"]
-    local = runner.invoke(app, [*common[:3], str(tmp_path / "local"), *common[3:]])
-    assert local.exit_code == 0, local.output
-    on_ray = runner.invoke(app, [*common[:3], str(tmp_path / "ray"), *common[3:],
-                                 "--engine", "ray"])
-    assert on_ray.exit_code == 0, on_ray.output
+    local = run_cli(*common[:3], str(tmp_path / "local"), *common[3:])
+    expect_ok(local)
+    on_ray = run_cli(*common[:3], str(tmp_path / "ray"), *common[3:],
+                     "--engine", "ray")
+    expect_ok(on_ray)
     assert json.loads(on_ray.stdout) == json.loads(local.stdout)
     assert folder_bytes(tmp_path / "ray") == folder_bytes(tmp_path / "local")
 
@@ -172,19 +169,19 @@ def test_nsfw_rescore_of_images_on_ray_gives_the_local_scores(
     common = ["--head", str(tmp_path / "head.safetensors"), "--clip", str(checkpoint),
               "--clip-arch", str(config), "--device", "cpu", "--workers", "0",
               "--batch-size", "4", "--write-embeddings", "--quiet", "--json"]
-    local = runner.invoke(app, ["nsfw", "rescore", str(tars), str(tmp_path / "local"), *common])
-    assert local.exit_code == 0, local.output
-    on_ray = runner.invoke(app, ["nsfw", "rescore", str(tars), str(tmp_path / "ray"), *common,
-                                 "--engine", "ray"])
-    assert on_ray.exit_code == 0, on_ray.output
+    local = run_cli("nsfw", "rescore", str(tars), str(tmp_path / "local"), *common)
+    expect_ok(local)
+    on_ray = run_cli("nsfw", "rescore", str(tars), str(tmp_path / "ray"), *common,
+                     "--engine", "ray")
+    expect_ok(on_ray)
     assert json.loads(on_ray.stdout) == json.loads(local.stdout)
     for name in ("00000.parquet", "00001.parquet", "img_emb/img_emb_0.npy"):
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     # an error inside the workers (no such checkpoint there) is the driver's error
     missing = [*common]
     missing[missing.index("--clip") + 1] = str(tmp_path / "nowhere.safetensors")
-    failed = runner.invoke(app, ["nsfw", "rescore", str(tars), str(tmp_path / "x"), *missing,
-                                 "--engine", "ray"])
+    failed = run_cli("nsfw", "rescore", str(tars), str(tmp_path / "x"), *missing,
+                     "--engine", "ray")
     assert failed.exit_code == 2 and "no such CLIP checkpoint" in failed.output
 
 

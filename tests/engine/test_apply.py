@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scrub.engine.apply import apply
+from scrub.apply import apply
 from scrub.engine.plan import plan_from_hashlists
 from scrub.errors import OutputConflictError, ShardsFailedError, UserInputError
 from scrub.layout import companion
@@ -59,6 +59,7 @@ def test_exactly_the_planted_rows_are_removed(sample_dataset: Path, tmp_path: Pa
     assert json.loads((companion(tmp_path / "out") / "apply-report.json").read_text()) == report
 
 
+@pytest.mark.slow
 def test_parallel_and_serial_runs_write_identical_bytes(sample_dataset: Path, tmp_path: Path,
                                                         lists: list[Path]) -> None:
     run(sample_dataset, tmp_path / "serial", lists, workers=1)
@@ -82,6 +83,7 @@ def test_rerunning_a_finished_job_changes_nothing(sample_dataset: Path, tmp_path
     assert {p.name: p.stat().st_mtime_ns for p in shard_paths(tmp_path / "out")} == mtimes
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_bytes(tmp_path: Path, planted_values) -> None:
     dataset = generate_dataset(tmp_path / "big", rows=120_000, shards=24, seed=3,
                                embeddings=False)
@@ -115,6 +117,7 @@ def test_a_killed_run_resumes_to_the_same_bytes(tmp_path: Path, planted_values) 
     assert report == ref_report
 
 
+@pytest.mark.slow
 def test_a_corrupt_shard_is_named_the_rest_complete_and_a_rerun_finishes(
         dataset_copy: Path, tmp_path: Path, lists: list[Path]) -> None:
     reference = tmp_path / "reference"
@@ -243,6 +246,7 @@ def test_shards_whose_schemas_disagree_are_named(dataset_copy: Path, tmp_path: P
     assert not (companion(tmp_path / "out") / "apply-report.json").exists()
 
 
+@pytest.mark.slow
 def test_a_hundred_shards_with_one_corrupt_report_exactly_that_shard(tmp_path: Path,
                                                                      planted_values) -> None:
     dataset = generate_dataset(tmp_path / "many", rows=20_000, shards=100, seed=8,

@@ -79,6 +79,7 @@ def per_request_reference(table, items) -> dict[int, np.ndarray]:  # type: ignor
     return out
 
 
+@pytest.mark.slow
 def test_ledger_rules_attribute_each_row_to_exactly_its_requests(table) -> None:  # type: ignore
     items = items_for(table)
     plan = MatchPlan()

@@ -6,19 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.crypto import write_key_file
 from scrub.layout import companion
 from scrub.synthetic import read_column
-from tests.helpers import write_planted_lists
-
-runner = CliRunner()
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
+from tests.helpers import expect_ok, run_cli, write_planted_lists
 
 
 @pytest.fixture
@@ -35,7 +27,7 @@ def test_records_are_encrypted_and_readable_with_the_key(sample_dataset: Path, t
     key = tmp_path / "k"
     write_key_file(key)
     out = tmp_path / "out"
-    result = invoke("apply", sample_dataset, out, *hashlists(lists), "--key-file", key,
+    result = run_cli("apply", sample_dataset, out, *hashlists(lists), "--key-file", key,
                     "--workers", "1", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["decision_records"] == {"encrypted": 4}
@@ -45,8 +37,8 @@ def test_records_are_encrypted_and_readable_with_the_key(sample_dataset: Path, t
     for value in planted_values["md5"]:
         assert value.encode() not in raw
 
-    assert invoke("decisions", "show", out).exit_code == 2  # no key, no evidence
-    shown = invoke("decisions", "show", out, "--key-file", key, "--json", "--limit", "0")
+    assert run_cli("decisions", "show", out).exit_code == 2  # no key, no evidence
+    shown = run_cli("decisions", "show", out, "--key-file", key, "--json", "--limit", "0")
     assert shown.exit_code == 0, shown.stderr
     rows = [json.loads(line) for line in shown.stdout.splitlines()]
     assert len(rows) == 71
@@ -59,7 +51,7 @@ def test_records_are_encrypted_and_readable_with_the_key(sample_dataset: Path, t
 def test_without_a_key_sensitive_records_are_withheld_not_written(sample_dataset: Path,
                                                                   tmp_path: Path,
                                                                   lists) -> None:
-    result = invoke("apply", sample_dataset, tmp_path / "out", *hashlists(lists),
+    result = run_cli("apply", sample_dataset, tmp_path / "out", *hashlists(lists),
                     "--workers", "1", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["decision_records"] == {"withheld": 4}
@@ -76,10 +68,10 @@ def test_perceptual_matches_record_their_distance(sample_dataset: Path,
     out = tmp_path / "out"
     key = tmp_path / "k"
     write_key_file(key)
-    result = invoke("apply", sample_dataset, out, "--hashlist", listing, "--workers", "1",
+    result = run_cli("apply", sample_dataset, out, "--hashlist", listing, "--workers", "1",
                     "--quiet", "--key-file", key)
     assert result.exit_code == 0
-    shown = invoke("decisions", "show", out, "--key-file", key, "--json")
+    shown = run_cli("decisions", "show", out, "--key-file", key, "--json")
     rows = [json.loads(line) for line in shown.stdout.splitlines()]
     assert rows == [{"shard": "part-00000.parquet", "row": 5, "reasons": ["perceptual_hash"],
                      "sources": ["l.csv"], "distance": 2}]
@@ -91,12 +83,12 @@ def test_public_opt_out_records_are_kept_in_clear(sample_dataset: Path, tmp_path
     url = read_column(sample_dataset, "URL")[7]
     listing = tmp_path / "optout.csv"
     listing.write_text(f'type,value\nurl,"{url}"\n')
-    assert invoke("lists", "import", listing, "--name", "optout", "--source", "artists",
+    assert run_cli("lists", "import", listing, "--name", "optout", "--source", "artists",
                   "--version", "1").exit_code == 0
     out = tmp_path / "out"
-    result = invoke("apply", sample_dataset, out, "--list", "optout", "--workers", "1", "--json")
+    result = run_cli("apply", sample_dataset, out, "--list", "optout", "--workers", "1", "--json")
     assert json.loads(result.stdout)["decision_records"] == {"none": 3, "plain": 1}
-    shown = invoke("decisions", "show", out, "--json")
+    shown = run_cli("decisions", "show", out, "--json")
     assert [json.loads(line)["reasons"] for line in shown.stdout.splitlines()] == \
         [["optout_url"]]
 
@@ -106,10 +98,10 @@ def test_records_of_a_run_by_an_older_scrub_are_still_shown(sample_dataset: Path
     """An older scrub kept the records inside OUTPUT, in ``.scrub/``."""
     out, key = tmp_path / "out", tmp_path / "k"
     write_key_file(key)
-    result = invoke("apply", sample_dataset, out, "--hashlist", lists[2], "--workers", "1",
+    result = run_cli("apply", sample_dataset, out, "--hashlist", lists[2], "--workers", "1",
                     "--quiet", "--key-file", key)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     companion(out).rename(out / ".scrub")
-    shown = invoke("decisions", "show", out, "--json", "--limit", "0", "--key-file", key)
-    assert shown.exit_code == 0, shown.output
+    shown = run_cli("decisions", "show", out, "--json", "--limit", "0", "--key-file", key)
+    expect_ok(shown)
     assert len(shown.stdout.splitlines()) == 21  # the planted URL rows

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from scrub.engine.apply import apply
+from scrub.apply import apply
 from scrub.engine.plan import plan_from_hashlists
 from scrub.lists.hashlist import read_hashlist
 from scrub.synthetic import read_column
@@ -47,6 +47,7 @@ def respell(url: str) -> str:
     return f"{scheme.upper()}://{host.upper()}{port}{sep}{tail}#frag"
 
 
+@pytest.mark.slow
 def test_exact_urls_match_in_any_equivalent_spelling(sample_dataset: Path, tmp_path: Path,
                                                      urls: list[str]) -> None:
     picked = urls[100:130]
@@ -58,6 +59,7 @@ def test_exact_urls_match_in_any_equivalent_spelling(sample_dataset: Path, tmp_p
     assert report["removed_by_reason"] == {"optout_url": len(expected)}
 
 
+@pytest.mark.slow
 def test_hosts_match_exactly_that_host(sample_dataset: Path, tmp_path: Path,
                                        urls: list[str]) -> None:
     hosts = pl.Series([url_host(u) for u in urls]).value_counts().sort("count")
@@ -80,6 +82,7 @@ def test_domains_match_the_domain_and_its_subdomains(sample_dataset: Path, tmp_p
     assert removed == expected and expected
 
 
+@pytest.mark.slow
 def test_prefixes_match_on_the_canonical_url(sample_dataset: Path, tmp_path: Path,
                                              urls: list[str]) -> None:
     host = "i.pinimg.com"

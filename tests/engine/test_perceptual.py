@@ -8,8 +8,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from scrub.engine.apply import apply
+from scrub.apply import apply
 from scrub.engine.hamming import brute_force
 from scrub.engine.plan import MatchOptions, plan_from_hashlists
 from scrub.keys import hex_to_keys, keys_to_hex
@@ -31,6 +32,7 @@ def run(dataset: Path, output: Path, listing: Path, options: MatchOptions | None
                  dataset, output, workers=1, progress=False)
 
 
+@pytest.mark.slow
 def test_pdq_near_duplicates_within_the_radius_are_removed(sample_dataset: Path,
                                                            tmp_path: Path) -> None:
     rng = np.random.default_rng(12)

@@ -8,16 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.crypto import write_key_file
-
-runner = CliRunner()
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
+from tests.helpers import run_cli
 
 
 @pytest.fixture
@@ -36,21 +29,21 @@ def test_apply_with_stored_versions_and_an_allow_list(sample_dataset: Path, env:
     (env / "v2.txt").write_text("\n".join(md5s) + "\n")
     (env / "fp.txt").write_text("\n".join(md5s[:3]) + "\n")
     for version, name in (("1", "v1.txt"), ("2", "v2.txt")):
-        result = invoke("lists", "import", env / name, "--name", "partner", "--source", "ncmec",
+        result = run_cli("lists", "import", env / name, "--name", "partner", "--source", "ncmec",
                         "--version", version)
         assert result.exit_code == 0, result.stderr
-    result = invoke("lists", "import", env / "fp.txt", "--name", "known-fp", "--source", "us",
+    result = run_cli("lists", "import", env / "fp.txt", "--name", "known-fp", "--source", "us",
                     "--version", "1", "--kind", "allow", "--suppresses", "partner")
     assert result.exit_code == 0, result.stderr
 
-    result = invoke("apply", sample_dataset, env / "old", "--list", "partner@1", "--json",
+    result = run_cli("apply", sample_dataset, env / "old", "--list", "partner@1", "--json",
                     "--workers", "1")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["rows_removed"] == 17  # 20 listed, 3 known false positives kept
     assert report["suppressed_by_allowlist"] == {"partner@1": 3}
 
-    result = invoke("apply", sample_dataset, env / "new", "--list", "partner", "--json",
+    result = run_cli("apply", sample_dataset, env / "new", "--list", "partner", "--json",
                     "--workers", "1")
     report = json.loads(result.stdout)
     assert report["rows_removed"] == len(md5s) - 3
@@ -60,10 +53,10 @@ def test_apply_with_stored_versions_and_an_allow_list(sample_dataset: Path, env:
 def test_lists_commands_print_metadata_never_values(env: Path, planted_values) -> None:
     md5s = planted_values["md5"]
     (env / "p.txt").write_text("\n".join(md5s) + "\n")
-    assert invoke("lists", "import", env / "p.txt", "--name", "partner", "--source", "ncmec",
+    assert run_cli("lists", "import", env / "p.txt", "--name", "partner", "--source", "ncmec",
                   "--version", "1").exit_code == 0
-    outputs = [invoke("lists", "ls"), invoke("lists", "show", "partner"),
-               invoke("lists", "show", "partner@1", "--json"), invoke("lists", "verify")]
+    outputs = [run_cli("lists", "ls"), run_cli("lists", "show", "partner"),
+               run_cli("lists", "show", "partner@1", "--json"), run_cli("lists", "verify")]
     for result in outputs:
         assert result.exit_code == 0, result.stderr
         for value in md5s:
@@ -75,25 +68,25 @@ def test_lists_commands_print_metadata_never_values(env: Path, planted_values) -
 
 def test_lists_exit_codes(env: Path, tmp_path: Path) -> None:
     (env / "bad.txt").write_text("abc\n")
-    result = invoke("lists", "import", env / "bad.txt", "--name", "p", "--source", "s",
+    result = run_cli("lists", "import", env / "bad.txt", "--name", "p", "--source", "s",
                     "--version", "1")
     assert result.exit_code == 2 and "bad.txt:1" in result.stderr
     pub = tmp_path / "k.pub"
     pub.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    assert invoke("lists", "trust", "--source", "ncmec", "--key", pub).exit_code == 0
+    assert run_cli("lists", "trust", "--source", "ncmec", "--key", pub).exit_code == 0
     (env / "p.txt").write_text("0" * 32 + "\n")
-    result = invoke("lists", "import", env / "p.txt", "--name", "p", "--source", "ncmec",
+    result = run_cli("lists", "import", env / "p.txt", "--name", "p", "--source", "ncmec",
                     "--version", "1")
     assert result.exit_code == 3 and "signature" in result.stderr
-    assert invoke("lists", "show", "nope").exit_code == 2
+    assert run_cli("lists", "show", "nope").exit_code == 2
 
 
 def test_keygen(tmp_path: Path) -> None:
-    result = invoke("keygen", "--output", tmp_path / "k")
+    result = run_cli("keygen", "--output", tmp_path / "k")
     assert result.exit_code == 0 and "key id" in result.stdout
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
-    assert invoke("keygen", "--output", tmp_path / "k").exit_code == 2  # never overwrites
-    result = invoke("keygen", "--signing", "--output", tmp_path / "sign")
+    assert run_cli("keygen", "--output", tmp_path / "k").exit_code == 2  # never overwrites
+    result = run_cli("keygen", "--signing", "--output", tmp_path / "sign")
     assert result.exit_code == 0 and (tmp_path / "sign.pub").is_file()
     assert b"BEGIN PRIVATE KEY" in (tmp_path / "sign").read_bytes()

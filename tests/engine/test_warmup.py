@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from scrub.engine.apply import apply
+from scrub.apply import apply
 from scrub.engine.plan import plan_for_apply
 from scrub.engine.warmup import announcing_to, compile_kernel, kernels_for
 from scrub.synthetic import read_column
@@ -37,6 +37,7 @@ def test_lists_are_announced_as_read_and_the_plan_keeps_the_given_order(tmp_path
     assert [s.label for s in plan.sources] == ["big.txt", "small.csv"]
 
 
+@pytest.mark.slow
 def test_warmed_workers_give_the_same_output(sample_dataset: Path, tmp_path: Path) -> None:
     hosts = read_column(sample_dataset, "URL").head(2000).str.extract(r"://([^/:?#]+)", 1)
     listed = tmp_path / "hosts.csv"

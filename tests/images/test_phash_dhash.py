@@ -46,6 +46,7 @@ def test_hash_image_gives_imagehash_values_for_a_jpeg() -> None:
     assert out["dhash"] == str(imagehash.dhash(decoded))
 
 
+@pytest.mark.slow
 def test_the_dense_resize_equals_pillow_pixel_for_pixel() -> None:
     """Every shape (wide, tall, square, smaller than the target), random, flat and two-level
     pixels: the dense products where they apply and Pillow's fallback elsewhere give Pillow's

@@ -10,13 +10,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.images.synthetic import generate_webdataset, jpeg_bytes, picture
 from scrub.layout import companion
-
-runner = CliRunner()
+from tests.helpers import expect_ok, run_cli
 
 
 def members(tar: Path) -> dict[str, bytes]:
@@ -40,6 +37,7 @@ def webdataset(tmp_path: Path) -> Path:
     return generate_webdataset(tmp_path / "wds", shards=3, samples=30, seed=5)
 
 
+@pytest.mark.slow
 def test_apply_removes_exactly_the_matched_samples_from_tars_and_sidecars(
         webdataset: Path, tmp_path: Path) -> None:
     shard1 = members(webdataset / "00001.tar")
@@ -51,10 +49,10 @@ def test_apply_removes_exactly_the_matched_samples_from_tars_and_sidecars(
     urls = tmp_path / "urls.csv"
     urls.write_text(f"type,value\nurl,{url}\n")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["apply", str(webdataset), str(out), "--hashlist",
-                                 str(hashlist), "--hashlist", str(urls), "--workers", "2",
-                                 "--quiet"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(webdataset), str(out), "--hashlist",
+                     str(hashlist), "--hashlist", str(urls), "--workers", "2",
+                     "--quiet")
+    expect_ok(result)
     gone = {"000010003", "000010011", "000020007"}
     for shard in ("00000", "00001", "00002"):
         before_rows = pl.read_parquet(webdataset / f"{shard}.parquet")
@@ -70,6 +68,7 @@ def test_apply_removes_exactly_the_matched_samples_from_tars_and_sidecars(
     assert report["rows_removed"] == 3
 
 
+@pytest.mark.slow
 def test_perceptual_matches_find_re_encoded_images(webdataset: Path, tmp_path: Path) -> None:
     from scrub.images.hashing import hash_image
 
@@ -82,9 +81,9 @@ def test_perceptual_matches_find_re_encoded_images(webdataset: Path, tmp_path: P
     listed = tmp_path / "pdq.txt"
     listed.write_text(hash_image(recompressed.getvalue(), ["pdq"])["pdq"] + "\n")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["apply", str(webdataset), str(out), "--hashlist", str(listed),
-                                 "--type", "pdq", "--workers", "1", "--quiet"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(webdataset), str(out), "--hashlist", str(listed),
+                     "--type", "pdq", "--workers", "1", "--quiet")
+    expect_ok(result)
     assert "000000004.jpg" not in members(out / "00000.tar")
     assert "000000004" not in pl.read_parquet(out / "00000.parquet")["key"].to_list()
 
@@ -103,9 +102,9 @@ def test_hash_writes_one_row_per_sample_with_statuses(webdataset: Path, tmp_path
             import io
             out.addfile(info, io.BytesIO(data))
     target = tmp_path / "hashes"
-    result = runner.invoke(app, ["hash", str(webdataset), str(target), "--types", "md5,pdq",
-                                 "--workers", "2", "--json"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("hash", str(webdataset), str(target), "--types", "md5,pdq",
+                     "--workers", "2", "--json")
+    expect_ok(result)
     rows = pl.read_parquet(target / "00001.parquet")
     images = [n for n in content if n.endswith(".jpg")]
     assert rows["key"].to_list() == [n[:-4] for n in images]
@@ -119,8 +118,8 @@ def test_hash_writes_one_row_per_sample_with_statuses(webdataset: Path, tmp_path
     report = json.loads(result.stdout)
     assert report["by_status"]["undecodable"] == 2
     # A rerun resumes: nothing is hashed again.
-    again = runner.invoke(app, ["hash", str(webdataset), str(target), "--types", "md5,pdq",
-                                "--json"])
+    again = run_cli("hash", str(webdataset), str(target), "--types", "md5,pdq",
+                    "--json")
     assert again.exit_code == 0 and json.loads(again.stdout)["samples"] == report["samples"]
 
 
@@ -129,7 +128,7 @@ def test_a_truncated_tar_is_named_and_the_other_shards_complete(webdataset: Path
     tar = webdataset / "00002.tar"
     tar.write_bytes(tar.read_bytes()[: 20_000])
     target = tmp_path / "hashes"
-    result = runner.invoke(app, ["hash", str(webdataset), str(target), "--types", "sha256"])
+    result = run_cli("hash", str(webdataset), str(target), "--types", "sha256")
     assert result.exit_code == 2
     assert "00002" in result.output and "truncated" in result.output
     assert (target / "00000.parquet").is_file() and (target / "00001.parquet").is_file()
@@ -137,8 +136,8 @@ def test_a_truncated_tar_is_named_and_the_other_shards_complete(webdataset: Path
     hashlist = tmp_path / "l.txt"
     hashlist.write_text("0" * 32 + "\n")
     out = tmp_path / "out"
-    applied = runner.invoke(app, ["apply", str(webdataset), str(out), "--hashlist",
-                                  str(hashlist), "--workers", "1", "--quiet"])
+    applied = run_cli("apply", str(webdataset), str(out), "--hashlist",
+                      str(hashlist), "--workers", "1", "--quiet")
     assert applied.exit_code == 2 and "00002.parquet" in applied.output
     assert not (out / "00002.tar").exists() and (out / "00001.tar").is_file()
 

@@ -13,15 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.images.synthetic import jpeg_bytes, picture
 from scrub.nsfw.head import load_head, random_head, save_head
 from scrub.nsfw.images import load_clip
 from scrub.nsfw.rescore import rescore
+from tests.helpers import expect_ok, run_cli
 
-runner = CliRunner()
 TINY = {"embed_dim": 768,
         "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16,
                        "head_width": 32},
@@ -70,17 +68,18 @@ def tars(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_images_are_embedded_and_scored(tars: Path, tiny_clip: tuple[Path, Path],
                                         tmp_path: Path) -> None:
     config, checkpoint = tiny_clip
     weights = tmp_path / "head.safetensors"
     save_head(random_head("vit-l-14", seed=4), weights)
     out = tmp_path / "scores"
-    result = runner.invoke(app, ["nsfw", "rescore", str(tars), str(out), "--head", str(weights),
-                                 "--clip", str(checkpoint), "--clip-arch", str(config),
-                                 "--device", "cpu", "--workers", "0", "--batch-size", "4",
-                                 "--write-embeddings", "--json"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("nsfw", "rescore", str(tars), str(out), "--head", str(weights),
+                     "--clip", str(checkpoint), "--clip-arch", str(config),
+                     "--device", "cpu", "--workers", "0", "--batch-size", "4",
+                     "--write-embeddings", "--json")
+    expect_ok(result)
     report = json.loads(result.stdout)
     assert report["rows"] == 18 and report["scored"] == 16
     assert report["statuses"] == {"undecodable": 1, "no_image": 1}
@@ -120,11 +119,11 @@ def test_a_missing_checkpoint_or_wrong_width_is_refused(tars: Path, tiny_clip, t
     config, checkpoint = tiny_clip
     weights = tmp_path / "b32.safetensors"
     save_head(random_head("vit-b-32"), weights)
-    missing = runner.invoke(app, ["nsfw", "rescore", str(tars), str(tmp_path / "o"), "--head",
-                                  str(weights), "--clip", str(tmp_path / "nope.pt"),
-                                  "--clip-arch", str(config), "--device", "cpu"])
+    missing = run_cli("nsfw", "rescore", str(tars), str(tmp_path / "o"), "--head",
+                      str(weights), "--clip", str(tmp_path / "nope.pt"),
+                      "--clip-arch", str(config), "--device", "cpu")
     assert missing.exit_code == 2 and "nope.pt: no such CLIP checkpoint" in missing.output
-    wrong = runner.invoke(app, ["nsfw", "rescore", str(tars), str(tmp_path / "o"), "--head",
-                                str(weights), "--clip", str(checkpoint), "--clip-arch",
-                                str(config), "--device", "cpu"])
+    wrong = run_cli("nsfw", "rescore", str(tars), str(tmp_path / "o"), "--head",
+                    str(weights), "--clip", str(checkpoint), "--clip-arch",
+                    str(config), "--device", "cpu")
     assert wrong.exit_code == 2 and "768-value embeddings" in wrong.output

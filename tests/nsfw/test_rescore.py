@@ -11,14 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.nsfw.head import load_head, random_head, save_head
 from scrub.nsfw.rescore import MODEL_KEY, rescore
 from scrub.synthetic import generate_dataset
+from tests.helpers import expect_ok, run_cli
 
-runner = CliRunner()
 CPU = torch.device("cpu")
 
 
@@ -134,13 +132,14 @@ def test_an_embedding_column_scores_like_the_npy_files(data: Path, weights: Path
 
 
 def invoke(*args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, ["nsfw", "rescore", *args])
+    return run_cli("nsfw", "rescore", *args)
 
 
+@pytest.mark.slow
 def test_the_command_and_its_bad_input(data: Path, weights: Path, tmp_path: Path) -> None:
     ok = invoke(str(data), str(tmp_path / "s"), "--head", str(weights), "--device", "cpu",
                 "--quiet", "--json")
-    assert ok.exit_code == 0, ok.output
+    expect_ok(ok)
     assert json.loads(ok.stdout)["scored"] == 3_000
     if not torch.cuda.is_available():
         cuda = invoke(str(data), str(tmp_path / "c"), "--head", str(weights), "--device", "cuda")
@@ -154,7 +153,7 @@ def test_the_command_and_its_bad_input(data: Path, weights: Path, tmp_path: Path
     config = tmp_path / "model.toml"
     config.write_text(f'head = "{weights.name}"\ndevice = "cpu"\nbatch_size = 512\n')
     from_file = invoke(str(data), str(tmp_path / "t"), "--model-config", str(config), "-q")
-    assert from_file.exit_code == 0, from_file.output
+    expect_ok(from_file)
     config.write_text('head = "x"\ncolour = "red"\n')
     assert "unknown setting(s) colour" in invoke(str(data), str(tmp_path / "u"),
                                                  "--model-config", str(config)).output
@@ -193,10 +192,10 @@ def test_apply_drops_rows_by_the_score_it_trusts(data: Path, weights: Path,
 
     def kept(*flags: str) -> set[str]:
         out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
-        result = runner.invoke(app, ["apply", str(data), str(out), "--punsafe-above",
-                                     str(threshold), *flags, "--workers", "1", "--quiet",
-                                     "--json"])
-        assert result.exit_code == 0, result.output
+        result = run_cli("apply", str(data), str(out), "--punsafe-above",
+                         str(threshold), *flags, "--workers", "1", "--quiet",
+                         "--json")
+        expect_ok(result)
         assert set(json.loads(result.stdout)["removed_by_reason"]) == {"nsfw"}
         return set(pq.read_table(sorted(out.glob("*.parquet")))["key"].to_pylist())
 
@@ -204,12 +203,12 @@ def test_apply_drops_rows_by_the_score_it_trusts(data: Path, weights: Path,
     assert kept("--scores", str(scores), "--trust-score", "stored") == \
         set(keys[~(stored > threshold)])
     assert kept() == set(keys[~(stored > threshold)])
-    bad = runner.invoke(app, ["apply", str(data), str(tmp_path / "x"), "--punsafe-above", "0.5",
-                              "--trust-score", "rescored"])
+    bad = run_cli("apply", str(data), str(tmp_path / "x"), "--punsafe-above", "0.5",
+                  "--trust-score", "rescored")
     assert bad.exit_code == 2 and "needs --scores" in bad.output
     table = pq.read_table(scores / "part-00001.parquet")
     pq.write_table(table.slice(0, 999), scores / "part-00001.parquet")
-    short = runner.invoke(app, ["apply", str(data), str(tmp_path / "y"), "--punsafe-above",
-                                "0.5", "--scores", str(scores), "--workers", "1", "--quiet"])
+    short = run_cli("apply", str(data), str(tmp_path / "y"), "--punsafe-above",
+                    "0.5", "--scores", str(scores), "--workers", "1", "--quiet")
     assert short.exit_code != 0
     assert "part-00001.parquet holds 999 scores but" in short.output

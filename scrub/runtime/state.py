@@ -1,13 +1,13 @@
-"""Job state of an output folder: identity, per-shard completion markers, temporary files.
+"""Job state of an output folder: identity, per-shard completion markers, staging, publish.
 
 The state lies in OUTPUT's companion folder ``OUTPUT.scrub/`` (:mod:`scrub.layout`), so that
 a finished OUTPUT holds its shards only: ``job.json`` (what job OUTPUT belongs to) and
-``done/NAME.json`` (one marker per completed shard, with its stats and the identity of the input
-it was made from). Partial files are written in ``OUTPUT/.scrub-tmp/``, on OUTPUT's own file
-system (OUTPUT may be a mount point), renamed into place when complete; the folder goes when
-the job completes. A rerun of the same job skips shards whose marker matches the current input
-and output; anything else is recomputed, and since the work is deterministic the bytes come out
-the same. Older scrubs kept the state in ``OUTPUT/.scrub/`` (:data:`LEGACY_STATE_DIR`).
+``done/NAME.json`` (one marker per completed shard: JSON stats of the job's choosing, with the
+identity of the input it was made from). Partial files are staged in ``OUTPUT/.scrub-tmp/``, on
+OUTPUT's own file system (OUTPUT may be a mount point), and renamed into place when complete.
+A rerun of the same job skips shards whose marker the job finds current; anything else is
+recomputed, and since the work is deterministic the bytes come out the same. Older scrubs kept
+the state in ``OUTPUT/.scrub/`` (:data:`LEGACY_STATE_DIR`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from scrub.atomic import atomic_write_json
-from scrub.dataset import Shard
-from scrub.engine.stats import ShardStats
 from scrub.errors import OutputConflictError, UserInputError
 from scrub.layout import companion
 
@@ -33,9 +32,9 @@ TMP_DIR = ".scrub-tmp"
 class JobState:
     """The resumable state of one job in its output folder."""
 
-    def __init__(self, output: Path, job: dict[str, object]) -> None:
+    def __init__(self, output: Path, job: Mapping[str, object]) -> None:
         self.output = output
-        self.job = job
+        self.job = dict(job)
         self.root = companion(output)
         self.done_dir = self.root / "done"
         self.tmp_dir = output / TMP_DIR
@@ -129,34 +128,45 @@ class JobState:
         except ValueError:
             return {"unreadable": True}
 
-    def completed(self, shard: Shard) -> ShardStats | None:
-        """The stats of a shard completed by this job from the current input, else None."""
-        marker = self.done_dir / f"{shard.name}.json"
-        if not marker.is_file():
+    def marker(self, name: str) -> dict[str, Any] | None:
+        """The completion marker of output ``name`` as JSON, or None (missing or unreadable)."""
+        path = self.done_dir / f"{name}.json"
+        if not path.is_file():
             return None
         try:
-            stats = ShardStats.from_json(json.loads(marker.read_text()))
-        except (ValueError, TypeError):
+            value = json.loads(path.read_text())
+        except ValueError:
             return None
-        size, mtime = input_identity(shard)
-        out = self.output / shard.name
-        if stats.input_size != size or stats.input_mtime_ns != mtime or not out.is_file():
-            return None
-        if out.stat().st_size != stats.output_size:
-            return None
-        if stats.tar_output_size:  # a webdataset shard: its tar must be there too
-            tar = out.with_suffix(".tar")
-            if not tar.is_file() or tar.stat().st_size != stats.tar_output_size:
-                return None
-        return stats
+        return value if isinstance(value, dict) else None
 
-    def commit(self, shard: Shard, tmp: Path, stats: ShardStats) -> None:
-        """Move a finished (already fsynced) shard into place, then record it as done.
+    def completed(self, name: str, current: Callable[[dict[str, Any]], bool]
+                  ) -> dict[str, Any] | None:
+        """The marker of output ``name`` when ``current`` finds it matches the input and the
+        output files as they are now; else None (the shard is to be made again)."""
+        marker = self.marker(name)
+        try:
+            return marker if marker is not None and current(marker) else None
+        except (KeyError, TypeError, ValueError, OSError):
+            return None
 
-        The marker needs no fsync: lost or torn, it only makes a rerun redo the shard.
-        """
-        os.replace(tmp, self.output / shard.name)
-        atomic_write_json(self.done_dir / f"{shard.name}.json", stats.to_json(), durable=False)
+    def commit(self, name: str, staged: Sequence[tuple[Path, str]],
+               stats: Mapping[str, Any]) -> None:
+        """Move finished (already fsynced) files into OUTPUT (``(tmp, final name)``, in order;
+        the shard ``name`` last), then record the shard as done with ``stats``.
+
+        The marker needs no fsync: lost or torn, it only makes a rerun redo the shard."""
+        for tmp, final in staged:
+            os.replace(tmp, self.output / final)
+        atomic_write_json(self.done_dir / f"{name}.json", dict(stats), durable=False)
+
+    def staging(self, name: str) -> Path:
+        """Where a partial file for OUTPUT's ``name`` is written (renamed by :meth:`commit`)."""
+        return self.tmp_dir / f"{name}.partial"
+
+
+def has_size(path: Path, size: object) -> bool:
+    """Whether ``path`` is a file of ``size`` bytes (a marker's check of an output)."""
+    return path.is_file() and path.stat().st_size == size
 
 
 def _recorded(done: Path) -> set[str]:
@@ -165,8 +175,3 @@ def _recorded(done: Path) -> set[str]:
         return set()
     return {p.name[:-len(".json")] for p in done.iterdir() if p.name.endswith(".json")}
 
-
-def input_identity(shard: Shard) -> tuple[int, int]:
-    """(size, mtime in ns) of an input shard: a changed input invalidates its marker."""
-    st = shard.path.stat()
-    return st.st_size, st.st_mtime_ns

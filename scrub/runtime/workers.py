@@ -1,13 +1,16 @@
-"""Settings for worker processes."""
+"""Worker processes: how many, their thread counts, their set-up, and their exit with the parent."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
 import threading
 from collections.abc import Iterator
+
+import pyarrow as pa
 
 #: How often a worker also compares its parent process id (a fallback to the pipe's end-of-file).
 _PARENT_CHECK_S = 2.0
@@ -52,3 +55,28 @@ def exit_with_parent() -> None:
         os._exit(1)  # nothing to flush: the parent that would read any result is gone
 
     threading.Thread(target=watch, name="scrub-exit-with-parent", daemon=True).start()
+
+
+def default_workers() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
+
+
+def configure_worker(threads: int) -> None:
+    """Set up a spawned process that runs units beside others, ``threads`` cores each."""
+    exit_with_parent()  # never outlive a killed parent (idle, holding memory and semaphores)
+    # A spawned worker ends through sys.exit, whose C++ static destructors can meet Arrow's
+    # thread pools still running and abort ("terminate called without an active exception").
+    # Its results are already sent synchronously, so leave without those destructors.
+    atexit.register(os._exit, 0)
+    configure_arrow(threads)
+
+
+def configure_arrow(threads: int) -> None:
+    """Arrow's allocator and thread pools for a worker of ``threads`` cores.
+
+    The system allocator, not mimalloc: no first-shard warm-up cost (docs/design/runtime.md)."""
+    pa.set_memory_pool(pa.system_memory_pool())
+    pa.set_cpu_count(threads)
+    pa.set_io_thread_count(max(threads, 2))
