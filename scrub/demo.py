@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from scrub.atomic import atomic_path
-from scrub.engine.apply import ApplyResult, apply
+from scrub.apply import ApplyResult, apply
 from scrub.engine.plan import plan_from_hashlists
 from scrub.lists.hashlist import read_hashlist
 from scrub.synthetic import generate_dataset, random_md5s, read_column, write_hashlist
@@ -99,6 +99,8 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
     from scrub.release.build import build, plan_release
     from scrub.release.manifest import Finisher
     from scrub.release.policy import load_policy
+    from scrub.release.publish import BuildResult
+    from scrub.release.signed import release_secret
 
     work = demo.workdir
     key_path, signing = work / "data.key", work / "signing.pem"
@@ -131,17 +133,17 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
     private = load_signing_key(signing)
     output = work / "release"
     shutil.rmtree(output, ignore_errors=True)  # the demo's own folder: a fresh release each run
-    from cryptography.hazmat.primitives import serialization
+    secret = release_secret(private)
 
-    secret = hashlib.sha256(b"scrub-release-secret" + private.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-        serialization.NoEncryption())).digest()
-    # the ledger learns of the release before the staging folder goes (a killed run finishes it)
+    def mark_applied(done: BuildResult) -> None:
+        """The ledger learns of the release before the staging folder goes (a killed run
+        finishes it)."""
+        ledger.mark_applied(release.requests, done.release_id, "demo")
+
     result = build(demo.dataset, output, release, secret=secret, workers=workers,
                    progress=progress,
                    finish=Finisher(release, demo.dataset, private, dataset="scrub-demo"),
-                   published=lambda done: ledger.mark_applied(release.requests,
-                                                              done.release_id, "demo"))
+                   published=mark_applied)
     return ReleaseDemo(result.release_id, result.variants,
-                       {n: sum(int(s["rows_out"]) for s in st)  # type: ignore[call-overload]
-                        for n, st in result.stats.items()}, request, public)
+                       {n: sum(s.rows_out for s in st) for n, st in result.stats.items()},
+                       request, public)

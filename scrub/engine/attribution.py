@@ -120,22 +120,23 @@ class AttributedRule(Rule):
 
     def match(self, view: BatchView) -> np.ndarray:
         if self.url_hosts is not None and isinstance(self.inner, ExactKeyRule):
-            return self._match_urls(view)
+            return self._match_urls(view, self.url_hosts, self.inner)
         hit = self.inner.match(view)
         found = view.distances.pop(id(self.inner), None)
         if found is not None:
             view.distances[id(self)] = found
         return hit
 
-    def _match_urls(self, view: BatchView) -> np.ndarray:
+    def _match_urls(self, view: BatchView, url_hosts: pl.Series,
+                    inner: ExactKeyRule) -> np.ndarray:
         """Exact URLs: a row's canonical URL can only equal a listed one if its host is a
         listed URL's host (hosts are cheap: no path canonicalisation), so only those rows are
         canonicalised and digested. Equal to digesting every row (the host of a canonical URL
         is the row's canonical host, tested in tests/test_urls.py)."""
         hit = np.zeros(view.num_rows, dtype=bool)
-        hosts = self.url_hosts.implode()  # type: ignore[union-attr]
+        hosts = url_hosts.implode()
         if view.has_hosts() or not (self.prefilter and self.literal_hosts):
-            rows = view.rows_on_hosts(self.url_hosts)  # type: ignore[arg-type]
+            rows = view.rows_on_hosts(url_hosts)
         else:
             # Rows that could match. A URL "scheme://authority/..." whose authority is ASCII
             # without %-escapes holds its canonical host there verbatim (up to case); a URL
@@ -162,14 +163,14 @@ class AttributedRule(Rule):
             if len(rows):
                 some_urls = urls.gather(rows)
                 maybe = ~some_urls.str.contains(_PLAIN_AUTHORITY) | some_urls.str.contains_any(
-                    self.url_hosts.to_list(), ascii_case_insensitive=True)  # type: ignore
+                    url_hosts.to_list(), ascii_case_insensitive=True)
                 rows = rows[maybe.fill_null(False).to_numpy()]
             if len(rows):
                 on = canonical_hosts(urls.gather(rows)).is_in(hosts).fill_null(False)
                 rows = rows[on.to_numpy()]
         if len(rows):
             keys, valid = text_digest_keys(view.canonical_urls_of(rows))
-            hit[rows] = self.inner.keys.contains(keys, valid)  # type: ignore[attr-defined]
+            hit[rows] = inner.keys.contains(keys, valid)
         return hit
 
     def attribute(self, view: BatchView, hit: np.ndarray) -> dict[int, np.ndarray]:

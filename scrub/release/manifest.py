@@ -17,9 +17,9 @@ import html
 import io
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -36,8 +36,9 @@ from scrub.crypto import load_public_key, public_key_bytes, public_key_fingerpri
 from scrub.errors import ExternalSourceError, UserInputError, brief
 from scrub.layout import REMOVALS_KEY, companion
 from scrub.progress import Progress
-from scrub.release.build import STAGING, ReleasePlan, Reuse, carried_removals
+from scrub.release.plan import ReleasePlan
 from scrub.release.probe import HOSTS, INPUTS, PROBE_DIR, TAILS
+from scrub.release.reuse import Reuse, carried_removals
 from scrub.release.signed import (
     AUDIT_HTML,
     AUDIT_JSON,
@@ -51,7 +52,9 @@ from scrub.release.signed import (
     locate_variant,
     read_variant,
 )
+from scrub.release.staging import STAGING, Job
 from scrub.release.state import STATE_DIR
+from scrub.release.stats import VariantShardStats
 
 
 def canonical(obj: object) -> bytes:
@@ -70,21 +73,20 @@ class Finisher:
         self.release, self.source, self.key = release, source, signing_key
         self.dataset, self.previous, self.carry = dataset, previous, carry
 
-    def __call__(self, stage: Path, job: dict[str, object],
-                 stats: dict[str, list[dict[str, object]]]) -> None:
+    def __call__(self, stage: Path, job: Job, stats: dict[str, list[VariantShardStats]]) -> None:
         first = next(iter(stats.values()))
-        inputs = [{"name": s["shard"], "sha256": s["input_sha256"],
-                   "size": (self.source / str(s["shard"])).stat().st_size} for s in first]
+        inputs = [{"name": s.shard, "sha256": s.input_sha256,
+                   "size": (self.source / s.shard).stat().st_size} for s in first]
         public = public_key_bytes(self.key.public_key())
         every = sorted(v.policy.name for v in self.release.variants)
         for variant in self.release.variants:
             name = variant.policy.name
             folder = companion(stage / name)
-            removal_rows = self._removal_list(stage, name, str(job["removal_key"]))
-            shards = [{"name": s["shard"], "rows": s["rows_out"], "sha256": s["sha256"],
-                       "state_tag": s["state"]}
+            removal_rows = self._removal_list(stage, name, job.removal_key)
+            shards = [{"name": s.shard, "rows": s.rows_out, "sha256": s.sha256,
+                       "state_tag": s.state}
                       for s in stats[name]]  # hashed by the workers as they wrote them
-            embeddings = [s["embeddings"] for s in stats[name] if "embeddings" in s]
+            embeddings = [s.embeddings for s in stats[name] if s.embeddings is not None]
             audit = self._audit(variant.sources, name, stats[name], job)
             atomic_write_json(folder / AUDIT_JSON, audit)
             atomic_write_bytes(folder / AUDIT_HTML, render_html(audit).encode())
@@ -98,8 +100,8 @@ class Finisher:
                            AUDIT_HTML: file_sha256(folder / AUDIT_HTML)})
             manifest = {
                 "format": FORMAT, "scrub_version": __version__,
-                "dataset": self.dataset, "release_id": job["release_id"], "variant": name,
-                "created_at": job["created_at"],
+                "dataset": self.dataset, "release_id": job.release_id, "variant": name,
+                "created_at": job.created_at,
                 "policy": variant.policy.describe(),
                 "lists": [entry for entry in self.release.lists
                           if any(s.digest == entry["sha256"] and s.id in variant.sources
@@ -115,7 +117,7 @@ class Finisher:
                            "removed_by_reason": audit["removed_by_reason"]},
                 "removals": {"file": REMOVALS, "rows": removal_rows,
                              "sha256": removals_sha256,
-                             "hmac": "sha256", "key": job["removal_key"]},
+                             "hmac": "sha256", "key": job.removal_key},
                 "files": dict(sorted(files.items())),
                 "companion_files": dict(sorted(others.items())),
                 "release_variants": every,
@@ -146,39 +148,39 @@ class Finisher:
             pq.write_table(shuffled, tmp, compression="zstd")
         return table.height
 
-    def _audit(self, members: frozenset[int], name: str, rows: list[dict[str, object]],
-               job: dict[str, object]) -> dict[str, object]:
+    def _audit(self, members: frozenset[int], name: str, rows: list[VariantShardStats],
+               job: Job) -> dict[str, Any]:
         sources = {str(s.id): s for s in self.release.plan.sources if s.id in members}
         by_source: dict[str, int] = {}
         by_reason: dict[str, int] = {}
         for shard in rows:
-            for code, count in shard["by_reason"].items():  # type: ignore[union-attr]
+            for code, count in shard.by_reason.items():
                 by_reason[code] = by_reason.get(code, 0) + count
-            for label, count in shard["by_source"].items():  # type: ignore[union-attr]
+            for label, count in shard.by_source.items():
                 by_source[label] = by_source.get(label, 0) + count
-        rows_in = sum(int(r["rows_in"]) for r in rows)  # type: ignore[call-overload]
-        rows_out = sum(int(r["rows_out"]) for r in rows)  # type: ignore[call-overload]
+        rows_in = sum(r.rows_in for r in rows)
+        rows_out = sum(r.rows_out for r in rows)
         # rows counted under more than one reason (shards reused from a build before this
         # count existed add none)
-        several = sum(int(r.get("several_reasons", 0)) for r in rows)  # type: ignore
-        audit: dict[str, object] = {
-            "release_id": job["release_id"], "variant": name, "dataset": self.dataset,
-            "created_at": job["created_at"], "rows_in": rows_in, "rows_out": rows_out,
+        several = sum(r.several_reasons for r in rows)
+        audit: dict[str, Any] = {
+            "release_id": job.release_id, "variant": name, "dataset": self.dataset,
+            "created_at": job.created_at, "rows_in": rows_in, "rows_out": rows_out,
             "removed": rows_in - rows_out,
             "removed_by_reason": dict(sorted(by_reason.items())),
             "rows_with_several_reasons": several,
             "removed_by_source": dict(sorted(by_source.items())),
             "sensitive_sources": sorted({s.label if s.kind != "request" else "ledger requests"
                                          for s in sources.values() if s.sensitive}),
-            "per_shard": [{"shard": r["shard"], "rows_in": r["rows_in"],
-                           "rows_out": r["rows_out"]} for r in rows],
+            "per_shard": [{"shard": r.shard, "rows_in": r.rows_in,
+                           "rows_out": r.rows_out} for r in rows],
         }
         if self.previous is not None:
             audit["previous"] = compare(self.previous, audit)
         return audit
 
 
-def compare(previous: Path, audit: dict[str, object]) -> dict[str, object]:
+def compare(previous: Path, audit: dict[str, Any]) -> dict[str, object]:
     """Totals and reasons against a previous release of the same variant (its variant folder,
     its companion folder, or its audit.json)."""
     folders = locate_variant(previous)
@@ -215,22 +217,22 @@ def _bars(title: str, data: dict[str, int]) -> str:
             f"width='720' height='{height}' role='img'>{''.join(bars)}</svg>")
 
 
-def render_html(audit: dict[str, object]) -> str:
+def render_html(audit: dict[str, Any]) -> str:
     """The audit as one self-contained HTML page: tables and inline SVG charts."""
     rows = "".join(f"<tr><td>{html.escape(str(s['shard']))}</td><td>{s['rows_in']:,}</td>"
-                   f"<td>{s['rows_out']:,}</td></tr>" for s in audit["per_shard"])  # type: ignore
-    per_shard = {str(s["shard"]): int(s["rows_in"]) - int(s["rows_out"])  # type: ignore
-                 for s in audit["per_shard"]}  # type: ignore[attr-defined]
+                   f"<td>{s['rows_out']:,}</td></tr>" for s in audit["per_shard"])
+    per_shard = {str(s["shard"]): int(s["rows_in"]) - int(s["rows_out"])
+                 for s in audit["per_shard"]}
     previous = ""
     if "previous" in audit:
         old = audit["previous"]
         lines = "".join(
             f"<tr><td>{html.escape(r)}</td><td>{v:,}</td>"
-            f"<td>{audit['removed_by_reason'].get(r, 0):,}</td></tr>"  # type: ignore
-            for r, v in old["removed_by_reason"].items())  # type: ignore[index]
-        previous = (f"<h2>Against release {html.escape(str(old['release_id']))}</h2>"  # type: ignore
+            f"<td>{audit['removed_by_reason'].get(r, 0):,}</td></tr>"
+            for r, v in old["removed_by_reason"].items())
+        previous = (f"<h2>Against release {html.escape(str(old['release_id']))}</h2>"
                     f"<table><tr><th>reason</th><th>before</th><th>now</th></tr>{lines}</table>")
-    sensitive = ", ".join(html.escape(s) for s in audit["sensitive_sources"])  # type: ignore
+    sensitive = ", ".join(html.escape(s) for s in audit["sensitive_sources"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Audit: {html.escape(str(audit['variant']))} {html.escape(str(audit['release_id']))}</title>
@@ -433,22 +435,7 @@ def _unlisted(folder: Path, expected: set[str], *,
     return problems
 
 
-def removal_keys(path: Path) -> str | None:
-    """The HMAC key of a removal list, or None when ``path`` is not one."""
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowException):
-        return None
-    key = metadata.get(REMOVALS_KEY)
-    return key.decode() if key else None
-
-
-def removal_sets(path: Path) -> dict[str, Sequence[str]]:
-    table = pl.read_parquet(path)
-    return {name: table[name].drop_nulls().unique().to_list() for name in table.columns}
-
-
-def diff_releases(old: Path, new: Path, *, progress: bool = False) -> dict[str, object]:
+def diff_releases(old: Path, new: Path, *, progress: bool = False) -> dict[str, Any]:
     """What changed between two releases of a dataset: rows (by sample key) removed and added
     back, and the removals per reason from their audits. ``progress``: the shards read so far,
     on stderr."""

@@ -1,31 +1,10 @@
 """Probe sets: which hosts and URL tails a shard holds, so an incremental rebuild can skip it.
 
-A new takedown request for a URL, or a new version of an opt-out list of hosts, domains or URL
-prefixes, can only remove rows on the hosts it names; a URL request can moreover only remove
-rows whose URL ends (before its query) with the request's last path segment. A full build
-records per input shard, as sorted arrays of 64-bit keyed digests (the *probe sets*):
-
-- ``.probe``: the canonical hosts of its rows and every parent domain of each (every
-  dot-suffix: what a domain rule matches, see :func:`scrub.urls.host_suffixes`), when the
-  plan's rules worked the hosts out anyway (rules on URLs, hosts or domains);
-- ``.tails``: the last segments of its rows' canonical paths (:func:`scrub.urls.url_tails`),
-  as 32-bit digests, when the policies take ledger requests (a URL request may come later):
-  ~0.4 us and 4 bytes per row.
-
-An incremental rebuild reuses, without reading it, every shard that some probe set of each new
-rule rules out (a host or domain rule by the hosts; a URL request by its hosts or its tails);
-the others are matched as before. A false positive (two digests agreeing on 64 bits, a common
-file name like ``1.jpg``) only costs a read.
-
-The digests are keyed (hosts: HMAC-SHA256; tails: an unkeyed 64-bit XXH3 fingerprint, then
-AES-256 of that fingerprint as one block, a keyed pseudorandom permutation that costs ~1 ns per
-row where HMAC costs ~300; both keys derived from the release's secret, itself derived from the
-signing key) because the input shard holds the rows the release removed: an unkeyed set
-would let anyone test whether a removed row's host was in the input. The files lie in
-``OUT/.scrub-probe/``, beside the variants and outside what is published, and each carries a tag
-(an HMAC over the input shard's sha256 and its bytes) stored in the variant's signed shard
-state: a probe set that was changed, or that belongs to another input, is not trusted, and the
-shard is read instead.
+A full build records per input shard sorted keyed digests of its rows' hosts and parent domains
+(``.probe``) and of its URLs' last path segments (``.tails``), in ``OUT/.scrub-probe/``, never
+published; each file's tag lies in the variant's signed shard state. A rebuild reuses unread
+every shard that the probe sets show no new rule can match. Keys, sizes, costs and why they are
+keyed: docs/design/release.md.
 """
 
 from __future__ import annotations
@@ -41,9 +20,7 @@ import numpy as np
 import polars as pl
 
 from scrub.atomic import atomic_path
-from scrub.engine.attribution import AttributedRule
 from scrub.engine.plan import MatchPlan
-from scrub.engine.rules import ExactKeyRule, PrefixRule, Rule
 from scrub.keys import hex_to_keys, keys_to_hex
 from scrub.lists.types import text_digest_keys
 from scrub.urls import URL_FORM, host_suffixes, url_tails
@@ -122,11 +99,8 @@ def tail_fingerprints(urls: pl.Series) -> np.ndarray:
 
 def keyed_tails(fingerprints: np.ndarray, key: str) -> np.ndarray:
     """Sorted distinct 32-bit keyed digests of distinct fingerprints: each is one 16-byte
-    block (fingerprint, zeros) enciphered with AES-256 under a key derived from ``key``, and
-    cut to 32 bits. ECB is what a keyed set lookup needs: equal fingerprints give equal
-    digests, and distinct ones blocks that look random to whoever lacks the key. 32 bits keep
-    the sets at 4 bytes per row (LAION-5B: ~23 GB beside the release); a request's segment
-    then meets one of a 1M-row shard's by chance once in ~4,000 shards (a read)."""
+    block (fingerprint, zeros) enciphered with AES-256 under a key derived from ``key``, cut to
+    32 bits (a keyed set lookup; sizes and collision odds: docs/design/release.md)."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     values = _sorted_distinct(np.asarray(fingerprints, dtype=np.uint64))
@@ -150,21 +124,6 @@ def _sorted_distinct(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _rule_digests(rule: Rule) -> np.ndarray | None:
-    """SHA-256 digests of the hosts or domains outside which ``rule`` matches no row, or None
-    when its matches are not bounded by host (content hashes, captions, scores...)."""
-    inner = rule.inner if isinstance(rule, AttributedRule) else rule
-    if isinstance(rule, AttributedRule) and rule.url_hosts is not None:
-        digests, valid = text_digest_keys(rule.url_hosts)  # exact URLs: rows on their hosts
-        return digests[valid]
-    if isinstance(inner, PrefixRule):
-        digests, valid = text_digest_keys(inner.hosts)
-        return digests[valid]
-    if isinstance(inner, ExactKeyRule) and inner.key_type.name in ("host", "domain"):
-        return inner.keys.keys  # digests of the listed hosts / domains
-    return None
-
-
 @dataclass(frozen=True)
 class RuleProbe:
     """The probe digests that bound one rule's matches: its hosts and domains, its URLs'
@@ -179,12 +138,11 @@ def rule_probes(plan: MatchPlan, key: str) -> list[RuleProbe] | None:
     by hosts nor by tails (then every shard must be read)."""
     found = []
     for rule in plan.rules:
-        digests = _rule_digests(rule)
-        hosts = None if digests is None else _keyed(digests, key)
+        bounds = rule.probe_bounds()
+        hosts = None if bounds.host_digests is None else _keyed(bounds.host_digests, key)
         tails = None
-        segments = getattr(rule, "url_segments", None)
-        if segments is not None and fingerprints_ok():
-            tails = keyed_tails(_xxh3(segments), key)
+        if bounds.url_segments is not None and fingerprints_ok():
+            tails = keyed_tails(_xxh3(bounds.url_segments), key)
         if hosts is None and tails is None:
             return None
         found.append(RuleProbe(hosts, tails))

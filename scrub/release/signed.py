@@ -16,12 +16,17 @@ entries) kept everything in the variant folder; they are still read for ``scrub 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from scrub.crypto import public_key_bytes, public_key_fingerprint
 from scrub.errors import ExternalSourceError, UserInputError
@@ -92,7 +97,7 @@ def find_variants(path: Path) -> list[VariantFolders]:
     path = Path(path)
     if not path.is_dir():
         return []
-    found = {}
+    found: dict[str, VariantFolders] = {}
     for child in sorted(path.iterdir()):
         if not child.is_dir() or child.is_symlink():
             continue
@@ -212,3 +217,12 @@ def listed_files(manifest: dict, where: Path) -> Listing:
             raise ExternalSourceError(f"{where}: {name!r} is missing from the manifest's file "
                                       "list or listed there with another sha256")
     return Listing(files, meta)
+
+
+def release_secret(private: Ed25519PrivateKey) -> bytes:
+    """The release's secret, derived from the signing key: it keys the removal list's HMAC key,
+    the probe sets and the sealed shard states, so that nobody without the key can guess or
+    test them."""
+    return hashlib.sha256(b"scrub-release-secret" + private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption())).digest()

@@ -18,9 +18,7 @@ import pytest
 import tldextract
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.dataset import detect_roles
 from scrub.engine.kernel import decide
 from scrub.engine.plan import MatchPlan, _rule, add_ledger_rules, plan_from_hashlists
@@ -31,8 +29,8 @@ from scrub.lists.hashlist import read_hashlist
 from scrub.lists.types import Domain
 from scrub.synthetic import generate_dataset, read_column
 from scrub.urls import url_host
+from tests.helpers import expect_exit, expect_ok, run_cli
 
-runner = CliRunner()
 ICANN_ONLY = tldextract.TLDExtract(suffix_list_urls=(), include_psl_private_domains=False,
                                    cache_dir=None)
 PRIVATE = ["amazonaws.com", "blogspot.com", "cloudfront.net"]
@@ -69,9 +67,9 @@ def test_private_suffix_domains_remove_every_row_on_or_under_them(private_datase
     listing = tmp_path / "domains.csv"
     listing.write_text("type,value\ndomain,AmazonAWS.com.\ndomain, blogspot.com\n"
                        "domain,CLOUDFRONT.NET\n")
-    result = runner.invoke(app, ["apply", str(private_dataset), str(tmp_path / "out"),
-                                 "--hashlist", str(listing), "--workers", "1", "-q"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(private_dataset), str(tmp_path / "out"),
+                     "--hashlist", str(listing), "--workers", "1", "-q")
+    expect_ok(result)
     urls = read_column(private_dataset, "URL").to_list()
     kept = set(pl.read_parquet(sorted((tmp_path / "out").glob("*.parquet")))["key"].to_list())
     keys = read_column(private_dataset, "key").to_list()
@@ -99,9 +97,9 @@ def test_icann_public_suffixes_are_refused_naming_file_line_and_why(
         private_dataset: Path, tmp_path: Path, value: str) -> None:
     listing = tmp_path / "domains.csv"
     listing.write_text(f"type,value\ndomain,example.org\ndomain,{value}\n", encoding="utf-8")
-    result = runner.invoke(app, ["apply", str(private_dataset), str(tmp_path / "out"),
-                                 "--hashlist", str(listing), "-q"])
-    assert result.exit_code == 2, result.output
+    result = run_cli("apply", str(private_dataset), str(tmp_path / "out"),
+                     "--hashlist", str(listing), "-q")
+    expect_exit(result, 2)
     assert f"{listing}:3:" in result.output
     assert "ICANN" in result.output and "every site under it" in result.output
     assert value.strip() not in result.output.replace(str(listing), "")
@@ -138,6 +136,7 @@ def hosts_and_domains(draw):  # type: ignore[no-untyped-def]
     return hosts, domains, spellings, upper
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=hosts_and_domains())
 def test_domain_rules_match_exactly_the_host_or_its_subdomains(case) -> None:  # type: ignore
@@ -231,26 +230,26 @@ def _incremental_release_with_a_new_domain_list(tmp_path: Path, before_base=None
     write_signing_keypair(tmp_path / "sign.pem", tmp_path / "sign.pub")
 
     def build(out: str, *extra: str):  # type: ignore[no-untyped-def]
-        return runner.invoke(app, ["release", "build", str(data), str(tmp_path / out),
-                                   "--policy", str(policy), "--signing-key",
-                                   str(tmp_path / "sign.pem"), "--store", str(store.root),
-                                   "--workers", "1", "--quiet", "--json",
-                                   "--release-id", "r", *extra])
+        return run_cli("release", "build", str(data), str(tmp_path / out),
+                       "--policy", str(policy), "--signing-key",
+                       str(tmp_path / "sign.pem"), "--store", str(store.root),
+                       "--workers", "1", "--quiet", "--json",
+                       "--release-id", "r", *extra)
 
     if before_base is not None:
         before_base()
     base = build("base")
     if after_base is not None:
         after_base()
-    assert base.exit_code == 0, base.output
+    expect_ok(base)
     assert len(list((tmp_path / "base" / ".scrub-probe").glob("*.probe"))) == 3
     domains = tmp_path / "domains.csv"
     domains.write_text("type,value\ndomain,amazonaws.com\n")
     store.import_list(domains, name="domains", source="registry", version="1")
     incremental = build("inc", "--from", str(tmp_path / "base"))
-    assert incremental.exit_code == 0, incremental.output
+    expect_ok(incremental)
     full = build("full")
-    assert full.exit_code == 0, full.output
+    expect_ok(full)
     for index, shard in enumerate(shards):
         inc, whole = (tmp_path / d / "open" / shard.name for d in ("inc", "full"))
         assert inc.read_bytes() == whole.read_bytes(), shard.name
@@ -270,7 +269,7 @@ def test_host_probe_sets_of_a_release_made_before_parent_domains_are_not_trusted
     """A base release whose host probe sets hold only hosts and registrable domains (as
     releases made before this change have them, with the untagged layout) must not let a
     rebuild skip the shards with rows under the new domain: their tags no longer check."""
-    import scrub.release.build as build_module
+    import scrub.release.shard as build_module
     import scrub.release.probe as probe
     from scrub.urls import registrable_domains
 

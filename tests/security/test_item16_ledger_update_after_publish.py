@@ -20,8 +20,10 @@ from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     engine,
     key,
     ledger,
+    request_policies,
     spec,
 )
+from tests.helpers import expect_ok
 
 STAGING = ".scrub-release"
 
@@ -35,11 +37,7 @@ def release(tmp_path: Path, ledger: Ledger):  # type: ignore[no-untyped-def]
     request, _ = ledger.add(spec("a@example.org", [{"type": "url", "value": url}]), "alice")
     ledger.transition(request, "verify", "alice")
     pending, _ = ledger.add(spec("b@example.org", [{"type": "md5", "value": "1" * 32}]), "bob")
-    policies = []
-    for name in ("open", "closed"):
-        policy = tmp_path / f"{name}.toml"
-        policy.write_text(f'[policy]\nname = "{name}"\n[ledger]\nrequests = true\n')
-        policies += ["--policy", str(policy)]
+    policies = request_policies(tmp_path, "open", "closed")
     write_signing_keypair(tmp_path / "sign.pem", tmp_path / "sign.pub")
     return {"data": data, "request": request, "pending": pending, "policies": policies}
 
@@ -92,7 +90,7 @@ def test_a_kill_during_the_ledger_update_is_finished_by_a_rerun(
     assert ledger.show(release["request"]).status == "verified"  # the update rolled back
     monkeypatch.undo()
     rerun = build(tmp_path, database, release)
-    assert rerun.exit_code == 0, rerun.output
+    expect_ok(rerun)
     assert json.loads(rerun.stdout)["requests_marked_applied"] == 1
     assert_finished(tmp_path, database, ledger, release)
 
@@ -100,7 +98,7 @@ def test_a_kill_during_the_ledger_update_is_finished_by_a_rerun(
 def test_a_kill_after_the_ledger_update_records_nothing_twice(
         tmp_path: Path, database: tuple[str, dict], ledger: Ledger, release: dict,
         monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import scrub.release.build as building
+    import scrub.release.publish as building
 
     fired = interrupt_once(monkeypatch, building.shutil, "rmtree",
                            lambda path, *a, **k: Path(path).name == STAGING)
@@ -108,7 +106,7 @@ def test_a_kill_after_the_ledger_update_records_nothing_twice(
     assert fired and killed.exit_code == 130, killed.output
     monkeypatch.undo()
     rerun = build(tmp_path, database, release)
-    assert rerun.exit_code == 0, rerun.output
+    expect_ok(rerun)
     assert_finished(tmp_path, database, ledger, release)
 
 
@@ -123,7 +121,7 @@ def test_a_kill_between_two_variants_being_published_is_finished(
     monkeypatch.undo()
     assert (tmp_path / "out" / "open.scrub" / "manifest.json").is_file()
     rerun = build(tmp_path, database, release)
-    assert rerun.exit_code == 0, rerun.output
+    expect_ok(rerun)
     assert_finished(tmp_path, database, ledger, release)
 
 
@@ -147,7 +145,7 @@ def test_requests_apply_records_a_repair_by_hand(tmp_path: Path, database: tuple
     received, _ = ledger.add(spec("b@example.org"), "alice")
     repaired = cli(tmp_path, database, "requests", "apply", str(verified), "--release", "r-7",
                    "--reason", "build killed before its ledger update", "--actor", "ops-ann")
-    assert repaired.exit_code == 0, repaired.output
+    expect_ok(repaired)
     view = ledger.show(verified)
     assert view.status == "applied" and view.releases == ["r-7"]
     last = view.history[-1]
