@@ -1,18 +1,47 @@
-"""Helpers shared by tests: planted lists, expected outputs and folder snapshots."""
+"""Helpers shared by tests: the in-process CLI, planted lists, expected outputs and folder
+snapshots."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import typer
+from typer.testing import CliRunner, Result
 
+from scrub.cli.main import app as scrub_app
 from scrub.synthetic import random_md5s, write_hashlist
+
+_RUNNER = CliRunner()
+
+
+def run_cli(*args: object, env: Mapping[str, str | None] | None = None,
+            app: typer.Typer | None = None, terminal_width: int | None = None) -> Result:
+    """``scrub ARGS`` run in process (each argument as ``str``), or ``app`` when given: the
+    result's ``exit_code``, ``stdout`` and ``stderr`` apart, ``output`` both interleaved."""
+    return _RUNNER.invoke(app or scrub_app, [str(a) for a in args], env=env,
+                          terminal_width=terminal_width)
+
+
+def expect_exit(result: Result, code: int, *phrases: str) -> Result:
+    """Check that a run exited with ``code`` and printed every one of ``phrases`` (stdout or
+    stderr); the failure message shows all it printed. Returns ``result`` for chaining."""
+    assert result.exit_code == code, (
+        f"exit {result.exit_code}, expected {code}\n{result.output}")
+    for phrase in phrases:
+        assert phrase in result.output, f"{phrase!r} not printed:\n{result.output}"
+    return result
+
+
+def expect_ok(result: Result, *phrases: str) -> Result:
+    """``expect_exit(result, 0, *phrases)``: the run succeeded."""
+    return expect_exit(result, 0, *phrases)
 
 
 def write_planted_lists(folder: Path, values: dict[str, list[str]]) -> list[Path]:

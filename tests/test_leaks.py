@@ -8,11 +8,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.layout import companion
-from tests.helpers import write_planted_lists
+from tests.helpers import run_cli, write_planted_lists
+
+pytestmark = pytest.mark.slow
 
 
 def secrets_of(planted_values: dict[str, list[str]]) -> list[bytes]:
@@ -33,9 +33,9 @@ def test_nothing_sensitive_in_outputs_reports_or_logs(sample_dataset: Path, tmp_
     caplog.set_level(logging.DEBUG)
     args = ["apply", str(sample_dataset), str(tmp_path / "out"), "--workers", "2"]
     args += [arg for p in lists for arg in ("--hashlist", str(p))]
-    result = CliRunner().invoke(app, args)
+    result = run_cli(*args)
     assert result.exit_code == 0, result.stderr
-    summary = CliRunner().invoke(app, args + ["--json"])  # resumed run: JSON report path
+    summary = run_cli(*(args + ["--json"]))  # resumed run: JSON report path
     assert summary.exit_code == 0
 
     captured = (result.stdout + result.stderr + summary.stdout + summary.stderr
@@ -62,8 +62,8 @@ def test_a_bad_sensitive_line_is_never_echoed(sample_dataset: Path, tmp_path: Pa
     secret = "https://victim.example/private/photo.jpg"
     bad = tmp_path / "bad.txt"
     bad.write_text(f"{hashlib.md5(b'x').hexdigest()}\n{secret}\n")
-    result = CliRunner().invoke(app, ["apply", str(sample_dataset), str(tmp_path / "o"),
-                                      "--hashlist", str(bad)])
+    result = run_cli("apply", str(sample_dataset), str(tmp_path / "o"),
+                     "--hashlist", str(bad))
     assert result.exit_code == 2
     assert secret not in result.stdout + result.stderr
     assert "victim" not in result.stdout + result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +35,7 @@ URLS = st.builds(
 ANY_TEXT = st.one_of(URLS, st.text(max_size=40))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(URLS)
 @example("https:0080..")  # no trailing dots: a number, which is no address -> not a URL
@@ -44,6 +46,7 @@ def test_canonicalisation_is_idempotent(url: str) -> None:
         assert canonical_url(once) == once
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(ANY_TEXT, min_size=1, max_size=30))
 def test_vectorised_equals_reference(values: list[str]) -> None:
@@ -100,6 +103,7 @@ def test_hosts_and_registrable_domains() -> None:
     assert registrable_domain("127.0.0.1") is None
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(ANY_TEXT, min_size=1, max_size=30))
 @example([" https://a.example/x\t", "\nHTTP://B.example/", "https://a.example/\x01x ",
@@ -119,6 +123,7 @@ def _canonical_tail(url: str) -> str | None:
     return path.rsplit("/", 1)[1] if "/" in path else ""
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(st.lists(ANY_TEXT, min_size=1, max_size=30))
 @example(["http://h/a/..", "http://h/a/.", "http://h", "http://h?x/y", "http://h/a%2e%2E",
@@ -192,6 +197,7 @@ def test_lone_surrogates_are_unmatchable_not_errors() -> None:
     assert url_tails(values).to_list()[1] == "x.jpg"
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from([chr(c) for c in range(0x21)] + ["\x7f", "\x85", "\xa0",
                                                                   "\u3000", "\u2028"]),

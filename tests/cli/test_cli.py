@@ -6,17 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.layout import companion
-from tests.helpers import write_planted_lists
-
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
+from tests.helpers import run_cli, write_planted_lists
 
 
 @pytest.fixture
@@ -29,7 +21,7 @@ def hashlist_args(lists: list[Path]) -> list[str]:
 
 
 def test_apply_json_report_on_stdout(sample_dataset: Path, tmp_path: Path, lists) -> None:
-    result = invoke("apply", sample_dataset, tmp_path / "out", *hashlist_args(lists),
+    result = run_cli("apply", sample_dataset, tmp_path / "out", *hashlist_args(lists),
                     "--workers", "1", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
@@ -38,7 +30,7 @@ def test_apply_json_report_on_stdout(sample_dataset: Path, tmp_path: Path, lists
 
 
 def test_apply_summary_for_people(sample_dataset: Path, tmp_path: Path, lists) -> None:
-    result = invoke("apply", sample_dataset, tmp_path / "out", *hashlist_args(lists),
+    result = run_cli("apply", sample_dataset, tmp_path / "out", *hashlist_args(lists),
                     "--workers", "1", "--quiet")
     assert result.exit_code == 0
     assert "rows removed: 71" in result.stdout
@@ -49,7 +41,7 @@ def test_apply_summary_for_people(sample_dataset: Path, tmp_path: Path, lists) -
 def test_a_malformed_list_exits_2_and_writes_nothing(sample_dataset: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("0123456789abcdef0123456789abcdef\nnot-a-hash\n")
-    result = invoke("apply", sample_dataset, tmp_path / "out", "--hashlist", bad)
+    result = run_cli("apply", sample_dataset, tmp_path / "out", "--hashlist", bad)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"scrub: error: {bad}:2: unrecognised value form")
     assert "Traceback" not in result.stderr and "not-a-hash" not in result.stderr
@@ -57,7 +49,7 @@ def test_a_malformed_list_exits_2_and_writes_nothing(sample_dataset: Path, tmp_p
 
 
 def test_no_hashlist_is_a_usage_error(sample_dataset: Path, tmp_path: Path) -> None:
-    result = invoke("apply", sample_dataset, tmp_path / "out")
+    result = run_cli("apply", sample_dataset, tmp_path / "out")
     assert result.exit_code == 2
     assert "--hashlist" in result.stderr
 
@@ -66,7 +58,7 @@ def test_an_output_conflict_exits_2_with_a_hint(sample_dataset: Path, tmp_path: 
                                                 lists) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "x").write_text("x")
-    result = invoke("apply", sample_dataset, tmp_path / "out", *hashlist_args(lists))
+    result = run_cli("apply", sample_dataset, tmp_path / "out", *hashlist_args(lists))
     assert result.exit_code == 2
     assert "hint: choose another OUTPUT, or pass --force" in result.stderr
 
@@ -74,7 +66,7 @@ def test_an_output_conflict_exits_2_with_a_hint(sample_dataset: Path, tmp_path: 
 def test_a_failed_shard_exits_2_naming_it(dataset_copy: Path, tmp_path: Path, lists) -> None:
     victim = sorted(dataset_copy.glob("*.parquet"))[1]
     victim.write_bytes(b"PAR1 this is not parquet")
-    result = invoke("apply", dataset_copy, tmp_path / "out", *hashlist_args(lists),
+    result = run_cli("apply", dataset_copy, tmp_path / "out", *hashlist_args(lists),
                     "--workers", "1", "--quiet")
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -85,22 +77,23 @@ def test_a_failed_shard_exits_2_naming_it(dataset_copy: Path, tmp_path: Path, li
 
 def test_bad_column_override_is_a_user_error(sample_dataset: Path, tmp_path: Path,
                                              lists) -> None:
-    result = invoke("apply", sample_dataset, tmp_path / "out", *hashlist_args(lists),
+    result = run_cli("apply", sample_dataset, tmp_path / "out", *hashlist_args(lists),
                     "--column", "nonsense")
     assert result.exit_code == 2 and "ROLE=COLUMN" in result.stderr
 
 
 def test_unknown_option_exits_2() -> None:
-    assert invoke("apply", "--bogus").exit_code == 2
+    assert run_cli("apply", "--bogus").exit_code == 2
 
 
 def test_version() -> None:
-    result = invoke("--version")
+    result = run_cli("--version")
     assert result.exit_code == 0 and result.stdout.startswith("scrub ")
 
 
+@pytest.mark.slow
 def test_demo_runs_and_summarises(tmp_path: Path) -> None:
-    result = invoke("demo", "--workdir", tmp_path / "demo", "--rows", "8000", "--shards", "2",
+    result = run_cli("demo", "--workdir", tmp_path / "demo", "--rows", "8000", "--shards", "2",
                     "--workers", "1")
     assert result.exit_code == 0, result.stderr
     assert "planted:      12 rows" in result.stdout

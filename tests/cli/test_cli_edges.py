@@ -12,16 +12,10 @@ from pathlib import Path
 import click
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from scrub.cli.main import app
 from scrub.synthetic import read_column
-
-runner = CliRunner()
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
+from tests.helpers import expect_ok, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +40,7 @@ def md5s(tmp_path: Path, planted_values) -> Path:
 
 
 def apply_json(dataset: Path, out: Path, *args: object):
-    return invoke("apply", dataset, out, *args, "--workers", "1", "--quiet", "--json")
+    return run_cli("apply", dataset, out, *args, "--workers", "1", "--quiet", "--json")
 
 
 # --------------------------------------------------------------------------- per-file type
@@ -56,7 +50,7 @@ def test_a_type_prefix_names_one_lists_type(sample_dataset: Path, tmp_path: Path
                                             domains: Path, md5s: Path) -> None:
     result = apply_json(sample_dataset, tmp_path / "out", "--hashlist", f"domain:{domains}",
                         "--hashlist", md5s)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     report = json.loads(result.stdout)
     assert report["removed_by_list"]["partner.txt"] == 37
     assert report["removed_by_list"]["domains.txt"] > 0
@@ -72,7 +66,7 @@ def test_the_type_hint_leads_to_a_command_that_works(sample_dataset: Path, tmp_p
     assert f"--hashlist TYPE:{domains}" in hint
     followed = apply_json(sample_dataset, tmp_path / "out", "--hashlist",
                           f"domain:{domains}", "--hashlist", md5s)
-    assert followed.exit_code == 0, followed.output
+    expect_ok(followed)
 
 
 def test_a_path_holding_a_colon_is_read_as_the_file(sample_dataset: Path, tmp_path: Path,
@@ -80,13 +74,13 @@ def test_a_path_holding_a_colon_is_read_as_the_file(sample_dataset: Path, tmp_pa
     odd = tmp_path / "domain:partner.txt"  # an existing file, whatever its name looks like
     odd.write_text("".join(f"{v}\n" for v in planted_values["md5"]))
     result = apply_json(sample_dataset, tmp_path / "out", "--hashlist", odd)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert json.loads(result.stdout)["removed_by_reason"] == {"content_hash": 37}
 
 
 def test_an_unknown_per_file_type_is_one_line_exit_2_nothing_written(
         sample_dataset: Path, tmp_path: Path, domains: Path) -> None:
-    result = invoke("apply", sample_dataset, tmp_path / "out", "--hashlist",
+    result = run_cli("apply", sample_dataset, tmp_path / "out", "--hashlist",
                     f"domian:{domains}")
     assert result.exit_code == 2
     assert result.stderr.startswith(f"scrub: error: {domains}: unknown list type 'domian'")
@@ -103,7 +97,7 @@ def test_opt_out_lists_given_with_hashlist_are_public(sample_dataset: Path, tmp_
     matched nothing are named with --json."""
     result = apply_json(sample_dataset, tmp_path / "out", "--hashlist", domains,
                         "--type", "domain")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     report = json.loads(result.stdout)
     assert "withheld" not in report["decision_records"]
     assert len(report["unmatched_entry_values"]["domains.txt"]) == 1
@@ -112,7 +106,7 @@ def test_opt_out_lists_given_with_hashlist_are_public(sample_dataset: Path, tmp_
 def test_hash_lists_given_with_hashlist_stay_sensitive(sample_dataset: Path, tmp_path: Path,
                                                        md5s: Path) -> None:
     result = apply_json(sample_dataset, tmp_path / "out", "--hashlist", md5s)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     report = json.loads(result.stdout)
     assert report["decision_records"].get("withheld", 0) > 0
     assert "partner.txt" not in report["unmatched_entry_values"]
@@ -132,12 +126,12 @@ def test_reports_count_the_rows_removed_for_several_reasons(sample_dataset: Path
     listed.write_text("".join(f"{urls[int(row)]}\n" for row in planted["md5"][:10]))
     args = ("--hashlist", md5, "--hashlist", f"url:{listed}")
     result = apply_json(sample_dataset, tmp_path / "out", *args)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     report = json.loads(result.stdout)
     assert report["rows_removed"] == 37
     assert sum(report["removed_by_reason"].values()) == 47
     assert report["rows_with_several_reasons"] == 10
-    human = invoke("apply", sample_dataset, tmp_path / "out2", *args, "--workers", "1", "-q")
+    human = run_cli("apply", sample_dataset, tmp_path / "out2", *args, "--workers", "1", "-q")
     assert "rows removed for several reasons (counted under each): 10" in human.stdout
 
 
@@ -187,7 +181,7 @@ def test_every_option_of_every_command_is_described_in_one_style() -> None:
             assert stem == stem.upper() or "|" in placeholder, \
                 f"{where}: shown as {shown!r}"
     assert seen > 100
-    text = invoke("release", "build", "--help").stdout
+    text = run_cli("release", "build", "--help").stdout
     assert "<bool>" not in text and "--allow-empty " in text
 
 
@@ -195,24 +189,24 @@ def test_every_option_of_every_command_is_described_in_one_style() -> None:
 
 
 def test_keygen_and_the_demo_name_a_signing_pair_alike(tmp_path: Path) -> None:
-    result = invoke("keygen", "--signing", "-o", tmp_path / "signing.pem", "--json")
-    assert result.exit_code == 0, result.output
+    result = run_cli("keygen", "--signing", "-o", tmp_path / "signing.pem", "--json")
+    expect_ok(result)
     shown = json.loads(result.stdout)
     assert shown["public_key"] == str(tmp_path / "signing.pub")  # as the demo's signing.pub
     assert (tmp_path / "signing.pub").is_file()
 
 
 def test_lists_trust_takes_pubkey_and_keeps_key_as_a_hidden_alias(tmp_path: Path) -> None:
-    pair = json.loads(invoke("keygen", "--signing", "-o", tmp_path / "s.pem", "--json").stdout)
+    pair = json.loads(run_cli("keygen", "--signing", "-o", tmp_path / "s.pem", "--json").stdout)
     store = tmp_path / "store"
-    first = invoke("lists", "trust", "--source", "acme", "--pubkey", pair["public_key"],
+    first = run_cli("lists", "trust", "--source", "acme", "--pubkey", pair["public_key"],
                    "--store", store, "--json")
-    assert first.exit_code == 0, first.output
+    expect_ok(first)
     assert json.loads(first.stdout)["fingerprint"] == pair["fingerprint"]
-    again = invoke("lists", "trust", "--source", "acme2", "--key", pair["public_key"],
+    again = run_cli("lists", "trust", "--source", "acme2", "--key", pair["public_key"],
                    "--store", store)
-    assert again.exit_code == 0, again.output
-    assert "--key " not in invoke("lists", "trust", "--help").stdout
+    expect_ok(again)
+    assert "--key " not in run_cli("lists", "trust", "--help").stdout
 
 
 # --------------------------------------------------------------------------- --json
@@ -220,23 +214,23 @@ def test_lists_trust_takes_pubkey_and_keeps_key_as_a_hidden_alias(tmp_path: Path
 
 def test_lists_rm_and_verify_answer_in_json(tmp_path: Path, domains: Path) -> None:
     store = tmp_path / "store"
-    imported = invoke("lists", "import", domains, "--name", "optout", "--source", "s",
+    imported = run_cli("lists", "import", domains, "--name", "optout", "--source", "s",
                       "--version", "1", "--type", "domain", "--store", store)
-    assert imported.exit_code == 0, imported.output
-    verified = invoke("lists", "verify", "--store", store, "--json")
-    assert verified.exit_code == 0, verified.output
+    expect_ok(imported)
+    verified = run_cli("lists", "verify", "--store", store, "--json")
+    expect_ok(verified)
     assert json.loads(verified.stdout)["ok"] is True
-    removed = invoke("lists", "rm", "optout", "--store", store, "--json")
-    assert removed.exit_code == 0, removed.output
+    removed = run_cli("lists", "rm", "optout", "--store", store, "--json")
+    expect_ok(removed)
     assert json.loads(removed.stdout) == {"removed": ["optout@1"]}
 
 
 def test_db_current_and_check_answer_in_json(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgraded = invoke("db", "upgrade", "--db", url, "--json")
-    assert upgraded.exit_code == 0, upgraded.output
-    current = json.loads(invoke("db", "current", "--db", url, "--json").stdout)
+    upgraded = run_cli("db", "upgrade", "--db", url, "--json")
+    expect_ok(upgraded)
+    current = json.loads(run_cli("db", "current", "--db", url, "--json").stdout)
     assert current["current"] is True and current["database"] == current["code"]
-    checked = invoke("db", "check", "--db", url, "--json")
-    assert checked.exit_code == 0, checked.output
+    checked = run_cli("db", "check", "--db", url, "--json")
+    expect_ok(checked)
     assert json.loads(checked.stdout)["ok"] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import typer
 
 from scrub.cli.main import COMMANDS, MODULES, app, build_app
@@ -40,6 +41,7 @@ def test_an_unknown_command_is_named_with_the_whole_tree_to_suggest_from() -> No
     assert "No such command 'relase'" in done.stderr and "'release'" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_finished_command_exits_with_its_status_every_time(tmp_path) -> None:
     """`lists verify` after reading encrypted lists used to abort at interpreter exit in about
     half the runs (exit 134, in pyarrow's native teardown); the entry point ends the process

@@ -15,13 +15,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
-from tests.helpers import write_planted_lists
+from tests.helpers import expect_exit, expect_ok, run_cli, write_planted_lists
 from tests.security.release_setup import Setup, make_setup
 
-runner = CliRunner()
 READERS = ("duckdb", "polars glob", "polars folder", "pyarrow.dataset", "datasets")
 
 
@@ -101,17 +98,18 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Setup, Path]:
     setup = make_setup(tmp_path_factory.mktemp("readers"))
     out = setup.root / "out"
     built = setup.build(out, "--release-id", "r-readers")
-    assert built.exit_code == 0, built.output
+    expect_ok(built)
     return setup, out
 
 
+@pytest.mark.slow
 def test_apply_output_reads_as_exactly_its_rows_in_every_reader(
         sample_dataset: Path, planted_values, tmp_path: Path, hf_offline: Path) -> None:
     lists = write_planted_lists(tmp_path / "lists", planted_values)
     output = tmp_path / "cleaned"
-    result = runner.invoke(app, ["apply", str(sample_dataset), str(output), "--workers", "1",
-                                 "--quiet", *[a for p in lists for a in ("--hashlist", str(p))]])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(sample_dataset), str(output), "--workers", "1",
+                     "--quiet", *[a for p in lists for a in ("--hashlist", str(p))])
+    expect_ok(result)
     assert sorted(p.name for p in output.iterdir()) == sorted(
         p.name for p in sample_dataset.glob("*.parquet"))  # its shards, nothing else
     assert_reads_as_report(output, tmp_path / "hf-cache")
@@ -133,24 +131,23 @@ def test_each_release_variant_reads_as_exactly_its_rows_in_every_reader(
 def test_the_demo_outputs_read_as_their_rows_in_every_reader(tmp_path: Path,
                                                              hf_offline: Path) -> None:
     work = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--workdir", str(work), "--rows", "3000",
-                                 "--shards", "3", "--workers", "1", "--quiet"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("demo", "--workdir", str(work), "--rows", "3000",
+                     "--shards", "3", "--workers", "1", "--quiet")
+    expect_ok(result)
     assert f"report:       {beside(work / 'scrubbed') / 'apply-report.json'}" in result.stdout
     assert f"{beside(work / 'release' / 'research') / 'audit.html'}" in result.stdout
     assert f"scrub release verify {work / 'release'} --pubkey" in result.stdout
     assert_reads_as_report(work / "scrubbed", tmp_path / "hf-cache")
     for name in ("research", "research-safe"):
         assert_reads_as_manifest(work / "release" / name, tmp_path / "hf-cache")
-    verified = runner.invoke(app, ["release", "verify", str(work / "release"), "--pubkey",
-                                   str(work / "signing.pub")])
-    assert verified.exit_code == 0, verified.output
-
+    verified = run_cli("release", "verify", str(work / "release"), "--pubkey",
+                       str(work / "signing.pub"))
+    expect_ok(verified)
 
 
 def _apply(source: Path, output: Path, lists: list[Path], *extra: str):
-    return runner.invoke(app, ["apply", str(source), str(output), "--workers", "1", "--quiet",
-                               *[a for p in lists for a in ("--hashlist", str(p))], *extra])
+    return run_cli("apply", str(source), str(output), "--workers", "1", "--quiet",
+                   *[a for p in lists for a in ("--hashlist", str(p))], *extra)
 
 
 def test_force_over_another_jobs_output_leaves_only_this_jobs_shards(
@@ -166,7 +163,7 @@ def test_force_over_another_jobs_output_leaves_only_this_jobs_shards(
     (one / first.name).write_bytes(first.read_bytes())
     assert _apply(one, output, lists).exit_code != 0  # another job: refused without --force
     result = _apply(one, output, lists, "--force")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert sorted(p.name for p in output.glob("*.parquet")) == [first.name]
     assert_reads_as_report(output, tmp_path / "hf-cache")
 
@@ -179,7 +176,7 @@ def test_a_rerun_after_an_input_shard_was_renamed_drops_its_old_output(
     last = sorted(dataset_copy.glob("*.parquet"))[-1]
     last.rename(last.with_name("part-99999.parquet"))
     result = _apply(dataset_copy, output, lists)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert sorted(p.name for p in output.glob("*.parquet")) == sorted(
         p.name for p in dataset_copy.glob("*.parquet"))
     assert_reads_as_report(output, tmp_path / "hf-cache")
@@ -194,6 +191,6 @@ def test_parquet_files_no_job_wrote_are_refused_even_with_force(
     (output / "other.parquet").write_bytes(stray.read_bytes())
     (output / "notes.txt").write_text("kept\n")
     result = _apply(sample_dataset, output, lists, "--force")
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert "other.parquet" in result.stderr
     assert sorted(p.name for p in output.iterdir()) == ["notes.txt", "other.parquet"]

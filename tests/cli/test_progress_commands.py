@@ -7,19 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
+from tests.helpers import expect_ok, run_cli
 
-runner = CliRunner()
+
 PLANTED_URL = "https://planted.example.net/secret-photo-4711.jpg"
 PLANTED_MD5 = "5f2b1c3d4e5f60718293a4b5c6d7e8f9"
 PLANTED_EMAIL = "planted.person@example.org"
 
 
 def invoke(tmp_path: Path, *args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args), env={"SCRUB_HOME": str(tmp_path / "home"),
-                                               "SCRUB_KEY_FILE": str(tmp_path / "k.key")})
+    return run_cli(*args, env={"SCRUB_HOME": str(tmp_path / "home"),
+                               "SCRUB_KEY_FILE": str(tmp_path / "k.key")})
 
 
 @pytest.fixture()
@@ -39,7 +38,7 @@ def test_lists_import_shows_progress_unless_quiet(home: Path, quiet: bool) -> No
     listed.write_text(PLANTED_MD5 + "\n" + "".join(f"{n:032x}\n" for n in range(1, 50)))
     result = invoke(home, "lists", "import", str(listed), "--name", "partner", "--source",
                     "org", "--version", "1", *(["--quiet"] if quiet else []))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     if quiet:
         assert result.stderr == ""
     else:
@@ -61,7 +60,7 @@ def test_requests_import_shows_progress_unless_quiet(home: Path, quiet: bool) ->
     assert invoke(home, "db", "upgrade").exit_code == 0
     result = invoke(home, "requests", "import", str(_requests_file(home)),
                     *(["--quiet"] if quiet else []))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     if quiet:
         assert result.stderr == ""
     else:
@@ -74,7 +73,7 @@ def test_ledger_verify_shows_progress_unless_quiet(home: Path, quiet: bool) -> N
     assert invoke(home, "db", "upgrade").exit_code == 0
     assert invoke(home, "requests", "import", str(_requests_file(home)), "-q").exit_code == 0
     result = invoke(home, "ledger", "verify", *(["--quiet"] if quiet else []))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     if quiet:
         assert result.stderr == ""
     else:  # 3 events, 3 requests and 3 items

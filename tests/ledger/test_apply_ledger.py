@@ -7,12 +7,9 @@ import json
 from pathlib import Path
 
 import polars as pl
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.ledger.service import Ledger, RequestSpec
-
-runner = CliRunner()
+from tests.helpers import expect_ok, run_cli
 
 
 def request(url: str, email: str, kind: str = "gdpr_erasure") -> RequestSpec:
@@ -37,10 +34,10 @@ def test_verified_requests_remove_their_rows(sample_dataset: Path, tmp_path: Pat
     ledger.transition(copyright_id, "verify", "alice")
     ledger.transition(withdrawn, "withdraw", "alice")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["apply", str(sample_dataset), str(out), "--ledger", "--db", url,
-                                 "--key-file", str(tmp_path / "ledger.key"),
-                                 "--workers", "1", "--quiet", "--json"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(sample_dataset), str(out), "--ledger", "--db", url,
+                     "--key-file", str(tmp_path / "ledger.key"),
+                     "--workers", "1", "--quiet", "--json")
+    expect_ok(result)
     report = json.loads(result.stdout)
     assert report["removed_by_reason"] == {"gdpr_erasure": urls.count(urls[3]),
                                            "copyright": urls.count(urls[5])}

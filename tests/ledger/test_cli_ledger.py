@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
+from tests.helpers import expect_ok, run_cli
 
-from scrub.cli.main import app
 
-runner = CliRunner()
 REQUEST = {"kind": "gdpr_erasure", "received_at": "2026-11-01T10:00:00Z",
            "requester": {"name": "Jane Roe", "email": "jane.roe@example.org"},
            "items": [{"type": "url", "value": "https://example.com/a.jpg"}]}
 
 
 def invoke(tmp_path: Path, *args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, [*args], env={"SCRUB_HOME": str(tmp_path / "home"),
-                                            "SCRUB_KEY_FILE": str(tmp_path / "k.key")})
+    return run_cli(*args, env={"SCRUB_HOME": str(tmp_path / "home"),
+                               "SCRUB_KEY_FILE": str(tmp_path / "k.key")})
 
 
 def test_add_verify_list_and_verify_the_history(tmp_path: Path) -> None:
@@ -84,9 +82,8 @@ def test_batch_import_then_many_ids_move_together_or_not_at_all(tmp_path: Path) 
 def test_the_help_of_notes_says_they_are_stored_in_clear() -> None:
     """Red-team review of issue 19, finding 8: the help said notes were "sealed like the
     requester" while the ledger keeps them in clear (SECURITY.md)."""
-    result = runner.invoke(app, ["requests", "add", "--help"], env={"COLUMNS": "200"},
-                           terminal_width=200)
-    assert result.exit_code == 0, result.output
+    result = run_cli("requests", "add", "--help", env={"COLUMNS": "200"}, terminal_width=200)
+    expect_ok(result)
     text = " ".join(result.output.replace("│", " ").split())
     assert "stored in clear" in text and "never put a name" in text
     assert "sealed like" not in text

@@ -7,13 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from scrub.cli.main import app
 from scrub.crypto import write_key_file
-from tests.helpers import read_only_folder
+from tests.helpers import expect_exit, expect_ok, read_only_folder, run_cli
 
-runner = CliRunner()
 
 #: The commands that only read the ledger, plus one that writes to it.
 READERS = [("requests", "ls"), ("requests", "show", "1"), ("requests", "export", "1"),
@@ -26,10 +24,10 @@ def invoke(tmp_path: Path, *args: str, **env: str) -> Result:
     key = tmp_path / "ledger.key"
     if not key.exists():
         write_key_file(key)
-    return runner.invoke(app, list(args), env={"SCRUB_HOME": str(tmp_path / "home"),
-                                               "SCRUB_KEY_FILE": str(key),
-                                               "SCRUB_DATABASE_URL": "", "SCRUB_DEBUG": "",
-                                               **env})
+    return run_cli(*args, env={"SCRUB_HOME": str(tmp_path / "home"),
+                               "SCRUB_KEY_FILE": str(key),
+                               "SCRUB_DATABASE_URL": "", "SCRUB_DEBUG": "",
+                               **env})
 
 
 def error_lines(result: Result) -> list[str]:
@@ -39,7 +37,7 @@ def error_lines(result: Result) -> list[str]:
 def test_db_takes_a_plain_file_path(tmp_path: Path) -> None:
     path = tmp_path / "books" / "ledger.db"
     created = invoke(tmp_path, "db", "upgrade", "--db", str(path))
-    assert created.exit_code == 0, created.output
+    expect_ok(created)
     assert path.is_file() and path.stat().st_mode & 0o777 == 0o600  # the owner's only
     current = invoke(tmp_path, "db", "current", "--db", str(path))
     assert current.exit_code == 0 and current.stdout.startswith("database: 0004"), current.output
@@ -54,7 +52,7 @@ def test_db_expands_a_tilde(tmp_path: Path) -> None:
     home.mkdir()
     # quoted, as in --db=~/... where the shell leaves the tilde alone
     result = invoke(tmp_path, "db", "upgrade", "--db", "~/ledger.db", HOME=str(home))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert (home / "ledger.db").is_file()
     assert not Path("~").exists()
 
@@ -63,7 +61,7 @@ def test_db_expands_a_tilde(tmp_path: Path) -> None:
 def test_no_default_ledger_exits_2_saying_how_to_create_it(tmp_path: Path,
                                                              command: tuple[str, ...]) -> None:
     result = invoke(tmp_path, *command)
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert len(error_lines(result)) == 1 and "has no ledger yet" in result.stderr
     assert "scrub db upgrade" in result.stderr and "SCRUB_HOME" in result.stderr
     assert "Traceback" not in result.output
@@ -75,7 +73,7 @@ def test_no_ledger_at_the_path_given_is_never_created(tmp_path: Path,
                                                       command: tuple[str, ...]) -> None:
     path = tmp_path / "books" / "ledger.db"
     result = invoke(tmp_path, *command, "--db", str(path))
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert len(error_lines(result)) == 1
     assert f"scrub db upgrade --db {path}" in result.stderr
     assert not (tmp_path / "books").exists()
@@ -102,7 +100,7 @@ def test_db_upgrade_in_a_read_only_scrub_home_is_one_line(tmp_path: Path, below:
     with read_only_folder(tmp_path / "ro") as folder:
         home = folder / "scrub" if below else folder
         result = invoke(tmp_path, "db", "upgrade", SCRUB_HOME=str(home))
-        assert result.exit_code == 2, result.output
+        expect_exit(result, 2)
         assert len(error_lines(result)) == 1 and str(home) in error_lines(result)[0]
         assert "SCRUB_HOME" in result.stderr and "Traceback" not in result.output
         assert list(folder.iterdir()) == []
@@ -113,7 +111,7 @@ def test_db_upgrade_with_a_file_as_scrub_home_is_one_line(tmp_path: Path) -> Non
     home.write_text("not a folder\n")
     for command in (("db", "upgrade"), ("db", "current")):
         result = invoke(tmp_path, *command, SCRUB_HOME=str(home))
-        assert result.exit_code == 2, result.output
+        expect_exit(result, 2)
         assert len(error_lines(result)) == 1 and str(home) in error_lines(result)[0]
         assert "SCRUB_HOME" in result.stderr
     assert home.read_text() == "not a folder\n"

@@ -18,8 +18,10 @@ from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     engine,
     key,
     ledger,
+    request_policies,
     spec,
 )
+from tests.helpers import expect_ok
 
 NOTHING = "1" * 32  # an md5 no row has
 
@@ -36,16 +38,12 @@ def built(tmp_path: Path, database: tuple[str, dict], ledger: Ledger) -> dict:
     second, _ = ledger.add(spec("b@example.org", [{"type": "url", "value": urls[9]},
                                                   {"type": "url", "value": urls[40]}]), "bob")
     ledger.transition_many([first, second], "verify", "alice")
-    policies = []
-    for name in ("research", "strict"):
-        policy = tmp_path / f"{name}.toml"
-        policy.write_text(f'[policy]\nname = "{name}"\n[ledger]\nrequests = true\n')
-        policies += ["--policy", str(policy)]
+    policies = request_policies(tmp_path, "research", "strict")
     write_signing_keypair(tmp_path / "sign.pem", tmp_path / "sign.pub")
     result = cli(tmp_path, database, "release", "build", str(data), str(tmp_path / "out"),
                  *policies, "--signing-key", str(tmp_path / "sign.pem"), "--workers", "1",
                  "--quiet", "--release-id", "r-1")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     return {"urls": urls, "first": first, "second": second}
 
 
@@ -53,7 +51,7 @@ def exported(tmp_path: Path, database: tuple[str, dict], request: int) -> list[l
     """Each item's (release, variant, rows) entries, in the request's order, from `scrub
     requests export` (values are shown in canonical form, not as the request spelt them)."""
     result = cli(tmp_path, database, "requests", "export", str(request))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     return [sorted((e["release"], e["variant"], e["rows"]) for e in item["rows_removed"])
             for item in json.loads(result.stdout)["items"]]
 
@@ -79,5 +77,5 @@ def test_export_gives_rows_removed_per_item_release_and_variant(
 def test_ledger_verify_passes_over_the_recorded_counts(
         tmp_path: Path, database: tuple[str, dict], built: dict) -> None:
     result = cli(tmp_path, database, "ledger", "verify", "--quiet")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert "2 request(s) match their history" in result.stdout

@@ -218,6 +218,7 @@ def test_events_cannot_be_changed_through_the_code(ledger: Ledger, engine: Engin
     assert ledger.verify_chain().ok
 
 
+@pytest.mark.slow
 def test_parallel_writers_never_fork_the_chain(ledger: Ledger, engine: Engine,
                                                key: bytes) -> None:
     errors: list[BaseException] = []

@@ -202,6 +202,7 @@ def _import_one(args: tuple[str, str, str, bytes]) -> str:
                                        key=key).ref
 
 
+@pytest.mark.slow
 def test_concurrent_imports_never_corrupt_the_store(store: ListStore, key: bytes,
                                                     tmp_path: Path) -> None:
     listing = write_list(tmp_path / "p.txt", MD5S)

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.crypto import load_public_key, write_signing_keypair
 from scrub.release.signed import read_signed_manifest
 from scrub.synthetic import generate_dataset
+from tests.helpers import expect_exit, expect_ok, run_cli
 from tests.security.release_setup import Setup, make_setup
-
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +27,11 @@ def test_stock_policies_on_data_without_punsafe_name_the_rule_and_column(
     for shard in data.glob("*.parquet"):
         pq.write_table(pq.read_table(shard).drop(["punsafe"]), shard)
     write_signing_keypair(tmp_path / "sign.pem", tmp_path / "sign.pub")
-    result = runner.invoke(app, [
+    result = run_cli(
         "release", "build", str(data), str(tmp_path / "out"), "--policy", "research",
-        "--policy", "research-safe", "--signing-key", str(tmp_path / "sign.pem"), "--quiet"],
+        "--policy", "research-safe", "--signing-key", str(tmp_path / "sign.pem"), "--quiet",
         env={"SCRUB_HOME": str(tmp_path / "home"), "SCRUB_DEBUG": ""})
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     errors = [line for line in result.stderr.splitlines() if line.startswith("scrub: error:")]
     assert len(errors) == 1, result.stderr
     assert "policy research" in errors[0] and "punsafe > 0.95" in errors[0]
@@ -46,10 +43,10 @@ def test_stock_policies_on_data_without_punsafe_name_the_rule_and_column(
 def test_a_rebuild_from_keeps_the_dataset_name(setup: Setup) -> None:
     first = setup.root / "v1"
     built = setup.build(first, "--dataset", "laion-sample", "--release-id", "v1")
-    assert built.exit_code == 0, built.output
+    expect_ok(built)
     again = setup.root / "v2"
     rebuilt = setup.build(again, "--from", str(first), "--release-id", "v2")
-    assert rebuilt.exit_code == 0, rebuilt.output
+    expect_ok(rebuilt)
     key = load_public_key(setup.public)
     for policy in setup.policies:
         assert read_signed_manifest(first / policy.stem, key)["dataset"] == "laion-sample"

@@ -13,13 +13,10 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.crypto import load_signing_key
+from tests.helpers import expect_exit, expect_ok, run_cli
 from tests.security.release_setup import Setup, make_setup
-
-runner = CliRunner()
 
 
 def beside(folder: Path) -> Path:
@@ -38,7 +35,7 @@ def out(setup: Setup) -> Path:
     it."""
     folder = setup.root / "out"
     built = setup.build(folder, "--release-id", "r-layout")
-    assert built.exit_code == 0, built.output
+    expect_ok(built)
     return folder
 
 
@@ -47,8 +44,8 @@ def keys(folder: Path) -> list[str]:
 
 
 def apply(source: Path, output: Path, *extra: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, ["apply", str(source), str(output), "--workers", "1", "--quiet",
-                               *extra])
+    return run_cli("apply", str(source), str(output), "--workers", "1", "--quiet",
+                   *extra)
 
 
 def md5_list(folder: Path, variant: Path, rows: list[int]) -> tuple[Path, set[str]]:
@@ -64,7 +61,7 @@ def test_apply_scrubs_a_release_variant_folder_and_only_its_shards(out: Path,
     variant = out / "safe"
     listing, gone = md5_list(tmp_path, variant, [0, 5, 600])
     result = apply(variant, tmp_path / "copy", "--hashlist", str(listing), "--json")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     report = json.loads(result.stdout)
     manifest = json.loads((beside(variant) / "manifest.json").read_text())
     assert report["rows_in"] == manifest["totals"]["rows_out"]  # the shards' rows, no more
@@ -79,7 +76,7 @@ def test_apply_refuses_a_companion_or_a_release_folder_as_input(out: Path,
                              (out, f"give one of its variant folders ({out / 'open'}, "
                                    f"{out / 'safe'})")):
         result = apply(source, tmp_path / "copy", "--hashlist", str(listing))
-        assert result.exit_code == 2, result.output
+        expect_exit(result, 2)
         assert expected in result.output and "internal error" not in result.output
         assert not (tmp_path / "copy").exists() and not beside(tmp_path / "copy").exists()
 
@@ -87,7 +84,7 @@ def test_apply_refuses_a_companion_or_a_release_folder_as_input(out: Path,
 def test_verify_takes_the_release_folder_and_checks_every_variant(setup: Setup, out: Path,
                                                                   tmp_path: Path) -> None:
     ok = setup.verify(out)
-    assert ok.exit_code == 0, ok.output
+    expect_ok(ok)
     assert "  open: ok, 3 shard(s)" in ok.stdout and "  safe: ok, 3 shard(s)" in ok.stdout
     assert "release r-layout: signed by ed25519:" in ok.stdout
     summary = json.loads(setup.verify(out, "--json").stdout)
@@ -98,7 +95,7 @@ def test_verify_takes_the_release_folder_and_checks_every_variant(setup: Setup, 
     table = pq.read_table(shard)
     pq.write_table(table.slice(1), shard)
     bad = setup.verify(copy)
-    assert bad.exit_code == 3, bad.output
+    expect_exit(bad, 3)
     assert "  open: ok" in bad.stdout and f"  safe: FAILS: {shard}:" in bad.stdout
     assert f"release r-layout fails verification: {shard}:" in bad.output
 
@@ -162,7 +159,7 @@ def test_a_release_of_the_previous_layout_still_verifies_and_scrubs(
     # its variant folder as apply's input: the shards, not the removal list beside them
     listing, gone = md5_list(tmp_path, old / "safe", [3])
     result = apply(old / "safe", tmp_path / "copy", "--hashlist", str(listing), "--json")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert json.loads(result.stdout)["rows_in"] == len(keys(out / "safe"))
     assert keys(tmp_path / "copy") == [k for k in keys(out / "safe") if k not in gone]
     # it cannot be extended: a full build is needed
@@ -180,7 +177,7 @@ def test_a_previous_format_manifest_is_refused_in_a_companion_folder(
         beside(old / "safe").mkdir(exist_ok=True)
         (old / "safe" / name).rename(beside(old / "safe") / name)
     result = setup.verify(old / "safe")
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert "a scrub-release/2 manifest cannot lie in a companion folder" in result.output
 
 
@@ -193,5 +190,5 @@ def test_a_manifest_moved_beside_the_shards_is_refused(setup: Setup, out: Path,
         (beside(copy / "open") / name).rename(copy / "open" / name)
     shutil.rmtree(beside(copy / "open"))
     result = setup.verify(copy / "open")
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert "a scrub-release/3 manifest cannot lie in a variant folder" in result.output

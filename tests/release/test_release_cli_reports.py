@@ -15,6 +15,7 @@ from scrub.layout import companion
 from scrub.ledger import db
 from scrub.ledger.service import IdentitySeal, Ledger, RequestSpec
 from tests.security.release_setup import Setup, make_setup, nsfw_policy
+from tests.helpers import expect_exit, expect_ok
 
 
 def add_verified(url: str, key: Path, address: str, email: str) -> int:
@@ -41,7 +42,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     add_verified(url, root / "data.key", unsafe, "ada@example.org")
     setup.policies = [nsfw_policy(root, "research", 0.5, "[ledger]", "requests = true")]
     result = setup.build(root / "out", "--key-file", str(root / "data.key"), "--db", url)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     return {"setup": setup, "root": root, "db": url, "summary": json.loads(result.stdout)}
 
 
@@ -60,7 +61,7 @@ def test_build_json_counts_the_shards_a_rebuild_reused(built: dict) -> None:
     root = built["root"]
     result = setup.build(root / "again", "--key-file", str(root / "data.key"), "--db",
                          built["db"], "--from", str(root / "out"))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     variant = json.loads(result.stdout)["variants"]["research"]
     assert (variant["shards_built"], variant["shards_reused"]) == (0, 3)
 
@@ -70,11 +71,11 @@ def test_verify_says_a_release_predates_newer_requests_with_exit_4(built: dict) 
     root = built["root"]
     args = ("--key-file", str(root / "data.key"), "--db", built["db"])
     clean = setup.verify(root / "out", *args)
-    assert clean.exit_code == 0, clean.output
+    expect_ok(clean)
     add_verified(built["db"], root / "data.key", "https://nowhere.example/none.jpg",
                  "bo@example.org")
     later = setup.verify(root / "out", *args)
-    assert later.exit_code == 4, later.output
+    expect_exit(later, 4)
     assert "predates 1 verified request(s) in the ledger (0 of its row(s) match them)" \
         in later.stderr
     assert "fails verification" not in later.output

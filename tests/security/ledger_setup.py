@@ -15,16 +15,15 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from scrub.cli.main import app
 from scrub.crypto import write_key_file
 from scrub.ledger import db
 from scrub.ledger.service import IdentitySeal, Ledger, RequestSpec
+from tests.helpers import run_cli
 
 POSTGRES = os.environ.get("SCRUB_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 RECEIVED = "2026-11-01T10:00:00Z"
-runner = CliRunner()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -84,6 +83,17 @@ def spec(email: str = "jane@example.org", items: list[dict] | None = None, *,
     return RequestSpec.parse(record, where="request")
 
 
+def request_policies(folder: Path, *names: str) -> list[str]:
+    """``--policy FILE`` options for policies named ``names`` (written in ``folder``) that each
+    remove the ledger's verified requests and nothing else."""
+    options: list[str] = []
+    for name in names:
+        policy = folder / f"{name}.toml"
+        policy.write_text(f'[policy]\nname = "{name}"\n[ledger]\nrequests = true\n')
+        options += ["--policy", str(policy)]
+    return options
+
+
 def cli(tmp_path: Path, database: tuple[str, dict], *args: str, key: bool = True,
         env: dict[str, str] | None = None) -> Result:
     """``scrub ARGS --db URL``, with the ledger key in ``SCRUB_KEY_FILE`` unless ``key`` is
@@ -91,7 +101,7 @@ def cli(tmp_path: Path, database: tuple[str, dict], *args: str, key: bool = True
     environment = {"SCRUB_HOME": str(tmp_path / "home"), "SCRUB_ACTOR": "tester",
                    "SCRUB_KEY_FILE": str(tmp_path / "ledger.key") if key else ""}
     environment.update(env or {})
-    return runner.invoke(app, [*args, "--db", cli_url(database)], env=environment)
+    return run_cli(*args, "--db", cli_url(database), env=environment)
 
 
 def tamper(engine: Engine, *statements: str, **params: object) -> None:

@@ -7,14 +7,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from scrub.cli.main import app
 from scrub.crypto import write_signing_keypair
 from scrub.layout import companion
 from scrub.synthetic import generate_dataset
-
-runner = CliRunner()
+from tests.helpers import run_cli
 
 
 def nsfw_policy(folder: Path, name: str, above: float, *extra: str) -> Path:
@@ -39,11 +37,11 @@ class Setup:
                 "--signing-key", str(self.private), "--workers", "1", "--quiet", "--json"]
         for policy in self.policies:
             args += ["--policy", str(policy)]
-        return runner.invoke(app, [*args, *extra])
+        return run_cli(*args, *extra)
 
     def verify(self, folder: Path, *extra: str, pubkey: Path | None = None) -> Result:
-        return runner.invoke(app, ["release", "verify", str(folder), "--pubkey",
-                                   str(pubkey or self.public), *extra])
+        return run_cli("release", "verify", str(folder), "--pubkey",
+                       str(pubkey or self.public), *extra)
 
     def copy(self, folder: Path, target: Path) -> Path:
         shutil.copytree(folder, target, symlinks=True)

@@ -16,13 +16,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.images.synthetic import jpeg_bytes, picture
 from scrub.layout import companion
+from tests.helpers import expect_exit, expect_ok, run_cli
 
-runner = CliRunner()
 
 KEYS = [f"{i:06d}" for i in range(6)]
 
@@ -76,7 +74,7 @@ def apply(dataset: Path, out: Path, *lists: Path) -> object:
     args = ["apply", str(dataset), str(out), "--workers", "1", "--quiet"]
     for path in lists:
         args += ["--hashlist", str(path)]
-    return runner.invoke(app, args)
+    return run_cli(*args)
 
 
 def tar_digests(tar: Path) -> list[str]:
@@ -112,7 +110,7 @@ def test_listed_image_leaves_the_tar_whatever_its_folder(tmp_path: Path, layout:
     dataset = write_shard(tmp_path / "wds", entries)
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[3]))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     digests = tar_digests(out / "00000.tar")
     assert hashlib.md5(pics[3]).hexdigest() not in digests
     assert not any("000003" in n for n in tar_names(out / "00000.tar"))  # the sample, whole
@@ -127,7 +125,7 @@ def test_orphan_image_without_a_sidecar_row_is_matched(tmp_path: Path) -> None:
     dataset = write_shard(tmp_path / "wds", entries)
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[7]))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert hashlib.md5(pics[7]).hexdigest() not in tar_digests(out / "00000.tar")
     assert not any(n.startswith("999999") for n in tar_names(out / "00000.tar"))
     assert sidecar_keys(out) == KEYS
@@ -143,7 +141,7 @@ def test_repeated_key_second_copy_is_matched_and_the_sample_dropped_whole(
     dataset = write_shard(tmp_path / "wds", entries)
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[6]))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     digests = tar_digests(out / "00000.tar")
     assert hashlib.md5(pics[6]).hexdigest() not in digests
     assert hashlib.md5(pics[1]).hexdigest() not in digests  # the first copy: same sample
@@ -165,7 +163,7 @@ def test_a_second_image_of_a_sample_is_matched_whatever_its_extension(
     dataset = write_shard(tmp_path / "wds", entries)
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, listed))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     digests = tar_digests(out / "00000.tar")
     assert hashlib.md5(listed).hexdigest() not in digests
     assert hashlib.md5(pics[1]).hexdigest() not in digests  # dropped whole
@@ -187,9 +185,9 @@ def test_a_second_image_matched_by_pdq(tmp_path: Path) -> None:
     pdq = tmp_path / "pdq.txt"
     pdq.write_text(hash_image(listed, ["pdq"])["pdq"] + "\n")  # type: ignore[operator]
     out = tmp_path / "out"
-    result = runner.invoke(app, ["apply", str(dataset), str(out), "--hashlist", str(pdq),
-                                 "--type", "pdq", "--workers", "1", "--quiet"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(dataset), str(out), "--hashlist", str(pdq),
+                     "--type", "pdq", "--workers", "1", "--quiet")
+    expect_ok(result)
     assert hashlib.md5(listed).hexdigest() not in tar_digests(out / "00000.tar")
     assert "000004" not in sidecar_keys(out)
 
@@ -205,7 +203,7 @@ def test_a_row_dropped_by_url_takes_its_members_whatever_their_folder(
     urls.write_text("type,value\nurl,https://img.example.com/000002.jpg\n")
     out = tmp_path / "out"
     result = apply(dataset, out, urls)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert hashlib.md5(pics[2]).hexdigest() not in tar_digests(out / "00000.tar")
     assert not any("000002" in n for n in tar_names(out / "00000.tar"))
     assert "000002" not in sidecar_keys(out)
@@ -220,7 +218,7 @@ def test_names_that_leave_the_archive_are_refused(tmp_path: Path, name: str) -> 
     dataset = write_shard(tmp_path / "wds", entries)
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[0]))
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert "00000.tar" in result.output and "leaves the archive" in result.output
     assert not (out / "00000.tar").exists()
 
@@ -232,7 +230,7 @@ def test_a_pax_path_that_leaves_the_archive_is_refused(tmp_path: Path) -> None:
     dataset = write_shard(tmp_path / "wds", entries, fmt=tarfile.PAX_FORMAT)
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[0]))
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert "leaves the archive" in result.output
 
 
@@ -249,7 +247,7 @@ def test_members_hidden_after_the_end_of_archive_are_refused(tmp_path: Path) -> 
     tar.write_bytes(tar.read_bytes() + hidden.getvalue())  # `tar --ignore-zeros` reads it
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[7]))
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert "end-of-archive" in result.output
     assert not (out / "00000.tar").exists()
 
@@ -283,7 +281,7 @@ def test_a_link_that_declares_data_is_refused(tmp_path: Path) -> None:
         assert "000003.jpg" in handle.getnames()
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[7]))
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert "declares" in result.output
     assert not (out / "00000.tar").exists()
 
@@ -291,9 +289,9 @@ def test_a_link_that_declares_data_is_refused(tmp_path: Path) -> None:
 def test_scrub_hash_refuses_an_escaping_tar_by_name(tmp_path: Path) -> None:
     pics = images()
     dataset = write_shard(tmp_path / "wds", [("../000000.jpg", pics[0])])
-    result = runner.invoke(app, ["hash", str(dataset / "00000.tar"), str(tmp_path / "h"),
-                                 "--types", "md5"])
-    assert result.exit_code == 2, result.output
+    result = run_cli("hash", str(dataset / "00000.tar"), str(tmp_path / "h"),
+                     "--types", "md5")
+    expect_exit(result, 2)
     assert "00000.tar" in result.output and "leaves the archive" in result.output
 
 
@@ -309,7 +307,7 @@ def test_sidecar_keys_with_folders_find_their_members_however_spelled(
     urls.write_text("type,value\nurl,https://img.example.com/imgs/000004.jpg\n")
     out = tmp_path / "out"
     result = apply(dataset, out, urls)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert hashlib.md5(pics[4]).hexdigest() not in tar_digests(out / "00000.tar")
     assert not any("000004" in n for n in tar_names(out / "00000.tar"))
     assert hashlib.md5(pics[5]).hexdigest() in tar_digests(out / "00000.tar")
@@ -319,9 +317,9 @@ def test_scrub_hash_groups_members_by_their_normalised_key(tmp_path: Path) -> No
     pics = images()
     entries = [m for i, k in enumerate(KEYS) for m in sample(k, pics[i], f"./{k}.jpg")]
     dataset = write_shard(tmp_path / "wds", [dotted_folder(), *entries])
-    result = runner.invoke(app, ["hash", str(dataset / "00000.tar"), str(tmp_path / "h"),
-                                 "--types", "md5", "--quiet"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("hash", str(dataset / "00000.tar"), str(tmp_path / "h"),
+                     "--types", "md5", "--quiet")
+    expect_ok(result)
     rows = pl.read_parquet(tmp_path / "h" / "00000.parquet")
     assert rows["key"].to_list() == KEYS  # as the sidecar names them, not "./000000"
 
@@ -338,7 +336,7 @@ def test_a_member_name_that_is_not_utf8_is_refused_by_name(tmp_path: Path) -> No
             out.addfile(info, io.BytesIO(data))
     out = tmp_path / "out"
     result = apply(folder, out, md5_list(tmp_path, pics[1]))
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert "00000.tar" in result.output and "not UTF-8" in result.output
     assert not (out / "00000.tar").exists()
 
@@ -372,7 +370,7 @@ def test_a_member_hidden_behind_a_pax_size_record_is_matched(tmp_path: Path) -> 
         assert "000003.jpg" in handle.getnames()[-1:]  # what readers see
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[7]))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert hashlib.md5(pics[7]).hexdigest() not in tar_digests(out / "00000.tar")
     assert "000003" not in sidecar_keys(out)
 
@@ -403,7 +401,7 @@ def test_sparse_and_multi_volume_members_are_refused(tmp_path: Path, kind: bytes
     patch_header(dataset / "00000.tar", "000003.jpg", retype)
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[0]))
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert "00000.tar" in result.output and "sparse or multi-volume" in result.output
     assert not (out / "00000.tar").exists()
 
@@ -425,7 +423,7 @@ def test_a_pre_ustar_name_prefix_is_refused(tmp_path: Path) -> None:
         assert "../../000003.jpg" in handle.getnames()
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[0]))
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert "prefix" in result.output
     assert not (out / "00000.tar").exists()
 
@@ -443,7 +441,7 @@ def test_an_unknown_member_type_is_matched_as_a_file(tmp_path: Path) -> None:
     patch_header(dataset / "00000.tar", "000003.jpg", retype)
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[3]))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     data = (out / "00000.tar").read_bytes()
     assert pics[3] not in data
     assert "000003" not in sidecar_keys(out)
@@ -475,7 +473,7 @@ def test_a_gzip_member_is_matched_on_the_image_inside(tmp_path: Path, name: str)
     dataset = write_shard(tmp_path / "wds", entries)
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[2]))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert not any(n.startswith("000002") for n in tar_names(out / "00000.tar"))
     assert "000002" not in sidecar_keys(out)
     assert len(tar_names(out / "00000.tar")) == 3 * 5 + 0  # the other samples, whole
@@ -494,9 +492,9 @@ def test_a_nested_gzip_member_is_matched_by_pdq(tmp_path: Path) -> None:
     pdq = tmp_path / "pdq.txt"
     pdq.write_text(hash_image(listed, ["pdq"])["pdq"] + "\n")  # type: ignore[operator]
     out = tmp_path / "out"
-    result = runner.invoke(app, ["apply", str(dataset), str(out), "--hashlist", str(pdq),
-                                 "--type", "pdq", "--workers", "1", "--quiet"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(dataset), str(out), "--hashlist", str(pdq),
+                     "--type", "pdq", "--workers", "1", "--quiet")
+    expect_ok(result)
     assert not any(n.startswith("000004") for n in tar_names(out / "00000.tar"))
     assert "000004" not in sidecar_keys(out)
 
@@ -514,7 +512,7 @@ def test_a_gzip_member_past_the_size_limit_is_counted_not_skipped(
     dataset = write_shard(tmp_path / "wds", entries)
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[6]))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert report_of(out)["unmatchable"].get("md5 (tar member)", 0) >= 1
 
 
@@ -532,9 +530,9 @@ def test_formats_outside_the_signature_table_get_perceptual_hashes(
     pdq = tmp_path / "pdq.txt"
     pdq.write_text(hash_image(listed, ["pdq"])["pdq"] + "\n")  # type: ignore[operator]
     out = tmp_path / "out"
-    result = runner.invoke(app, ["apply", str(dataset), str(out), "--hashlist", str(pdq),
-                                 "--type", "pdq", "--workers", "1", "--quiet"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(dataset), str(out), "--hashlist", str(pdq),
+                     "--type", "pdq", "--workers", "1", "--quiet")
+    expect_ok(result)
     assert not any(n.startswith("000003") for n in tar_names(out / "00000.tar"))
     assert "000003" not in sidecar_keys(out)
     # captions and JSON are not counted as undecodable images; nothing else here is
@@ -551,7 +549,7 @@ def test_every_member_is_matched_by_content_hash_whatever_its_extension(
     dataset = write_shard(tmp_path / "wds", entries)
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, listed))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert not any(n.startswith("000003") for n in tar_names(out / "00000.tar"))
     assert "000003" not in sidecar_keys(out)
 
@@ -567,9 +565,9 @@ def test_a_binary_member_that_is_no_image_is_counted_for_perceptual_rules(
     pdq = tmp_path / "pdq.txt"
     pdq.write_text(hash_image(encoded("PNG", 8), ["pdq"])["pdq"] + "\n")  # type: ignore
     out = tmp_path / "out"
-    result = runner.invoke(app, ["apply", str(dataset), str(out), "--hashlist", str(pdq),
-                                 "--type", "pdq", "--workers", "1", "--quiet"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(dataset), str(out), "--hashlist", str(pdq),
+                     "--type", "pdq", "--workers", "1", "--quiet")
+    expect_ok(result)
     assert report_of(out)["unmatchable"].get("pdq (tar member)") == 1
 
 
@@ -581,9 +579,9 @@ def test_scrub_hash_reads_gzip_and_pillow_only_formats(tmp_path: Path) -> None:
     entries = [*sample("000000", pics[0]), ("000001.jpg.gz", gzip.compress(pics[1])),
                ("000001.txt", b"x"), ("000002.tga", tga), ("000002.txt", b"y")]
     dataset = write_shard(tmp_path / "wds", entries, keys=KEYS[:3])
-    result = runner.invoke(app, ["hash", str(dataset / "00000.tar"), str(tmp_path / "h"),
-                                 "--types", "md5", "--quiet"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("hash", str(dataset / "00000.tar"), str(tmp_path / "h"),
+                     "--types", "md5", "--quiet")
+    expect_ok(result)
     rows = pl.read_parquet(tmp_path / "h" / "00000.parquet")
     assert rows["md5"].to_list() == [hashlib.md5(d).hexdigest() for d in (pics[0], pics[1], tga)]
 
@@ -618,7 +616,7 @@ def test_a_row_dropped_by_url_takes_its_sample_however_the_sidecar_spells_keys(
     dataset = url_shard(tmp_path / "wds", keys, ["00000", "00001"])
     out = tmp_path / "out"
     result = apply(dataset, out, opt_out(tmp_path))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert tar_names(out / "00000.tar") == ["00000.jpg", "00000.json"]
     assert b"bad.example.com" not in (out / "00000.tar").read_bytes()
 
@@ -628,7 +626,7 @@ def test_a_member_match_takes_the_int_keyed_row(tmp_path: Path) -> None:
     dataset = url_shard(tmp_path / "wds", pa.array([0, 1], pa.int64()), ["00000", "00001"])
     out = tmp_path / "out"
     result = apply(dataset, out, md5_list(tmp_path, pics[1]))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert pl.read_parquet(out / "00000.parquet")["key"].to_list() == [0]
     assert tar_names(out / "00000.tar") == ["00000.jpg", "00000.json"]
 
@@ -637,7 +635,7 @@ def test_a_dropped_row_that_names_no_sample_is_an_error(tmp_path: Path) -> None:
     dataset = url_shard(tmp_path / "wds", ["a", "b"], ["00000", "00001"])
     out = tmp_path / "out"
     result = apply(dataset, out, opt_out(tmp_path))
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert "00000.parquet" in result.output and "row 1" in result.output
     assert "bad.example.com" not in result.output
     assert not (out / "00000.tar").exists()
@@ -653,5 +651,5 @@ def test_a_dropped_row_img2dataset_did_not_download_needs_no_sample(tmp_path: Pa
                    dataset / "00000.parquet")
     out = tmp_path / "out"
     result = apply(dataset, out, opt_out(tmp_path))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert pl.read_parquet(out / "00000.parquet")["key"].to_list() == ["00000"]

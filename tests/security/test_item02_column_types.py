@@ -17,18 +17,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.keys import keys_to_hex
 from scrub.layout import companion
+from tests.helpers import expect_exit, expect_ok, run_cli
 
 ROWS = 300
 PLANTED = np.array([3, 17, 64, 65, 150, 299])
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def base_table() -> pa.Table:
@@ -89,7 +84,7 @@ def planted_list(path: Path, values: list[str], decoys: int = 0) -> Path:
 
 
 def apply_json(dataset: Path, out: Path, *args: object):
-    return invoke("apply", dataset, out, *args, "--workers", "1", "--quiet", "--json")
+    return run_cli("apply", dataset, out, *args, "--workers", "1", "--quiet", "--json")
 
 
 def kept_keys(out: Path) -> set[str]:
@@ -110,7 +105,7 @@ def test_md5_column_in_any_string_or_binary_form_matches(tmp_path: Path, form: s
     dataset = write_dataset(tmp_path / "data", shaped)
     listing = planted_list(tmp_path / "partner.txt", listed, decoys=20)
     result = apply_json(dataset, tmp_path / "out", "--hashlist", listing)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     report = json.loads(result.stdout)
     assert report["rows_removed"] == len(PLANTED)
     assert report["unmatchable"].get("md5", 0) == 0
@@ -138,7 +133,7 @@ def test_url_column_in_any_text_form_matches(tmp_path: Path, form: str, kind: st
     listing = tmp_path / "optout.txt"
     listing.write_text("\n".join(values) + "\n")
     result = apply_json(dataset, tmp_path / "out", "--hashlist", listing, "--type", kind)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert json.loads(result.stdout)["rows_removed"] == len(dropped)
     assert kept_keys(tmp_path / "out") == expected_keys(table, dropped)
 
@@ -157,7 +152,7 @@ def test_raw_pdq_digests_match_within_the_radius(tmp_path: Path) -> None:
     listing = tmp_path / "pdq.txt"
     listing.write_text("\n".join(listed) + "\n")
     result = apply_json(dataset, tmp_path / "out", "--hashlist", listing, "--type", "pdq")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert json.loads(result.stdout)["rows_removed"] == len(PLANTED)
     assert kept_keys(tmp_path / "out") == expected_keys(table, PLANTED)
 
@@ -175,7 +170,7 @@ def test_phash_stored_as_64_bit_integers_matches(tmp_path: Path, integer: pa.Dat
     listing.write_text("\n".join(hexes[i] for i in PLANTED) + "\n")
     result = apply_json(dataset, tmp_path / "out", "--hashlist", listing, "--type", "phash",
                         "--phash-radius", "0")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert json.loads(result.stdout)["rows_removed"] == len(PLANTED)
     assert kept_keys(tmp_path / "out") == expected_keys(table, PLANTED)
 
@@ -188,7 +183,7 @@ def test_laion_hash_stored_as_uint64_bits_matches(tmp_path: Path) -> None:
     listing = tmp_path / "laion.txt"
     listing.write_text("\n".join(str(signed[i]) for i in PLANTED) + "\n")
     result = apply_json(dataset, tmp_path / "out", "--hashlist", listing, "--type", "laion_hash")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert json.loads(result.stdout)["rows_removed"] == len(PLANTED)
 
 
@@ -199,7 +194,7 @@ def test_string_view_columns_beside_the_matched_one_survive_a_drop(tmp_path: Pat
     listing = planted_list(tmp_path / "partner.txt",
                            [table.column("md5")[int(i)].as_py() for i in PLANTED])
     result = apply_json(dataset, tmp_path / "out", "--hashlist", listing)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     out = pa.concat_tables(pq.read_table(p) for p in sorted((tmp_path / "out").glob("*.parquet")))
     assert out.schema.field("TEXT").type == pa.string_view()
     assert out.num_rows == ROWS - len(PLANTED)
@@ -236,9 +231,9 @@ def test_a_column_type_that_cannot_hold_the_values_is_an_error(
     dataset = write_dataset(tmp_path / "data", with_column(table, column, values), shards=1)
     listing = tmp_path / "list.txt"
     listing.write_text(value_of[type_name] + "\n")
-    result = invoke("apply", dataset, tmp_path / "out", "--hashlist", listing, "--type",
+    result = run_cli("apply", dataset, tmp_path / "out", "--hashlist", listing, "--type",
                     type_name, "--workers", "1", "--quiet")
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     line = result.stderr.splitlines()[0]
     assert str(dataset / "part-0.parquet") in line
     assert repr(column) in line and shown in line
@@ -265,9 +260,9 @@ def test_a_release_of_binary_and_view_columns_publishes_working_removal_hashes(
     from scrub.crypto import write_signing_keypair
 
     write_signing_keypair(tmp_path / "sign.pem", tmp_path / "sign.pub")
-    result = invoke("release", "build", dataset, tmp_path / "out", "--policy", policy,
+    result = run_cli("release", "build", dataset, tmp_path / "out", "--policy", policy,
                     "--signing-key", tmp_path / "sign.pem", "--workers", "1", "--quiet")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     dropped = np.flatnonzero(table.column("punsafe").to_numpy() > 0.5)
     shards = sorted(dataset.glob("*.parquet"))
     kept = {k for shard in shards for k in pq.read_table(
@@ -281,7 +276,7 @@ def test_a_release_of_binary_and_view_columns_publishes_working_removal_hashes(
                                                for i in range(ROWS)]))
     copy_folder = write_dataset(tmp_path / "copy", copy)
     result = apply_json(copy_folder, tmp_path / "cleaned", "--hashlist", removals)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     assert kept_keys(tmp_path / "cleaned") == expected_keys(table, dropped)
 
 
@@ -315,14 +310,14 @@ def test_md5_values_spelt_as_list_entries_are_matched(tmp_path: Path, store: str
     listing = planted_list(tmp_path / "partner.txt",
                            [md5[i] for i in forgiven_rows + malformed_rows], decoys=20)
     result = apply_json(dataset, tmp_path / "out", "--hashlist", listing)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     report = json.loads(result.stdout)
     assert report["rows_removed"] == len(forgiven_rows)
     assert report["unmatchable"].get("md5", 0) == len(malformed_rows)
     assert kept_keys(tmp_path / "out") == expected_keys(table, np.array(forgiven_rows))
-    human = invoke("apply", dataset, tmp_path / "out2", "--hashlist", listing,
+    human = run_cli("apply", dataset, tmp_path / "out2", "--hashlist", listing,
                    "--workers", "1", "--quiet")
-    assert human.exit_code == 0, human.output
+    expect_ok(human)
     warning = [line for line in human.stdout.splitlines() if line.startswith("WARNING")]
     assert len(warning) == 1 and "4 row(s)" in warning[0] and "md5" in warning[0]
     assert not any(md5[i] in human.output for i in malformed_rows)

@@ -20,9 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.dataset import detect_roles
 from scrub.engine.kernel import decide
 from scrub.engine.plan import MatchPlan, add_ledger_rules
@@ -31,8 +29,8 @@ from scrub.engine.rules import AllOf, CaptionTermRule, ScoreRule, Source
 from scrub.lists import types
 from scrub.lists.types import CaptionTerm
 from scrub.synthetic import generate_dataset
+from tests.helpers import expect_ok, run_cli
 
-runner = CliRunner()
 SOURCE = Source(id=0, label="terms", kind="list", digest="")
 #: Every character Python's str.split() splits on (Unicode White_Space and U+001C-U+001F).
 WHITESPACE = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000 and chr(c).isspace()]
@@ -89,9 +87,9 @@ def test_listed_terms_match_every_spelling_through_the_cli(tmp_path: Path) -> No
     listing = tmp_path / "terms.csv"
     listing.write_text("type,value\n" + "".join(f'caption_term,"{t}"\n' for t in TERMS),
                        encoding="utf-8")
-    result = runner.invoke(app, ["apply", str(data), str(tmp_path / "out"), "--hashlist",
-                                 str(listing), "--workers", "1", "-q"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(data), str(tmp_path / "out"), "--hashlist",
+                     str(listing), "--workers", "1", "-q")
+    expect_ok(result)
     kept = set(pl.read_parquet(sorted((tmp_path / "out").glob("*.parquet")))["key"].to_list())
     assert {k for k, kind in planted.items() if kind == "hidden"}.isdisjoint(kept)
     assert {k for k, kind in planted.items() if kind == "near"} <= kept
@@ -176,6 +174,7 @@ ODD = ("aAzZ09_-.,!ÉéÈèÅåÆæØøßẞΣσςΐΰİıKÅΩﬁﬀǅǈ\u0301\
        "\u2126\u212a\uff21\uff41\u0130") + "".join(WHITESPACE)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(alphabet=st.sampled_from(ODD), max_size=40)
        | st.text(alphabet=st.characters(exclude_categories=("Cs", "Cn"),
@@ -190,6 +189,7 @@ def test_vectorised_folding_equals_python_nfkc_casefold(text: str) -> None:
                    and not any(ch < " " or ch == "\x7f" for ch in expected) else None)
 
 
+@pytest.mark.slow
 def test_every_character_folds_as_python_folds_it() -> None:
     """Each code point alone, and after "A" and before a combining acute (composition and
     reordering around it), folds as Python's ignorables removed + NFKC + casefold + NFKC."""
@@ -209,6 +209,7 @@ def spellings(word: str) -> list[str]:
             unicodedata.normalize("NFD", word.upper()), word.casefold()]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(words=st.lists(WORD, min_size=1, max_size=3), data=st.data())
 def test_a_term_matches_in_every_spelling_and_never_glued_to_a_word(words: list[str],

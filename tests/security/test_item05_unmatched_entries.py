@@ -14,22 +14,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.crypto import write_key_file
 from scrub.keys import keys_to_hex
 from scrub.layout import companion
 from scrub.synthetic import generate_dataset, read_column
 from scrub.urls import canonical_url, canonicalize_urls, hosts_of, registrable_domain
+from tests.helpers import expect_ok, run_cli
 
 ROWS, SHARDS = 3000, 3
 #: Rows to match, one or more in every shard.
 PICKED = [5, 900, 1001, 1999, 2500, 2999]
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +48,8 @@ def write(path: Path, values: list[str]) -> Path:
 
 
 def apply_json(dataset: Path, out: Path, *args: object) -> dict:
-    result = invoke("apply", dataset, out, *args, "--workers", "1", "--quiet", "--json")
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", dataset, out, *args, "--workers", "1", "--quiet", "--json")
+    expect_ok(result)
     return json.loads(result.stdout)
 
 
@@ -122,7 +117,7 @@ def test_every_list_counts_the_entries_that_matched_no_row(dataset: Path,
     # matched nothing are named with --json; every other list is sensitive: counted, never named.
     assert set(report["unmatched_entry_values"]) == {"domain.jsonl", "host.jsonl",
                                                      "prefix.jsonl", "url.jsonl"}
-    summary = invoke("apply", dataset, tmp_path / "again", *args, "--workers", "1", "--quiet")
+    summary = run_cli("apply", dataset, tmp_path / "again", *args, "--workers", "1", "--quiet")
     assert "entries of list md5.jsonl that matched no row: 9" in summary.stdout
 
 
@@ -157,9 +152,9 @@ def test_allow_list_entries_that_kept_nothing_are_counted(dataset: Path, tmp_pat
     write(tmp_path / "fp.txt", [md5[PICKED[0]], md5[PICKED[1]]] + decoy_hex(2, 16, 6))
     for args in (("partner.txt", "--name", "partner"),
                  ("fp.txt", "--name", "known-fp", "--kind", "allow", "--suppresses", "partner")):
-        result = invoke("lists", "import", tmp_path / args[0], *args[1:], "--source", "org",
+        result = run_cli("lists", "import", tmp_path / args[0], *args[1:], "--source", "org",
                         "--version", "1")
-        assert result.exit_code == 0, result.output
+        expect_ok(result)
     report = apply_json(dataset, tmp_path / "out", "--list", "partner")
     assert report["rows_removed"] == len(PICKED) - 2
     assert report["unmatched_entries"] == {"partner@1": 3, "known-fp@1": 2}
@@ -177,24 +172,24 @@ def test_a_public_list_names_its_unmatched_entries_with_json_only(
     write(tmp_path / "public.txt", [md5[i] for i in PICKED[:3]] + public_decoys)
     write(tmp_path / "secret.txt", [md5[i] for i in PICKED[3:]] + secret_decoys)
     for name, flag in (("public", "--public"), ("secret", "--sensitive")):
-        result = invoke("lists", "import", tmp_path / f"{name}.txt", "--name", name, "--source",
+        result = run_cli("lists", "import", tmp_path / f"{name}.txt", "--name", name, "--source",
                         "org", "--version", "1", flag)
-        assert result.exit_code == 0, result.output
+        expect_ok(result)
     report = apply_json(dataset, tmp_path / "out", "--list", "public", "--list", "secret")
     assert report["unmatched_entries"] == {"public@1": 4, "secret@1": 3}
     assert report["unmatched_entry_values"] == {"public@1": sorted(public_decoys)}
     saved = (companion(tmp_path / "out") / "apply-report.json").read_text()
     for value in public_decoys + secret_decoys:
         assert value not in saved
-    summary = invoke("apply", dataset, tmp_path / "out2", "--list", "public",
+    summary = run_cli("apply", dataset, tmp_path / "out2", "--list", "public",
                      "--workers", "1", "--quiet")
-    assert summary.exit_code == 0, summary.output
+    expect_ok(summary)
     assert not any(value in summary.output for value in public_decoys)
 
 
 def test_a_list_whose_column_is_absent_stays_an_error(dataset: Path, tmp_path: Path) -> None:
     listing = write(tmp_path / "sha1.txt", decoy_hex(3, 20, 9))
-    result = invoke("apply", dataset, tmp_path / "out", "--hashlist", listing, "--workers", "1",
+    result = run_cli("apply", dataset, tmp_path / "out", "--hashlist", listing, "--workers", "1",
                     "--quiet")
     assert result.exit_code == 2
     assert "no column for role(s) sha1" in result.stderr
@@ -218,7 +213,7 @@ def test_entry_ids_depend_on_the_whole_list(dataset: Path, tmp_path: Path) -> No
 
 def test_public_lists_beside_ledger_requests(dataset: Path, tmp_path: Path) -> None:
     """Requests are sources without list entries: the report counts the lists' alone."""
-    from scrub.engine.apply import apply
+    from scrub.apply import apply
     from scrub.engine.plan import add_ledger_rules, plan_from_hashlists
     from scrub.lists.hashlist import read_hashlist
 

@@ -11,15 +11,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.dataset import discover_shards
 from scrub.synthetic import generate_dataset, read_column
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
+from tests.helpers import expect_ok, run_cli
 
 
 @pytest.mark.parametrize("suffix", [".PARQUET", ".Parquet", ".parQuet"])
@@ -32,9 +27,9 @@ def test_shards_with_an_upper_case_suffix_are_scrubbed(tmp_path: Path, suffix: s
     listing = tmp_path / "partner.txt"
     listing.write_text("\n".join(listed) + "\n")
     assert renamed.name in [s.name for s in discover_shards(data)]
-    result = invoke("apply", data, tmp_path / "out", "--hashlist", listing, "--workers", "1",
+    result = run_cli("apply", data, tmp_path / "out", "--hashlist", listing, "--workers", "1",
                     "--quiet", "--json")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     report = json.loads(result.stdout)
     assert report["shards"] == 3 and report["rows_in"] == 900
     assert report["rows_removed"] == 3

@@ -19,6 +19,7 @@ import pytest
 
 from scrub.crypto import load_signing_key, write_signing_keypair
 from tests.security.release_setup import Setup, make_setup
+from tests.helpers import expect_exit, expect_ok
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +31,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
 def base(setup: Setup) -> Path:
     out = setup.root / "base"
     result = setup.build(out, "--release-id", "base")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     return out
 
 
 def refused(setup: Setup, old: Path, out: Path, expected: str, *extra: str) -> None:
     """A --from build from ``old`` stops with exit 3 naming ``expected``, publishing nothing."""
     result = setup.build(out, "--from", str(old), *extra)
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert expected in result.output
     assert "internal error" not in result.output
     assert not any((out / p.stem).exists() for p in setup.policies)
@@ -69,7 +70,7 @@ def test_a_shard_changed_in_the_old_release_is_not_signed_again(
     (old / "safe" / "part-00001.parquet").write_bytes(
         (base / "safe" / "part-00001.parquet").read_bytes())
     again = setup.build(tmp_path / "out", "--from", str(old))
-    assert again.exit_code == 0, again.output
+    expect_ok(again)
     assert setup.verify(tmp_path / "out" / "safe").exit_code == 0
 
 

@@ -25,6 +25,7 @@ from scrub.crypto import (
 )
 from scrub.layout import companion
 from tests.security.release_setup import Setup, make_setup
+from tests.helpers import expect_exit, expect_ok
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
 def release(setup: Setup) -> Path:
     out = setup.root / "out"
     result = setup.build(out, "--release-id", "r8")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     return out / "safe"
 
 
@@ -90,7 +91,7 @@ def test_verify_refuses_a_file_the_manifest_does_not_list(setup: Setup, release:
     added.write_bytes((copy / "part-00000.parquet").read_bytes() if added.suffix == ".parquet"
                       else b"<html>hello</html>\n")
     result = setup.verify(copy)
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     parts = ADDED[case].split("/")
     # named: the file, or the first folder on its way that the release does not have
     named = next("/".join(parts[:i]) for i in range(1, len(parts) + 1)
@@ -122,7 +123,7 @@ def test_a_listed_file_replaced_by_a_link_is_refused(setup: Setup, release: Path
     (companion(copy) / "audit.html").unlink()
     os.symlink(outside, companion(copy) / "audit.html")
     result = setup.verify(copy)
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert "audit.html" in result.output
 
 
@@ -134,7 +135,7 @@ def test_verify_refuses_a_manifest_naming_another_signer(setup: Setup, release: 
     manifest["signed_by"] = fingerprint(tmp_path / "other.pub")
     resign(companion(copy), manifest, setup.private)  # a valid signature by the real key
     result = setup.verify(copy)
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert "names signer" in result.output
     # and a key that did not sign it is refused, whatever the manifest claims
     wrong = setup.verify(release, pubkey=tmp_path / "other.pub")
@@ -144,10 +145,10 @@ def test_verify_refuses_a_manifest_naming_another_signer(setup: Setup, release: 
 def test_verify_prints_the_fingerprint_it_verified(setup: Setup, release: Path) -> None:
     expected = fingerprint(setup.public)
     text = setup.verify(release)
-    assert text.exit_code == 0, text.output
+    expect_ok(text)
     assert expected in text.stdout
     as_json = setup.verify(release, "--json")
-    assert as_json.exit_code == 0, as_json.output
+    expect_ok(as_json)
     assert json.loads(as_json.stdout)["signed_by"] == expected
 
 
@@ -168,7 +169,7 @@ def test_a_signed_listing_outside_the_folder_is_refused(setup: Setup, release: P
         result = setup.verify(copy)
     finally:
         target.unlink()
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert "not a plain relative file name" in result.output
 
 
@@ -177,7 +178,7 @@ def test_an_unsigned_release_is_refused_as_untrusted(setup: Setup, release: Path
     copy = setup.copy_variant(release, tmp_path / "copy")
     (companion(copy) / "manifest.sig").unlink()
     result = setup.verify(copy)
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert "manifest.sig: missing" in result.output
 
 
@@ -194,7 +195,7 @@ def test_a_variant_renamed_as_another_is_refused(setup: Setup, release: Path, tm
         setup.copy(out / source, copy / target)
         setup.copy(companion(out / source), companion(copy / target))
     result = setup.verify(copy / "safe" if how == "one variant" else copy)
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert any(f"{copy / 'safe'}: the folder is named 'safe'" in line and "'open'" in line
                for line in result.output.splitlines())
     assert "internal error" not in result.output
@@ -232,7 +233,7 @@ def test_the_private_state_folders_hold_only_what_a_build_writes(setup: Setup, r
         if not (copy / name).exists():
             (copy / name).write_bytes(b"\0" * 16)
     ok = setup.verify(copy)
-    assert ok.exit_code == 0, ok.output
+    expect_ok(ok)
     added = copy / PRIVATE_ADDED[case]
     if PRIVATE_ADDED[case].endswith("/"):
         added.mkdir(parents=True)
@@ -240,7 +241,7 @@ def test_the_private_state_folders_hold_only_what_a_build_writes(setup: Setup, r
         added.parent.mkdir(parents=True, exist_ok=True)
         added.write_bytes(b"<html>anything</html>\n")
     result = setup.verify(copy)
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     parts = PRIVATE_ADDED[case].rstrip("/").split("/")
     named = next("/".join(parts[:i]) for i in range(1, len(parts) + 1)
                  if not (release.parent / "/".join(parts[:i])).exists())

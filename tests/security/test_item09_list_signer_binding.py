@@ -17,19 +17,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.crypto import write_key_file
 from scrub.errors import ExternalSourceError
 from scrub.lists.store import ListStore
+from tests.helpers import expect_exit, expect_ok, run_cli
 
-runner = CliRunner()
 MD5S = [hashlib.md5(f"item09-{i}".encode()).hexdigest() for i in range(60)]
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def public_pem(private: Ed25519PrivateKey, path: Path) -> Path:
@@ -53,27 +47,27 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     write_key_file(key)
     monkeypatch.setenv("SCRUB_KEY_FILE", str(key))
     ncmec = Ed25519PrivateKey.generate()
-    assert invoke("lists", "trust", "--source", "ncmec", "--key",
+    assert run_cli("lists", "trust", "--source", "ncmec", "--key",
                   public_pem(ncmec, tmp_path / "ncmec.pub"), "--store", store).exit_code == 0
     v1 = tmp_path / "v1.txt"
     v1.write_text("\n".join(MD5S[:30]) + "\n")
-    result = invoke("lists", "import", v1, "--name", "partner", "--source", "ncmec",
+    result = run_cli("lists", "import", v1, "--name", "partner", "--source", "ncmec",
                     "--version", "1", "--signature", signed(v1, ncmec), "--store", store,
                     "--key-file", key)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     v2 = tmp_path / "v2.txt"
     v2.write_text("\n".join(MD5S[30:]) + "\n")  # different entries: a swap would show
     return {"root": tmp_path, "store": store, "key": key, "ncmec": ncmec, "v2": v2}
 
 
 def latest(env: dict) -> dict:
-    result = invoke("lists", "show", "partner", "--json", "--store", env["store"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("lists", "show", "partner", "--json", "--store", env["store"])
+    expect_ok(result)
     return json.loads(result.stdout)
 
 
 def import_v2(env: dict, *extra: object, version: str = "2"):
-    return invoke("lists", "import", env["v2"], "--name", "partner", "--version", version,
+    return run_cli("lists", "import", env["v2"], "--name", "partner", "--version", version,
                   "--store", env["store"], "--key-file", env["key"], *extra)
 
 
@@ -86,7 +80,7 @@ def import_v2(env: dict, *extra: object, version: str = "2"):
 ], ids=["other-source", "other-source-public", "same-source", "sensitive", "odd-source"])
 def test_an_unsigned_version_of_a_signed_list_is_refused(env: dict, extra: tuple) -> None:
     result = import_v2(env, *extra)
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert "bound to signer" in result.stderr and "nothing was stored" in result.stderr
     meta = latest(env)
     assert meta["version"] == "1" and meta["signed_by"]
@@ -97,11 +91,11 @@ def test_a_version_signed_by_another_registered_key_is_refused(env: dict) -> Non
     """Someone with the data key registers their own key under a new source name and signs v2
     with it: the list is bound to ncmec's key, so it is refused."""
     mallory = Ed25519PrivateKey.generate()
-    assert invoke("lists", "trust", "--source", "mallory", "--key",
+    assert run_cli("lists", "trust", "--source", "mallory", "--key",
                   public_pem(mallory, env["root"] / "m.pub"),
                   "--store", env["store"]).exit_code == 0
     result = import_v2(env, "--source", "mallory", "--signature", signed(env["v2"], mallory))
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert "is bound to" in result.stderr and "nothing was stored" in result.stderr
     assert latest(env)["version"] == "1"
 
@@ -109,7 +103,7 @@ def test_a_version_signed_by_another_registered_key_is_refused(env: dict) -> Non
 def test_a_version_signed_by_the_bound_key_is_accepted_under_any_source(env: dict) -> None:
     result = import_v2(env, "--source", "ncmec-mirror",
                        "--signature", signed(env["v2"], env["ncmec"]))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     meta = latest(env)
     assert meta["version"] == "2" and meta["signed_by"] and not meta["trust_change"]
 
@@ -118,36 +112,36 @@ def test_a_rotated_source_key_needs_retrust_which_is_recorded(env: dict) -> None
     """The source's key is re-registered (rotation, or someone with the data key): a version
     signed with the new key needs --retrust; after it, the old key no longer verifies."""
     new = Ed25519PrivateKey.generate()
-    assert invoke("lists", "trust", "--source", "ncmec", "--key",
+    assert run_cli("lists", "trust", "--source", "ncmec", "--key",
                   public_pem(new, env["root"] / "new.pub"),
                   "--store", env["store"]).exit_code == 0
     sig = signed(env["v2"], new)
     first = latest(env)["signed_by"]
     refused = import_v2(env, "--source", "ncmec", "--signature", sig)
-    assert refused.exit_code == 3, refused.output
+    expect_exit(refused, 3)
     assert "--retrust" in refused.stderr
     assert latest(env)["version"] == "1"
     accepted = import_v2(env, "--source", "ncmec", "--signature", sig, "--retrust")
-    assert accepted.exit_code == 0, accepted.output
+    expect_ok(accepted)
     meta = latest(env)
     assert meta["version"] == "2" and "re-trusted" in meta["trust_change"]
     assert meta["signed_by"].startswith("ed25519:") and meta["signed_by"] != first
-    old_signed = invoke("lists", "import", env["v2"], "--name", "partner", "--version", "3",
+    old_signed = run_cli("lists", "import", env["v2"], "--name", "partner", "--version", "3",
                         "--source", "ncmec", "--signature", signed(env["v2"], env["ncmec"]),
                         "--store", env["store"], "--key-file", env["key"])
-    assert old_signed.exit_code == 3, old_signed.output
+    expect_exit(old_signed, 3)
 
 
 def test_allow_unsigned_is_recorded_and_keeps_the_binding(env: dict) -> None:
     result = import_v2(env, "--source", "other", "--allow-unsigned")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     meta = latest(env)
     assert meta["version"] == "2" and meta["signed_by"] is None
     assert "--allow-unsigned" in meta["trust_change"]
-    shown = invoke("lists", "ls", "--store", env["store"])
+    shown = run_cli("lists", "ls", "--store", env["store"])
     assert "--allow-unsigned" in shown.stdout
     again = import_v2(env, "--source", "other", version="3")
-    assert again.exit_code == 3, again.output
+    expect_exit(again, 3)
     assert latest(env)["version"] == "2"
 
 
@@ -174,15 +168,15 @@ def test_a_sensitive_list_never_gets_a_public_version(tmp_path: Path) -> None:
     write_key_file(key)
     v1 = tmp_path / "v1.txt"
     v1.write_text("\n".join(MD5S[:10]) + "\n")
-    assert invoke("lists", "import", v1, "--name", "p", "--source", "s", "--version", "1",
+    assert run_cli("lists", "import", v1, "--name", "p", "--source", "s", "--version", "1",
                   "--store", store, "--key-file", key).exit_code == 0
     delta = tmp_path / "d.txt"
     delta.write_text(MD5S[10] + "\n")
     for extra in (("--public",), ("--public", "--delta")):
-        result = invoke("lists", "import", delta, "--name", "p", "--source", "s", "--version",
+        result = run_cli("lists", "import", delta, "--name", "p", "--source", "s", "--version",
                         "2", "--store", store, "--key-file", key, *extra)
-        assert result.exit_code == 2, result.output
+        expect_exit(result, 2)
         assert not list(store.rglob("*.parquet")), extra  # nothing written in clear
-    inherited = invoke("lists", "import", delta, "--name", "p", "--source", "s", "--version",
+    inherited = run_cli("lists", "import", delta, "--name", "p", "--source", "s", "--version",
                        "2", "--delta", "--store", store, "--key-file", key, "--json")
     assert inherited.exit_code == 0 and json.loads(inherited.stdout)["sensitive"] is True

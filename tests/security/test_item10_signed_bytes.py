@@ -19,15 +19,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.crypto import write_key_file
 from scrub.errors import ScrubError
 from scrub.keys import keys_to_hex
 from scrub.lists.store import ListStore
+from tests.helpers import expect_exit, run_cli
 
-runner = CliRunner()
 GOOD = [hashlib.md5(f"signed-{i}".encode()).hexdigest() for i in range(40)]
 EVIL = [hashlib.md5(f"decoy-{i}".encode()).hexdigest() for i in range(3)]
 
@@ -115,13 +113,13 @@ def test_the_cli_import_stores_what_was_signed(tmp_path: Path,
     store, key, listing, sig = setup(tmp_path, "partner.txt")
     signed_digest = hashlib.sha256(listing.read_bytes()).hexdigest()
     SwapAfterFirstOpen(monkeypatch, listing, ("\n".join(EVIL) + "\n").encode())
-    result = runner.invoke(app, ["lists", "import", str(listing), "--name", "partner",
-                                 "--source", "ncmec", "--version", "1", "--signature", str(sig),
-                                 "--store", str(store.root), "--key-file",
-                                 str(tmp_path / "data.key"), "--json"])
+    result = run_cli("lists", "import", str(listing), "--name", "partner",
+                     "--source", "ncmec", "--version", "1", "--signature", str(sig),
+                     "--store", str(store.root), "--key-file",
+                     str(tmp_path / "data.key"), "--json")
     monkeypatch.undo()
     if result.exit_code != 0:
-        assert result.exit_code == 3, result.output
+        expect_exit(result, 3)
         return
     meta = json.loads(result.stdout)
     assert meta["file_sha256"] == signed_digest and meta["counts"] == {"md5": len(GOOD)}

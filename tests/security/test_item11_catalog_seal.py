@@ -19,20 +19,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.crypto import KeyFileError, write_key_file
 from scrub.errors import ScrubError
 from scrub.lists.store import ListStore
 from scrub.synthetic import generate_dataset, read_column
+from tests.helpers import expect_exit, expect_ok, run_cli
 
-runner = CliRunner()
 DECOY = hashlib.md5(b"decoy").hexdigest()
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def entries(doc: dict) -> dict:
@@ -98,13 +92,13 @@ def sealed(tmp_path: Path) -> dict:
 def test_a_sensitive_list_swapped_for_a_public_decoy_is_caught(sealed: dict) -> None:
     store, root = sealed["store"], sealed["root"]
     make_public_decoy(store.root, "partner", "2")
-    verify = invoke("lists", "verify", "--store", store.root, "--key-file", sealed["key_path"])
+    verify = run_cli("lists", "verify", "--store", store.root, "--key-file", sealed["key_path"])
     assert verify.exit_code != 0 and "store OK" not in verify.stdout, verify.output
     with pytest.raises(ScrubError) as info:
         store.load("partner", key=sealed["key"])
     assert info.value.exit_code == 3
     out = root / "out"
-    applied = invoke("apply", sealed["data"], out, "--list", "partner", "--store", store.root,
+    applied = run_cli("apply", sealed["data"], out, "--list", "partner", "--store", store.root,
                      "--key-file", sealed["key_path"], "--workers", "1", "--json", "--quiet")
     assert applied.exit_code == 3, applied.output  # no silent miss: nothing was scrubbed
     assert not list(out.glob("*.parquet"))
@@ -136,7 +130,7 @@ def test_any_edit_of_a_sealed_catalog_is_refused_with_the_key(sealed: dict,
         with pytest.raises(ScrubError) as info:
             store.load(ref, key=sealed["key"])
         assert info.value.exit_code in (2, 3), (mutation, ref)
-    verify = invoke("lists", "verify", "--store", store.root, "--key-file", sealed["key_path"])
+    verify = run_cli("lists", "verify", "--store", store.root, "--key-file", sealed["key_path"])
     assert verify.exit_code != 0 and "store OK" not in verify.stdout, (mutation, verify.output)
 
 
@@ -159,7 +153,7 @@ def test_without_the_key_a_sealed_store_is_neither_used_nor_changed(sealed: dict
                  ("lists", "trust", "--source", "mallory", "--key", pub),
                  ("lists", "verify"),
                  ("apply", sealed["data"], tmp_path / "o", "--list", "optout", "--workers", "1")):
-        result = invoke(*args, "--store", store.root)
+        result = run_cli(*args, "--store", store.root)
         assert result.exit_code == 2, (args, result.output)
         assert "key file" in result.stderr and "store OK" not in result.stdout, args
     assert (store.root / "catalog.json").read_bytes() == before
@@ -203,17 +197,17 @@ def test_a_store_from_before_seals_is_refused_until_sealed_once(sealed: dict) ->
     with pytest.raises(ScrubError, match="not sealed") as info:
         store.load("partner", key=sealed["key"])
     assert info.value.exit_code == 3 and "scrub lists seal" in (info.value.hint or "")
-    verify = invoke("lists", "verify", "--store", store.root, "--key-file", key_path)
+    verify = run_cli("lists", "verify", "--store", store.root, "--key-file", key_path)
     assert verify.exit_code == 1 and "not sealed" in verify.stdout
-    sealed_now = invoke("lists", "seal", "--store", store.root, "--key-file", key_path)
-    assert sealed_now.exit_code == 0, sealed_now.output
+    sealed_now = run_cli("lists", "seal", "--store", store.root, "--key-file", key_path)
+    expect_ok(sealed_now)
     assert "recorded" in sealed_now.stdout
     doc = json.loads((store.root / "catalog.json").read_text())
     assert [r["event"] for r in doc["seals"]][-1] == "sealed a catalog written by an older scrub"
     assert len(store.load("partner", key=sealed["key"]).keys["md5"]) == 20
-    assert "store OK" in invoke("lists", "verify", "--store", store.root,
+    assert "store OK" in run_cli("lists", "verify", "--store", store.root,
                                 "--key-file", key_path).stdout
-    again = invoke("lists", "seal", "--store", store.root, "--key-file", key_path)
+    again = run_cli("lists", "seal", "--store", store.root, "--key-file", key_path)
     assert again.exit_code == 0 and "already sealed" in again.stdout
     assert json.loads((store.root / "catalog.json").read_text())["seals"] == doc["seals"]
 
@@ -223,8 +217,8 @@ def test_sealing_checks_every_file_first(sealed: dict) -> None:
     flatten_to_legacy(store.root)
     make_public_decoy(store.root, "partner", "2")  # files match the edited entry ...
     (store.root / "data" / "optout" / "1" / "url.parquet").write_bytes(b"junk")  # ... not this
-    refused = invoke("lists", "seal", "--store", store.root, "--key-file", key_path)
-    assert refused.exit_code == 3, refused.output
+    refused = run_cli("lists", "seal", "--store", store.root, "--key-file", key_path)
+    expect_exit(refused, 3)
     assert "seal" not in json.loads((store.root / "catalog.json").read_text())
 
 
@@ -236,9 +230,9 @@ def test_without_the_key_a_sensitive_list_turned_public_is_refused(sealed: dict)
     make_public_decoy(store.root, "partner", "2")
     with pytest.raises(KeyFileError, match="sensitive"):
         store.load("partner")
-    result = invoke("apply", sealed["data"], sealed["root"] / "o", "--list", "partner",
+    result = run_cli("apply", sealed["data"], sealed["root"] / "o", "--list", "partner",
                     "--store", store.root, "--workers", "1")
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
 
 
 @pytest.mark.parametrize("where", ["relative", "absolute", "symlinked-folder"])
@@ -259,7 +253,7 @@ def test_lists_rm_never_deletes_outside_the_store(tmp_path: Path, where: str) ->
         target = os.path.relpath(victim, root) if where == "relative" else str(victim)
         edit_catalog(root, lambda d: entries(d)["optout"][0].update(stored=target))
     for ref in ("optout@1", "optout"):
-        result = invoke("lists", "rm", ref, "--store", root)
+        result = run_cli("lists", "rm", ref, "--store", root)
         assert (victim / "precious.txt").read_text() == "keep me", ref
         assert (victim / "1" / "precious.txt").read_text() == "keep me", ref
         assert result.exit_code == 3, (ref, result.output)
@@ -272,14 +266,14 @@ def test_a_store_without_a_key_is_not_authenticated_and_says_so(tmp_path: Path) 
     listing = tmp_path / "optout.csv"
     listing.write_text("type,value\nhost,example.org\n")
     ListStore(root).import_list(listing, name="optout", source="registry", version="1")
-    verify = invoke("lists", "verify", "--store", root)
+    verify = run_cli("lists", "verify", "--store", root)
     assert verify.exit_code == 0 and "NOT authenticated" in verify.stdout
     assert len(ListStore(root).load("optout").keys["host"]) == 1
     key_path = tmp_path / "data.key"
     key = write_key_file(key_path)
     with pytest.raises(ScrubError, match="not sealed"):  # a keyed use asks for the sealing
         ListStore(root).load("optout", key=key)
-    assert invoke("lists", "seal", "--store", root, "--key-file", key_path).exit_code == 0
+    assert run_cli("lists", "seal", "--store", root, "--key-file", key_path).exit_code == 0
     assert len(ListStore(root).load("optout", key=key).keys["host"]) == 1
 
 
@@ -307,6 +301,6 @@ def test_verify_reports_a_catalog_rolled_back_to_an_older_sealed_one(sealed: dic
     extra.write_text(sealed["md5s"][0] + "\n")
     store.import_list(extra, name="partner", source="ncmec", version="3", key=sealed["key"])
     (store.root / "catalog.json").write_bytes(older)
-    verify = invoke("lists", "verify", "--store", store.root, "--key-file", sealed["key_path"])
-    assert verify.exit_code == 1, verify.output
+    verify = run_cli("lists", "verify", "--store", store.root, "--key-file", sealed["key_path"])
+    expect_exit(verify, 1)
     assert "data/partner/3: stored data the catalog does not name" in verify.stdout

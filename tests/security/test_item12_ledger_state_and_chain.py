@@ -33,10 +33,12 @@ from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     key,
     ledger,
     raw_sqlite,
+    request_policies,
     spec,
     tamper,
     text_of_database,
 )
+from tests.helpers import expect_exit, expect_ok
 
 GENESIS = "0" * 64
 
@@ -59,7 +61,7 @@ def verify(tmp_path: Path, database: tuple[str, dict], *extra: str):  # type: ig
 
 
 def assert_named(result, fragment: str) -> None:  # type: ignore[no-untyped-def]
-    assert result.exit_code == 1, result.output
+    expect_exit(result, 1)
     assert fragment in result.output, result.output
     for secret in ("Jane Doe", "jane doe", "example.com/a/photo.jpg", "@example.org",
                    "called twice"):
@@ -314,6 +316,7 @@ def test_another_key_is_refused_not_taken_for_tampering(tmp_path: Path,
 # --------------------------------------------------------------------------- anchors
 
 
+@pytest.mark.slow
 def test_truncation_and_rollback_are_seen_against_a_signed_release(
         tmp_path: Path, database: tuple[str, dict], ledger: Ledger, engine: Engine) -> None:
     data = generate_dataset(tmp_path / "data", rows=300, shards=2, seed=3, embeddings=False)
@@ -321,13 +324,12 @@ def test_truncation_and_rollback_are_seen_against_a_signed_release(
     first, _ = ledger.add(spec("a@example.org", [{"type": "url", "value": url}]), "alice")
     ledger.transition(first, "verify", "alice")
     second, _ = ledger.add(spec("b@example.org", [{"type": "md5", "value": "1" * 32}]), "bob")
-    policy = tmp_path / "requests.toml"
-    policy.write_text('[policy]\nname = "requests"\n[ledger]\nrequests = true\n')
     write_signing_keypair(tmp_path / "sign.pem", tmp_path / "sign.pub")
     built = cli(tmp_path, database, "release", "build", str(data), str(tmp_path / "out"),
-                "--policy", str(policy), "--signing-key", str(tmp_path / "sign.pem"),
+                *request_policies(tmp_path, "requests"), "--signing-key",
+                str(tmp_path / "sign.pem"),
                 "--workers", "1", "--quiet", "--json")
-    assert built.exit_code == 0, built.output
+    expect_ok(built)
     manifest = json.loads((tmp_path / "out" / "requests.scrub" / "manifest.json").read_text())
     assert manifest["ledger"]["events"] == 3
     anchored = ("--release", str(tmp_path / "out"), "--pubkey", str(tmp_path / "sign.pub"))
@@ -378,7 +380,7 @@ def test_apply_refuses_a_ledger_whose_state_was_edited(tmp_path: Path,
     tamper(engine, "UPDATE requests SET status = 'withdrawn' WHERE id = :r", r=request)
     result = cli(tmp_path, database, "apply", str(data), str(tmp_path / "out"), "--ledger",
                  "--workers", "1", "--quiet")
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert f"request {request}: status differs from its history" in result.output
     assert not list((tmp_path / "out").glob("*.parquet"))
 
@@ -448,6 +450,7 @@ def old_engine(database: tuple[str, dict]):  # type: ignore[no-untyped-def]
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_pre_0004_ledger_is_sealed_and_rekeyed_by_the_upgrade(
         tmp_path: Path, database: tuple[str, dict], old_engine: Engine, key: bytes) -> None:
     legacy_ledger(old_engine, key)
@@ -455,7 +458,7 @@ def test_a_pre_0004_ledger_is_sealed_and_rekeyed_by_the_upgrade(
     assert refused.exit_code == 2 and "--key-file" in refused.output
     assert db.current_revision(old_engine) == "0003"  # nothing half done
     upgraded = cli(tmp_path, database, "db", "upgrade")
-    assert upgraded.exit_code == 0, upgraded.output
+    expect_ok(upgraded)
     checked = verify(tmp_path, database)
     assert checked.exit_code == 0 and "4 event(s)" in checked.output, checked.output
     stored = text_of_database(old_engine)

@@ -22,6 +22,7 @@ from scrub.crypto import write_key_file
 from scrub.layout import companion
 from scrub.lists.store import ListStore
 from tests.security.release_setup import Setup, make_setup, nsfw_policy
+from tests.helpers import expect_ok
 
 VARIANT = "research"
 
@@ -51,7 +52,7 @@ def extra(setup: Setup) -> list[str]:
 def out(setup: Setup) -> Path:
     out = setup.root / "out"
     result = setup.build(out, "--release-id", "r13", *extra(setup))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     return out
 
 
@@ -115,7 +116,7 @@ def test_the_manifest_holds_a_keyed_tag_of_each_state(setup: Setup, out: Path) -
 def test_a_changed_swapped_or_missing_state_stops_a_rebuild(setup: Setup, out: Path,
                                                            tmp_path: Path) -> None:
     ok = setup.build(tmp_path / "ok", "--from", str(out), *extra(setup))
-    assert ok.exit_code == 0, ok.output
+    expect_ok(ok)
     assert setup.verify(tmp_path / "ok" / VARIANT).exit_code == 0
 
     def flip(states: list[Path]) -> None:

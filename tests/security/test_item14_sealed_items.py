@@ -20,6 +20,7 @@ from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     spec,
     text_of_database,
 )
+from tests.helpers import expect_ok
 
 ITEMS = [{"type": "url", "value": "https://zq-studio.com/private/zebulon-at-home.jpg"},
          {"type": "caption_term", "value": "Zebulon Quartermain"},
@@ -57,7 +58,7 @@ def test_items_are_printed_only_on_request_with_the_key(tmp_path: Path,
                  ["requests", "show", str(request), "--json"],
                  ["requests", "ls", "--json"], ["requests", "ls"]):
         result = cli(tmp_path, database, *args)
-        assert result.exit_code == 0, result.output
+        expect_ok(result)
         for secret in SECRETS:
             assert secret not in result.output, args
     shown = cli(tmp_path, database, "requests", "show", str(request))
@@ -81,7 +82,7 @@ def test_adding_prints_no_item_and_repeats_join_by_keyed_digest(tmp_path: Path,
                                    "requester": {"name": "Z Q", "email": "zq@example.org"},
                                    "items": ITEMS}))
     first = cli(tmp_path, database, "requests", "add", "--file", str(request), "--json")
-    assert first.exit_code == 0, first.output
+    expect_ok(first)
     for secret in SECRETS:
         assert secret not in first.output
     again = tmp_path / "again.json"

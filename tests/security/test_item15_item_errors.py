@@ -8,11 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
+from tests.helpers import expect_exit, run_cli
 
-runner = CliRunner()
+
 NAME = "Jane Roe-Secret"
 URL = "https://private.example/jane-roe/at-home.jpg"
 REQUEST = {"kind": "gdpr_erasure", "received_at": "2026-11-01T10:00:00Z",
@@ -20,12 +19,12 @@ REQUEST = {"kind": "gdpr_erasure", "received_at": "2026-11-01T10:00:00Z",
 
 
 def invoke(tmp_path: Path, *args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, [*args, "--db", f"sqlite:///{tmp_path / 'ledger.db'}"],
-                         env={"SCRUB_HOME": str(tmp_path / "home"), "SCRUB_KEY_FILE": ""})
+    return run_cli(*args, "--db", f"sqlite:///{tmp_path / 'ledger.db'}",
+                   env={"SCRUB_HOME": str(tmp_path / "home"), "SCRUB_KEY_FILE": ""})
 
 
 def assert_refused_quietly(result, where: str) -> None:  # type: ignore[no-untyped-def]
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert where in result.output, result.output
     for secret in (NAME, "Jane", "Roe", "private.example", "at-home"):
         assert secret not in result.output
@@ -73,7 +72,7 @@ def test_items_that_utf8_cannot_encode_are_named_not_a_crash(tmp_path: Path) -> 
     key = tmp_path / "k.key"
     write_key_file(key)
     db = tmp_path / "l.db"
-    assert CliRunner().invoke(app, ["db", "upgrade", "--db", str(db)]).exit_code == 0
+    assert run_cli("db", "upgrade", "--db", str(db)).exit_code == 0
     for item in ('{"type": "url", "value": "https://a.example/\\ud800.jpg"}',
                  '{"type": "caption_term", "value": "Jane \\ud800"}',
                  '{"type": "domain", "value": "\\ud800.example"}'):
@@ -81,8 +80,8 @@ def test_items_that_utf8_cannot_encode_are_named_not_a_crash(tmp_path: Path) -> 
         request.write_text('{"kind": "gdpr_erasure", "received_at": "2026-11-01T10:00:00Z", '
                            '"requester": {"name": "N", "email": "n@example.com"}, '
                            f'"items": [{item}]}}')
-        result = CliRunner().invoke(app, ["requests", "add", "--file", str(request),
-                                          "--key-file", str(key), "--db", str(db)])
-        assert result.exit_code == 2, result.output
+        result = run_cli("requests", "add", "--file", str(request),
+                         "--key-file", str(key), "--db", str(db))
+        expect_exit(result, 2)
         assert "items[0]" in result.stderr and "Traceback" not in result.output
         assert "codec" not in result.stderr and "Jane" not in result.stderr

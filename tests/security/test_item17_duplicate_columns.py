@@ -10,15 +10,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
+from tests.helpers import expect_exit, expect_ok, run_cli
+
 
 MD5S = [hashlib.md5(str(i).encode()).hexdigest() for i in range(40)]
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.mark.parametrize("names,repeated", [
@@ -38,9 +34,9 @@ def test_duplicate_column_names_are_named_exit_2(tmp_path: Path, names: list[str
     pq.write_table(table, data / "twice.parquet")
     listing = tmp_path / "partner.txt"
     listing.write_text("\n".join(MD5S[:5]) + "\n")
-    result = invoke("apply", data, tmp_path / "out", "--hashlist", listing, "--workers", "1",
+    result = run_cli("apply", data, tmp_path / "out", "--hashlist", listing, "--workers", "1",
                     "--quiet")
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     line = result.stderr.splitlines()[0]
     assert str(data / "twice.parquet") in line
     assert f"more than one column is named {repeated!r}" in line
@@ -57,9 +53,9 @@ def test_string_view_digests_are_scrubbed_not_an_internal_error(tmp_path: Path) 
                    data / "view.parquet")
     listing = tmp_path / "partner.txt"
     listing.write_text("\n".join(MD5S[:5]) + "\n")
-    result = invoke("apply", data, tmp_path / "out", "--hashlist", listing, "--workers", "1",
+    result = run_cli("apply", data, tmp_path / "out", "--hashlist", listing, "--workers", "1",
                     "--quiet")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     out = pq.read_table(tmp_path / "out" / "view.parquet")
     assert out.schema == pq.read_schema(data / "view.parquet")
     assert out.column("md5").to_pylist() == MD5S[5:]

@@ -21,17 +21,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.synthetic import generate_dataset, random_md5s, read_column
+from tests.helpers import expect_exit, run_cli
 
-runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def invoke(*args: object, env: dict[str, str] | None = None):
-    return runner.invoke(app, [str(a) for a in args], env={"SCRUB_DEBUG": "", **(env or {})})
+    return run_cli(*args, env={"SCRUB_DEBUG": "", **(env or {})})
 
 
 def assert_one_clear_error(result, code: int, *names: object, secrets: tuple[str, ...] = ()):
@@ -138,6 +136,7 @@ CSV_CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_csv_quoted_field_over_lines_names_its_line(small_dataset: Path, tmp_path: Path,
                                                      listed: list[str]) -> None:
     for name, body, line in CSV_CASES:
@@ -200,6 +199,7 @@ def _scrub(*args: object, timeout: float = 90) -> subprocess.CompletedProcess[st
         pytest.fail(f"scrub {' '.join(map(str, args[:2]))} hung (on a FIFO?)")
 
 
+@pytest.mark.slow
 def test_fifo_as_hashlist_is_refused_not_waited_on(small_dataset: Path, tmp_path: Path) -> None:
     fifo = tmp_path / "list.txt"
     os.mkfifo(fifo)
@@ -211,6 +211,7 @@ def test_fifo_as_hashlist_is_refused_not_waited_on(small_dataset: Path, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["symlink-to-fifo", "device", "folder", "csv-fifo"])
 def test_non_regular_list_files_are_refused(small_dataset: Path, tmp_path: Path,
                                             kind: str) -> None:
@@ -236,6 +237,7 @@ def test_non_regular_list_files_are_refused(small_dataset: Path, tmp_path: Path,
     assert f"scrub: error: {path}: " in imported.stderr
 
 
+@pytest.mark.slow
 def test_fifo_as_key_file_is_refused(tmp_path: Path, good_list: Path) -> None:
     fifo = tmp_path / "data.key"
     os.mkfifo(fifo)
@@ -245,6 +247,7 @@ def test_fifo_as_key_file_is_refused(tmp_path: Path, good_list: Path) -> None:
     assert f"scrub: error: {fifo}: a FIFO" in done.stderr
 
 
+@pytest.mark.slow
 def test_dataset_entries_that_are_not_files_are_refused(small_dataset: Path, tmp_path: Path,
                                                         good_list: Path) -> None:
     """A FIFO, folder or broken link named like a shard used to be skipped without a word
@@ -357,6 +360,7 @@ def big_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             seed=18, embeddings=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 @pytest.mark.parametrize("disk", ["tmpfs", "rlimit"])
 def test_full_disk_is_not_bad_input(big_dataset: Path, tmp_path: Path, workers: str,
@@ -395,6 +399,7 @@ def _signing_key(folder: Path) -> Path:
     return folder / "sign.pem"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("job", ["release", "hash"])
 def test_a_full_disk_in_release_build_or_hash_is_not_bad_input(big_dataset: Path,
                                                                 tmp_path: Path, job: str) -> None:
@@ -415,7 +420,7 @@ def test_a_full_disk_in_release_build_or_hash_is_not_bad_input(big_dataset: Path
         limit = 4_000
     with _file_size_limit(limit):
         result = invoke(*args)
-    assert result.exit_code == 1, result.output
+    expect_exit(result, 1)
     assert "file too large" in result.stderr
     assert "fix the input" not in result.stderr
     assert "not a problem of the input" in result.stderr

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.security.release_setup import Setup, make_setup
+from tests.helpers import expect_exit, expect_ok
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
 def release(setup: Setup) -> Path:
     out = setup.root / "out"
     result = setup.build(out)
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     return out / "safe"
 
 
@@ -49,7 +50,7 @@ def test_verify_names_a_corrupt_shard(setup: Setup, release: Path, tmp_path: Pat
     shard = copy / "part-00001.parquet"
     shard.write_bytes(CORRUPT[case](shard.read_bytes()))
     result = setup.verify(copy)
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     line = one_error_line(result.output)
     assert f"{shard}: sha256 differs from the manifest" in line
 
@@ -79,7 +80,7 @@ def test_build_names_unreadable_embeddings(setup: Setup, tmp_path: Path, case: s
     target.unlink()
     BAD_NPY[case](target, rows)
     result = setup.build(tmp_path / "out", data=data)
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     line = one_error_line(result.output)
     assert f"{target}: not a readable .npy array" in line
     assert f"expected a .npy array of shape ({rows}, dim), float16 or float32" in line

@@ -14,14 +14,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.crypto import load_signing_key, write_key_file, write_signing_keypair
 from scrub.errors import UserInputError
 from scrub.synthetic import random_md5s
+from tests.helpers import expect_exit, run_cli
 
-runner = CliRunner()
 P = 2**255 - 19
 # y of the order-8 points (little-endian encoding from RFC 8032's torsion subgroup)
 Y8 = int.from_bytes(bytes.fromhex(
@@ -29,7 +27,7 @@ Y8 = int.from_bytes(bytes.fromhex(
 
 
 def invoke(*args: object, env: dict[str, str] | None = None):
-    return runner.invoke(app, [str(a) for a in args], env={"SCRUB_DEBUG": "", **(env or {})})
+    return run_cli(*args, env={"SCRUB_DEBUG": "", **(env or {})})
 
 
 @pytest.fixture
@@ -60,7 +58,7 @@ def test_data_key_others_may_read_is_refused(tmp_path: Path, hash_list: Path,
         args = import_args(hash_list, tmp_path / "store")
         env = {"SCRUB_KEY_FILE": str(key_path)} if how == "env" else {}
         result = invoke(*args, *(("--key-file", key_path) if how == "flag" else ()), env=env)
-        assert result.exit_code == 2, result.output
+        expect_exit(result, 2)
         assert f"{key_path}: " in result.stderr and f"{mode:04o}" in result.stderr
         assert "chmod 600" in result.stderr
         text = result.stdout + result.stderr
@@ -205,7 +203,7 @@ def test_small_order_key_written_into_trust_json_fails_closed(tmp_path: Path,
     write_key_file(data_key)
     result = invoke(*import_args(hash_list, store, "--signature", signature,
                                  "--key-file", data_key))
-    assert result.exit_code == 3, result.output
+    expect_exit(result, 3)
     assert "internal error" not in result.stderr
     assert not list(store.glob("data/partner/*"))
 
@@ -216,7 +214,7 @@ def test_pem_cut_to_32_bytes_is_not_a_raw_key(tmp_path: Path) -> None:
         serialization.Encoding.Raw, serialization.PublicFormat.Raw))[:32])
     result = invoke("lists", "trust", "--source", "ncmec", "--key", key,
                     "--store", tmp_path / "store")
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert result.stderr.startswith(f"scrub: error: {key}: ")
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.security.release_setup import Setup, make_setup
+from tests.helpers import expect_exit, expect_ok
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ BAD = {
 def test_embeddings_of_another_shape_or_dtype_are_refused(setup: Setup, tmp_path: Path,
                                                           case: str) -> None:
     result, target, rows = build_with(setup, tmp_path, BAD[case])
-    assert result.exit_code == 2, result.output
+    expect_exit(result, 2)
     assert "internal error" not in result.output
     assert str(target) in result.output
     assert f"expected a .npy array of shape ({rows}, dim), float16 or float32" in result.output
@@ -56,7 +57,7 @@ def test_embeddings_of_another_shape_or_dtype_are_refused(setup: Setup, tmp_path
 
 def test_float32_embeddings_are_published_as_they_are(setup: Setup, tmp_path: Path) -> None:
     result, _, _ = build_with(setup, tmp_path, lambda a: a.astype(np.float32))
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     published = np.load(tmp_path / "out" / "safe.scrub" / "img_emb" / "img_emb_1.npy")
     assert published.dtype == np.float32 and published.ndim == 2
     # and float64 is not silently published beside them

@@ -23,8 +23,9 @@ import scrub
 from scrub.images.synthetic import generate_webdataset
 from scrub.synthetic import generate_dataset, random_md5s, write_hashlist
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").is_file(),
-                                reason="reads the process table from /proc (Linux)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path("/proc/self/stat").is_file(),
+                                 reason="reads the process table from /proc (Linux)")]
 
 #: How long the orphaned processes get to notice and exit (they should take well under 1 s).
 GONE_WITHIN_S = 20.0

@@ -11,18 +11,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.crypto import write_key_file
-from scrub.engine.apply import apply
+from scrub.apply import apply
 from scrub.engine.plan import plan_from_hashlists
 from scrub.lists.hashlist import read_hashlist
 from scrub.synthetic import generate_dataset, read_column
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
+from tests.helpers import expect_ok, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +51,12 @@ def test_allow_list_clears_only_the_list_it_names_through_the_store(
     for args in (("a.txt", "--name", "partner-a"), ("b.txt", "--name", "partner-b"),
                  ("fp.txt", "--name", "fp-of-a", "--kind", "allow", "--suppresses",
                   "partner-a")):
-        result = invoke("lists", "import", tmp_path / args[0], *args[1:], "--source", "org",
+        result = run_cli("lists", "import", tmp_path / args[0], *args[1:], "--source", "org",
                         "--version", "1")
-        assert result.exit_code == 0, result.output
-    result = invoke("apply", dataset, tmp_path / "out", "--list", "partner-a", "--list",
+        expect_ok(result)
+    result = run_cli("apply", dataset, tmp_path / "out", "--list", "partner-a", "--list",
                     "partner-b", "--workers", "1", "--quiet", "--json")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     report = json.loads(result.stdout)
     kept = kept_md5(tmp_path / "out")
     assert only_a[0] in kept  # A's false positive, listed by A alone: kept

@@ -11,14 +11,12 @@ import errno
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from scrub.cli.errors import handle_errors
+from tests.helpers import run_cli
 
 PLANTED = "d41d8cd98f00b204e9800998ecf8427e"  # an md5, as a partner list would hold
 URL = "https://victim.example/private/photo.jpg"
-
-runner = CliRunner()
 
 
 class _Odd(Exception):
@@ -64,7 +62,7 @@ def _app(make: object) -> typer.Typer:
 def test_unexpected_exception_prints_its_type_only(name: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SCRUB_DEBUG", raising=False)
-    result = runner.invoke(_app(UNEXPECTED[name]), [])
+    result = run_cli(app=_app(UNEXPECTED[name]))
     out = result.stdout + result.stderr
     assert result.exit_code == 1, out
     assert result.stderr.strip().splitlines()[0] == (
@@ -86,7 +84,7 @@ def test_chained_cause_is_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
             outer.add_note(f"while matching {URL}")
             return outer
 
-    result = runner.invoke(_app(chained), [])
+    result = run_cli(app=_app(chained))
     out = result.stdout + result.stderr
     assert result.exit_code == 1
     assert "internal error (RuntimeError)" in result.stderr
@@ -99,7 +97,7 @@ def test_os_error_with_errno_prints_its_file_not_its_text(
     (only the standard wording of its errno)."""
     monkeypatch.delenv("SCRUB_DEBUG", raising=False)
     error = OSError(errno.EACCES, f"denied for {PLANTED}", "/data/out/part-0.parquet")
-    result = runner.invoke(_app(lambda: error), [])
+    result = run_cli(app=_app(lambda: error))
     out = result.stdout + result.stderr
     assert result.exit_code == 2, out
     assert "scrub: error: /data/out/part-0.parquet: permission denied" in result.stderr

@@ -13,14 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.keys import keys_to_hex
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
+from tests.helpers import expect_ok, run_cli
 
 
 def flip(code: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
@@ -52,9 +47,9 @@ def test_a_pdq_exactly_at_the_radius_matches_and_one_bit_further_does_not(
     listing = tmp_path / "pdq.txt"
     listing.write_text("\n".join(keys_to_hex(np.array(listed)).astype(str)) + "\n")
     args = ["--pdq-radius", str(radius)] if radius is not None else []
-    result = invoke("apply", data, tmp_path / "out", "--hashlist", listing, "--type", "pdq",
+    result = run_cli("apply", data, tmp_path / "out", "--hashlist", listing, "--type", "pdq",
                     *args, "--workers", "1", "--quiet", "--json")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     report = json.loads(result.stdout)
     kept = set(pq.read_table(tmp_path / "out" / "part-0.parquet").column("key").to_pylist())
     assert {f"{i:05d}" for i in at_radius}.isdisjoint(kept)

@@ -26,6 +26,7 @@ from scrub.ledger import db
 from scrub.ledger.service import IdentitySeal, Ledger, RequestSpec
 from scrub.lists.store import ListStore
 from tests.security.release_setup import Setup, make_setup, nsfw_policy
+from tests.helpers import expect_exit, expect_ok
 
 
 def add_verified(url: str, key: Path, address: str, email: str) -> tuple[Ledger, int]:
@@ -60,7 +61,7 @@ def matched(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = root / "out"
     result = setup.build(out, "--store", str(root / "store"), "--key-file",
                          str(root / "data.key"), "--db", url, "--no-ledger-update")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     kept = pl.read_parquet(out / "research" / shards[2].name)
     return {"setup": setup, "release": out / "research", "db": url, "kept": kept,
             "store": root / "store", "key": root / "data.key"}
@@ -73,7 +74,7 @@ def rematch(matched: dict, *extra: str) -> Result:
 
 def test_verify_reports_a_kept_row_a_new_request_names(matched: dict) -> None:
     clean = rematch(matched, "--store", str(matched["store"]), "--db", matched["db"])
-    assert clean.exit_code == 0, clean.output
+    expect_ok(clean)
     assert "no row matches" in clean.stdout
     # a request verified after the release, for a row it kept (spelled otherwise)
     kept_url = matched["kept"]["URL"][11]
@@ -81,7 +82,7 @@ def test_verify_reports_a_kept_row_a_new_request_names(matched: dict) -> None:
     ledger, request = add_verified(matched["db"], matched["key"], respelled, "bo@example.org")
     try:  # a request newer than the release: not the release's fault (exit 4), counted
         found = rematch(matched, "--db", matched["db"])
-        assert found.exit_code == 4, found.output
+        expect_exit(found, 4)
         assert "predates 1 verified request(s) in the ledger (1 of its row(s) match them)" \
             in found.output
         as_json = rematch(matched, "--db", matched["db"], "--json")
@@ -90,7 +91,7 @@ def test_verify_reports_a_kept_row_a_new_request_names(matched: dict) -> None:
     finally:
         ledger.transition(request, "withdraw", "alice")
     again = rematch(matched, "--db", matched["db"])
-    assert again.exit_code == 0, again.output
+    expect_ok(again)
 
 
 def test_verify_reports_kept_rows_a_listed_version_holds(matched: dict, tmp_path: Path) -> None:
@@ -101,7 +102,7 @@ def test_verify_reports_kept_rows_a_listed_version_holds(matched: dict, tmp_path
     store.import_list(tmp_path / "partner.txt", name="partner-md5", source="partner",
                       version="1", key=load_key(matched["key"]))
     found = rematch(matched, "--store", str(tmp_path / "store"))
-    assert found.exit_code == 3, found.output
+    expect_exit(found, 3)
     assert "2 row(s) match the lists or requests" in found.output
 
 
@@ -136,7 +137,7 @@ def ascending_share(values: list) -> float:  # type: ignore[type-arg]
 def test_the_removal_list_is_shuffled_by_the_release_key(shuffled: Setup,
                                                          tmp_path: Path) -> None:
     first = shuffled.build(tmp_path / "a", "--release-id", "r")
-    assert first.exit_code == 0, first.output
+    expect_ok(first)
     variant = tmp_path / "a" / "safe"
     order = removal_order(shuffled, variant)
     keys = pl.concat([pl.read_parquet(p, columns=["key"])
@@ -154,14 +155,14 @@ def test_the_removal_list_is_shuffled_by_the_release_key(shuffled: Setup,
         assert 0.4 < ascending_share(removals[column].to_list()) < 0.6, column
     # the same job gives the same bytes (a resumed or repeated build)
     again = shuffled.build(tmp_path / "b", "--release-id", "r")
-    assert again.exit_code == 0, again.output
+    expect_ok(again)
     assert ((tmp_path / "b" / "safe.scrub" / "removals.parquet").read_bytes()
             == (companion(variant) / "removals.parquet").read_bytes())
     # another signing key, another removal key: another order of the same rows
     write_signing_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
     other = shuffled.build(tmp_path / "c", "--release-id", "r", "--signing-key",
                            str(tmp_path / "other.pem"))
-    assert other.exit_code == 0, other.output
+    expect_ok(other)
     second = removal_order(shuffled, tmp_path / "c" / "safe")
     assert set(second) == set(order)
     position = {row: i for i, row in enumerate(second)}
@@ -172,7 +173,7 @@ def test_the_removal_list_is_shuffled_by_the_release_key(shuffled: Setup,
 def test_the_removal_list_order_is_not_the_shard_order(shuffled: Setup, tmp_path: Path) -> None:
     """Rows of one shard are spread over the whole list, not gathered in a block."""
     result = shuffled.build(tmp_path / "a")
-    assert result.exit_code == 0, result.output
+    expect_ok(result)
     order = removal_order(shuffled, tmp_path / "a" / "safe")
     sizes = [pl.read_parquet(p, columns=["key"]).height
              for p in sorted(shuffled.data.glob("*.parquet"))]

@@ -25,9 +25,7 @@ import pytest
 from ada_url import parse_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from scrub.cli.main import app
 from scrub.synthetic import generate_dataset, read_column
 from scrub.urls import (
     canonical_hosts,
@@ -36,8 +34,8 @@ from scrub.urls import (
     url_host,
     url_tails,
 )
+from tests.helpers import expect_exit, expect_ok, run_cli
 
-runner = CliRunner()
 
 # ---------------------------------------------------------------------------------------------
 # Real-looking URLs and their respellings.
@@ -165,6 +163,7 @@ def different_resources(parts: tuple[str, str, str, str]) -> dict[str, str]:
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(PARTS, st.randoms(use_true_random=False))
 def test_every_respelling_canonicalises_to_the_listed_url(parts: tuple[str, str, str, str],
@@ -442,9 +441,9 @@ def write_list(path: Path, rows: list[tuple[str, str]]) -> Path:
 def test_scrub_apply_removes_every_respelling_and_keeps_other_resources(
         spelled_dataset: Path, tmp_path: Path, kind: str) -> None:
     listing = write_list(tmp_path / "optouts.jsonl", ENTRIES[kind])
-    result = runner.invoke(app, ["apply", str(spelled_dataset), str(tmp_path / "out"),
-                                 "--hashlist", str(listing), "--workers", "1", "-q"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(spelled_dataset), str(tmp_path / "out"),
+                     "--hashlist", str(listing), "--workers", "1", "-q")
+    expect_ok(result)
     kept = set(pl.read_parquet(sorted((tmp_path / "out").glob("*.parquet")))["URL"].to_list())
     survived = [u for u in [LISTED, *RESPELLINGS] if u in kept]
     assert not survived, f"{kind}: {len(survived)} respellings survived: {survived!r}"
@@ -474,9 +473,9 @@ def test_respelled_entries_name_what_they_spell(spelled_dataset: Path, tmp_path:
                ("host", "0xc6.0x39.0xac.0x3e")]
     assert {canonical_url(v) for t, v in entries if t == "url"} == {canonical_url(LISTED)}
     listing = write_list(tmp_path / "optouts.jsonl", entries)
-    result = runner.invoke(app, ["apply", str(spelled_dataset), str(tmp_path / "out"),
-                                 "--hashlist", str(listing), "--workers", "1", "-q"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(spelled_dataset), str(tmp_path / "out"),
+                     "--hashlist", str(listing), "--workers", "1", "-q")
+    expect_ok(result)
     kept = set(pl.read_parquet(sorted((tmp_path / "out").glob("*.parquet")))["URL"].to_list())
     assert not {LISTED, *RESPELLINGS, LISTED_IP, *IP_RESPELLINGS} & kept
     assert set(OTHER_HOSTS) <= kept
@@ -495,25 +494,25 @@ def test_a_stored_list_made_under_another_canonical_form_is_refused_naming_it(
 
     store = tmp_path / "store"
     listing = write_list(tmp_path / "optouts.jsonl", ENTRIES["url"])
-    result = runner.invoke(app, ["lists", "import", str(listing), "--name", "optouts",
-                                 "--source", "registry", "--version", "1", "--public",
-                                 "--store", str(store)])
-    assert result.exit_code == 0, result.output
+    result = run_cli("lists", "import", str(listing), "--name", "optouts",
+                     "--source", "registry", "--version", "1", "--public",
+                     "--store", str(store))
+    expect_ok(result)
     catalog = json.loads((store / "catalog.json").read_text())
     assert catalog["lists"]["optouts"][0]["url_form"] == URL_FORM
-    result = runner.invoke(app, ["apply", str(spelled_dataset), str(tmp_path / "out"),
-                                 "--list", "optouts", "--store", str(store), "--workers", "1",
-                                 "-q"])
-    assert result.exit_code == 0, result.output
+    result = run_cli("apply", str(spelled_dataset), str(tmp_path / "out"),
+                     "--list", "optouts", "--store", str(store), "--workers", "1",
+                     "-q")
+    expect_ok(result)
     del catalog["lists"]["optouts"][0]["url_form"]  # as an older scrub wrote it
     (store / "catalog.json").write_text(json.dumps(catalog))
-    result = runner.invoke(app, ["apply", str(spelled_dataset), str(tmp_path / "out2"),
-                                 "--list", "optouts", "--store", str(store), "-q"])
-    assert result.exit_code == 3, result.output
+    result = run_cli("apply", str(spelled_dataset), str(tmp_path / "out2"),
+                     "--list", "optouts", "--store", str(store), "-q")
+    expect_exit(result, 3)
     assert "optouts@1" in result.output and "canonical URL form" in result.output
     assert "re-import" in result.output and LISTED not in result.output
     assert not (tmp_path / "out2").exists()
-    result = runner.invoke(app, ["lists", "verify", "--store", str(store)])
+    result = run_cli("lists", "verify", "--store", str(store))
     assert result.exit_code != 0 and "optouts@1" in result.output
 
 
