@@ -30,7 +30,7 @@ import stat
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -43,6 +43,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from scrub.atomic import atomic_path, open_regular
 from scrub.errors import ExternalSourceError, ScrubError, UserInputError
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 KEY_ENV = "SCRUB_KEY_FILE"
 _MAGIC = b"SCRUBENC1\n"
 _FRAME = 8 << 20
@@ -50,6 +53,12 @@ _FRAME = 8 << 20
 _KEY_LINE = re.compile(rb"([A-Za-z0-9+/]{43}=)(\r?\n)?")
 #: Key, signature and public-key files are small; a larger file is not one of them.
 _SMALL_FILE = 1 << 16
+
+
+class ByteReader(Protocol):
+    """What :func:`decrypt_frames` reads from: a binary file, or a wrapper of one."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class KeyFileError(UserInputError):
@@ -73,8 +82,9 @@ def load_key(path: Path | str) -> bytes:
     data = _read(path, "the key file", KeyFileError,
                  hint="create one with `scrub keygen --output FILE`", secret=True)
     line = _KEY_LINE.fullmatch(data)
-    key = base64.b64decode(line.group(1), validate=True) if line else b""
-    if len(key) != 32 or base64.b64encode(key) != line.group(1):  # type: ignore[union-attr]
+    encoded = line.group(1) if line else b""
+    key = base64.b64decode(encoded, validate=True) if line else b""
+    if len(key) != 32 or base64.b64encode(key) != encoded:
         raise KeyFileError(f"{path}: not a scrub key file ({len(data)} bytes; expected one line "
                            "holding the base64 of 32 bytes, 44 characters)",
                            hint="a key file cut short or edited is refused rather than read as "
@@ -155,12 +165,13 @@ class EncryptingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data: ReadableBuffer, /) -> int:
+        size = memoryview(data).nbytes
         self._buffer += data
         while len(self._buffer) > _FRAME:
             self._seal(bytes(self._buffer[:_FRAME]), last=False)
             del self._buffer[:_FRAME]
-        return len(data)
+        return size
 
     def close(self) -> None:
         if not self.closed:
@@ -175,7 +186,8 @@ class EncryptingWriter(io.RawIOBase):
         self._index += 1
 
 
-def decrypt_frames(key: bytes, purpose: str, source: BinaryIO, *, name: str) -> Iterator[bytes]:
+def decrypt_frames(key: bytes, purpose: str, source: ByteReader, *,
+                   name: str) -> Iterator[bytes]:
     """Yield the plaintext frames of an encrypted file; any tampering or wrong key fails."""
     if source.read(len(_MAGIC)) != _MAGIC:
         raise ScrubError(f"{name}: not a scrub encrypted file")

@@ -180,8 +180,9 @@ def detect_roles(schema: pa.Schema, overrides: Mapping[str, str] | None = None) 
     for role, candidates in ROLE_CANDIDATES.items():
         exact = next((c for c in candidates if c in names), None)
         loose = next((lowered[c.lower()] for c in candidates if c.lower() in lowered), None)
-        if exact or loose:
-            found[role] = exact or loose  # type: ignore[assignment]
+        column = exact or loose
+        if column:
+            found[role] = column
     for role, column in (overrides or {}).items():
         if column not in names:
             raise InvalidDatasetError(f"--column {role}={column}: no such column",
@@ -258,15 +259,7 @@ def role_type_problem(role: str, dtype: pa.DataType) -> str | None:
     if pa.types.is_null(value):
         return "holds no values (null type)"
     if role in DIGEST_WIDTHS:
-        width = DIGEST_WIDTHS[role]
-        if _is_text(value) or _is_bytes(value):
-            return None
-        if pa.types.is_fixed_size_binary(value) and value.byte_width in (width, 2 * width):
-            return None
-        if width == 8 and pa.types.is_integer(value) and value.bit_width == 64:
-            return None
-        return (f"cannot hold {role} digests ({width} bytes: hex text, bytes or "
-                f"fixed_size_binary({width}))")
+        return _digest_type_problem(role, value)
     if role in TEXT_ROLES:
         return None if _is_text(value) or _is_bytes(value) else "cannot hold text"
     if role == "key":
@@ -283,6 +276,20 @@ def role_type_problem(role: str, dtype: pa.DataType) -> str | None:
             return None
         return "cannot hold numbers"
     return None
+
+
+def _digest_type_problem(role: str, value: pa.DataType) -> str | None:
+    """Why ``value`` (a dictionary's value type already unwrapped) cannot hold ``role``'s
+    digests, or None when it can (see :func:`role_type_problem`)."""
+    width = DIGEST_WIDTHS[role]
+    if _is_text(value) or _is_bytes(value):
+        return None
+    if pa.types.is_fixed_size_binary(value) and value.byte_width in (width, 2 * width):
+        return None
+    if width == 8 and pa.types.is_integer(value) and value.bit_width == 64:
+        return None
+    return (f"cannot hold {role} digests ({width} bytes: hex text, bytes or "
+            f"fixed_size_binary({width}))")
 
 
 def check_role_types(schema: pa.Schema, roles: ColumnRoles, needed: Iterable[str]) -> None:
@@ -377,7 +384,7 @@ def keep_rows(table: pa.Table, keep: np.ndarray) -> pa.Table:
     if not any(_has_view(field.type) for field in table.schema):
         return table.filter(mask)
     columns = []
-    for field, column in zip(table.schema, table.columns):
+    for field, column in zip(table.schema, table.columns, strict=True):
         if _has_view(field.type):
             plain = pc.cast(column, _without_views(field.type)).filter(mask)
             columns.append(pc.cast(plain, field.type))

@@ -186,10 +186,10 @@ def digest_keys(column: pa.Array | pa.ChunkedArray, width: int) -> tuple[np.ndar
         raise TypeError(f"a digest column cannot be of type {kind}")
     keys, valid = hex_to_keys(column, width)  # values of 2 * width bytes: hex digits
     offsets, data, _ = string_buffers(column)
-    raw = np.flatnonzero((np.diff(offsets) == width) & ~nulls)
-    if len(raw):  # values of exactly width bytes: raw digests
-        keys[raw] = data[offsets[raw][:, None] + np.arange(width, dtype=np.int64)]
-        valid[raw] = True
+    raw_rows = np.flatnonzero((np.diff(offsets) == width) & ~nulls)
+    if len(raw_rows):  # values of exactly width bytes: raw digests
+        keys[raw_rows] = data[offsets[raw_rows][:, None] + np.arange(width, dtype=np.int64)]
+        valid[raw_rows] = True
     return keys, valid
 
 

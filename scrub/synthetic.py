@@ -116,9 +116,9 @@ def generate_dataset(out_dir: Path | str, *, rows: int, shards: int, seed: int =
                            use_dictionary=WRITER_USE_DICTIONARY, row_group_size=128 * 1024)
         if embeddings:
             (out / "img_emb").mkdir(exist_ok=True)
-            with atomic_path(out / "img_emb" / f"img_emb_{index}.npy") as tmp:
-                with open(tmp, "wb") as handle:
-                    np.save(handle, _embeddings(rng, count), allow_pickle=False)
+            with (atomic_path(out / "img_emb" / f"img_emb_{index}.npy") as tmp,
+                  open(tmp, "wb") as handle):
+                np.save(handle, _embeddings(rng, count), allow_pickle=False)
         row_start += count
     atomic_write_json(manifest, asdict(spec))
     return out
@@ -138,7 +138,7 @@ def _hosts(rng: np.random.Generator, n: int) -> pl.Series:
     subs = pool_rng.integers(0, len(_SUBDOMAINS), tail)
     sufs = pool_rng.integers(0, len(_SUFFIXES), tail)
     names = [f"{_SUBDOMAINS[s]}{_SYLLABLES[x]}{_SYLLABLES[y]}{z if z < 400 else ''}.{_SUFFIXES[t]}"
-             for s, x, y, z, t in zip(subs, a, b, c, sufs)]
+             for s, x, y, z, t in zip(subs, a, b, c, sufs, strict=True)]
     names[::97] = [h.upper() if i % 3 == 0 else h for i, h in enumerate(names[::97])]
     names[::211] = [f"{h}:8080" for h in names[::211]]
     pool = _BIG_HOSTS + _IDN_HOSTS + names

@@ -10,9 +10,9 @@ import typer
 
 from scrub.cli.errors import handle_errors
 from scrub.crypto import load_key, resolve_key_file
-from scrub.runtime import LEGACY_STATE_DIR
 from scrub.engine.decisions import describe_records, read_decisions
 from scrub.layout import companion, companion_of
+from scrub.runtime import LEGACY_STATE_DIR
 
 decisions_app = typer.Typer(help="Decision records of apply runs.", no_args_is_help=True)
 

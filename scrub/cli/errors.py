@@ -17,7 +17,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 
@@ -30,14 +30,15 @@ HOME_ENV = "SCRUB_HOME"
 #: command that SIGPIPE ended (128 + 13).
 SIGPIPE_EXIT = 141
 
-F = TypeVar("F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
-def handle_errors(command: F) -> F:
+def handle_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
     """The one error handler, wrapped around every command when it is registered."""
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return command(*args, **kwargs)
         except ScrubError as exc:
@@ -61,7 +62,7 @@ def handle_errors(command: F) -> F:
         except Exception as exc:
             _internal(exc)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _report(exc: ScrubError) -> NoReturn:

@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Optional
 
 import typer
@@ -21,6 +22,7 @@ from scrub.errors import ExternalSourceError, ScrubError, UserInputError
 from scrub.ledger.vocabulary import KINDS, STATUSES
 
 if TYPE_CHECKING:
+    from scrub.ledger.audit import Anchor
     from scrub.ledger.service import Ledger, RequestSpec, RequestView
 
 requests_app = typer.Typer(help="Takedown and erasure requests.", no_args_is_help=True)
@@ -93,7 +95,7 @@ def add_command(
                                      hint="e.g. --item url=https://... (the type first)")
             items.append({"type": type_name, "value": value})
         record = {"kind": kind, "received_at": received_at
-                  or dt.datetime.now(dt.timezone.utc).isoformat(),
+                  or dt.datetime.now(dt.UTC).isoformat(),
                   "requester": {"name": name, "email": email}, "items": items,
                   "notes": notes}
         where = "the request"
@@ -190,7 +192,7 @@ def show_command(
         typer.echo(f"  {event['at']}  {event['action']}  by {event['actor']}")
 
 
-def _transition(action: str, doc: str):  # type: ignore[no-untyped-def]
+def _transition(action: str, doc: str) -> None:
     @handle_errors
     def command(
         request_ids: list[int] = typer.Argument(..., metavar="ID...",
@@ -319,7 +321,7 @@ def verify_command(
                    f"{report.requests} request(s) match their history{anchored}")
 
 
-def _anchors(paths: list[Path], pubkey: Optional[Path]) -> list:  # type: ignore[type-arg]
+def _anchors(paths: list[Path], pubkey: Optional[Path]) -> list[Anchor]:
     """The ledger heads the signed manifests under ``paths`` recorded."""
     if not paths:
         return []
@@ -458,7 +460,7 @@ def _csv_batch(path: Path, text: str) -> list[RequestSpec]:
                                    for number, record in grouped.values()])
 
 
-def _db():  # type: ignore[no-untyped-def]
+def _db() -> ModuleType:
     """The database module (Alembic, SQLAlchemy), imported when a command needs it."""
     from scrub.ledger import db
 

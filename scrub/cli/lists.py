@@ -24,6 +24,8 @@ KEY_FILE = typer.Option(None, "--key-file", metavar="FILE",
                         help="Key for sensitive lists (default: $SCRUB_KEY_FILE).")
 AS_JSON = typer.Option(False, "--json", help="Machine-readable output.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress on stderr.")
+#: The list file formats, as ``--format`` names them.
+FORMATS = ", ".join(f.value for f in ListFormat)
 
 
 def _store(path: Optional[Path]) -> ListStore:
@@ -57,8 +59,7 @@ def import_command(
                                         help="Type of plain-text values (default: inferred: "
                                              "md5, sha1, sha256)."),
     list_format: ListFormat = typer.Option(ListFormat.auto, "--format",
-                                           help="File format: "
-                                                + ", ".join(f.value for f in ListFormat) + "."),
+                                           help=f"File format: {FORMATS}."),
     sensitive: Optional[bool] = typer.Option(
         None, "--sensitive/--public",
         help="Encrypt at rest and never show values (default: on for hash sets)."),

@@ -7,6 +7,7 @@ errors become exit codes. Tracebacks never show locals (they can hold keys and h
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import inspect
 import os
@@ -124,8 +125,7 @@ def _exit(code: object) -> None:
         shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        # a closed pipe (`| head`) or stream: nothing to keep
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing to keep
-            pass
     os._exit(status)

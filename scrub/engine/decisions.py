@@ -14,6 +14,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -80,10 +81,19 @@ def read_decisions(state_dir: Path, *, key: bytes | None = None,
             yield name, pq.read_table(path)
 
 
-def describe_records(state_dir: Path, records: pa.Table) -> list[dict[str, object]]:
+class DescribedRecord(TypedDict):
+    """A decision record for people: its row, reason codes, source labels and distance."""
+
+    row: int
+    reasons: list[str]
+    sources: list[str]
+    distance: int | None
+
+
+def describe_records(state_dir: Path, records: pa.Table) -> list[DescribedRecord]:
     """Records with reason codes and source labels, for people."""
     sources = {s["id"]: s["label"] for s in json.loads((state_dir / "sources.json").read_text())}
-    out = []
+    out: list[DescribedRecord] = []
     for row in records.to_pylist():
         out.append({"row": row["row"],
                     "reasons": [r.code for r in Reason.from_mask(row["reasons"])],

@@ -127,7 +127,7 @@ def _octal_columns(fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         powers = np.int64(8) ** np.arange(width - 1, -1, -1, dtype=np.int64)
         values = (fields[:, :width].astype(np.int64) - ord("0")) @ powers
         return values, np.ones(len(fields), dtype=bool)
-    later = np.cumsum(digit[:, ::-1], axis=1)[:, ::-1] - digit
+    later: np.ndarray = np.cumsum(digit[:, ::-1], axis=1)[:, ::-1] - digit
     values = (np.where(digit, fields.astype(np.int64) - ord("0"), 0) << (3 * later)).sum(axis=1)
     seen = np.cumsum(digit, axis=1)
     total = seen[:, -1:]

@@ -67,7 +67,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "LAB":
         transform = ImageCms.buildTransform(ImageCms.createProfile("LAB"),
                                             ImageCms.createProfile("sRGB"), "LAB", "RGB")
-        return ImageCms.applyTransform(image, transform)
+        rgb = ImageCms.applyTransform(image, transform)
+        if rgb is None:  # only a conversion in place gives none
+            raise TypeError("the LAB conversion gave no image")
+        return rgb
     if image.mode in ("P", "PA") and ("transparency" in image.info or image.mode == "PA"):
         return image.convert("RGBA").convert("RGB")
     return image.convert("RGB")

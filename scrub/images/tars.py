@@ -18,6 +18,7 @@ import tarfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -268,7 +269,7 @@ def rewrite_tar(source: Path, target: Path, members: TarMembers,
     span_stops = np.concatenate([stops[breaks - 1], stops[-1:]]).tolist() if len(stops) else []
     with open(source, "rb") as src, open(target, "wb") as dst:
         written = 0
-        for start, stop in zip(span_starts, span_stops):
+        for start, stop in zip(span_starts, span_stops, strict=True):
             written += _copy_range(src, dst, start, stop - start)
         end = b"\0" * (2 * _BLOCK)
         written += len(end)
@@ -278,7 +279,7 @@ def rewrite_tar(source: Path, target: Path, members: TarMembers,
     return int(removed.sum())
 
 
-def _copy_range(src, dst, offset: int, length: int) -> int:  # type: ignore[no-untyped-def]
+def _copy_range(src: BinaryIO, dst: BinaryIO, offset: int, length: int) -> int:
     dst.flush()
     done = 0
     while done < length:

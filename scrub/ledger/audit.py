@@ -22,8 +22,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, Row, func, select
 
+from scrub.ledger._history import DerivedRequest, derive
 from scrub.ledger.models import ChainHead, Event, Item, Request
 from scrub.ledger.sealing import (
     GENESIS,
@@ -32,13 +33,10 @@ from scrub.ledger.sealing import (
     legacy_hash,
     legacy_item_digest,
 )
-from scrub.ledger.vocabulary import KINDS, STATUSES
 from scrub.progress import Progress
 
 #: Requests whose items every later release must honour.
 ENFORCED = frozenset({"verified", "scheduled", "applied", "closed"})
-#: Actions that move a request to a status (the lifecycle's transitions).
-MOVES = frozenset({"verify", "reject", "schedule", "apply", "close", "withdraw"})
 #: Problems kept in a report (the count covers them all).
 _KEPT = 50
 
@@ -87,34 +85,8 @@ def utc(value: dt.datetime) -> dt.datetime:
     """An aware UTC datetime: SQLite returns naive ones (they are UTC), PostgreSQL ones in
     the session's time zone."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
-
-
-@dataclass
-class _Derived:
-    """A request as its events describe it."""
-
-    kind: str
-    status: str
-    received_at: str
-    due_at: str
-    requester: str | None
-    notes: str | None
-    legacy: bool
-    extension_reason: str | None = None
-    releases: list[str] = field(default_factory=list)
-    item_sum: int = 0
-    item_count: int = 0
-    legacy_items: set[str] = field(default_factory=set)
-
-    def add_items(self, digests: object, *, keyed: bool) -> None:
-        for digest in digests:  # type: ignore[attr-defined]
-            if keyed:
-                self.item_sum += int(digest, 16)
-                self.item_count += 1
-            else:
-                self.legacy_items.add(digest)
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
 
 
 def audit(engine: Engine, seal: IdentitySeal, anchors: Sequence[Anchor] = (), *,
@@ -171,18 +143,12 @@ def _meter(connection: Connection, enabled: bool) -> Progress:
 
 def _walk(connection: Connection, seal: IdentitySeal, anchors: Sequence[Anchor],
           report: LedgerReport, batch: int, meter: Progress
-          ) -> tuple[dict[int, _Derived], dict[str, list[str | None]]]:
+          ) -> tuple[dict[int, DerivedRequest], dict[str, list[str | None]]]:
     """Recompute the chain, check the anchors on the way and derive each request's state."""
     expected_at: dict[int, list[Anchor]] = {}
     for anchor in anchors:
         expected_at.setdefault(anchor.events, []).append(anchor)
-    states: dict[int, _Derived] = {}
-    snapshot: dict[str, list[str | None]] = {}
-    # unvouched: the first unkeyed event no keyed re-key event has vouched for yet
-    prev, count, unvouched = GENESIS, 0, None
-    # the first event, if unkeyed, that does not describe a valid step: named once the walk
-    # knows whether a re-key event vouches for it (if not, that it is unkeyed comes first)
-    unkeyed_problem: tuple[int, str] | None = None
+    walk = _Walk(seal, report, expected_at)
     columns = (Event.seq, Event.request_id, Event.at, Event.actor, Event.action, Event.body,
                Event.prev_hash, Event.hash)
     rows = connection.execution_options(yield_per=batch).execute(
@@ -193,63 +159,108 @@ def _walk(connection: Connection, seal: IdentitySeal, anchors: Sequence[Anchor],
             meter.advance(batch, shards=0)
         if at != last_at:  # events of one batch share their time
             last_at, at_iso = at, utc(at).isoformat()
-        expected = count + 1
-        if seq != expected:
-            what = "missing" if seq > expected else "out of order"
-            return _broken(report, count, prev, f"event {expected} is {what} (next found: "
-                           f"{seq})", expected, states, snapshot)
-        if prev_hash != prev:
-            return _broken(report, count, prev, f"event {seq} does not follow event "
-                           f"{seq - 1} (deleted, inserted or reordered events)", seq, states,
-                           snapshot)
-        text = event_text(prev, seq, request_id, at_iso, actor, action, body)
-        if seal.mac(text) == stored:
-            if unvouched is not None and action != "rekey":
-                return _broken(report, count, prev, _unkeyed(unvouched), unvouched, states,
-                               snapshot)
-            event_keyed = True
-            unvouched = None
+        if not walk.step(seq, request_id, at_iso, actor, action, body, prev_hash, stored):
+            return walk.states, walk.snapshot
+    meter.advance(walk.count % batch, shards=1)
+    head = connection.execute(select(ChainHead.seq, ChainHead.hash)).first()
+    walk.finish(None if head is None else (head.seq, head.hash), anchors)
+    return walk.states, walk.snapshot
+
+
+@dataclass
+class _Walk:
+    """The chain walk so far: the last event's position and hash, and each request's state.
+
+    ``unvouched``: the first unkeyed event no keyed re-key event has vouched for yet.
+    ``unkeyed_problem``: the first event, if unkeyed, that does not describe a valid step:
+    named once the walk knows whether a re-key event vouches for it (if not, that it is
+    unkeyed comes first)."""
+
+    seal: IdentitySeal
+    report: LedgerReport
+    expected_at: dict[int, list[Anchor]]
+    states: dict[int, DerivedRequest] = field(default_factory=dict)
+    snapshot: dict[str, list[str | None]] = field(default_factory=dict)
+    prev: str = GENESIS
+    count: int = 0
+    unvouched: int | None = None
+    unkeyed_problem: tuple[int, str] | None = None
+
+    def step(self, seq: int, request_id: int | None, at_iso: str, actor: str, action: str,
+             body: str, prev_hash: str, stored: str) -> bool:
+        """Check one event and apply it; False when the chain breaks there (reported)."""
+        broken = self._out_of_place(seq, prev_hash)
+        if broken is not None:
+            return self._break(*broken)
+        text = event_text(self.prev, seq, request_id, at_iso, actor, action, body)
+        if self.seal.mac(text) == stored:
+            if self.unvouched is not None and action != "rekey":
+                return self._break(_unkeyed(self.unvouched), self.unvouched)
+            keyed = True
+            self.unvouched = None
         elif legacy_hash(text) == stored:
             # Before revision 0004 (or written by an older scrub after a downgrade): only
             # a later re-key event, which the migration writes with the key, vouches for it.
-            event_keyed = False
-            unvouched = seq if unvouched is None else unvouched
+            keyed = False
+            if self.unvouched is None:
+                self.unvouched = seq
         else:
-            return _broken(report, count, prev, f"event {seq} was altered (its hash is not "
-                           "this ledger key's MAC of its fields)", seq, states, snapshot)
-        prev, count = stored, seq
-        for anchor in expected_at.get(seq, ()):
+            return self._break(f"event {seq} was altered (its hash is not this ledger key's "
+                               "MAC of its fields)", seq)
+        self.prev, self.count = stored, seq
+        for anchor in self.expected_at.get(seq, ()):
             if anchor.head != stored:
-                report.add(f"event {seq} is not the one release {anchor.release} recorded "
-                           "(the history was rewritten from there)")
-        problem = _derive(states, snapshot, seq, request_id, action, body, event_keyed)
-        if problem and event_keyed:
-            return _broken(report, count, prev, problem, seq, states, snapshot)
-        if problem and unkeyed_problem is None:
-            unkeyed_problem = (seq, problem)
-    meter.advance(count % batch, shards=1)
-    head = connection.execute(select(ChainHead.seq, ChainHead.hash)).first()
-    report.events, report.head = count, prev
-    for anchor in anchors:
-        if anchor.events == 0 and anchor.head != GENESIS:
-            report.add(f"release {anchor.release} recorded an empty ledger with a head that is "
-                       "not the genesis hash")
-        elif anchor.events > count:
-            report.add(f"release {anchor.release} recorded {anchor.events} event(s); the ledger "
-                       f"holds {count} (events were deleted from its end, or it was rolled "
-                       "back)")
-        report.anchors.append(anchor.release)
-    if head is None or (head.seq, head.hash) != (count, prev):
-        report.add("the chain head does not match the last event (events after it were "
-                   "deleted)")
-        report.first_bad_seq = count + 1
-    if unvouched is not None:
-        report.add(_unkeyed(unvouched))
-        report.first_bad_seq = unvouched
-    elif unkeyed_problem is not None:
-        report.add(unkeyed_problem[1])
-        report.first_bad_seq = unkeyed_problem[0]
-    return states, snapshot
+                self.report.add(f"event {seq} is not the one release {anchor.release} "
+                                "recorded (the history was rewritten from there)")
+        problem = derive(self.states, self.snapshot, seq, request_id, action, body, keyed)
+        if problem and keyed:
+            return self._break(problem, seq)
+        if problem and self.unkeyed_problem is None:
+            self.unkeyed_problem = (seq, problem)
+        return True
+
+    def _out_of_place(self, seq: int, prev_hash: str) -> tuple[str, int] | None:
+        """(problem, first bad event) when event ``seq`` is not the next one, or does not
+        follow the last; None when it is in place."""
+        expected = self.count + 1
+        if seq != expected:
+            what = "missing" if seq > expected else "out of order"
+            return f"event {expected} is {what} (next found: {seq})", expected
+        if prev_hash != self.prev:
+            return (f"event {seq} does not follow event {seq - 1} (deleted, inserted or "
+                    "reordered events)", seq)
+        return None
+
+    def _break(self, problem: str, seq: int) -> bool:
+        self.report.events, self.report.head, self.report.first_bad_seq = \
+            self.count, self.prev, seq
+        self.report.add(problem)
+        return False
+
+    def finish(self, head: tuple[int, str] | None, anchors: Sequence[Anchor]) -> None:
+        """Report what only the whole chain shows: anchors past its end, a head (position,
+        hash) that is not its last event, an unkeyed event nothing vouched for."""
+        report, count = self.report, self.count
+        report.events, report.head = count, self.prev
+        for anchor in anchors:
+            if anchor.events == 0 and anchor.head != GENESIS:
+                report.add(f"release {anchor.release} recorded an empty ledger with a head "
+                           "that is not the genesis hash")
+            elif anchor.events > count:
+                report.add(f"release {anchor.release} recorded {anchor.events} event(s); the "
+                           f"ledger holds {count} (events were deleted from its end, or it was "
+                           "rolled back)")
+            report.anchors.append(anchor.release)
+        if head != (count, self.prev):
+            report.add("the chain head does not match the last event (events after it were "
+                       "deleted)")
+            report.first_bad_seq = count + 1
+        if self.unvouched is not None:
+            report.add(_unkeyed(self.unvouched))
+            report.first_bad_seq = self.unvouched
+        elif self.unkeyed_problem is not None:
+            report.add(self.unkeyed_problem[1])
+            report.first_bad_seq = self.unkeyed_problem[0]
 
 
 def _unkeyed(seq: int) -> str:
@@ -257,89 +268,32 @@ def _unkeyed(seq: int) -> str:
             "by a scrub older than revision 0004 and not migrated since)")
 
 
-def _broken(report: LedgerReport, count: int, prev: str, problem: str, seq: int,
-            states: dict[int, _Derived], snapshot: dict[str, list[str | None]]
-            ) -> tuple[dict[int, _Derived], dict[str, list[str | None]]]:
-    report.events, report.head, report.first_bad_seq = count, prev, seq
-    report.add(problem)
-    return states, snapshot
+@dataclass
+class _Reads:
+    """Records read by :func:`_compare`, shown on the meter a batch at a time."""
+
+    meter: Progress
+    batch: int
+    count: int = 0
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count % self.batch == 0:
+            self.meter.advance(self.batch, shards=0)
 
 
-def _derive(states: dict[int, _Derived], snapshot: dict[str, list[str | None]], seq: int,
-            request_id: int | None, action: str, body_text: str, keyed: bool) -> str | None:
-    """Apply one event to the derived state; a problem when it does not describe a valid step
-    (only a bug or a forged legacy event can cause one: keyed events are scrub's own)."""
-    try:
-        body = json.loads(body_text)
-        if action == "rekey":
-            if keyed:  # only the migration, holding the key, vouches for earlier requests
-                snapshot.update(body["requests"])
-            return None
-        if request_id is None:
-            return f"event {seq} ({action}) names no request"
-        state = states.get(request_id)
-        if action == "created":
-            after = body["after"]
-            if state is not None:
-                return f"event {seq} creates request {request_id} a second time"
-            if after["kind"] not in KINDS or after["status"] != "received":
-                return f"event {seq} creates request {request_id} with an invalid kind or status"
-            state = states[request_id] = _Derived(
-                after["kind"], after["status"], after["received_at"], after["due_at"],
-                after.get("requester"), after.get("notes"), legacy=not keyed)
-            state.add_items(body["items"], keyed=keyed)
-            return None
-        if state is None:
-            return f"event {seq} ({action}) names request {request_id} before its creation"
-        if action == "duplicate_received":
-            state.add_items(body["items_added"], keyed=keyed)
-        elif action in MOVES:
-            if body["before"]["status"] != state.status \
-                    or body["after"]["status"] not in STATUSES:
-                return (f"event {seq} ({action}) starts request {request_id} from a status its "
-                        "history does not give it")
-            if "rows" in body and not _row_counts(body["rows"]):
-                return (f"event {seq} ({action}): its row counts are not variant -> item "
-                        "digest -> count")
-            state.status = body["after"]["status"]
-            release = body.get("release")
-            if release is not None and release not in state.releases:
-                state.releases.append(release)
-        elif action == "extend":
-            if body["before"]["due_at"] != state.due_at:
-                return (f"event {seq} (extend) starts request {request_id} from a due date its "
-                        "history does not give it")
-            state.due_at, state.extension_reason = body["after"]["due_at"], body["reason"]
-        else:
-            return f"event {seq} has an unknown action"
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return f"event {seq} ({action}): its body does not describe that action"
-    return None
-
-
-def _row_counts(rows: object) -> bool:
-    """Whether an 'apply' event's ``rows`` is variant -> keyed item digest -> rows removed."""
-    return isinstance(rows, dict) and all(
-        isinstance(variant, str) and isinstance(counts, dict) and all(
-            isinstance(digest, str) and len(digest) == 64 and type(n) is int and n >= 0
-            for digest, n in counts.items())
-        for variant, counts in rows.items())
-
-
-def _compare(connection: Connection, seal: IdentitySeal, states: dict[int, _Derived],
+def _compare(connection: Connection, seal: IdentitySeal, states: dict[int, DerivedRequest],
              snapshot: dict[str, list[str | None]], report: LedgerReport, collect: bool,
              batch: int, meter: Progress) -> list[tuple[int, str, str, str]]:
     """Compare the requests and items tables with the derived states."""
+    reads = _Reads(meter, batch)
     seen: set[int] = set()
-    read = 0
     columns = (Request.id, Request.kind, Request.status, Request.received_at, Request.due_at,
                Request.extension_reason, Request.identity, Request.key_id,
                Request.requester_hash, Request.notes, Request.duplicate_of, Request.releases)
     for row in connection.execution_options(yield_per=batch).execute(
             select(*columns).order_by(Request.id)):
-        read += 1
-        if read % batch == 0:
-            meter.advance(batch, shards=0)
+        reads.tick()
         state = states.get(row.id)
         if state is None:
             report.add(f"request {row.id} is not in the history (added outside scrub)")
@@ -349,15 +303,30 @@ def _compare(connection: Connection, seal: IdentitySeal, states: dict[int, _Deri
     report.requests = len(seen)
     for request_id in sorted(set(states) - seen):
         report.add(f"request {request_id} is in the history but missing from the table")
+    sums, enforced = _compare_items(connection, seal, states, report, collect, reads)
+    meter.advance(reads.count % batch, shards=1)
+    for request_id in sorted(seen):
+        state = states[request_id]
+        if sums.get(request_id, [0, 0]) != [state.item_sum, state.item_count] \
+                or state.legacy_items:
+            report.add(f"request {request_id}: its items differ from its history (added, "
+                       "removed or replaced outside scrub)")
+    return enforced
+
+
+def _compare_items(connection: Connection, seal: IdentitySeal, states: dict[int, DerivedRequest],
+                   report: LedgerReport, collect: bool, reads: _Reads
+                   ) -> tuple[dict[int, list[int]], list[tuple[int, str, str, str]]]:
+    """Open and check every item; returns the sum and count of the keyed item digests per
+    request (legacy items are ticked off their state instead) and, with ``collect``, the
+    items of requests whose derived state is enforced."""
     sums: dict[int, list[int]] = {}
     enforced: list[tuple[int, str, str, str]] = []
     for request_id, item_id, type_name, digest, sealed in connection.execution_options(
-            yield_per=batch).execute(select(Item.request_id, Item.id, Item.type,
-                                            Item.digest, Item.sealed)
-                                     .order_by(Item.request_id, Item.id)):
-        read += 1
-        if read % batch == 0:
-            meter.advance(batch, shards=0)
+            yield_per=reads.batch).execute(select(Item.request_id, Item.id, Item.type,
+                                                  Item.digest, Item.sealed)
+                                           .order_by(Item.request_id, Item.id)):
+        reads.tick()
         value = seal.open_item(sealed, request_id, type_name)
         if value is None:
             report.add(f"request {request_id}: item {item_id} does not open for it (altered, "
@@ -378,37 +347,13 @@ def _compare(connection: Connection, seal: IdentitySeal, states: dict[int, _Deri
             total[1] += 1
         if collect and state.status in ENFORCED:
             enforced.append((request_id, state.kind, type_name, value))
-    meter.advance(read % batch, shards=1)
-    for request_id in sorted(seen):
-        state = states[request_id]
-        if sums.get(request_id, [0, 0]) != [state.item_sum, state.item_count] \
-                or state.legacy_items:
-            report.add(f"request {request_id}: its items differ from its history (added, "
-                       "removed or replaced outside scrub)")
-    return enforced
+    return sums, enforced
 
 
-def _compare_request(seal: IdentitySeal, row, state: _Derived,  # type: ignore[no-untyped-def]
+def _compare_request(seal: IdentitySeal, row: Row, state: DerivedRequest,
                      snapshot: dict[str, list[str | None]], report: LedgerReport) -> None:
-    differ = []
-    if row.kind != state.kind:
-        differ.append("kind")
-    if row.status != state.status:
-        differ.append("status")
-    if utc(row.received_at).isoformat() != state.received_at:
-        differ.append("received_at")
-    if utc(row.due_at).isoformat() != state.due_at:
-        differ.append("due_at")
-    if row.extension_reason != state.extension_reason:
-        differ.append("extension_reason")
-    try:
-        releases = json.loads(row.releases) if row.releases is not None else []
-    except ValueError:
-        releases = None
-    if releases != state.releases:
-        differ.append("releases")
-    if row.duplicate_of is not None:
-        differ.append("duplicate_of")
+    """Name in ``report`` the fields of one request's row that its history does not give."""
+    differ = _plain_differences(row, state)
     requester, notes = state.requester, state.notes
     if state.legacy:
         recorded = snapshot.get(str(row.id))
@@ -435,3 +380,27 @@ def _compare_request(seal: IdentitySeal, row, state: _Derived,  # type: ignore[n
         report.add(f"request {row.id}: {', '.join(differ)} differ{'s' if len(differ) == 1 else ''}"
                    " from its history")
 
+
+def _plain_differences(row: Row, state: DerivedRequest) -> list[str]:
+    """The fields of a request's row compared as they are (no key needed) that differ from
+    its derived state."""
+    differ = []
+    if row.kind != state.kind:
+        differ.append("kind")
+    if row.status != state.status:
+        differ.append("status")
+    if utc(row.received_at).isoformat() != state.received_at:
+        differ.append("received_at")
+    if utc(row.due_at).isoformat() != state.due_at:
+        differ.append("due_at")
+    if row.extension_reason != state.extension_reason:
+        differ.append("extension_reason")
+    try:
+        releases = json.loads(row.releases) if row.releases is not None else []
+    except ValueError:
+        releases = None
+    if releases != state.releases:
+        differ.append("releases")
+    if row.duplicate_of is not None:
+        differ.append("duplicate_of")
+    return differ

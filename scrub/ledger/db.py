@@ -6,17 +6,20 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import SQLAlchemyError, StatementError
 
 from scrub.errors import ExternalSourceError, UserInputError, brief
 from scrub.lists.store import HOME_ENV, default_home
 from scrub.shipped import migrations_folder
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from alembic.config import Config
 
 URL_ENV = "SCRUB_DATABASE_URL"
@@ -84,14 +87,14 @@ def make_engine(url: str | None = None, *, schema: str | None = None) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
-        def _connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        def _connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
             dbapi_connection.isolation_level = None  # transactions begin below, not implicitly
             dbapi_connection.execute("PRAGMA foreign_keys = ON")
             # 64 MiB of page cache: large imports update several indexes of million-row tables
             dbapi_connection.execute("PRAGMA cache_size = -65536")
 
         @event.listens_for(engine, "begin")
-        def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+        def _begin(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
@@ -135,7 +138,7 @@ def current_revision(engine: Engine) -> str | None:
                 text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
     except SQLAlchemyError as exc:
         raise DatabaseError(f"cannot reach the ledger database {describe(str(engine.url))} "
-                            f"({type(exc.orig or exc).__name__})",
+                            f"({_cause_name(exc)})",
                             hint="check the URL and that the server runs") from None
     if len(versions) > 1:
         raise DatabaseError(f"the ledger database {describe(str(engine.url))} is at several "
@@ -182,7 +185,8 @@ def check(engine: Engine) -> None:
     _run(engine, command.check)
 
 
-def _run(engine: Engine, action, *, key: bytes | None = None) -> None:  # type: ignore
+def _run(engine: Engine, action: Callable[[Config], object], *,
+         key: bytes | None = None) -> None:
     config = alembic_config()
     config.attributes["ledger_key"] = key
     try:
@@ -191,7 +195,14 @@ def _run(engine: Engine, action, *, key: bytes | None = None) -> None:  # type: 
             action(config)
     except SQLAlchemyError as exc:
         raise DatabaseError(f"migration failed on {describe(str(engine.url))} "
-                            f"({type(exc.orig or exc).__name__})") from None
+                            f"({_cause_name(exc)})") from None
+
+
+def _cause_name(exc: SQLAlchemyError) -> str:
+    """The name of the driver's error behind ``exc`` (of ``exc`` itself when there is none):
+    never its message, which may quote values."""
+    cause = exc.orig if isinstance(exc, StatementError) else None
+    return type(cause or exc).__name__
 
 
 def require_ledger(engine: Engine) -> str:

@@ -12,17 +12,19 @@ Text that reaches a column is checked first (:mod:`scrub.ledger.specs`).
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
 
-from sqlalchemy import Engine, event, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Table, event, func, insert, select, update
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from scrub.crypto import KeyFileError
+from scrub.ledger._lifecycle import DEADLINE, LONGEST, TRANSITIONS, move_request
 from scrub.ledger.audit import ENFORCED, Anchor, ChainReport, LedgerReport, audit, utc
 from scrub.ledger.db import require_current
-from scrub.ledger.models import ChainHead, Event, Item, Request
+from scrub.ledger.models import Base, ChainHead, Event, Item, Request
 from scrub.ledger.sealing import GENESIS, IdentitySeal, event_text
 from scrub.ledger.specs import (
     OPEN,
@@ -43,20 +45,6 @@ __all__ = ["ENFORCED", "GENESIS", "OPEN", "TRANSITIONS", "Anchor", "AppendOnlyEr
            "ChainReport", "IdentitySeal", "Ledger", "LedgerError", "LedgerIntegrityError",
            "LedgerReport", "RequestSpec", "RequestView", "TransitionError", "utc"]
 
-DEADLINE = dt.timedelta(days=30)
-LONGEST = dt.timedelta(days=90)
-
-#: Allowed transitions: action -> (states it may start from, state it leads to).
-TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
-    "verify": (frozenset({"received"}), "verified"),
-    "reject": (frozenset({"received"}), "rejected"),
-    "schedule": (frozenset({"verified"}), "scheduled"),
-    "apply": (frozenset({"verified", "scheduled", "applied"}), "applied"),
-    "close": (frozenset({"applied", "rejected"}), "closed"),
-    "withdraw": (frozenset({"received", "verified", "scheduled"}), "withdrawn"),
-}
-
-
 @event.listens_for(Event, "before_update")
 def _no_event_update(*_args: object) -> None:
     raise AppendOnlyError("events are append-only: an event cannot be changed")
@@ -68,7 +56,7 @@ def _no_event_delete(*_args: object) -> None:
 
 
 @event.listens_for(Session, "do_orm_execute")
-def _no_bulk_event_change(state) -> None:  # type: ignore[no-untyped-def]
+def _no_bulk_event_change(state: ORMExecuteState) -> None:
     if (state.is_update or state.is_delete) and any(
             getattr(m, "class_", None) is Event for m in state.all_mappers):
         raise AppendOnlyError("events are append-only: no bulk update or delete of events")
@@ -103,6 +91,14 @@ class _Refs:
 
 #: An event to append: (request id, action, body).
 _Pending = tuple[int | None, str, dict[str, object]]
+
+
+def _table_of(model: type[Base]) -> Table:
+    """A model's table, typed as one (the declarative base types ``__table__`` more loosely)."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to one table")
+    return table
 
 
 class Ledger:
@@ -140,7 +136,7 @@ class Ledger:
             owner, members = self._earlier_items(session, set(lookups))
             refs = _Refs()
             plan: list[tuple[int, bool, list[tuple[str, str, str]]]] = []
-            for lookup, items in zip(lookups, digested):
+            for lookup, items in zip(lookups, digested, strict=True):
                 found = [owner[(lookup, d)] for _, _, d in items if (lookup, d) in owner]
                 if found:
                     ref = min(found, key=refs.rank)
@@ -157,10 +153,10 @@ class Ledger:
             refs.assign(self._next_id(session))
             self._insert_requests(session, [
                 (refs.id(ref), spec, lookup) for (ref, created, _), spec, lookup
-                in zip(plan, specs, lookups) if created])
+                in zip(plan, specs, lookups, strict=True) if created])
             items_rows: list[tuple[int, str, str, bytes]] = []
             events: list[_Pending] = []
-            for (ref, created, new), spec, lookup in zip(plan, specs, lookups):
+            for (ref, created, new), spec, lookup in zip(plan, specs, lookups, strict=True):
                 request_id = refs.id(ref)
                 items_rows.extend((request_id, t, d, seal.seal_item(request_id, t, v))
                                   for t, v, d in new)
@@ -247,11 +243,10 @@ class Ledger:
                 raise KeyFileError(f"request {request_id} was sealed with key {request.key_id}, "
                                    f"not with this key ({seal.key_id})",
                                    hint="pass the ledger's key with --key-file")
-            view = view_of(request, now or dt.datetime.now(dt.timezone.utc),
+            view = view_of(request, now or dt.datetime.now(dt.UTC),
                               seal if items else None)
-            if identity:
-                view.requester = seal.open(request.identity, request.key_id,  # type: ignore
-                                           request.id)
+            if identity and seal is not None:
+                view.requester = seal.open(request.identity, request.key_id, request.id)
             view.history = [
                 {"seq": e.seq, "at": utc(e.at).isoformat(), "actor": e.actor,
                  "action": e.action, **json.loads(e.body)}
@@ -262,7 +257,7 @@ class Ledger:
     def list(self, *, status: str | None = None, kind: str | None = None,
              overdue: bool = False, now: dt.datetime | None = None) -> list[RequestView]:
         """Requests with their item types (values stay sealed)."""
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         query = select(Request).order_by(Request.id)
         if status:
             query = query.where(Request.status == status)
@@ -298,8 +293,8 @@ class Ledger:
         nothing and appear only in ``removed_in_releases``."""
         view = self.show(request_id, identity=True, items=True)
         seal = self._require_seal()
-        counted = [(e["release"], e["rows"]) for e in view.history
-                   if e["action"] == "apply" and isinstance(e.get("rows"), dict)]
+        counted = [(e["release"], rows) for e in view.history
+                   if e["action"] == "apply" and isinstance(rows := e.get("rows"), dict)]
         items = []
         for entry in view.items:
             digest = seal.item_digest(str(entry["type"]), str(entry["value"]))
@@ -346,9 +341,11 @@ class Ledger:
 
     def _move(self, request_ids: Sequence[int], action: str, actor: str, *,
               reason: str | None, release: str | None, strict: bool,
-              rows: Mapping[int, Mapping[str, Mapping[str, int]]] | None = None) -> list[int]:
+              rows: Mapping[int, Mapping[str, Mapping[str, int]]] | None = None
+              ) -> builtins.list[int]:
+        """Move requests by ``action`` in one transaction, an event each (``strict``: all of
+        them or none, the first that cannot named; otherwise those that can). The ids moved."""
         self._require_seal()
-        allowed, target = TRANSITIONS[action]
         check_actor(actor)
         if reason is not None:
             check_text(reason, "--reason")
@@ -358,46 +355,28 @@ class Ledger:
         check_request_ids(wanted)
         with Session(self.engine) as session, session.begin():
             head = self._lock_head(session)
-            found: dict[int, Request] = {}
-            for start in range(0, len(wanted), 2_000):
-                chunk = wanted[start:start + 2_000]
-                found.update((r.id, r) for r in session.scalars(
-                    select(Request).where(Request.id.in_(chunk))))
+            found = self._requests_by_id(session, wanted)
             events: list[_Pending] = []
+            moved: list[int] = []
             for request_id in wanted:
-                request = found.get(request_id)
-                if request is None:
-                    if not strict:
-                        continue
-                    raise LedgerError(f"no request {request_id} in the ledger",
-                                      hint="list them with `scrub requests ls`")
-                releases = json.loads(request.releases or "[]")
-                if request.status not in allowed or (release and release in releases):
-                    if not strict:
-                        continue
-                    if request.status in allowed:
-                        raise TransitionError(f"request {request_id} already records that "
-                                              "release")
-                    raise TransitionError(
-                        f"request {request_id} is {request.status}; '{action}' needs it to be "
-                        f"{' or '.join(sorted(allowed))}")
-                body: dict[str, object] = {"before": {"status": request.status},
-                                           "after": {"status": target}}
-                request.status = target
-                if reason:
-                    body["reason"] = reason
-                if release:
-                    releases.append(release)
-                    request.releases = json.dumps(releases)
-                    body["release"] = release
-                    if rows is not None:
-                        body["rows"] = {variant: {d: int(n) for d, n in sorted(counts.items())}
-                                        for variant, counts in sorted(
-                                            rows.get(request_id, {}).items())}
-                events.append((request_id, action, body))
+                body = move_request(found.get(request_id), request_id, action, reason=reason,
+                                    release=release, strict=strict, rows=rows)
+                if body is not None:
+                    events.append((request_id, action, body))
+                    moved.append(request_id)
             session.flush()
             self._append_many(session, head, actor, events)
-        return [request_id for request_id, _, _ in events]  # type: ignore[misc]
+        return moved
+
+    @staticmethod
+    def _requests_by_id(session: Session, wanted: Sequence[int]) -> dict[int, Request]:
+        """The stored requests among ``wanted``, by id (queried 2,000 ids at a time)."""
+        found: dict[int, Request] = {}
+        for start in range(0, len(wanted), 2_000):
+            chunk = wanted[start:start + 2_000]
+            found.update((r.id, r) for r in session.scalars(
+                select(Request).where(Request.id.in_(chunk))))
+        return found
 
     def _lock_head(self, session: Session) -> tuple[int, str]:
         """Lock the chain head; refuse a key other than the one the chain is keyed with."""
@@ -418,7 +397,7 @@ class Ledger:
         event's hash is the ledger key's MAC over it and the previous hash."""
         seal = self._require_seal()
         seq, prev = head
-        at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         at_iso = at.isoformat()
         rows = []
         for request_id, action, body in events:
@@ -429,7 +408,7 @@ class Ledger:
                          "action": action, "body": text, "prev_hash": prev, "hash": digest})
             prev = digest
         for start in range(0, len(rows), _CHUNK):
-            session.connection().execute(insert(Event.__table__), rows[start:start + _CHUNK])
+            session.connection().execute(insert(_table_of(Event)), rows[start:start + _CHUNK])
         if rows:
             session.execute(update(ChainHead).where(ChainHead.id == 1)
                             .values(seq=seq, hash=prev, key_id=seal.key_id))
@@ -458,7 +437,8 @@ class Ledger:
         """The next request id (under the chain head's lock: one writer at a time). Ids are
         given, not drawn from a sequence, because each identity and item is sealed to its id
         before the row is written."""
-        return int(session.execute(select(func.coalesce(func.max(Request.id), 0))).scalar()) + 1
+        return int(session.execute(select(func.coalesce(func.max(Request.id), 0)))
+                   .scalar_one()) + 1
 
     @staticmethod
     def _insert_items(session: Session, items: Sequence[tuple[int, str, str, bytes]]) -> None:
@@ -480,7 +460,7 @@ class Ledger:
                  "key_id": seal.key_id, "requester_hash": lookup, "notes": spec.notes}
                 for request_id, spec, lookup in created]
         for start in range(0, len(rows), _CHUNK):
-            session.connection().execute(insert(Request.__table__), rows[start:start + _CHUNK])
+            session.connection().execute(insert(_table_of(Request)), rows[start:start + _CHUNK])
 
     @staticmethod
     def _get(session: Session, request_id: int) -> Request:

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -17,6 +18,8 @@ from scrub.ledger.audit import utc
 from scrub.ledger.models import ITEM_TYPES, KINDS, Request
 from scrub.ledger.sealing import IdentitySeal
 from scrub.urls import url_series
+
+_T = TypeVar("_T")
 
 #: The states a request is open in (its deadline runs).
 OPEN = frozenset({"received", "verified", "scheduled"})
@@ -106,8 +109,9 @@ class RequestSpec:
         values: list[str] = []
         offsets = [0]
         for record, where in records:
-            heads.append(_request_fields(record, where))
-            for i, item in enumerate(record["items"]):  # type: ignore[index]
+            head, items = _request_fields(record, where)
+            heads.append(head)
+            for i, item in enumerate(items):
                 if type(item) is dict:  # the common, well-formed case without calls
                     type_name, value = item.get("type"), item.get("value")
                     if (type(type_name) is str and type(value) is str and value.strip()
@@ -130,15 +134,15 @@ class RequestSpec:
             raise LedgerError(f"{where}: not a valid {types[position]} item")
         texts = canonical.to_list()
         return [cls(kind, received, name, email,
-                    list(dict.fromkeys(zip(types[a:b], texts[a:b]))), notes)
+                    list(dict.fromkeys(zip(types[a:b], texts[a:b], strict=True))), notes)
                 for (kind, received, name, email, notes), a, b
-                in zip(heads, offsets, offsets[1:])]
+                in zip(heads, offsets[:-1], offsets[1:], strict=True)]
 
 
 def _request_fields(record: object, where: str
-                    ) -> tuple[str, dt.datetime, str, str, str | None]:
-    """kind, received_at, name, email and notes of a record, checked; its items are a
-    non-empty list."""
+                    ) -> tuple[tuple[str, dt.datetime, str, str, str | None], list[object]]:
+    """(kind, received_at, name, email, notes) of a record, checked, and its items (checked
+    to be a non-empty list, the items themselves not yet)."""
     if not isinstance(record, dict):
         raise LedgerError(f"{where}: expected a JSON object")
     kind = _field(record, "kind", str, where)
@@ -151,14 +155,15 @@ def _request_fields(record: object, where: str
     email = _field(requester, "email", str, f"{where}: requester")
     if "@" not in email or len(email) > 320:
         raise LedgerError(f"{where}: field 'requester.email' is not an email address")
-    if not _field(record, "items", list, where):
+    items = _field(record, "items", list, where)
+    if not items:
         raise LedgerError(f"{where}: field 'items' is empty (a request names what to remove)")
     notes = record.get("notes")
     if notes is not None:
         if not isinstance(notes, str):
             raise LedgerError(f"{where}: field 'notes' must be text")
         check_text(notes, f"{where}: field 'notes'")
-    return kind, received, name.strip(), email.strip(), notes
+    return (kind, received, name.strip(), email.strip(), notes), items
 
 
 _ITEM_TYPES = frozenset(ITEM_TYPES)
@@ -201,13 +206,16 @@ def normalize_item(item: object, where: str) -> tuple[str, str]:
     return type_name, str(canonical)
 
 
-def _field(record: dict, name: str, kind: type, where: str):  # type: ignore[no-untyped-def]
+_EXPECTED: dict[type, str] = {str: "non-empty text", dict: "an object", list: "a list"}
+
+
+def _field(record: dict[str, Any], name: str, kind: type[_T], where: str) -> _T:
+    """``record[name]``, checked to be a ``kind`` (str, dict or list; text not blank)."""
     if name not in record or record[name] is None:
         raise LedgerError(f"{where}: missing field '{name}'")
     value = record[name]
-    if not isinstance(value, kind) or (kind is str and not value.strip()):
-        expected = {str: "non-empty text", dict: "an object", list: "a list"}[kind]
-        raise LedgerError(f"{where}: field '{name}' must be {expected}")
+    if not isinstance(value, kind) or (isinstance(value, str) and not value.strip()):
+        raise LedgerError(f"{where}: field '{name}' must be {_EXPECTED[kind]}")
     return value
 
 
@@ -219,7 +227,7 @@ def _parse_time(text: str, where: str) -> dt.datetime:
             from None
     if value.tzinfo is None:
         raise LedgerError(f"{where} has no time zone (end it with Z or +00:00)")
-    value = value.astimezone(dt.timezone.utc)
+    value = value.astimezone(dt.UTC)
     if not 1970 <= value.year <= 9000:  # a deadline 90 days on must still be a date
         raise LedgerError(f"{where} is out of range (years 1970 to 9000)")
     return value

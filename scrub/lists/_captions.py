@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import unicodedata
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -154,7 +155,8 @@ def fold_text(values: pl.Series) -> pl.Series:
     return lowered.scatter(rows, some)
 
 
-def _where(values: pl.Series, mask: pl.Series, change) -> pl.Series:  # type: ignore[no-untyped-def]
+def _where(values: pl.Series, mask: pl.Series,
+           change: Callable[[pl.Series], pl.Series]) -> pl.Series:
     """``change`` applied to the values where ``mask`` holds (it is costly), the others kept."""
     rows = mask.fill_null(False).arg_true()
     if len(rows) == 0:

@@ -170,7 +170,7 @@ def _catalog_from(path: Path, lists: object, trust: object, seals: object, seal:
                              or not isinstance(seal["mac"], str) or not _HEX64.match(seal["mac"])):
         raise bad("the seal is malformed")
     body = {"format": CATALOG_FORMAT, "lists": lists, "trust": trust, "seals": seals}
-    return _Catalog(lists=parsed, trust=trust, seals=seals, seal=seal,  # type: ignore[arg-type]
+    return _Catalog(lists=parsed, trust=trust, seals=seals, seal=seal,
                     body=_canonical(body), legacy=legacy)
 
 

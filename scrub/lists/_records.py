@@ -44,6 +44,8 @@ def _typed_from_delimited(path: Path, chunks: Iterator[_Lines], forced: type[Key
                           delimiter: str) -> Iterator[_TypedChunk]:
     header: list[str] | None = None
     value_at = type_at = deleted_at = -1
+    # read where the header names no type column, which is refused unless a type is forced
+    forced_name = forced.name if forced is not None else ""
     for chunk in chunks:
         numbers, text = chunk.numbers, chunk.text
         comment = text.str.starts_with("#").to_numpy()
@@ -67,7 +69,7 @@ def _typed_from_delimited(path: Path, chunks: Iterator[_Lines], forced: type[Key
                 continue
         fields = _split_fields(path, numbers, text, delimiter, len(header))
         types = (fields[type_at] if type_at >= 0
-                 else pl.Series([forced.name] * len(text)))  # type: ignore[union-attr]
+                 else pl.Series([forced_name] * len(text)))
         deleted = (_truthy(fields[deleted_at]) if deleted_at >= 0
                    else np.zeros(len(text), dtype=bool))
         yield from _group_by_type(path, numbers, types, fields[value_at], deleted)
@@ -81,7 +83,7 @@ def _split_fields(path: Path, numbers: np.ndarray, text: pl.Series, delimiter: s
     over a line break is an error naming its line, never a silent shift of the rows)."""
     if text.str.contains('"', literal=True).any():
         rows: list[list[str]] = []
-        for number, line in zip(numbers, text):
+        for number, line in zip(numbers, text, strict=True):
             row = _parse_line(path, int(number), line, delimiter)
             if len(row) != width:
                 raise InvalidListError(path, int(number),
@@ -162,7 +164,7 @@ def _raise_first_bad_json(path: Path, chunk: _Lines) -> None:
     Strict JSON (RFC 8259): numbers that overflow a double (``1e999``) and ``NaN``/``Infinity``
     are errors, as they are for the vectorised decoder; any line that decoder refuses is named.
     """
-    for number, line in zip(chunk.numbers, chunk.text):
+    for number, line in zip(chunk.numbers, chunk.text, strict=True):
         try:
             obj = json.loads(line, parse_constant=_no_constant, parse_float=_finite_float)
         except (ValueError, RecursionError):

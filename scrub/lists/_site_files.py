@@ -26,10 +26,7 @@ def _typed_from_site_file(path: Path, chunks: Iterator[_Lines], tdmrep: bool,
     for chunk in chunks:
         numbers.extend(chunk.numbers.tolist())
         lines.extend(chunk.text.to_list())
-    if tdmrep:
-        rules = _tdmrep_rules(path, numbers, lines)
-    else:
-        rules = _robots_rules(path, numbers, lines)
+    rules = (_tdmrep_rules if tdmrep else _robots_rules)(path, numbers, lines)
     prefix_rows = [(n, origin + p) for n, p, exact in rules if not exact]
     exact_rows = [(n, origin + p) for n, p, exact in rules if exact]
     for key_type, rows in ((get_type("url_prefix"), prefix_rows), (get_type("url"), exact_rows)):
@@ -66,7 +63,7 @@ def _tdmrep_rules(path: Path, numbers: list[int],
                   lines: list[str]) -> list[tuple[int, str, bool]]:
     try:
         document = json.loads("\n".join(lines))
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise InvalidListError(path, None, f"not valid JSON ({exc.msg} at line "
                                f"{numbers[exc.lineno - 1] if lines else 1})") from None
     if not isinstance(document, list):
@@ -88,7 +85,7 @@ def _tdmrep_rules(path: Path, numbers: list[int],
 def _robots_rules(path: Path, numbers: list[int],
                   lines: list[str]) -> list[tuple[int, str, bool]]:
     rules: list[tuple[int, str, bool]] = []
-    for number, line in zip(numbers, lines):
+    for number, line in zip(numbers, lines, strict=True):
         text = line.split("#", 1)[0].strip()
         field, sep, value = text.partition(":")
         if not sep:

@@ -105,37 +105,42 @@ class _StoreFiles:
                     for name, version in self._orphans(catalog)]
         for versions in catalog.lists.values():
             for meta in versions:
-                damaged = False
-                for name, digest in sorted(meta.files.items()):
-                    try:
-                        path = self._inside(meta, name)
-                    except CatalogSealError as exc:
-                        problems.append(f"{meta.ref}: {exc.message}")
-                        damaged = True
-                        continue
-                    if not path.is_file():
-                        problems.append(f"{meta.ref}: stored {name} file is missing")
-                        damaged = True
-                    elif file_sha256(path) != digest:
-                        problems.append(f"{meta.ref}: stored {name} file was altered "
-                                        "(sha256 differs)")
-                        damaged = True
-                if damaged:
-                    continue
-                if meta.sensitive and key is None:
-                    continue  # contents checked only with the key
-                if meta.sensitive and key_id(key) != meta.key_id:  # type: ignore[arg-type]
-                    problems.append(f"{meta.ref}: encrypted with another key (key id "
-                                    f"{meta.key_id}); its contents were not checked")
-                    continue
-                try:
-                    counts = {t: len(k) for t, k in self._read_keys(meta, key).items()}
-                except ScrubError as exc:
-                    problems.append(f"{meta.ref}: {exc.message}")
-                    continue
-                if counts != meta.counts:
-                    problems.append(f"{meta.ref}: entry counts differ from the catalog")
+                damaged = self._damaged_files(meta)
+                problems += damaged or self._content_problems(meta, key)
         return problems
+
+    def _damaged_files(self, meta: ListVersion) -> list[str]:
+        """What is wrong with a version's stored files (missing, altered, out of the root)."""
+        problems = []
+        for name, digest in sorted(meta.files.items()):
+            try:
+                path = self._inside(meta, name)
+            except CatalogSealError as exc:
+                problems.append(f"{meta.ref}: {exc.message}")
+                continue
+            if not path.is_file():
+                problems.append(f"{meta.ref}: stored {name} file is missing")
+            elif file_sha256(path) != digest:
+                problems.append(f"{meta.ref}: stored {name} file was altered "
+                                "(sha256 differs)")
+        return problems
+
+    def _content_problems(self, meta: ListVersion, key: bytes | None) -> list[str]:
+        """What is wrong with the entries of a version whose files are intact (those of a
+        sensitive one are read only with its key)."""
+        if meta.sensitive:
+            if key is None:
+                return []  # contents checked only with the key
+            if key_id(key) != meta.key_id:
+                return [f"{meta.ref}: encrypted with another key (key id "
+                        f"{meta.key_id}); its contents were not checked"]
+        try:
+            counts = {t: len(k) for t, k in self._read_keys(meta, key).items()}
+        except ScrubError as exc:
+            return [f"{meta.ref}: {exc.message}"]
+        if counts != meta.counts:
+            return [f"{meta.ref}: entry counts differ from the catalog"]
+        return []
 
     def _orphans(self, catalog: _Catalog) -> list[tuple[str, str]]:
         """Version folders under ``data/`` that no catalog entry names (hidden names aside)."""
@@ -169,14 +174,13 @@ class _StoreFiles:
                     [None, pa.py_buffer(np.ascontiguousarray(array))])
             table = pa.table({"key": column})
             target = self.root / folder / _file_name(name, meta.sensitive)
-            with atomic_path(target, private=meta.sensitive) as tmp:
-                with open(tmp, "wb") as handle:
-                    if meta.sensitive:
-                        sink = EncryptingWriter(key or b"", _purpose(meta, name), handle)
-                        pq.write_table(table, sink, compression="zstd")
-                        sink.close()
-                    else:
-                        pq.write_table(table, handle, compression="zstd")
+            with atomic_path(target, private=meta.sensitive) as tmp, open(tmp, "wb") as handle:
+                if meta.sensitive:
+                    sink = EncryptingWriter(key or b"", _purpose(meta, name), handle)
+                    pq.write_table(table, sink, compression="zstd")
+                    sink.close()
+                else:
+                    pq.write_table(table, handle, compression="zstd")
             digests[name] = file_sha256(target)
         return folder.as_posix(), digests
 
@@ -236,12 +240,12 @@ def _difference_counts(old: dict[str, np.ndarray],
                        new: dict[str, np.ndarray]) -> tuple[int, int]:
     added = removed = 0
     for name in set(old) | set(new):
-        before, after = old.get(name), new.get(name)
-        if before is None:
-            added += len(after)  # type: ignore[arg-type]
-        elif after is None:
-            removed += len(before)
+        if name not in old:
+            added += len(new[name])
+        elif name not in new:
+            removed += len(old[name])
         else:
+            before, after = old[name], new[name]
             added += int((~_member(after, before)).sum())
             removed += int((~_member(before, after)).sum())
     return added, removed

@@ -33,7 +33,7 @@ import io
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
@@ -64,7 +64,7 @@ _CHUNK_BYTES = 8 << 20
 _COMMENT = r"(^|\s)#.*$"
 
 
-class ListFormat(str, Enum):
+class ListFormat(StrEnum):
     """Hash-list file formats."""
 
     auto = "auto"
@@ -292,40 +292,53 @@ def _resolve_type(path: Path, type_name: str | None) -> type[KeyType] | None:
 
 def _detect_format(path: Path, handle: BinaryIO) -> ListFormat:
     """The format by name, else by the first line of ``handle`` (rewound after)."""
-    if path.name.lower() == "tdmrep.json":
-        return ListFormat.tdmrep
-    suffixes = [s.lower() for s in path.suffixes]
-    for suffix in reversed(suffixes):
-        if suffix == ".csv":
-            return ListFormat.csv
-        if suffix == ".tsv":
-            return ListFormat.tsv
-        if suffix in (".jsonl", ".ndjson"):
-            return ListFormat.jsonl
-        if suffix == ".txt":
-            return ListFormat.robots if path.name.lower() == "robots.txt" else ListFormat.text
+    by_name = _format_by_name(path)
+    if by_name is not None:
+        return by_name
     head = handle.read(4096)
     handle.seek(0)
     for raw in head.splitlines():
         line = raw.strip()
-        if not line or line.startswith(b"#"):
-            continue
-        if line.startswith(b"{"):
-            return ListFormat.jsonl
-        if line.startswith(b"["):
-            return ListFormat.tdmrep
-        if line.lower().startswith((b"user-agent:", b"disallow:", b"allow:")):
-            return ListFormat.robots
-        lowered = line.lower()
-        if b"," in line and (b"value" in lowered or b"hash" in lowered):
-            return ListFormat.csv
-        if b"\t" in line and (b"value" in lowered or b"hash" in lowered):
-            return ListFormat.tsv
-        break
+        if line and not line.startswith(b"#"):
+            return _format_by_line(line)
     return ListFormat.text
 
 
-def _iter_lines(path: Path, digest: "hashlib._Hash",
+_SUFFIX_FORMATS = {".csv": ListFormat.csv, ".tsv": ListFormat.tsv, ".jsonl": ListFormat.jsonl,
+                   ".ndjson": ListFormat.jsonl}
+
+
+def _format_by_name(path: Path) -> ListFormat | None:
+    """The format a file's name gives (its last known suffix), or None."""
+    name = path.name.lower()
+    if name == "tdmrep.json":
+        return ListFormat.tdmrep
+    for suffix in reversed([s.lower() for s in path.suffixes]):
+        if suffix == ".txt":
+            return ListFormat.robots if name == "robots.txt" else ListFormat.text
+        if suffix in _SUFFIX_FORMATS:
+            return _SUFFIX_FORMATS[suffix]
+    return None
+
+
+def _format_by_line(line: bytes) -> ListFormat:
+    """The format a file's first line of content (stripped, not a comment) suggests."""
+    lowered = line.lower()
+    if line.startswith(b"{"):
+        return ListFormat.jsonl
+    if line.startswith(b"["):
+        return ListFormat.tdmrep
+    if lowered.startswith((b"user-agent:", b"disallow:", b"allow:")):
+        return ListFormat.robots
+    named = b"value" in lowered or b"hash" in lowered
+    if b"," in line and named:
+        return ListFormat.csv
+    if b"\t" in line and named:
+        return ListFormat.tsv
+    return ListFormat.text
+
+
+def _iter_lines(path: Path, digest: hashlib._Hash,
                 handle: BinaryIO) -> Iterator[_Lines]:
     """Stream the file as chunks of stripped, non-blank, comment-free lines with their numbers.
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
@@ -162,7 +162,8 @@ def _percent_table() -> dict[str, str]:
     table: dict[str, str] = {}
     for value in range(256):
         canonical = chr(value) if value in _UNRESERVED else f"%{value:02X}"
-        hi, lo = f"{value:02x}"
+        digits = f"{value:02x}"
+        hi, lo = digits[0], digits[1]
         for a in {hi, hi.upper()}:
             for b in {lo, lo.upper()}:
                 if f"%{a}{b}" != canonical:
@@ -270,7 +271,7 @@ def _distinct(values: pl.Series) -> tuple[np.ndarray, list[str]]:
 
 
 
-def map_distinct(values: pl.Series, function, *,  # type: ignore[no-untyped-def]
+def map_distinct(values: pl.Series, function: Callable[[str], str | None], *,
                  where: pl.Series | None = None) -> pl.Series:
     """``function`` applied once per distinct value (to the rows ``where`` is true, if given).
 

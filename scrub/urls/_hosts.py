@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from enum import Enum
+from typing import Final, Literal
 
 import numpy as np
 import polars as pl
@@ -68,7 +70,7 @@ def host_table(urls: pl.Series | Sequence[str | None]) -> tuple[np.ndarray, pl.S
     index = np.where(fast, index, -1)
     hosts = [_host_of_authority(a) for a in authorities]
     asks = np.array([h is _ASK for h in hosts] + [False])
-    codes = _codes_of([None if h is _ASK else h for h in hosts], found)[index]  # type: ignore
+    codes = _codes_of([None if h is _ASK else h for h in hosts], found)[index]
     rows = np.flatnonzero((~fast & ~nulls) | asks[index])
     if len(rows):
         index, distinct = _distinct(_parsed_hosts(text.gather(rows)))
@@ -96,19 +98,25 @@ def encode_hosts(hosts: pl.Series) -> tuple[np.ndarray, pl.Series]:
 
 
 
-def _codes_of(hosts: list[str | None], found: dict[str, int]) -> np.ndarray:
+def _codes_of(hosts: Sequence[str | None], found: dict[str, int]) -> np.ndarray:
     """Codes of some hosts in ``found`` (new ones added), -1 for None, plus a trailing -1 (so
     that an index of -1 gives -1)."""
     return np.array([-1 if h is None else found.setdefault(h, len(found)) for h in hosts]
                     + [-1], dtype=np.int64)
 
 
-#: What :func:`_host_of_authority` says of an authority it leaves to :func:`canonicalize_urls`.
-_ASK = object()
+class _Ask(Enum):
+    """What :func:`_host_of_authority` says of an authority it leaves to
+    :func:`canonicalize_urls`."""
+
+    ASK = "ask"
+
+
+_ASK: Final = _Ask.ASK
 
 
 @functools.lru_cache(maxsize=1 << 18)
-def _host_of_authority(rest: str) -> str | None | object:
+def _host_of_authority(rest: str) -> str | None | Literal[_Ask.ASK]:
     """The canonical host in what follows a special ``scheme://`` up to the next ``/`` (as
     :func:`canonical_url` reads it), None when that is not a URL, or ``_ASK`` for the shapes
     :func:`_parse` leaves to the reference (no authority, a backslash, brackets, a port that

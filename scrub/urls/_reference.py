@@ -63,8 +63,8 @@ def _whatwg(url: str) -> tuple[str, str, str, str, str] | None:
         parts = _ada(lenient) if lenient is not None else None
     if parts is None:
         return None
-    scheme, host, port, path, query = parts
-    host = _undotted(host)  # type: ignore[assignment]
+    scheme, dotted, port, path, query = parts
+    host = _undotted(dotted)
     if host is None:
         return None
     return scheme, host, port, path, query
