@@ -11,14 +11,19 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scrub.atomic import atomic_path
 from scrub.apply import ApplyResult, apply
+from scrub.atomic import atomic_path
 from scrub.engine.plan import plan_from_hashlists
 from scrub.lists.hashlist import read_hashlist
 from scrub.synthetic import generate_dataset, random_md5s, read_column, write_hashlist
+
+if TYPE_CHECKING:  # imported when the release demo runs
+    from scrub.ledger.service import Ledger
+    from scrub.lists.store import ListStore
 
 
 @dataclass
@@ -86,16 +91,7 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
     research and research-safe variants built, signed and audited under ``release/``."""
     import shutil
 
-    from scrub.crypto import (
-        load_key,
-        load_signing_key,
-        public_key_path,
-        write_key_file,
-        write_signing_keypair,
-    )
-    from scrub.ledger import db
-    from scrub.ledger.service import IdentitySeal, Ledger, RequestSpec
-    from scrub.lists.store import ListStore
+    from scrub.crypto import load_signing_key
     from scrub.release.build import build, plan_release
     from scrub.release.manifest import Finisher
     from scrub.release.policy import load_policy
@@ -103,31 +99,9 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
     from scrub.release.signed import release_secret
 
     work = demo.workdir
-    key_path, signing = work / "data.key", work / "signing.pem"
-    public = public_key_path(signing)  # as scrub keygen --signing -o signing.pem names it
-    key = load_key(key_path) if key_path.is_file() else write_key_file(key_path)
-    if not signing.is_file():
-        write_signing_keypair(signing, public, force=True)
-    store = ListStore(work / "store")
-    catalog = store.catalog()
-    for path, name, source in ((demo.lists[0], "partner-md5", "partner"),
-                               (demo.lists[1], "takedown-urls", "registry")):
-        if name not in catalog:
-            store.import_list(path, name=name, source=source, version="1", key=key)
-    engine = db.make_engine(f"sqlite:///{work / 'ledger.db'}")
-    db.upgrade(engine)
-    ledger = Ledger(engine, seal=IdentitySeal(key))
-    existing = ledger.list()
-    if existing:
-        request = existing[0].id
-    else:
-        rows = read_column(demo.dataset, "URL")
-        url = rows[int(np.random.default_rng([seed, 11]).integers(0, len(rows)))]
-        request, _ = ledger.add(RequestSpec.parse({
-            "kind": "gdpr_erasure", "received_at": "2026-11-01T10:00:00Z",
-            "requester": {"name": "Demo Requester", "email": "requester@example.org"},
-            "items": [{"type": "url", "value": url}]}, where="demo request"), "demo")
-        ledger.transition(request, "verify", "demo")
+    key, signing, public = _demo_keys(work)
+    store = _demo_store(demo, key)
+    ledger, request = _demo_ledger(demo, key, seed)
     policies = [load_policy("research"), load_policy("research-safe")]  # the stock policies
     release = plan_release(policies, store=store, key=key, ledger=ledger)
     private = load_signing_key(signing)
@@ -147,3 +121,50 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
     return ReleaseDemo(result.release_id, result.variants,
                        {n: sum(s.rows_out for s in st) for n, st in result.stats.items()},
                        request, public)
+
+
+def _demo_keys(work: Path) -> tuple[bytes, Path, Path]:
+    """(data key, signing key file, public key file) of the demo, made on its first run."""
+    from scrub.crypto import load_key, public_key_path, write_key_file, write_signing_keypair
+
+    key_path, signing = work / "data.key", work / "signing.pem"
+    public = public_key_path(signing)  # as scrub keygen --signing -o signing.pem names it
+    key = load_key(key_path) if key_path.is_file() else write_key_file(key_path)
+    if not signing.is_file():
+        write_signing_keypair(signing, public, force=True)
+    return key, signing, public
+
+
+def _demo_store(demo: DemoResult, key: bytes) -> ListStore:
+    """The demo's list store, holding both of its lists (the partner list encrypted)."""
+    from scrub.lists.store import ListStore
+
+    store = ListStore(demo.workdir / "store")
+    catalog = store.catalog()
+    for path, name, source in ((demo.lists[0], "partner-md5", "partner"),
+                               (demo.lists[1], "takedown-urls", "registry")):
+        if name not in catalog:
+            store.import_list(path, name=name, source=source, version="1", key=key)
+    return store
+
+
+def _demo_ledger(demo: DemoResult, key: bytes, seed: int) -> tuple[Ledger, int]:
+    """The demo's SQLite ledger and its one verified takedown request (made on the first run:
+    the URL of a row drawn with ``seed``)."""
+    from scrub.ledger import db
+    from scrub.ledger.service import IdentitySeal, Ledger, RequestSpec
+
+    engine = db.make_engine(f"sqlite:///{demo.workdir / 'ledger.db'}")
+    db.upgrade(engine)
+    ledger = Ledger(engine, seal=IdentitySeal(key))
+    existing = ledger.list()
+    if existing:
+        return ledger, existing[0].id
+    rows = read_column(demo.dataset, "URL")
+    url = rows[int(np.random.default_rng([seed, 11]).integers(0, len(rows)))]
+    request, _ = ledger.add(RequestSpec.parse({
+        "kind": "gdpr_erasure", "received_at": "2026-11-01T10:00:00Z",
+        "requester": {"name": "Demo Requester", "email": "requester@example.org"},
+        "items": [{"type": "url", "value": url}]}, where="demo request"), "demo")
+    ledger.transition(request, "verify", "demo")
+    return ledger, request

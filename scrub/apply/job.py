@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scrub.apply import task
-from scrub.apply.report import REPORT_NAME, build_report
+from scrub.apply.report import REPORT_NAME, ApplyReport, build_report
 from scrub.atomic import atomic_write_json
 from scrub.dataset import Shard, discover_shards
 from scrub.engine.decisions import write_sources
@@ -44,7 +44,7 @@ from scrub.runtime import (
 class ApplyResult:
     """The report written to ``OUTPUT.scrub/apply-report.json`` and where it lies."""
 
-    report: dict[str, object]
+    report: ApplyReport
     path: Path
     #: Public lists only: the entries that matched no row, as text (hex for hashes and for
     #: the SHA-256 digests the store keeps of URLs, hosts and domains). Shown with ``--json``,
@@ -92,7 +92,7 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
         meter = Progress("apply", len(shards), survey(shards), enabled=progress)
         meter.resume(sum(stats.rows_in for _, stats in done), shards=len(done))
         outcomes = run_units(executor, pending, meter=meter, rows=_rows_in)
-    failures = [(o.unit.path.as_posix(), _error(o)) for o in outcomes if _error(o)]
+    failures = _failures(outcomes)
     if failures:
         raise ShardsFailedError(failures, total=len(shards))
     finished = {shard.name: stats for shard, stats in done}
@@ -113,6 +113,16 @@ def _finish(state: JobState, plan: MatchPlan, source: Path, output: Path,
     public = [s.label for s in plan.sources if not s.sensitive and s.kind == "hashlist"]
     values = unmatched_values(plan, Totals.of(shard_stats).matched_entries, public)
     return ApplyResult(report=report, path=path, unmatched_values=values)
+
+
+def _failures(outcomes: list[Outcome[Shard]]) -> list[tuple[str, str]]:
+    """(shard path, why) of every shard that failed."""
+    failures: list[tuple[str, str]] = []
+    for outcome in outcomes:
+        error = _error(outcome)
+        if error:
+            failures.append((outcome.unit.path.as_posix(), error))
+    return failures
 
 
 def _error(outcome: Outcome[Shard]) -> str | None:

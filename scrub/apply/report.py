@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypedDict
 
 from scrub import __version__
 from scrub.engine.entries import entry_totals
@@ -15,8 +16,39 @@ from scrub.engine.stats import ShardStats, Totals
 REPORT_NAME = "apply-report.json"
 
 
+class ShardSummary(TypedDict):
+    """One shard's line of the report."""
+
+    shard: str
+    rows_in: int
+    rows_out: int
+    removed_by_reason: dict[str, int]
+
+
+class ApplyReport(TypedDict):
+    """The apply report as written to JSON (see :func:`build_report`)."""
+
+    scrub_version: str
+    job: str
+    input: str
+    output: str
+    shards: int
+    rows_in: int
+    rows_out: int
+    rows_removed: int
+    removed_by_reason: dict[str, int]
+    rows_with_several_reasons: int
+    removed_by_list: dict[str, int]
+    suppressed_by_allowlist: dict[str, int]
+    unmatched_entries: dict[str, int]
+    unmatchable: dict[str, int]
+    decision_records: dict[str, int]
+    lists: list[dict[str, object]]
+    per_shard: list[ShardSummary]
+
+
 def build_report(plan: MatchPlan, source: Path, output: Path,
-                 shard_stats: Sequence[ShardStats]) -> dict[str, object]:
+                 shard_stats: Sequence[ShardStats]) -> ApplyReport:
     """The apply report: totals, per reason, per list, per shard. Counts and digests only.
 
     A row removed for several reasons counts under each in ``removed_by_reason``;

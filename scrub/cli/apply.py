@@ -16,6 +16,8 @@ from scrub.dataset import parse_role_overrides
 from scrub.lists.hashlist import ListFormat, parse_list_argument
 from scrub.lists.types import registered_types
 
+_FORMATS = ", ".join(f.value for f in ListFormat)
+
 
 def apply_command(
     input: Path = typer.Argument(..., help="Dataset folder of parquet shards (or one file)."),
@@ -41,8 +43,7 @@ def apply_command(
                                              "--hashlist TYPE:FILE); any of "
                                              + ", ".join(sorted(registered_types())) + "."),
     list_format: ListFormat = typer.Option(ListFormat.auto, "--format",
-                                           help="Hash-list file format: "
-                                                + ", ".join(f.value for f in ListFormat) + "."),
+                                           help=f"Hash-list file format: {_FORMATS}."),
     site: Optional[str] = typer.Option(None, "--site", metavar="URL",
                                        help="The site of tdmrep.json / robots-style files."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the CLI imports the apply job only when a command runs
+    from scrub.apply.report import ApplyReport
 
 
-def _n(value: object) -> str:
-    return f"{int(value):,}"  # type: ignore[call-overload]
+def _n(value: int) -> str:
+    return f"{int(value):,}"
 
 
-def render_apply_summary(report: dict, path: Path) -> str:
+def render_apply_summary(report: ApplyReport, path: Path) -> str:
     """A short summary of an apply report."""
     lines = [
         f"rows in:      {_n(report['rows_in'])} in {report['shards']} shard(s)",
@@ -17,7 +21,7 @@ def render_apply_summary(report: dict, path: Path) -> str:
     ]
     for reason, count in report["removed_by_reason"].items():
         lines.append(f"  by reason {reason}: {_n(count)}")
-    several = int(report.get("rows_with_several_reasons", 0))  # type: ignore[call-overload]
+    several = int(report.get("rows_with_several_reasons", 0))
     if several:
         lines.append(f"  rows removed for several reasons (counted under each): {_n(several)}")
     for label, count in report["removed_by_list"].items():

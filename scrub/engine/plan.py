@@ -91,7 +91,7 @@ def plan_from_hashlists(lists: Sequence[HashList], *,
     """
     plan = MatchPlan()
     labels = _unique_labels([hl.label for hl in lists])
-    for index, (hashlist, label) in enumerate(zip(lists, labels)):
+    for index, (hashlist, label) in enumerate(zip(lists, labels, strict=True)):
         details = tuple(sorted((k, v) for k, v in hashlist.describe().items() if k != "label"))
         source = Source(id=len(plan.sources), label=label, kind="hashlist",
                         digest=hashlist.sha256,
@@ -233,54 +233,75 @@ def plan_for_apply(files: Sequence[Path], refs: Sequence[str], *, store: ListSto
     version); naming an allow-list in ``refs`` selects it explicitly. Every list is read and
     validated here, before anything is written.
     """
+    from scrub.engine.removals import removal_keys
+
     if type_name is not None:
         announce([type_name])
-    # Smallest files first: their entry types (opt-out lists are usually the small ones) are
-    # announced early, so workers prepare while the big lists are parsed. The plan keeps the
-    # order given.
-    from scrub.atomic import file_sha256
-    from scrub.engine.removals import removal_keys, removal_sets
-
-    typed = list(zip(files, file_types or [None] * len(files)))
-    removal_lists = [(f, key) for f in files if (key := removal_keys(Path(f))) is not None]
+    typed = list(zip(files, file_types or [None] * len(files), strict=True))
+    removal_lists = [(f, removals_key) for f in files
+                     if (removals_key := removal_keys(Path(f))) is not None]
     typed = [(f, t) for f, t in typed if all(f is not r for r, _ in removal_lists)]
-    files = [f for f, _ in typed]
-    order = sorted(range(len(files)), key=lambda i: _size(files[i]))
-    read: dict[int, HashList] = {}
-    for index in order:
-        read[index] = read_hashlist(files[index], type_name=typed[index][1] or type_name,
-                                    fmt=fmt, site=site, on_type=lambda name: announce([name]))
-    lists = [read[i] for i in range(len(files))]
+    lists = _read_files(typed, type_name=type_name, fmt=fmt, site=site)
     names = [hl.label for hl in lists]
     sensitive = [not public_by_default(hl.keys) for hl in lists]
     allow: list[tuple[HashList, list[str]]] = []
     if refs:
-        store = store or ListStore()
-        chosen = [store.resolve(ref) for ref in refs]
-        announce({type_name for meta in chosen for type_name in meta.counts})
-        for meta in chosen:
-            _check_url_form(meta)
-            stored = store.load(meta.ref, key=key)
+        for meta, stored in _stored_lists(store or ListStore(), refs, key):
             if meta.kind == "allow":
-                allow.append((stored.as_hashlist(), meta.suppresses))
+                allow.append((stored, meta.suppresses))
             else:
-                lists.append(stored.as_hashlist())
+                lists.append(stored)
                 names.append(meta.name)
                 sensitive.append(meta.sensitive)
-        block_names = {m.name for m in chosen if m.kind == "block"}
-        explicit = {m.name for m in chosen if m.kind == "allow"}
-        for name, versions in sorted(store.catalog().items()):
-            latest = versions[-1]
-            if latest.kind == "allow" and name not in explicit \
-                    and block_names & set(latest.suppresses):
-                _check_url_form(latest)
-                allow.append((store.load(latest.ref, key=key).as_hashlist(), latest.suppresses))
     plan = plan_from_hashlists(lists, allow=allow, names=names, sensitive=sensitive,
                                options=options)
-    for path, key in removal_lists:  # a release's removal list (scrub/release)
-        source = Source(id=len(plan.sources), label=Path(path).name, kind="removal_list",
-                        digest=file_sha256(Path(path)), sensitive=True, name=Path(path).name)
-        plan.sources.append(source)
-        plan.rules.append(KeyedRemovalRule(key, removal_sets(Path(path)), source))
+    for path, removals_key in removal_lists:  # a release's removal list (scrub/release)
+        _add_removal_list(plan, Path(path), removals_key)
     return plan
 
+
+def _read_files(typed: Sequence[tuple[Path, str | None]], *, type_name: str | None,
+                fmt: ListFormat, site: str | None) -> list[HashList]:
+    """The hash-list files, each with its type of plain values, in the order given.
+
+    Smallest files first: their entry types (opt-out lists are usually the small ones) are
+    announced early, so workers prepare while the big lists are parsed."""
+    order = sorted(range(len(typed)), key=lambda i: _size(typed[i][0]))
+    read: dict[int, HashList] = {}
+    for index in order:
+        path, file_type = typed[index]
+        read[index] = read_hashlist(path, type_name=file_type or type_name, fmt=fmt, site=site,
+                                    on_type=lambda name: announce([name]))
+    return [read[i] for i in range(len(typed))]
+
+
+def _stored_lists(store: ListStore, refs: Sequence[str], key: bytes | None
+                  ) -> list[tuple[ListVersion, HashList]]:
+    """The stored lists ``refs`` names, then the latest version of every stored allow-list that
+    suppresses one of the selected block lists and is not named itself."""
+    chosen = [store.resolve(ref) for ref in refs]
+    announce({type_name for meta in chosen for type_name in meta.counts})
+    out: list[tuple[ListVersion, HashList]] = []
+    for meta in chosen:
+        _check_url_form(meta)
+        out.append((meta, store.load(meta.ref, key=key).as_hashlist()))
+    block_names = {m.name for m in chosen if m.kind == "block"}
+    explicit = {m.name for m in chosen if m.kind == "allow"}
+    for name, versions in sorted(store.catalog().items()):
+        latest = versions[-1]
+        if latest.kind == "allow" and name not in explicit \
+                and block_names & set(latest.suppresses):
+            _check_url_form(latest)
+            out.append((latest, store.load(latest.ref, key=key).as_hashlist()))
+    return out
+
+
+def _add_removal_list(plan: MatchPlan, path: Path, removals_key: str) -> None:
+    """A release's removal list (written by :mod:`scrub.release`) as a rule of its own."""
+    from scrub.atomic import file_sha256
+    from scrub.engine.removals import removal_sets
+
+    source = Source(id=len(plan.sources), label=path.name, kind="removal_list",
+                    digest=file_sha256(path), sensitive=True, name=path.name)
+    plan.sources.append(source)
+    plan.rules.append(KeyedRemovalRule(removals_key, removal_sets(path), source))

@@ -187,7 +187,7 @@ class PrefixRule(Rule):
         at = self.prefixes.search_sorted(urls.fill_null(""), side="right").cast(pl.Int64) - 1
         candidate = self.prefixes.gather(at.clip(0, None))
         matched = pl.select((at >= 0) & urls.is_not_null()
-                            & urls.str.starts_with(candidate)).to_series()
+                            & urls.str.starts_with(pl.lit(candidate))).to_series()
         hit[rows[matched.fill_null(False).to_numpy()]] = True
         return hit
 
@@ -321,8 +321,8 @@ class ScoreRule(Rule):
 
     def match(self, view: BatchView) -> np.ndarray:
         scores = pl.Series(view.column(self.role)).cast(pl.Float64, strict=False)
-        view.unmatchable[view.roles.get(self.role) or self.role] = int(
-            scores.is_null().sum() + scores.is_nan().fill_null(False).sum())
+        view.unmatchable[view.roles.get(self.role) or self.role] = (
+            scores.null_count() + int(scores.is_nan().fill_null(False).sum()))
         return ((scores > self.threshold) & ~scores.is_nan()).fill_null(False).to_numpy()
 
     def describe(self) -> dict[str, object]:

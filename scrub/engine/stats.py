@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from scrub.dataset import Shard
 
@@ -47,8 +48,9 @@ class ShardStats:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj: dict[str, object]) -> "ShardStats":
-        return cls(**obj)  # type: ignore[arg-type]
+    def from_json(cls, obj: Mapping[str, Any]) -> ShardStats:
+        """The stats :meth:`to_json` gave (read back from a completion marker)."""
+        return cls(**obj)
 
 
 @dataclass
@@ -70,7 +72,7 @@ class Totals:
         return self.rows_in - self.rows_out
 
     @classmethod
-    def of(cls, shards: Iterable[ShardStats]) -> "Totals":
+    def of(cls, shards: Iterable[ShardStats]) -> Totals:
         totals = cls()
         for stats in shards:
             totals.shards += 1

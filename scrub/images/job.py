@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import polars as pl
 
@@ -56,6 +56,27 @@ REPORT_NAME = "hash-report.json"
 LEGACY_STATE = ".scrub-hash"
 
 
+class HashSettings(TypedDict):
+    """What a hash job computes (part of its identity)."""
+
+    types: list[str]
+    dihedral: bool
+    max_pixels: int
+
+
+class HashReport(TypedDict):
+    """The hash report (``hash-report.json``, counts only)."""
+
+    input: str
+    output: str
+    types: list[str]
+    dihedral: bool
+    shards: int
+    shards_failed: int
+    samples: int
+    by_status: dict[str, int]
+
+
 @dataclass(frozen=True)
 class HashShard:
     """A tar, or a chunk of an image folder (``files`` relative to ``root``)."""
@@ -69,8 +90,15 @@ class HashShard:
     def output_name(self) -> str:
         return f"{self.name}.parquet"
 
+    @property
+    def folder(self) -> Path:
+        """The image folder of a folder chunk (``files`` are relative to it)."""
+        if self.root is None:
+            raise ValueError(f"shard {self.name}: a tar, not a folder chunk")
+        return self.root
+
     def identity(self) -> list[int]:
-        paths = [self.tar] if self.tar else [self.root / f for f in self.files]  # type: ignore
+        paths = [self.tar] if self.tar else [self.folder / f for f in self.files]
         stats = [p.stat() for p in paths]
         return [len(stats), sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)]
 
@@ -127,7 +155,7 @@ def hash_rows(shard: HashShard, types: Sequence[str], dihedral: bool,
             rows.append(row)
         return rows
     for name in shard.files:
-        path = shard.root / name  # type: ignore[operator]
+        path = shard.folder / name
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -200,11 +228,12 @@ def _completed(state: JobState, shard: HashShard) -> dict[str, Any] | None:
 def hash_dataset(source: Path, output: Path, types: Sequence[str], *, dihedral: bool = False,
                  workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  force: bool = False, progress: bool = True, engine: str = "local",
-                 address: str | None = None) -> dict[str, object]:
+                 address: str | None = None) -> HashReport:
     """Hash every shard of ``source`` into ``output``; the report (counts only), also written
     to ``OUTPUT.scrub/hash-report.json``. ``engine="ray"``: a Ray task per shard."""
     shards = discover(source)
-    settings = {"types": list(types), "dihedral": dihedral, "max_pixels": max_pixels}
+    settings: HashSettings = {"types": list(types), "dihedral": dihedral,
+                              "max_pixels": max_pixels}
     state = JobState(output, job_identity("hash", {"input": str(source.resolve()),
                                                    **settings}))
     if force and (output / LEGACY_STATE).is_dir():  # an older scrub's state, inside OUTPUT
@@ -222,19 +251,20 @@ def hash_dataset(source: Path, output: Path, types: Sequence[str], *, dihedral: 
     return _report(state, source, output, settings, done, outcomes, len(shards))
 
 
-def _report(state: JobState, source: Path, output: Path, settings: Mapping[str, object],
+def _report(state: JobState, source: Path, output: Path, settings: HashSettings,
             done: list[tuple[HashShard, dict[str, Any]]], outcomes: list[Outcome[HashShard]],
-            total: int) -> dict[str, object]:
+            total: int) -> HashReport:
     """Write the report; raise ShardsFailedError (after writing it) when shards failed."""
     markers = [m for _, m in done] + [o.result for o in outcomes if o.result is not None]
     by_status: Counter[str] = Counter()
     for marker in markers:
         by_status.update(marker.get("by_status", {}))
     failures = sorted((o.unit.name, o.error or "") for o in outcomes if o.failed)
-    report = {"input": str(source), "output": str(output), "types": settings["types"],
-              "dihedral": settings["dihedral"], "shards": total,
-              "shards_failed": len(failures), "samples": sum(int(m["rows"]) for m in markers),
-              "by_status": dict(sorted(by_status.items()))}
+    report: HashReport = {
+        "input": str(source), "output": str(output), "types": settings["types"],
+        "dihedral": settings["dihedral"], "shards": total, "shards_failed": len(failures),
+        "samples": sum(int(m["rows"]) for m in markers),
+        "by_status": dict(sorted(by_status.items()))}
     atomic_write_json(state.root / REPORT_NAME, report)
     if failures:
         raise ShardsFailedError(failures, total)

@@ -69,6 +69,43 @@ def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: P
 
     Tar samples dropped that have no sidecar row are counted per reason and source with the
     rows (they have no decision record: there is no row to name)."""
+    pair = _open_pair(plan, shard, column_overrides)
+    size, mtime = input_identity(shard)
+    stats = ShardStats(shard=shard.name, input_size=size, input_mtime_ns=mtime,
+                       rows_in=pair.table.num_rows)
+    decisions, drop_samples = _match(plan, pair, stats)
+    drop = decisions.drop
+    if not drop.any() and not drop_samples:
+        link_or_copy(shard.path, tmp)
+        link_or_copy(pair.tar, tmp_tar)
+        stats.rewritten = False
+    else:
+        _rewrite(pair, drop, drop_samples, tmp, tmp_tar, stats)
+    stats.output_size = tmp.stat().st_size
+    stats.tar_output_size = tmp_tar.stat().st_size
+    return stats, decisions.records(0)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pair:
+    """A webdataset shard read and checked: its sidecar, its tar's members, and the plan's
+    rules split into those run over the tar's members and those run over the sidecar rows."""
+
+    shard: Shard
+    tar: Path
+    schema: pa.Schema
+    table: pa.Table
+    view: pa.Table
+    roles: ColumnRoles
+    members: TarMembers
+    tar_rules: list[Rule]
+    row_rules: list[Rule]
+
+
+def _open_pair(plan: MatchPlan, shard: Shard,
+               column_overrides: Mapping[str, str] | None) -> _Pair:
+    """Read the sidecar and the tar's member list, and check that the plan can run on them
+    (every role a sidecar rule reads has a column; image rules have a key to join on)."""
     tar = tar_of(shard)
     if tar is None:
         raise InvalidDatasetError(f"{shard.path}: no tar beside this sidecar")
@@ -91,61 +128,75 @@ def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: P
         raise InvalidDatasetError(
             f"{shard.path}: no column for role(s) {', '.join(missing)} "
             f"(roles found: {roles.describe()})", hint="name the column with --column ROLE=NAME")
-    key_column = roles.get("key")
-    if key_column is None and tar_rules:
+    if roles.get("key") is None and tar_rules:
         raise InvalidDatasetError(f"{shard.path}: no key column to join image hashes on",
                                   hint="name it with --column key=NAME")
-    size, mtime = input_identity(shard)
-    stats = ShardStats(shard=shard.name, input_size=size, input_mtime_ns=mtime,
-                       rows_in=table.num_rows)
+    return _Pair(shard, tar, parquet.schema_arrow, table, view, roles, members, tar_rules,
+                 row_rules)
+
+
+def _match(plan: MatchPlan, pair: _Pair, stats: ShardStats) -> tuple[Decisions, set[str]]:
+    """The sidecar rows' decisions (their samples' image matches merged in) and the tar keys
+    of the samples to drop; the tally goes into ``stats``."""
     tally = Tally(plan)
-    decisions = decide(_only(plan, row_rules), view, roles)
-    sidecar_keys = (normal_paths(pl.Series(table.column(key_column)).cast(pl.String))
+    decisions = decide(_only(plan, pair.row_rules), pair.view, pair.roles)
+    key_column = pair.roles.get("key")
+    sidecar_keys = (normal_paths(pl.Series(pair.table.column(key_column)).cast(pl.String))
                     if key_column is not None else None)
-    tar_keys = members.keys()
+    tar_keys = pair.members.keys()
     matched_keys = pl.Series([], dtype=pl.String)
-    if tar_rules and sidecar_keys is not None:
-        table_view, view_roles, images, not_images = _member_view(tar, members, tar_rules)
-        found = decide(_only(plan, tar_rules), table_view, view_roles)
-        for column in not_images:  # plain-text members (captions, JSON): no pixels to hash
-            found.unmatchable[column] = max(0, found.unmatchable.get(column, 0)
-                                            - not_images[column])
-        image_keys = tar_keys.gather(images) if len(images) else pl.Series([], dtype=pl.String)
-        decisions, orphans = _merge(decisions, found, image_keys, sidecar_keys)
-        # the members' own tally: what they could not match and which entries they hit, but
-        # no removals (those are counted once, on the rows and the samples without a row)
-        tally.add(dataclasses.replace(found, reasons=np.zeros_like(found.reasons), sources={},
-                                      suppressed={}, distance=None))
-        tally.add(orphans)
-        matched_keys = image_keys.filter(pl.Series(found.drop)).unique()
+    if pair.tar_rules and sidecar_keys is not None:
+        decisions, matched_keys = _match_members(plan, pair, decisions, tar_keys, sidecar_keys,
+                                                 tally)
     tally.add(decisions)
     tally.into(stats)
     drop = decisions.drop
     stats.rows_out = int((~drop).sum())
     drop_samples = set(matched_keys.to_list())
     if sidecar_keys is not None and drop.any():
-        data_keys = tar_keys.filter(pl.Series(members.is_data()))
+        data_keys = tar_keys.filter(pl.Series(pair.members.is_data()))
         rows, at = _links(sidecar_keys, data_keys)
         dropped = drop[rows]
         drop_samples |= set(data_keys.gather(at[dropped]).to_list())
-        _check_linked(shard, table, drop, rows[dropped], len(data_keys))
-    if not drop.any() and not drop_samples:
-        link_or_copy(shard.path, tmp)
-        link_or_copy(tar, tmp_tar)
-        stats.rewritten = False
-    else:
-        if key_column is None:
-            raise InvalidDatasetError(f"{shard.path}: no key column to find samples in the tar",
-                                      hint="name it with --column key=NAME")
-        with open(tmp, "wb") as handle:
-            with open_writer(handle, parquet.schema_arrow, roles) as writer:
-                writer.write_table(keep_rows(table, ~drop))
-            handle.flush()
-            os.fsync(handle.fileno())
-        stats.tar_members_removed = rewrite_tar(tar, tmp_tar, members, drop_samples)
-    stats.output_size = tmp.stat().st_size
-    stats.tar_output_size = tmp_tar.stat().st_size
-    return stats, decisions.records(0)
+        _check_linked(pair.shard, pair.table, drop, rows[dropped], len(data_keys))
+    return decisions, drop_samples
+
+
+def _match_members(plan: MatchPlan, pair: _Pair, decisions: Decisions, tar_keys: pl.Series,
+                   sidecar_keys: pl.Series, tally: Tally) -> tuple[Decisions, pl.Series]:
+    """Run the image rules over every data member of the tar: the rows' decisions with their
+    samples' matches merged in, and the keys of the members that matched. The members' own
+    tally (what they could not match, which entries they hit, and the samples without a row)
+    goes into ``tally``."""
+    table_view, view_roles, images, not_images = _member_view(pair.tar, pair.members,
+                                                              pair.tar_rules)
+    found = decide(_only(plan, pair.tar_rules), table_view, view_roles)
+    for column in not_images:  # plain-text members (captions, JSON): no pixels to hash
+        found.unmatchable[column] = max(0, found.unmatchable.get(column, 0)
+                                        - not_images[column])
+    image_keys = tar_keys.gather(images) if len(images) else pl.Series([], dtype=pl.String)
+    merged, orphans = _merge(decisions, found, image_keys, sidecar_keys)
+    # no removals in the members' own tally: those are counted once, on the rows and the
+    # samples without a row
+    tally.add(dataclasses.replace(found, reasons=np.zeros_like(found.reasons), sources={},
+                                  suppressed={}, distance=None))
+    tally.add(orphans)
+    return merged, image_keys.filter(pl.Series(found.drop)).unique()
+
+
+def _rewrite(pair: _Pair, drop: np.ndarray, drop_samples: set[str], tmp: Path, tmp_tar: Path,
+             stats: ShardStats) -> None:
+    """Write the sidecar without the dropped rows and the tar without the dropped samples
+    (fsynced)."""
+    if pair.roles.get("key") is None:
+        raise InvalidDatasetError(f"{pair.shard.path}: no key column to find samples in the tar",
+                                  hint="name it with --column key=NAME")
+    with open(tmp, "wb") as handle:
+        with open_writer(handle, pair.schema, pair.roles) as writer:
+            writer.write_table(keep_rows(pair.table, ~drop))
+        handle.flush()
+        os.fsync(handle.fileno())
+    stats.tar_members_removed = rewrite_tar(pair.tar, tmp_tar, pair.members, drop_samples)
 
 
 def _only(plan: MatchPlan, rules: list[Rule]) -> MatchPlan:

@@ -22,6 +22,7 @@ there; ``.pth`` files are read with ``torch.load(weights_only=True)`` (tensors o
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ class Arch:
         """Every tensor's expected shape, by name."""
         out: dict[str, tuple[int, ...]] = {"mean": (self.dim,), "variance": (self.dim,)}
         sizes = (self.dim, *self.hidden, 1)
-        for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:]), start=1):
+        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes), start=1):
             name = f"dense{i}" if i <= len(self.hidden) else "out"
             out[f"{name}.weight"] = (fan_out, fan_in)
             out[f"{name}.bias"] = (fan_out,)
@@ -60,13 +61,18 @@ ARCHS = {"vit-l-14": Arch("vit-l-14", 768, (64, 512, 256)),
 class NsfwHead(nn.Module):
     """The head's forward pass: normalization, dense + ReLU layers, a sigmoid unit."""
 
+    # Registered in __init__ (buffers and modules by name); declared for the type checker.
+    mean: torch.Tensor
+    variance: torch.Tensor
+    dense1: nn.Linear
+
     def __init__(self, arch: Arch) -> None:
         super().__init__()
         self.arch = arch
         self.register_buffer("mean", torch.zeros(arch.dim))
         self.register_buffer("variance", torch.ones(arch.dim))
         sizes = (arch.dim, *arch.hidden)
-        for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:]), start=1):
+        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes), start=1):
             self.add_module(f"dense{i}", nn.Linear(fan_in, fan_out))
         self.out = nn.Linear(sizes[-1], 1)
 

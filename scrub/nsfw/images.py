@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +29,7 @@ from PIL import Image
 
 from scrub.atomic import atomic_path
 from scrub.errors import InvalidDatasetError, UserInputError
-from scrub.images.job import discover
+from scrub.images.job import HashShard, discover
 from scrub.images.tars import group_samples, read_members
 from scrub.nsfw.head import LoadedHead
 from scrub.nsfw.rescore import MODEL_KEY, ROWS_KEY, RescoreReport, _done, _gather, ray_gpus
@@ -39,9 +39,22 @@ from scrub.runtime import open_executor, run_units
 #: Larger images are not decoded (decompression bombs).
 MAX_PIXELS = 50_000_000
 
+#: open_clip's preprocessing: a PIL image to the model's input tensor.
+Preprocess = Callable[[Image.Image], torch.Tensor]
+
+
+class ClipModel(Protocol):
+    """What scoring uses of an open_clip model."""
+
+    visual: torch.nn.Module
+
+    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+    def half(self) -> ClipModel: ...
+
 
 def load_clip(checkpoint: Path, arch: str = "ViT-L-14", *, device: torch.device
-              ) -> tuple[torch.nn.Module, object, str]:
+              ) -> tuple[ClipModel, Preprocess, str]:
     """(model, preprocessing, id) of an open_clip model from a local checkpoint; ``arch`` is an
     open_clip model name or a path to a model config JSON."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
@@ -76,7 +89,8 @@ class _TarImages(torch.utils.data.Dataset):
     """The first image of each sample of a tar, decoded and preprocessed (zeros and ``False``
     when it does not decode)."""
 
-    def __init__(self, tar: Path, spans: list[tuple[int, int] | None], preprocess) -> None:
+    def __init__(self, tar: Path, spans: list[tuple[int, int] | None],
+                 preprocess: Preprocess) -> None:
         self.tar, self.spans, self.preprocess = tar, spans, preprocess
         self._shape: tuple[int, ...] | None = None
 
@@ -101,7 +115,7 @@ class _TarImages(torch.utils.data.Dataset):
         return torch.zeros(self._shape or _probe_shape(self.preprocess)), False
 
 
-def _probe_shape(preprocess) -> tuple[int, ...]:  # type: ignore[no-untyped-def]
+def _probe_shape(preprocess: Preprocess) -> tuple[int, ...]:
     return tuple(preprocess(Image.new("RGB", (8, 8))).shape)
 
 
@@ -146,7 +160,7 @@ def rescore_images(source: Path, output: Path, loaded: LoadedHead, checkpoint: P
 class _TarScorer:
     """CLIP and the head on one device; scores one tar per call into the output folder."""
 
-    def __init__(self, settings: dict, device: torch.device,  # type: ignore[type-arg]
+    def __init__(self, settings: Mapping[str, Any], device: torch.device,
                  workers: int | None, *, spawn: bool = False) -> None:
         checkpoint, clip_arch = settings["checkpoint"], settings["clip_arch"]
         clip, self.preprocess, clip_id = load_clip(checkpoint, clip_arch, device=device)
@@ -164,11 +178,15 @@ class _TarScorer:
         self.workers = max(1, (os.cpu_count() or 2) - 1) if workers is None else workers
         self.context = "spawn" if spawn and self.workers else None
 
-    def __call__(self, index: int, shard) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    def __call__(self, index: int, shard: HashShard) -> dict[str, Any]:
         output, dim = self.settings["output"], self.settings["head"].arch.dim
         target = output / f"{shard.name}.parquet"
-        samples = group_samples(read_members(shard.tar))  # type: ignore[arg-type]
-        counts = {"shards": 0, "skipped": 0, "rows": 0, "scored": 0, "statuses": {},
+        tar = shard.tar
+        if tar is None:  # rescore_images hands tars only
+            raise ValueError(f"shard {shard.name}: an image folder, not a tar")
+        samples = group_samples(read_members(tar))
+        statuses: dict[str, int] = {}
+        counts = {"shards": 0, "skipped": 0, "rows": 0, "scored": 0, "statuses": statuses,
                   "samples": len(samples)}
         if _done(target, self.model_id, len(samples)):
             counts["skipped"] = 1
@@ -176,7 +194,7 @@ class _TarScorer:
         spans = [(s.images[0].offset_data, s.images[0].size) if s.images and not s.repeated
                  else None for s in samples]
         loader = torch.utils.data.DataLoader(
-            _TarImages(shard.tar, spans, self.preprocess),  # type: ignore[arg-type]
+            _TarImages(tar, spans, self.preprocess),
             batch_size=self.settings["batch_size"], num_workers=self.workers,
             pin_memory=self.half, shuffle=False, multiprocessing_context=self.context)
         scores = np.zeros(len(spans), dtype=np.float32)
@@ -194,7 +212,7 @@ class _TarScorer:
                 embeddings[at:at + n] = features.float().cpu().numpy().astype(np.float16)
                 at += n
         status = ["ok" if d else "duplicate_key" if s.repeated else "no_image"
-                  if not s.images else "undecodable" for d, s in zip(decoded, samples)]
+                  if not s.images else "undecodable" for d, s in zip(decoded, samples, strict=True)]
         table = pa.table({"key": [s.key for s in samples],
                           "punsafe": pa.array(scores, type=pa.float32(), mask=~decoded),
                           "status": status}).replace_schema_metadata(
@@ -202,13 +220,12 @@ class _TarScorer:
         if self.settings["write_embeddings"]:
             number = re.search(r"(\d+)$", shard.name)
             name = f"img_emb_{int(number.group(1)) if number else index}.npy"
-            with atomic_path(output / "img_emb" / name) as tmp:
-                with open(tmp, "wb") as handle:
-                    np.save(handle, embeddings, allow_pickle=False)
+            with atomic_path(output / "img_emb" / name) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, embeddings, allow_pickle=False)
         with atomic_path(target) as tmp:
             pq.write_table(table, tmp, compression="zstd")
         for name in set(status) - {"ok"}:
-            counts["statuses"][name] = status.count(name)  # type: ignore[index]
+            statuses[name] = status.count(name)
         counts.update(shards=1, rows=len(samples), scored=int(decoded.sum()))
         return counts
 

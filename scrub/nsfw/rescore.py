@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import torch
 from scrub.atomic import atomic_path
 from scrub.dataset import Shard, discover_shards, open_shard
 from scrub.errors import InvalidDatasetError, UserInputError
-from scrub.nsfw.head import LoadedHead
+from scrub.nsfw.head import LoadedHead, NsfwHead
 from scrub.progress import Progress
 from scrub.runtime import Outcome, open_executor, run_units, split_done
 
@@ -52,7 +52,7 @@ class RescoreReport:
     scored: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
 
-    def add(self, counts: dict) -> None:  # type: ignore[type-arg]
+    def add(self, counts: Mapping[str, Any]) -> None:
         """Add another report's counts (as ``asdict`` gives them, e.g. from a Ray task)."""
         for name in ("shards", "skipped", "rows", "scored"):
             setattr(self, name, getattr(self, name) + counts.get(name, 0))
@@ -167,7 +167,7 @@ def setup(payload: Mapping[str, Any]) -> Callable[[ScoreUnit], dict[str, Any]]:
     return run
 
 
-def score_jobs(head: torch.nn.Module, jobs: list[tuple[Shard, Path, int, np.ndarray]],
+def score_jobs(head: NsfwHead, jobs: list[tuple[Shard, Path, int, np.ndarray]],
                device: torch.device, precision: torch.dtype, batch_size: int, model_id: str,
                report: RescoreReport, meter: Progress | None = None) -> None:
     """Score and write every job's shard (batches never span shards, so a shard's scores are
@@ -276,11 +276,12 @@ def _embeddings(source: Path, shard: Shard, parquet: pq.ParquetFile, rows: int,
 def _read_rows(array: np.ndarray, start: int, count: int) -> np.ndarray:
     """Rows of an embedding matrix as a new, writable array: a memory-mapped .npy file is read
     with one sequential ``readinto`` (cheaper than faulting its pages in one by one)."""
-    if isinstance(array, np.memmap) and array.flags.c_contiguous:
+    if isinstance(array, np.memmap) and array.filename is not None \
+            and array.flags.c_contiguous:
         out = np.empty((count, array.shape[1]), dtype=array.dtype)
-        with open(array.filename, "rb", buffering=0) as handle:  # type: ignore[arg-type]
+        with open(array.filename, "rb", buffering=0) as handle:
             handle.seek(array.offset + start * array.strides[0])
-            view = memoryview(out).cast("B")
+            view = out.data.cast("B")
             done = 0
             while done < len(view):
                 got = handle.readinto(view[done:])
@@ -307,20 +308,22 @@ def _batches(jobs: list[tuple[Shard, Path, int, np.ndarray]], reads: list[tuple[
             converted = rows.to(torch.float32)
         return (converted.clone() if converted is rows else converted).numpy()
 
+    if not reads:
+        return
     with ThreadPoolExecutor(1, thread_name_prefix="scrub-read") as reader:
-        def fetch(i: int):  # type: ignore[no-untyped-def]
+        def fetch(i: int) -> Future[np.ndarray]:
             j, start, count = reads[i]
             return reader.submit(load, jobs[j][3], start, count)
 
-        ahead = fetch(0) if reads else None
+        ahead = fetch(0)
         for i, (j, start, _) in enumerate(reads):
-            chunk = ahead.result()  # type: ignore[union-attr]
+            chunk = ahead.result()
             if i + 1 < len(reads):
                 ahead = fetch(i + 1)
             yield j, start, chunk
 
 
-def _score(head: torch.nn.Module, batches: Iterator[tuple[int, int, np.ndarray]],
+def _score(head: NsfwHead, batches: Iterator[tuple[int, int, np.ndarray]],
            device: torch.device, precision: torch.dtype
            ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """(job, start, scores, finite) per batch (``finite`` False: the row holds NaN or infinity).
@@ -346,7 +349,7 @@ def _score(head: torch.nn.Module, batches: Iterator[tuple[int, int, np.ndarray]]
             yield _finish(head, *pending, compute_stream, precision)
 
 
-def _score_cpu(head: torch.nn.Module, batches: Iterator[tuple[int, int, np.ndarray]]
+def _score_cpu(head: NsfwHead, batches: Iterator[tuple[int, int, np.ndarray]]
                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """The CPU path: every pass of ``CPU_PASS`` rows (a batch's rows from its first) runs on one
     thread, passes in parallel over the cores.
@@ -376,7 +379,7 @@ def _score_cpu(head: torch.nn.Module, batches: Iterator[tuple[int, int, np.ndarr
         torch.set_num_threads(threads)
 
 
-def _finish(head: torch.nn.Module, job: int, start: int, on_device: torch.Tensor,
+def _finish(head: NsfwHead, job: int, start: int, on_device: torch.Tensor,
             ready: torch.cuda.Event,
             host: torch.Tensor, stream: torch.cuda.Stream,
             precision: torch.dtype) -> tuple[int, int, np.ndarray, np.ndarray]:

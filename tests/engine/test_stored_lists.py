@@ -90,3 +90,17 @@ def test_keygen(tmp_path: Path) -> None:
     result = run_cli("keygen", "--signing", "--output", tmp_path / "sign")
     assert result.exit_code == 0 and (tmp_path / "sign.pub").is_file()
     assert b"BEGIN PRIVATE KEY" in (tmp_path / "sign").read_bytes()
+
+
+def test_apply_with_a_list_file_and_a_sensitive_stored_list(sample_dataset: Path, env: Path,
+                                                            planted_values) -> None:
+    md5s = planted_values["md5"]
+    (env / "stored.txt").write_text("\n".join(md5s[:5]) + "\n")
+    (env / "file.txt").write_text("\n".join(md5s[5:10]) + "\n")
+    result = run_cli("lists", "import", env / "stored.txt", "--name", "partner", "--source",
+                     "ncmec", "--version", "1")
+    assert result.exit_code == 0, result.stderr
+    result = run_cli("apply", sample_dataset, env / "out", "--hashlist", env / "file.txt",
+                     "--list", "partner", "--json", "--workers", "1")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["rows_removed"] == 10
