@@ -41,14 +41,13 @@ def write_decisions(folder: Path, shard_name: str, records: pa.Table, plan: Matc
         return WITHHELD
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / (shard_name + _SUFFIX + (".enc" if sensitive else ""))
-    with atomic_path(target, private=sensitive) as tmp:
-        with open(tmp, "wb") as handle:
-            if sensitive:
-                sink = EncryptingWriter(key or b"", _purpose(shard_name), handle)
-                pq.write_table(records, sink, compression="zstd")
-                sink.close()
-            else:
-                pq.write_table(records, handle, compression="zstd")
+    with atomic_path(target, private=sensitive) as tmp, open(tmp, "wb") as handle:
+        if sensitive:
+            sink = EncryptingWriter(key or b"", _purpose(shard_name), handle)
+            pq.write_table(records, sink, compression="zstd")
+            sink.close()
+        else:
+            pq.write_table(records, handle, compression="zstd")
     return ENCRYPTED if sensitive else PLAIN
 
 

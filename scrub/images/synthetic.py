@@ -65,7 +65,7 @@ def generate_webdataset(folder: Path | str, *, shards: int, samples: int, seed: 
         with tarfile.open(folder / f"{shard:05d}.tar", "w", format=tarfile.GNU_FORMAT) as tar:
             for index in range(samples):
                 key = f"{shard:05d}{index:04d}"
-                url = f"https://img{rng.integers(50)}.example.com/p/{key}-{rng.integers(1e6)}.jpg"
+                url = f"https://img{rng.integers(50)}.example.com/p/{key}-{rng.integers(1_000_000)}.jpg"
                 caption = f"sample {key} photo"
                 failed = failed_every > 0 and index % failed_every == failed_every - 1
                 rows["url"].append(url)

@@ -39,6 +39,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from scrub.errors import InvalidDatasetError, UserInputError
 from scrub.shipped import policies_folder
@@ -102,22 +103,7 @@ def load_policy(path: Path | str, *, _seen: tuple[Path, ...] = ()) -> Policy:
     path = resolve_policy(path) if not _seen else Path(path)
     if path.resolve() in _seen:
         raise UserInputError(f"{path}: 'extends' forms a cycle")
-    try:
-        raw = path.read_bytes()
-        data = tomllib.loads(raw.decode("utf-8"))
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot read the policy ({exc.strerror})") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UserInputError(f"{path}: not valid TOML ({exc})") from None
-    for section, value in data.items():
-        if section not in _SECTIONS:
-            raise UserInputError(f"{path}: unknown section [{section}]",
-                                 hint=f"sections: {', '.join(_SECTIONS)}")
-        if not isinstance(value, dict):
-            raise UserInputError(f"{path}: [{section}] must be a table")
-        unknown = sorted(set(value) - _SECTIONS[section])
-        if unknown:
-            raise UserInputError(f"{path}: unknown key(s) {', '.join(unknown)} in [{section}]")
+    raw, data = _read_policy(path)
     head = data.get("policy", {})
     digest = hashlib.sha256(raw)
     base: Policy | None = None
@@ -136,6 +122,39 @@ def load_policy(path: Path | str, *, _seen: tuple[Path, ...] = ()) -> Policy:
                     score=base.score if base else "stored",
                     thresholds=list(base.thresholds) if base else [],
                     keywords=list(base.keywords) if base else [])
+    _apply_lists_and_ledger(policy, data, path)
+    _apply_nsfw(policy, data.get("nsfw", {}), path)
+    if "keywords" in data:
+        _apply_keywords(policy, data["keywords"], path, digest)
+    if any(t.keywords for t in policy.thresholds) and not policy.keywords:
+        raise UserInputError(f"{path}: a rule uses the keyword filter but the policy has no "
+                             "[keywords]")
+    policy.sha256 = digest.hexdigest()
+    return policy
+
+
+def _read_policy(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """The policy file's bytes and its TOML, with every section and key known."""
+    try:
+        raw = path.read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise UserInputError(f"{path}: cannot read the policy ({exc.strerror})") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserInputError(f"{path}: not valid TOML ({exc})") from None
+    for section, value in data.items():
+        if section not in _SECTIONS:
+            raise UserInputError(f"{path}: unknown section [{section}]",
+                                 hint=f"sections: {', '.join(_SECTIONS)}")
+        if not isinstance(value, dict):
+            raise UserInputError(f"{path}: [{section}] must be a table")
+        unknown = sorted(set(value) - _SECTIONS[section])
+        if unknown:
+            raise UserInputError(f"{path}: unknown key(s) {', '.join(unknown)} in [{section}]")
+    return raw, data
+
+
+def _apply_lists_and_ledger(policy: Policy, data: dict[str, Any], path: Path) -> None:
     if "lists" in data:
         names = data["lists"].get("names", [])
         if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
@@ -146,46 +165,48 @@ def load_policy(path: Path | str, *, _seen: tuple[Path, ...] = ()) -> Policy:
         if not isinstance(requests, bool):
             raise UserInputError(f"{path}: ledger.requests must be true or false")
         policy.ledger = policy.ledger or requests
-    nsfw = data.get("nsfw", {})
+
+
+def _apply_nsfw(policy: Policy, nsfw: dict[str, Any], path: Path) -> None:
     if "score" in nsfw:
         if nsfw["score"] not in ("stored", "rescored"):
             raise UserInputError(f"{path}: nsfw.score must be \"stored\" or \"rescored\"")
         policy.score = nsfw["score"]
     for index, rule in enumerate(nsfw.get("rules", [])):
-        where = f"nsfw.rules[{index}]"
-        if not isinstance(rule, dict) or set(rule) - {"above", "keywords"}:
-            raise UserInputError(f"{path}: {where} takes 'above' and 'keywords' only")
-        above = rule.get("above")
-        if isinstance(above, bool) or not isinstance(above, (int, float)) \
-                or not 0.0 <= above <= 1.0:
-            raise UserInputError(f"{path}: {where}.above must be a number from 0 to 1")
-        keywords = rule.get("keywords", False)
-        if not isinstance(keywords, bool):
-            raise UserInputError(f"{path}: {where}.keywords must be true or false")
-        threshold = ScoreThreshold(float(above), keywords)
+        threshold = _threshold(rule, path, f"nsfw.rules[{index}]")
         if threshold not in policy.thresholds:
             policy.thresholds.append(threshold)
-    if "keywords" in data:
-        section = data["keywords"]
-        terms = section.get("terms", [])
-        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
-            raise UserInputError(f"{path}: keywords.terms must be a list of strings")
-        if "file" in section:
-            listing = path.parent / _text(section["file"], path, "keywords.file")
-            try:
-                text = listing.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise UserInputError(f"{path}: keywords.file {listing}: cannot read "
-                                     f"({type(exc).__name__})") from None
-            digest.update(text.encode())
-            terms = [*terms, *(line.strip() for line in text.splitlines()
-                               if line.strip() and not line.lstrip().startswith("#"))]
-        policy.keywords = list(dict.fromkeys([*policy.keywords, *terms]))
-    if any(t.keywords for t in policy.thresholds) and not policy.keywords:
-        raise UserInputError(f"{path}: a rule uses the keyword filter but the policy has no "
-                             "[keywords]")
-    policy.sha256 = digest.hexdigest()
-    return policy
+
+
+def _threshold(rule: object, path: Path, where: str) -> ScoreThreshold:
+    if not isinstance(rule, dict) or set(rule) - {"above", "keywords"}:
+        raise UserInputError(f"{path}: {where} takes 'above' and 'keywords' only")
+    above = rule.get("above")
+    if isinstance(above, bool) or not isinstance(above, (int, float)) \
+            or not 0.0 <= above <= 1.0:
+        raise UserInputError(f"{path}: {where}.above must be a number from 0 to 1")
+    keywords = rule.get("keywords", False)
+    if not isinstance(keywords, bool):
+        raise UserInputError(f"{path}: {where}.keywords must be true or false")
+    return ScoreThreshold(float(above), keywords)
+
+
+def _apply_keywords(policy: Policy, section: dict[str, Any], path: Path,
+                    digest: hashlib._Hash) -> None:
+    terms = section.get("terms", [])
+    if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+        raise UserInputError(f"{path}: keywords.terms must be a list of strings")
+    if "file" in section:
+        listing = path.parent / _text(section["file"], path, "keywords.file")
+        try:
+            text = listing.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserInputError(f"{path}: keywords.file {listing}: cannot read "
+                                 f"({type(exc).__name__})") from None
+        digest.update(text.encode())
+        terms = [*terms, *(line.strip() for line in text.splitlines()
+                           if line.strip() and not line.lstrip().startswith("#"))]
+    policy.keywords = list(dict.fromkeys([*policy.keywords, *terms]))
 
 
 def check_score_columns(policies: Sequence[Policy], source: Path | str, *,
