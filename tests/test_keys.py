@@ -71,7 +71,7 @@ def test_keyset_membership_equals_a_python_set(width: int, members: int, queries
     valid = rng.random(queries) < 0.9
     found = KeySet(keys).contains(asked, valid)
     truth = {bytes(k) for k in keys}
-    expected = [bool(v) and bytes(q) in truth for q, v in zip(asked, valid)]
+    expected = [bool(v) and bytes(q) in truth for q, v in zip(asked, valid, strict=False)]
     assert found.tolist() == expected
 
 
@@ -111,8 +111,8 @@ def test_digest_keys_reads_every_stored_form_as_the_same_keys(width: int, rows: 
     rng = np.random.default_rng(seed)
     keys = rng.integers(0, 256, (rows + start, width), dtype=np.uint8)
     nulls = rng.random(rows + start) < 0.2
-    text = [None if n else h for n, h in zip(nulls, keys_to_hex(keys).astype(str))]
-    raw = [None if n else bytes(k) for n, k in zip(nulls, keys)]
+    text = [None if n else h for n, h in zip(nulls, keys_to_hex(keys).astype(str), strict=False)]
+    raw = [None if n else bytes(k) for n, k in zip(nulls, keys, strict=False)]
     forms = [pa.array(text, pa.string()), pa.array(text, pa.large_string()),
              pa.array(text, pa.string_view()), pa.array(text, pa.string()).dictionary_encode(),
              pa.array([t.upper() if t else t for t in text], pa.string()),
@@ -122,9 +122,9 @@ def test_digest_keys_reads_every_stored_form_as_the_same_keys(width: int, rows: 
              pa.array([t.encode() if t else t for t in text], pa.binary())]
     if width == 8:
         forms += [pa.array([None if n else int.from_bytes(bytes(k), "big")
-                            for n, k in zip(nulls, keys)], pa.uint64()),
+                            for n, k in zip(nulls, keys, strict=False)], pa.uint64()),
                   pa.array([None if n else int.from_bytes(bytes(k), "big", signed=True)
-                            for n, k in zip(nulls, keys)], pa.int64())]
+                            for n, k in zip(nulls, keys, strict=False)], pa.int64())]
     for form in forms:
         found, valid = digest_keys(form.slice(start), width)
         assert valid.tolist() == (~nulls[start:]).tolist(), form.type
@@ -139,7 +139,7 @@ def test_index_of_gives_each_found_key_its_position() -> None:
     index = KeySet(keys)
     asked = np.concatenate([keys[::7], rng.integers(0, 256, (30, 16), dtype=np.uint8)])
     at = index.index_of(asked)
-    for row, position in zip(asked, at):
+    for row, position in zip(asked, at, strict=False):
         if position >= 0:
             assert bytes(index.keys[position]) == bytes(row)
         else:

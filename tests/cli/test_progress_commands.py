@@ -10,7 +10,6 @@ import pytest
 
 from tests.helpers import expect_ok, run_cli
 
-
 PLANTED_URL = "https://planted.example.net/secret-photo-4711.jpg"
 PLANTED_MD5 = "5f2b1c3d4e5f60718293a4b5c6d7e8f9"
 PLANTED_EMAIL = "planted.person@example.org"

@@ -9,8 +9,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from scrub.dataset import detect_roles
 from scrub.apply import apply
+from scrub.dataset import detect_roles
 from scrub.engine.kernel import decide
 from scrub.engine.plan import MatchPlan, plan_from_hashlists
 from scrub.engine.reasons import Reason

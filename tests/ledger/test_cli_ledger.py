@@ -7,7 +7,6 @@ from pathlib import Path
 
 from tests.helpers import expect_ok, run_cli
 
-
 REQUEST = {"kind": "gdpr_erasure", "received_at": "2026-11-01T10:00:00Z",
            "requester": {"name": "Jane Roe", "email": "jane.roe@example.org"},
            "items": [{"type": "url", "value": "https://example.com/a.jpg"}]}

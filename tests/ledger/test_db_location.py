@@ -12,7 +12,6 @@ from typer.testing import Result
 from scrub.crypto import write_key_file
 from tests.helpers import expect_exit, expect_ok, read_only_folder, run_cli
 
-
 #: The commands that only read the ledger, plus one that writes to it.
 READERS = [("requests", "ls"), ("requests", "show", "1"), ("requests", "export", "1"),
            ("ledger", "verify"), ("db", "current"), ("db", "check")]

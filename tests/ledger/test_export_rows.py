@@ -12,6 +12,7 @@ import pytest
 from scrub.crypto import write_signing_keypair
 from scrub.ledger.service import Ledger
 from scrub.synthetic import generate_dataset, read_column
+from tests.helpers import expect_ok
 from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     cli,
     database,
@@ -21,7 +22,6 @@ from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     request_policies,
     spec,
 )
-from tests.helpers import expect_ok
 
 NOTHING = "1" * 32  # an md5 no row has
 

@@ -70,7 +70,7 @@ def test_refused_transitions_name_the_state(ledger: Ledger, path: list[str],
 def test_deadlines_extensions_and_the_overdue_list(ledger: Ledger) -> None:
     late, _ = ledger.add(spec("a@example.org"), "alice")
     fresh, _ = ledger.add(spec("b@example.org", received="2026-11-20T09:00:00Z"), "alice")
-    now = dt.datetime(2026, 12, 5, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
     assert ledger.show(late).due_at.startswith("2026-12-01")
     assert [v.id for v in ledger.list(overdue=True, now=now)] == [late]
     ledger.extend(late, "alice", reason="identity check pending", days=30)

@@ -21,7 +21,6 @@ from scrub.images.synthetic import jpeg_bytes, picture
 from scrub.layout import companion
 from tests.helpers import expect_exit, expect_ok, run_cli
 
-
 KEYS = [f"{i:06d}" for i in range(6)]
 
 

@@ -75,9 +75,10 @@ def test_private_suffix_domains_remove_every_row_on_or_under_them(private_datase
     keys = read_column(private_dataset, "key").to_list()
     removed = {k for k in keys if k not in kept}
     for domain in PRIVATE:
-        expected = {k for k, u in zip(keys, urls) if under(url_host(u), domain)}
+        expected = {k for k, u in zip(keys, urls, strict=False) if under(url_host(u), domain)}
         assert expected and expected <= removed, domain
-    expected = {k for k, u in zip(keys, urls) if any(under(url_host(u), d) for d in PRIVATE)}
+    expected = {k for k, u in zip(keys, urls, strict=True)
+                if any(under(url_host(u), d) for d in PRIVATE)}
     assert removed == expected
     # the look-alikes stay
     left = pl.read_parquet(sorted((tmp_path / "out").glob("*.parquet")))["URL"].to_list()
@@ -145,11 +146,11 @@ def test_domain_rules_match_exactly_the_host_or_its_subdomains(case) -> None:  #
     ".D", for every D the domain type accepts."""
     hosts, domains, spellings, upper = case
     urls = [f"https://{s.format(h.upper() if up else h)}/p/{i}.jpg"
-            for i, (h, s, up) in enumerate(zip(hosts, spellings, upper))]
+            for i, (h, s, up) in enumerate(zip(hosts, spellings, upper, strict=False))]
     urls += ["not a url", "https:///nohost.jpg"]
     canonical = pl.Series(domains, dtype=pl.String)
     keys, valid = Domain.normalize_column(canonical)
-    accepted = [d for d, ok in zip(domains, valid) if ok]
+    accepted = [d for d, ok in zip(domains, valid, strict=False) if ok]
     source = Source(id=0, label="domains", kind="list", digest="")
     plan = MatchPlan(sources=[source], rules=[_rule("domain", keys[valid], source, None)])
     table = pa.table({"URL": pa.array(urls, pa.string())})
@@ -158,7 +159,7 @@ def test_domain_rules_match_exactly_the_host_or_its_subdomains(case) -> None:  #
     assert got.tolist() == expected
     # the domain type refuses exactly the ICANN suffixes (per tldextract's own reading of the
     # list's ICANN section), single labels and names a WHATWG parser reads as IPv4
-    for d, ok in zip(domains, valid):
+    for d, ok in zip(domains, valid, strict=False):
         refused = ("." not in d or re.fullmatch(r"[0-9]+|0x[0-9a-f]*", d.rsplit(".", 1)[1])
                    or ICANN_ONLY(d).suffix == d)
         assert bool(ok) == (not refused), d
@@ -269,8 +270,8 @@ def test_host_probe_sets_of_a_release_made_before_parent_domains_are_not_trusted
     """A base release whose host probe sets hold only hosts and registrable domains (as
     releases made before this change have them, with the untagged layout) must not let a
     rebuild skip the shards with rows under the new domain: their tags no longer check."""
-    import scrub.release.shard as build_module
     import scrub.release.probe as probe
+    import scrub.release.shard as build_module
     from scrub.urls import registrable_domains
 
     def old_host_probes(hosts: pl.Series, key: str) -> np.ndarray:

@@ -118,9 +118,9 @@ def test_ledger_caption_terms_are_attributed_to_their_request() -> None:
     """Items as the ledger holds them: put in canonical form now, or (rows stored before
     folding) only lower-cased with spaces collapsed, NFD and ß kept."""
     table = pa.table({"TEXT": HIDDEN + NEAR})
-    items = [(1, "gdpr_erasure", "caption_term", " ".join("E\u0301lodie  Martin".split()).lower()),
+    items = [(1, "gdpr_erasure", "caption_term", " ".join(["Élodie", "Martin"]).lower()),
              (2, "gdpr_erasure", "caption_term", CaptionTerm.normalize("jane\u00a0DOE")),
-             (3, "copyright", "caption_term", " ".join("Straße Σίσυφος".split()).lower()),
+             (3, "copyright", "caption_term", " ".join(["Straße", "Σίσυφος"]).lower()),
              (4, "other", "caption_term", "nobody here")]
     plan = MatchPlan()
     add_ledger_rules(plan, items, watermark=(1, "0" * 64))
@@ -160,7 +160,7 @@ def test_default_ignorable_table_matches_unicode_where_python_can_tell() -> None
 #: Characters whose lower case differs between Python's Unicode tables and polars' (newer
 #: Unicode: letters assigned since); the reference cannot speak for them.
 _ALL = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
-_DISAGREE = [c for c, low in zip(_ALL, pl.Series(_ALL).str.to_lowercase().to_list())
+_DISAGREE = [c for c, low in zip(_ALL, pl.Series(_ALL).str.to_lowercase().to_list(), strict=False)
              if low != c.lower()]
 #: An alphabet that stresses folding: ASCII, Latin-1, combining marks, ß/ẞ, sigma forms, İ/ı,
 #: Kelvin and Ångström signs, ligatures, Greek with tonos/dialytika, Hangul jamo and
@@ -196,7 +196,7 @@ def test_every_character_folds_as_python_folds_it() -> None:
     chars = [c for c in _ALL if c not in set(_DISAGREE) and unicodedata.category(c) != "Cn"]
     texts = chars + [f"A{c}\u0301" for c in chars[::7]]
     got = types.fold_text(pl.Series(texts, dtype=pl.String)).to_list()
-    wrong = [ascii(t) for t, g in zip(texts, got) if g != reference_fold(t)]
+    wrong = [ascii(t) for t, g in zip(texts, got, strict=False) if g != reference_fold(t)]
     assert not wrong, wrong[:10]
 
 
@@ -218,7 +218,7 @@ def test_a_term_matches_in_every_spelling_and_never_glued_to_a_word(words: list[
     spelled = [data.draw(st.sampled_from(spellings(w))) for w in words]
     gaps = [data.draw(st.text(alphabet=st.sampled_from(WHITESPACE), min_size=1, max_size=3))
             for _ in words[1:]]
-    written = spelled[0] + "".join(g + w for g, w in zip(gaps, spelled[1:]))
+    written = spelled[0] + "".join(g + w for g, w in zip(gaps, spelled[1:], strict=False))
     left = data.draw(st.sampled_from(["", "photo of ", "(", "#", "— ", "9\n"]))
     right = data.draw(st.sampled_from(["", " 2019", ")", ", at home", "!", "\u00a0"]))
     rule = CaptionTermRule([data.draw(st.sampled_from(spellings(term)))], Reason.CAPTION_TERM,

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from scrub.crypto import load_signing_key, write_signing_keypair
-from tests.security.release_setup import Setup, make_setup
 from tests.helpers import expect_exit, expect_ok
+from tests.security.release_setup import Setup, make_setup
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from scrub.crypto import (
     write_signing_keypair,
 )
 from scrub.layout import companion
-from tests.security.release_setup import Setup, make_setup
 from tests.helpers import expect_exit, expect_ok
+from tests.security.release_setup import Setup, make_setup
 
 
 @pytest.fixture(scope="module")

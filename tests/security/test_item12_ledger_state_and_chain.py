@@ -25,6 +25,7 @@ from scrub.ledger import db
 from scrub.ledger.models import Event
 from scrub.ledger.service import IdentitySeal, Ledger
 from scrub.synthetic import generate_dataset, read_column
+from tests.helpers import expect_exit, expect_ok
 from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     cli,
     database,
@@ -38,7 +39,6 @@ from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     tamper,
     text_of_database,
 )
-from tests.helpers import expect_exit, expect_ok
 
 GENESIS = "0" * 64
 
@@ -153,8 +153,8 @@ def test_a_request_deleted_from_the_table_is_named(tmp_path: Path, database: tup
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None \
-        else value.astimezone(dt.timezone.utc)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None \
+        else value.astimezone(dt.UTC)
 
 
 def _text(prev: str, seq: int, request_id, at: dt.datetime, actor: str, action: str,  # type: ignore
@@ -396,7 +396,7 @@ def legacy_ledger(engine: Engine, key: bytes) -> None:
 
     db.upgrade(engine, "0003")
     lookup = hmac.new(key, b"scrub-ledger-requester-lookup", hashlib.sha256).digest()
-    at = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
     prev, seq = GENESIS, 0
     with engine.begin() as connection:
         for request_id, email, items in (

@@ -21,8 +21,8 @@ import pytest
 from scrub.crypto import write_key_file
 from scrub.layout import companion
 from scrub.lists.store import ListStore
-from tests.security.release_setup import Setup, make_setup, nsfw_policy
 from tests.helpers import expect_ok
+from tests.security.release_setup import Setup, make_setup, nsfw_policy
 
 VARIANT = "research"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from scrub.ledger.service import Ledger
+from tests.helpers import expect_ok
 from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     cli,
     database,
@@ -20,7 +21,6 @@ from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     spec,
     text_of_database,
 )
-from tests.helpers import expect_ok
 
 ITEMS = [{"type": "url", "value": "https://zq-studio.com/private/zebulon-at-home.jpg"},
          {"type": "caption_term", "value": "Zebulon Quartermain"},

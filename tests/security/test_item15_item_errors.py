@@ -11,7 +11,6 @@ import pytest
 
 from tests.helpers import expect_exit, run_cli
 
-
 NAME = "Jane Roe-Secret"
 URL = "https://private.example/jane-roe/at-home.jpg"
 REQUEST = {"kind": "gdpr_erasure", "received_at": "2026-11-01T10:00:00Z",

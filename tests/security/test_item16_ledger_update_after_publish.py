@@ -14,6 +14,7 @@ import pytest
 from scrub.crypto import write_signing_keypair
 from scrub.ledger.service import Ledger
 from scrub.synthetic import generate_dataset, read_column
+from tests.helpers import expect_ok
 from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     cli,
     database,
@@ -23,7 +24,6 @@ from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     request_policies,
     spec,
 )
-from tests.helpers import expect_ok
 
 STAGING = ".scrub-release"
 

@@ -13,7 +13,6 @@ import pytest
 
 from tests.helpers import expect_exit, expect_ok, run_cli
 
-
 MD5S = [hashlib.md5(str(i).encode()).hexdigest() for i in range(40)]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from scrub.ledger.service import Ledger
+from tests.helpers import expect_exit
 from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     cli,
     database,
@@ -19,7 +20,6 @@ from tests.security.ledger_setup import (  # noqa: F401 - fixtures
     ledger,
     spec,
 )
-from tests.helpers import expect_exit
 
 ADD = ["requests", "add", "--kind", "gdpr_erasure", "--name", "N", "--email", "n@example.org",
        "--item", "md5=" + "0" * 32]

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.security.release_setup import Setup, make_setup
 from tests.helpers import expect_exit, expect_ok
+from tests.security.release_setup import Setup, make_setup
 
 
 @pytest.fixture(scope="module")

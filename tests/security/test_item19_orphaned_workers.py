@@ -99,7 +99,7 @@ def kill_parent_alone(args: list[str], workers: int) -> tuple[list[int], list[in
     resource tracker, freeze the workers, SIGKILL the parent only, then let the workers run.
     Returns (worker pids, resource tracker pids, the parent's semaphores' inodes)."""
     env = dict(os.environ, PYTHONPATH=str(Path(scrub.__file__).resolve().parents[1]))
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (read back by the caller after the run)
     parent = subprocess.Popen([sys.executable, "-m", "scrub", *args], env=env,
                               stdout=subprocess.DEVNULL, stderr=log)
     spawned: list[int] = []

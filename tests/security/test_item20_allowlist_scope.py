@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from scrub.crypto import write_key_file
 from scrub.apply import apply
+from scrub.crypto import write_key_file
 from scrub.engine.plan import plan_from_hashlists
 from scrub.lists.hashlist import read_hashlist
 from scrub.synthetic import generate_dataset, read_column

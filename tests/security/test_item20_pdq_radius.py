@@ -41,7 +41,8 @@ def test_a_pdq_exactly_at_the_radius_matches_and_one_bit_further_does_not(
     beyond = [8, 151, 334]
     listed = [flip(codes[i], r, rng) for i in at_radius] + \
              [flip(codes[i], r + 1, rng) for i in beyond]
-    for entry, row in zip(listed, at_radius + beyond):  # the distances are what they say
+    # the distances are what they say
+    for entry, row in zip(listed, at_radius + beyond, strict=False):
         distance = int(np.unpackbits(entry ^ codes[row]).sum())
         assert distance == (r if row in at_radius else r + 1)
     listing = tmp_path / "pdq.txt"

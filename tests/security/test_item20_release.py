@@ -25,8 +25,8 @@ from scrub.layout import companion
 from scrub.ledger import db
 from scrub.ledger.service import IdentitySeal, Ledger, RequestSpec
 from scrub.lists.store import ListStore
-from tests.security.release_setup import Setup, make_setup, nsfw_policy
 from tests.helpers import expect_exit, expect_ok
+from tests.security.release_setup import Setup, make_setup, nsfw_policy
 
 
 def add_verified(url: str, key: Path, address: str, email: str) -> tuple[Ledger, int]:
@@ -131,7 +131,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ascending_share(values: list) -> float:  # type: ignore[type-arg]
-    return sum(x < y for x, y in zip(values, values[1:])) / (len(values) - 1)
+    return sum(x < y for x, y in zip(values, values[1:], strict=False)) / (len(values) - 1)
 
 
 def test_the_removal_list_is_shuffled_by_the_release_key(shuffled: Setup,

@@ -36,7 +36,6 @@ from scrub.urls import (
 )
 from tests.helpers import expect_exit, expect_ok, run_cli
 
-
 # ---------------------------------------------------------------------------------------------
 # Real-looking URLs and their respellings.
 
@@ -334,7 +333,7 @@ def test_hosts_equal_whatwg_hosts_of_ada(tmp_path: Path) -> None:
     assert ours == [url_host(u) for u in urls]  # the column path equals the reference
     classes: Counter[str] = Counter()
     examples: dict[str, str] = {}
-    for url, host in zip(urls, ours):
+    for url, host in zip(urls, ours, strict=False):
         name = difference_class(url, host)
         classes[name] += 1
         examples.setdefault(name, url)
