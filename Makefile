@@ -29,8 +29,10 @@ demo: $(VENV)/.installed-core
 test: $(VENV)/.installed-all
 	$(BIN)/python -m pytest
 
+# scrub against the tools a user would pick instead (DuckDB, polars), same run: bench/all.py.
+BENCH_ARGS ?= --rows 4000000
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/apply.py
+	$(BIN)/python bench/all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) scrub-demo bench/.cache .pytest_cache

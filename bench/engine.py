@@ -3,8 +3,8 @@
 Uses the dataset and md5 list cached by ``bench/apply.py`` (generated if missing), adds a 100k
 registrable-domain list and a 10k URL-prefix list (a few hundred of each on the dataset's own
 hosts, the rest elsewhere), and times ``scrub apply`` with all three against the bare polars
-read+write baseline (``bench/polars_copy.py``) in the same run, both as fresh processes. Target:
->= 0.7x the baseline, peak RSS bounded as for ``bench/apply.py``.
+read+write baseline (``bench/peers/polars_copy.py``) in the same run, both as fresh processes.
+Target: >= 0.7x the baseline, peak RSS bounded as for ``bench/apply.py``.
 
 Usage: ``python bench/engine.py [--rows 10000000] [--shards 20] [--repeat 3]``
 """
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 from bench.apply import CACHE, baseline, prepare  # noqa: E402
 from bench.measure import timed  # noqa: E402
-from scrub.engine.local import default_workers  # noqa: E402
+from scrub.runtime import default_workers  # noqa: E402
 from scrub.synthetic import read_column  # noqa: E402
 from scrub.urls import canonical_hosts, registrable_domains  # noqa: E402
 

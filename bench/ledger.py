@@ -62,7 +62,7 @@ def request_batch(requests: int, items: int) -> Path:
     first, last = rng.integers(0, len(words), (2, items))
     emails = rng.integers(0, requests * 50, requests)
     repeat = rng.random(requests) < 0.02
-    start = dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
     seconds = np.sort(rng.integers(0, 80 * 86400, requests))
     tmp = path.with_suffix(".partial")
     position = 0

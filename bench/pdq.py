@@ -50,7 +50,8 @@ def main() -> None:
     small = HammingIndex(haystack)
     for radius in range(32):
         got, want = small.search(needles, radius), brute_force(haystack, needles, radius)
-        if sorted(zip(got.query, got.entry)) != sorted(zip(want.query, want.entry)):
+        if (sorted(zip(got.query, got.entry, strict=True))
+                != sorted(zip(want.query, want.entry, strict=True))):
             raise SystemExit(f"haystack x needles differs from brute force at radius {radius}")
     print("haystack x needles: identical to brute force at every radius 0..31")
 

@@ -1,13 +1,17 @@
-"""Benchmark: ``scrub release build`` of both Re-LAION variants against ``scrub apply`` alone.
+"""Benchmark: ``scrub release build`` of both Re-LAION variants against a polars peer.
 
 Uses bench/apply.py's cached LAION-like dataset (10M rows in 20 shards) and 1M-entry md5 list
 with 10k planted hits. The list goes into a fresh store; then, alternating for ``--repeat``
-rounds, both as fresh processes timed from launch to exit:
+rounds, each as a fresh process timed from launch to exit, over the same number of workers:
 
-- apply: ``scrub apply DATASET OUT --list bench-md5`` (one output);
+- apply: ``scrub apply DATASET OUT --list bench-md5`` (one output, for reference);
 - release: ``scrub release build DATASET OUT --policy research.toml --policy
   research-safe.toml --signing-key K`` (two variants in one pass, each with its manifest,
-  signature, audit and removal list; target <= 1.3x apply's time).
+  signature, audit and removal list);
+- polars peer (``bench/peers/polars_release.py``): polars reads each shard once and writes both
+  variants (list matches and p_unsafe > 0.95 with a caption keyword; also p_unsafe > 0.45), shards
+  in parallel. Target: the release <= 0.8x the peer's time. Each variant must keep the same rows
+  as scrub's.
 
 With ``--incremental``, instead: a dataset of ``--inc-rows`` rows in 100 shards, a full build,
 then one new verified takedown request, then ``scrub release build --from`` the first build
@@ -32,12 +36,13 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from bench.apply import CACHE, prepare  # noqa: E402
-from bench.measure import timed  # noqa: E402
+from bench.measure import default_workers, timed  # noqa: E402
+from bench.peers.check import same_rows  # noqa: E402
 from scrub.crypto import write_key_file, write_signing_keypair  # noqa: E402
-from scrub.engine.local import default_workers  # noqa: E402
 from scrub.lists.store import ListStore  # noqa: E402
 
 POLICIES = ROOT.parent / "policies"
+PEER_TARGET = 0.8
 
 
 def incremental(rows: int, repeat: int) -> None:
@@ -94,6 +99,68 @@ def incremental(rows: int, repeat: int) -> None:
     print(f"  ratio {i / f:.1%} of the full build (target <= 10%)")
 
 
+def full(rows: int, shards: int, repeat: int) -> None:
+    """Apply, release build and the polars peer, alternating; medians, ratio and row checks."""
+    dataset, hashlist = prepare(rows, shards, 10_000, 1_000_000)
+    work = CACHE / "release-run"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    key = write_key_file(work / "data.key")
+    ListStore(work / "store").import_list(hashlist, name="bench-md5", source="bench",
+                                          version="1", key=key)
+    write_signing_keypair(work / "sign.pem", work / "sign.pub")
+    workers = str(default_workers())
+    os.environ["SCRUB_HOME"] = str(work / "home")
+    common = ["--store", str(work / "store"), "--key-file", str(work / "data.key"),
+              "--workers", workers, "--quiet", "--json"]
+    release = ["release", "build", str(dataset), str(work / "release-out"), "--policy",
+               str(POLICIES / "research.toml"), "--policy", str(POLICIES / "research-safe.toml"),
+               "--signing-key", str(work / "sign.pem"), "--no-ledger-update", *common]
+    peer = [str(ROOT / "peers" / "polars_release.py"), str(dataset), str(hashlist),
+            str(POLICIES / "keywords.txt"), str(work / "peer-out"), "--workers", workers]
+    # the policies apply verified ledger requests: an empty, migrated ledger
+    timed([sys.executable, "-m", "scrub", "db", "upgrade"])
+    times: dict[str, list[float]] = {"apply": [], "release": [], "peer": []}
+    for _ in range(repeat):
+        for name, command in (("apply", ["-m", "scrub", "apply", str(dataset),
+                                         str(work / "apply-out"), "--list", "bench-md5",
+                                         *common]),
+                              ("release", ["-m", "scrub", *release]), ("peer", peer)):
+            shutil.rmtree(work / f"{name}-out", ignore_errors=True)
+            os.sync()
+            elapsed, peak, out = timed([sys.executable, *command])
+            times[name].append(elapsed)
+            if name == "apply":
+                removed = json.loads(out)["rows_removed"]
+            elif name == "release":
+                summary, release_peak = json.loads(out), peak
+    for variant in sorted(summary["variants"]):
+        same_rows(work / "release-out" / variant, work / "peer-out" / variant,
+                  name=f"polars peer ({variant})")
+    print(f"{rows:,} rows, {shards} shards, {workers} workers, median of {repeat} "
+          f"(apply removed {removed:,} rows)")
+    _report(times, summary, release_peak)
+
+
+def _report(times: dict[str, list[float]], summary: dict, peak: int) -> None:
+    a, r, p = (statistics.median(times[n]) for n in ("apply", "release", "peer"))
+
+    def each(name: str) -> str:
+        return ", ".join(f"{t:.1f}" for t in times[name])
+
+    print(f"  scrub apply (one output):             {a:6.1f} s  ({each('apply')})")
+    print(f"  scrub release build (two variants):   {r:6.1f} s  ({each('release')}), "
+          f"peak RSS {peak / 2**20:,.0f} MiB")
+    for name, info in sorted(summary["variants"].items()):
+        print(f"    {name}: {info['rows_out']:,} rows")
+    print(f"  polars peer (read once, two variants): {p:5.1f} s  ({each('peer')}), "
+          "same rows as scrub in each variant")
+    print(f"  ratio release / apply {r / a:.2f}x (for reference; no target)")
+    verdict = "met" if r / p <= PEER_TARGET else "MISSED"
+    print(f"  ratio both release variants / polars peer {r / p:.2f}x "
+          f"(target <= {PEER_TARGET}x: {verdict})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -104,49 +171,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.incremental:
         incremental(args.inc_rows, args.repeat)
-        return
-    dataset, hashlist = prepare(args.rows, args.shards, 10_000, 1_000_000)
-    work = CACHE / "release-run"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    key = write_key_file(work / "data.key")
-    ListStore(work / "store").import_list(hashlist, name="bench-md5", source="bench",
-                                          version="1", key=key)
-    write_signing_keypair(work / "sign.pem", work / "sign.pub")
-    workers = str(default_workers())
-    env = {**os.environ, "SCRUB_HOME": str(work / "home")}
-    common = ["--store", str(work / "store"), "--key-file", str(work / "data.key"),
-              "--workers", workers, "--quiet", "--json"]
-    applies, releases = [], []
-    os.environ.update(env)
-    # the policies apply verified ledger requests: an empty, migrated ledger
-    timed([sys.executable, "-m", "scrub", "db", "upgrade"])
-    for _ in range(args.repeat):
-        shutil.rmtree(work / "apply-out", ignore_errors=True)
-        os.sync()
-        elapsed, _, out = timed([sys.executable, "-m", "scrub", "apply", str(dataset),
-                                 str(work / "apply-out"), "--list", "bench-md5", *common])
-        applies.append(elapsed)
-        removed = json.loads(out)["rows_removed"]
-        shutil.rmtree(work / "release-out", ignore_errors=True)
-        os.sync()
-        elapsed, peak, out = timed([
-            sys.executable, "-m", "scrub", "release", "build", str(dataset),
-            str(work / "release-out"), "--policy", str(POLICIES / "research.toml"),
-            "--policy", str(POLICIES / "research-safe.toml"), "--signing-key",
-            str(work / "sign.pem"), "--no-ledger-update", *common])
-        releases.append(elapsed)
-    summary = json.loads(out)
-    a, r = statistics.median(applies), statistics.median(releases)
-    print(f"{args.rows:,} rows, {args.shards} shards, {workers} workers, median of "
-          f"{args.repeat} (apply removed {removed:,} rows)")
-    print(f"  scrub apply (one output):             {a:6.1f} s  "
-          f"({', '.join(f'{t:.1f}' for t in applies)})")
-    print(f"  scrub release build (two variants):   {r:6.1f} s  "
-          f"({', '.join(f'{t:.1f}' for t in releases)}), peak RSS {peak / 2**20:,.0f} MiB")
-    for name, info in sorted(summary["variants"].items()):
-        print(f"    {name}: {info['rows_out']:,} rows")
-    print(f"  ratio {r / a:.2f}x apply (target <= 1.3x)")
+    else:
+        full(args.rows, args.shards, args.repeat)
 
 
 if __name__ == "__main__":

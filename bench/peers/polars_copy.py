@@ -22,11 +22,11 @@ from pathlib import Path
 def copy_shard(args: tuple[str, str]) -> int:
     import polars as pl
 
-    from scrub.dataset import BATCH_ROWS, WRITER_COMPRESSION, WRITER_COMPRESSION_LEVEL
+    from scrub.dataset import BATCH_ROWS, WRITER_COMPRESSION_LEVEL
 
     source, target = args
     frame = pl.read_parquet(source)
-    frame.write_parquet(target, compression=WRITER_COMPRESSION,
+    frame.write_parquet(target, compression="zstd",
                         compression_level=WRITER_COMPRESSION_LEVEL, row_group_size=BATCH_ROWS)
     return frame.height
 
@@ -48,5 +48,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
     sys.exit(main())
