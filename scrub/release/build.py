@@ -12,8 +12,7 @@ build resumes with the same bytes; the variants move to ``OUT`` only when all is
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from scrub.dataset import Shard, discover_shards, open_shard
@@ -21,15 +20,16 @@ from scrub.engine.survey import survey
 from scrub.errors import OutputConflictError, UserInputError
 from scrub.layout import companion
 from scrub.progress import Progress
-from scrub.release._executor import default_workers, run_tasks
+from scrub.release import task
 from scrub.release.plan import ReleasePlan, Variant, plan_release
 from scrub.release.probe import Probing, probe_key, write_inputs
 from scrub.release.publish import BuildResult, Published, publish, published_by
 from scrub.release.reuse import Reuse, prepare_reuse, settle
-from scrub.release.shard import ShardTask, embedding_file, open_embeddings
+from scrub.release.shard import embedding_file, open_embeddings
 from scrub.release.signed import locate_variant
 from scrub.release.staging import STAGING, Job, JobIdentity, Staging, job_identity
 from scrub.release.stats import VariantShardStats, rows_per_item
+from scrub.runtime import Outcome, default_workers, open_executor, run_units, split_done
 
 __all__ = ["STAGING", "BuildResult", "Finish", "ReleasePlan", "Reuse", "Variant", "build",
            "plan_release", "prepare_reuse", "rows_per_item"]
@@ -62,8 +62,10 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
         raise UserInputError(f"{output}: OUTPUT must be outside the input folder")
     total = survey(shards)
     names = release.names
-    identity = job_identity(source, shards, release, overrides,
-                            reuse.previous if reuse else None)
+    identity = job_identity(
+        source, shards, plan=release.plan.fingerprint(), overrides=overrides,
+        policies={v.policy.name: v.policy.sha256 for v in release.variants},
+        previous=reuse.previous if reuse else None)
     staging = Staging(output)
     job = staging.read_job()
     if job is not None and job.fingerprint != identity.fingerprint:  # another build
@@ -108,7 +110,7 @@ def _finish_interrupted(staging: Staging, job: Job, identity: JobIdentity,
             f"{staging.output}: holds release {finished.release_id}, published by an "
             "interrupted build that this run has now finished (ledger update included)",
             hint="build into a new OUT folder (releases are never overwritten)")
-    shutil.rmtree(staging.root)
+    staging.discard()
     return None
 
 
@@ -134,49 +136,80 @@ def _build_shards(source: Path, shards: list[Shard], release: ReleasePlan, stagi
                   overrides: dict[str, str] | None, progress: bool, reuse: Reuse | None,
                   engine: str, address: str | None,
                   total: int) -> dict[str, dict[str, VariantShardStats]]:
-    """Every shard built, reused or found built already: shard name -> variant -> stats."""
+    """Every shard built, reused or found built already: shard name -> variant -> stats.
+
+    A shard is a runtime task (:mod:`scrub.release.task`) run by the executor of ``engine``;
+    the shards an interrupted build recorded done are skipped."""
     names = release.names
-    stats = staging.completed(shards)
-    pending = [shard for shard in shards if shard.name not in stats]
+    done, pending = split_done(shards, staging.completed)
+    stats = {shard.name: per_variant for shard, per_variant in done}
     meter = Progress("release", len(shards), total, enabled=progress)
-    meter.resume(sum(open_shard(s).metadata.num_rows for s in shards if s.name in stats),
-                 shards=len(stats))
+    meter.resume(sum(open_shard(s).metadata.num_rows for s, _ in done), shards=len(done))
     key = probe_key(secret)
-    # tail probe sets cost time per row: only for policies that take ledger requests
-    probing = Probing(key, tails=any(v.policy.ledger for v in release.variants))
-    # Embeddings that may not be published are refused before any work (a rebuild checks those
-    # of the shards it builds again, and does not read the others).
-    for shard in pending if reuse is None else []:
-        emb = embedding_file(source, shard)
-        if emb is not None:
-            open_embeddings(emb, shard, open_shard(shard).metadata.num_rows)
+    if reuse is None:
+        _check_embeddings(source, pending)
 
     def record(shard: Shard, result: list[VariantShardStats]) -> None:
-        """A completion marker (what a resumed build skips), the stats, progress."""
-        per_variant = dict(zip(names, result))
+        """A shard reused here: its completion marker, its stats, progress."""
+        per_variant = dict(zip(names, result, strict=True))
         staging.mark_done(shard.name, per_variant)
         stats[shard.name] = per_variant
         meter.advance(result[0].rows_in if result else 0)
 
+    handed = False  # once the runtime runs the shards, it finishes the meter
     try:
         task_reuse = reuse
         if reuse is not None:
-            # Locally every shard is settled here, on threads (reading only the new rules'
-            # columns is light: workers would take longer to start), and only the shards with
-            # new removals are built again, in full. On Ray, shards whose probe sets rule
-            # every new rule out are reused here, unread; the cluster matches the others.
-            local = engine != "ray"
-            threads = max(1, min(workers or default_workers(), len(pending) or 1))
-            pending = settle(reuse, names, pending, staging.root, source, overrides, key,
-                             threads=threads if local else 1, read=local, done=record)
-            task_reuse = None if local else reuse
-        tasks = [ShardTask(names, shard, staging.root, embedding_file(source, shard),
-                           job.removal_key, probing, overrides) for shard in pending]
-        finished: Iterable[tuple[int, list[VariantShardStats]]] = run_tasks(
-            tasks, release.plan, release.groups, task_reuse, engine=engine, workers=workers,
-            address=address)
-        for index, result in finished:
-            record(pending[index], result)
+            pending, task_reuse = _settle(reuse, names, pending, staging, source, overrides,
+                                          key, engine=engine, workers=workers, done=record)
+        # tail probe sets cost time per row: only for policies that take ledger requests
+        probing = Probing(key, tails=any(v.policy.ledger for v in release.variants))
+        payload = task.Payload(release.plan, release.groups, names, staging, source,
+                               job.removal_key, probing, overrides, task_reuse)
+        if engine == "ray":  # opened as the shards are ready: a warm-up would only wait
+            count, warm = workers, None
+        else:
+            count, warm = max(1, min(workers or default_workers(), len(pending))), task.warm
+        with open_executor(engine, workers=count, address=address, warm=warm) as executor:
+            executor.load(task.setup, payload)
+            handed = True
+            outcomes = run_units(executor, pending, meter=meter, rows=_rows_in)
     finally:
-        meter.finish()
+        if not handed:
+            meter.finish()
+    for outcome in outcomes:  # the first failed shard's error, as the shard raised it
+        if outcome.failed:
+            raise outcome.exception()
+        stats[outcome.unit.name] = dict(zip(names, task.stats_of(outcome.result), strict=True))
     return stats
+
+
+def _check_embeddings(source: Path, shards: list[Shard]) -> None:
+    """Refuse embeddings that may not be published, before any work."""
+    for shard in shards:
+        emb = embedding_file(source, shard)
+        if emb is not None:
+            open_embeddings(emb, shard, open_shard(shard).metadata.num_rows)
+
+
+def _settle(reuse: Reuse, names: list[str], shards: list[Shard], staging: Staging,
+            source: Path, overrides: dict[str, str] | None, key: str, *, engine: str,
+            workers: int | None, done: Callable[[Shard, list[VariantShardStats]], None]
+            ) -> tuple[list[Shard], Reuse | None]:
+    """Reuse what an incremental rebuild can without building: (shards left to build, the
+    reuse their tasks still need).
+
+    Locally every shard is settled here, on threads (reading only the new rules' columns is
+    light: workers would take longer to start), and only the shards with new removals are
+    built again, in full. On Ray, shards whose probe sets rule every new rule out are reused
+    here, unread; the cluster matches the others."""
+    local = engine != "ray"
+    threads = max(1, min(workers or default_workers(), len(shards) or 1))
+    rest = settle(reuse, names, shards, staging.root, source, overrides, key,
+                  threads=threads if local else 1, read=local, done=done)
+    return rest, None if local else reuse
+
+
+def _rows_in(outcome: Outcome[Shard]) -> int:
+    result = outcome.result
+    return int(result[0]["rows_in"]) if result else 0

@@ -1,26 +1,26 @@
-"""The staging folder of a release build (``OUT/.scrub-release``): the job (``job.json``: its
-identity, day, release id and removal key) and a completion marker per built shard
-(``.done/SHARD.json``, each variant's stats), so an interrupted build resumes with the same
-bytes."""
+"""The staging folder of a release build (``OUT/.scrub-release``), a runtime staging area
+(:class:`~scrub.runtime.StagingArea`): the job (``job.json``: its identity, day, release id and
+removal key) and a completion marker per built shard (``.done/SHARD.json``, each variant's
+stats), so an interrupted build resumes with the same bytes."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import hmac
-import json
-import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scrub import __version__
-from scrub.atomic import atomic_write_json
 from scrub.dataset import Shard
-from scrub.release.plan import ReleasePlan
 from scrub.release.stats import VariantShardStats
+from scrub.runtime import StagingArea, fingerprint
 
 STAGING = ".scrub-release"
+#: The markers' folder in the staging folder (hidden: the staged variants lie beside it).
+MARKERS = ".done"
 
 
 @dataclass(frozen=True)
@@ -36,21 +36,21 @@ class JobIdentity:
     input_shards: list[tuple[str, int, int]]
 
 
-def job_identity(source: Path, shards: Sequence[Shard], release: ReleasePlan,
-                 overrides: dict[str, str] | None, previous: Path | None) -> JobIdentity:
+def job_identity(source: Path, shards: Sequence[Shard], *, plan: str,
+                 policies: Mapping[str, str], overrides: dict[str, str] | None,
+                 previous: Path | None) -> JobIdentity:
+    """The identity of a build of ``shards`` with the plan of fingerprint ``plan`` and
+    ``policies`` (name -> sha256)."""
     input_shards = [(s.name, s.path.stat().st_size, s.path.stat().st_mtime_ns) for s in shards]
     body: dict[str, object] = {
         "scrub_version": __version__, "input": str(source.resolve()),
         "input_shards": [list(entry) for entry in input_shards],
-        "plan": release.plan.fingerprint(),
-        "policies": {v.policy.name: v.policy.sha256 for v in release.variants},
+        "plan": plan, "policies": dict(policies),
         "columns": dict(sorted((overrides or {}).items())),
         "from": str(previous.resolve()) if previous else None,
     }
-    fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    inputs = hashlib.sha256(json.dumps({k: v for k, v in body.items() if k != "plan"},
-                                       sort_keys=True).encode()).hexdigest()
-    return JobIdentity(body, fingerprint, inputs, input_shards)
+    inputs = fingerprint({k: v for k, v in body.items() if k != "plan"})
+    return JobIdentity(body, fingerprint(body), inputs, input_shards)
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Job:
             secret: bytes) -> Job:
         """A job started today. ``removal_key``: the key of the release a rebuild extends;
         else one derived from ``secret`` and the job (unguessable before publication)."""
-        created = dt.datetime.now(dt.timezone.utc).date()
+        created = dt.datetime.now(dt.UTC).date()
         fingerprint = identity.fingerprint
         key = removal_key if removal_key is not None else hmac.new(
             secret, f"removals:{fingerprint}".encode(), hashlib.sha256).hexdigest()
@@ -97,48 +97,38 @@ class Job:
                    finished=bool(body.get("finished")))
 
 
-class Staging:
-    """The staging folder of a build into ``output``."""
+class Staging(StagingArea):
+    """The staging folder of a build into ``output``: its job as a :class:`Job`, its markers
+    as each variant's :class:`VariantShardStats` of the shard."""
 
     def __init__(self, output: Path) -> None:
-        self.output = output
-        self.root = output / STAGING
-        self.job_path = self.root / "job.json"
-        self.done_dir = self.root / ".done"
+        super().__init__(output, STAGING, markers=MARKERS)
 
     def read_job(self) -> Job | None:
-        if not self.job_path.is_file():
-            return None
-        return Job.from_record(json.loads(self.job_path.read_text()))
+        body = self.read_record()
+        return None if body is None else Job.from_record(body)
 
     def save(self, job: Job) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.job_path, job.record())
+        self.write_record(job.record())
 
-    def completed(self, shards: Iterable[Shard]) -> dict[str, dict[str, VariantShardStats]]:
-        """Shard name -> variant -> stats, of the shards a completion marker records."""
-        self.done_dir.mkdir(parents=True, exist_ok=True)
-        found = {}
-        for shard in shards:
-            marker = self.done_dir / f"{shard.name}.json"
-            if marker.is_file():
-                found[shard.name] = _read_marker(marker)
-        return found
+    def completed(self, shard: Shard) -> dict[str, VariantShardStats] | None:
+        """Variant -> stats of ``shard`` when a completion marker records it built, else None
+        (a marker that cannot be read makes the shard be built again)."""
+        marker = self.markers.get(shard.name)
+        try:
+            return None if marker is None else _stats(marker)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
 
     def mark_done(self, shard_name: str, per_variant: dict[str, VariantShardStats]) -> None:
-        atomic_write_json(self.done_dir / f"{shard_name}.json",
-                          {name: stat.marker() for name, stat in per_variant.items()},
-                          durable=False)
+        self.markers.record(shard_name, {name: stat.marker()
+                                         for name, stat in per_variant.items()})
 
     def recorded_stats(self, names: Sequence[str]) -> dict[str, list[VariantShardStats]]:
         """Each variant's stats from every completion marker, in shard name order."""
-        markers = [_read_marker(m) for m in sorted(self.done_dir.glob("*.json"))]
+        markers = [_stats(body) for _, body in self.markers.recorded()]
         return {name: [m[name] for m in markers] for name in names}
 
-    def discard(self) -> None:
-        shutil.rmtree(self.root)
 
-
-def _read_marker(path: Path) -> dict[str, VariantShardStats]:
-    return {name: VariantShardStats.from_record(body)
-            for name, body in json.loads(path.read_text()).items()}
+def _stats(marker: Mapping[str, Any]) -> dict[str, VariantShardStats]:
+    return {name: VariantShardStats.from_record(body) for name, body in marker.items()}

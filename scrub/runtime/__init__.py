@@ -12,14 +12,20 @@ from scrub.runtime.distributed import (
     cluster_cpus,
     cluster_gpus,
     connect,
-    ray_map,
     require_ray,
     warm_cluster,
 )
 from scrub.runtime.identity import fingerprint, job_identity
 from scrub.runtime.local import LocalExecutor
 from scrub.runtime.run import Executor, open_executor, run_units, split_done
-from scrub.runtime.state import LEGACY_STATE_DIR, TMP_DIR, JobState, has_size
+from scrub.runtime.state import (
+    LEGACY_STATE_DIR,
+    TMP_DIR,
+    JobState,
+    Markers,
+    StagingArea,
+    has_size,
+)
 from scrub.runtime.task import Outcome, Setup
 from scrub.runtime.workers import (
     configure_worker,
@@ -30,8 +36,8 @@ from scrub.runtime.workers import (
 
 __all__ = [
     "ENGINES", "LEGACY_STATE_DIR", "TMP_DIR", "Executor", "JobState", "LocalExecutor",
-    "Outcome", "RayExecutor", "Setup", "check_engine", "cluster_cpus", "cluster_gpus",
-    "configure_worker", "connect", "default_workers", "exit_with_parent", "fingerprint",
-    "has_size", "job_identity", "open_executor", "ray_map", "require_ray", "run_units",
-    "split_done", "warm_cluster", "worker_threads",
+    "Markers", "Outcome", "RayExecutor", "Setup", "StagingArea", "check_engine",
+    "cluster_cpus", "cluster_gpus", "configure_worker", "connect", "default_workers",
+    "exit_with_parent", "fingerprint", "has_size", "job_identity", "open_executor",
+    "require_ray", "run_units", "split_done", "warm_cluster", "worker_threads",
 ]

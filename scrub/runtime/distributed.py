@@ -22,7 +22,6 @@ from typing import Any
 from scrub import errors
 from scrub.errors import UserInputError
 from scrub.runtime.task import Envelope, OpenedTask, Outcome, Setup, interrupted, outcome_of
-from scrub.runtime.task import rebuild_error
 from scrub.runtime.workers import configure_arrow
 
 #: Associated data of the sealed payload (binds the ciphertext to its purpose).
@@ -189,18 +188,6 @@ def stream(setup: Setup, payload: object, units: Sequence[Any], *, workers: int 
             ray.cancel(other)
 
 
-def ray_map(setup: Setup, payload: object, count: int, *, workers: int | None = None,
-            num_gpus: float = 0.0) -> Iterator[tuple[int, Any]]:
-    """Run ``setup(payload)(i)`` for every ``i < count``, a Ray task each; yield
-    ``(i, result)`` as they finish (any order). Any failure of a unit is raised here, by class
-    (the tasks still queued are cancelled)."""
-    for index, envelope in stream(setup, payload, range(count), workers=workers,
-                                  num_gpus=num_gpus):
-        if "ok" not in envelope:
-            raise rebuild_error(envelope["error"], envelope["message"], envelope.get("hint"))
-        yield index, envelope["ok"]
-
-
 class RayExecutor:
     """:class:`~scrub.runtime.local.LocalExecutor`'s interface over a Ray cluster.
 
@@ -214,7 +201,7 @@ class RayExecutor:
         self._loaded: tuple[Setup, object] | None = None
         self._warming: threading.Thread | None = None
 
-    def __enter__(self) -> "RayExecutor":
+    def __enter__(self) -> RayExecutor:
         connect(self.address, num_cpus=self.workers)
         if self.warm_fn is not None and not self.num_gpus:
             self._warming = threading.Thread(target=self._warm, name="scrub-ray-warm",
@@ -223,10 +210,9 @@ class RayExecutor:
         return self
 
     def _warm(self) -> None:
-        try:
+        # a hint only: the job itself reports any failure
+        with contextlib.suppress(Exception):
             warm_cluster(self.workers or cluster_cpus(), self.warm_fn)
-        except Exception:  # noqa: BLE001 - a hint only; the job itself reports any failure
-            pass
 
     def __exit__(self, *exc_info: object) -> None:
         return None

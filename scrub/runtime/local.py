@@ -81,7 +81,7 @@ class LocalExecutor:
         self._env: contextlib.AbstractContextManager[None] | None = None
         self._hinted: set[str] = set()
 
-    def __enter__(self) -> "LocalExecutor":
+    def __enter__(self) -> LocalExecutor:
         if self.workers > 1:
             context = multiprocessing.get_context("spawn")
             # Read by polars and OpenBLAS in each worker as it starts; kept set until the pool

@@ -8,6 +8,9 @@ OUTPUT's own file system (OUTPUT may be a mount point), and renamed into place w
 A rerun of the same job skips shards whose marker the job finds current; anything else is
 recomputed, and since the work is deterministic the bytes come out the same. Older scrubs kept
 the state in ``OUTPUT/.scrub/`` (:data:`LEGACY_STATE_DIR`).
+
+A job whose whole output is published at once (``release build``) stages it instead in one
+folder inside OUTPUT, with its record and markers (:class:`StagingArea`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class JobState:
         self.job = dict(job)
         self.root = companion(output)
         self.done_dir = self.root / "done"
+        self.markers = Markers(self.done_dir)
         self.tmp_dir = output / TMP_DIR
         #: Whether :meth:`prepare` removed the state an older scrub kept inside OUTPUT.
         self.replaced_legacy = False
@@ -54,43 +58,16 @@ class JobState:
             if folder.exists() and not folder.is_dir():
                 raise UserInputError(f"{folder}: exists and is not a folder")
         existing = self._existing_job()
-        legacy = self.output / LEGACY_STATE_DIR
-        if existing is None and (legacy / "job.json").is_file():
-            if not force:
-                raise OutputConflictError(
-                    f"{self.output}: holds the output of an older scrub (its state inside it, "
-                    f"in {LEGACY_STATE_DIR}/)",
-                    hint="choose another OUTPUT, or pass --force to replace it")
-            self._remove_outputs(_recorded(legacy / "done"))
-            shutil.rmtree(legacy)
-            self.replaced_legacy = True
-        if existing is not None and existing != self.job:
-            if not force:
-                raise OutputConflictError(
-                    f"{self.output}: holds the output of a different scrub job",
-                    hint="choose another OUTPUT, or pass --force to replace it")
-            self._remove_outputs(_recorded(self.done_dir))
-            shutil.rmtree(self.root)
-        elif existing is None and any(self._holds_something(f) for f in (self.output, self.root)):
-            if not force:
-                busy = self.output if self._holds_something(self.output) else self.root
-                raise OutputConflictError(
-                    f"{busy}: exists and is not empty",
-                    hint="choose another OUTPUT, or pass --force to write into it")
+        if existing is None:
+            self._claim_legacy(force=force)
+        self._claim(existing, force=force)
         wanted = set(shards)
         if existing == self.job:  # a rerun: shards of input shards that are gone go too
-            gone = _recorded(self.done_dir) - wanted
+            gone = self.markers.names() - wanted
             self._remove_outputs(gone)
             for name in gone:
-                (self.done_dir / f"{name}.json").unlink(missing_ok=True)
-        if self.output.is_dir():
-            strays = sorted(p.name for p in self.output.iterdir()
-                            if p.suffix.lower() == ".parquet" and p.name not in wanted)
-            if strays:
-                raise OutputConflictError(
-                    f"{self.output}: holds parquet files that are not this job's shards "
-                    f"({', '.join(strays[:3])}{', ...' if len(strays) > 3 else ''}); readers of "
-                    "OUTPUT would take them as rows", hint="remove them, or choose another OUTPUT")
+                self.markers.remove(name)
+        self._refuse_strays(wanted)
         self.output.mkdir(parents=True, exist_ok=True)
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir)  # leftovers of an interrupted run
@@ -100,6 +77,48 @@ class JobState:
             raise OSError(exc.errno, exc.strerror, str(self.output)) from None
         self.done_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.root / "job.json", self.job)
+
+    def _claim_legacy(self, *, force: bool) -> None:
+        """Replace (with ``force``) or refuse the state an older scrub kept inside OUTPUT."""
+        legacy = self.output / LEGACY_STATE_DIR
+        if not (legacy / "job.json").is_file():
+            return
+        if not force:
+            raise OutputConflictError(
+                f"{self.output}: holds the output of an older scrub (its state inside it, "
+                f"in {LEGACY_STATE_DIR}/)",
+                hint="choose another OUTPUT, or pass --force to replace it")
+        self._remove_outputs(Markers(legacy / "done").names())
+        shutil.rmtree(legacy)
+        self.replaced_legacy = True
+
+    def _claim(self, existing: dict[str, object] | None, *, force: bool) -> None:
+        """Replace (with ``force``) or refuse another job's output, or a folder in use."""
+        if existing is not None and existing != self.job:
+            if not force:
+                raise OutputConflictError(
+                    f"{self.output}: holds the output of a different scrub job",
+                    hint="choose another OUTPUT, or pass --force to replace it")
+            self._remove_outputs(self.markers.names())
+            shutil.rmtree(self.root)
+        elif (existing is None and not force
+              and any(self._holds_something(f) for f in (self.output, self.root))):
+            busy = self.output if self._holds_something(self.output) else self.root
+            raise OutputConflictError(
+                f"{busy}: exists and is not empty",
+                hint="choose another OUTPUT, or pass --force to write into it")
+
+    def _refuse_strays(self, wanted: set[str]) -> None:
+        """Refuse parquet files in OUTPUT that are not this job's shards."""
+        if not self.output.is_dir():
+            return
+        strays = sorted(p.name for p in self.output.iterdir()
+                        if p.suffix.lower() == ".parquet" and p.name not in wanted)
+        if strays:
+            raise OutputConflictError(
+                f"{self.output}: holds parquet files that are not this job's shards "
+                f"({', '.join(strays[:3])}{', ...' if len(strays) > 3 else ''}); readers of "
+                "OUTPUT would take them as rows", hint="remove them, or choose another OUTPUT")
 
     def _remove_outputs(self, names: Iterable[str]) -> None:
         """Remove output shards (and a webdataset shard's tar) that an earlier job recorded."""
@@ -120,34 +139,17 @@ class JobState:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
     def _existing_job(self) -> dict[str, object] | None:
-        path = self.root / "job.json"
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            return {"unreadable": True}
+        return read_record(self.root / "job.json")
 
     def marker(self, name: str) -> dict[str, Any] | None:
         """The completion marker of output ``name`` as JSON, or None (missing or unreadable)."""
-        path = self.done_dir / f"{name}.json"
-        if not path.is_file():
-            return None
-        try:
-            value = json.loads(path.read_text())
-        except ValueError:
-            return None
-        return value if isinstance(value, dict) else None
+        return self.markers.get(name)
 
     def completed(self, name: str, current: Callable[[dict[str, Any]], bool]
                   ) -> dict[str, Any] | None:
         """The marker of output ``name`` when ``current`` finds it matches the input and the
         output files as they are now; else None (the shard is to be made again)."""
-        marker = self.marker(name)
-        try:
-            return marker if marker is not None and current(marker) else None
-        except (KeyError, TypeError, ValueError, OSError):
-            return None
+        return self.markers.completed(name, current)
 
     def commit(self, name: str, staged: Sequence[tuple[Path, str]],
                stats: Mapping[str, Any]) -> None:
@@ -157,7 +159,7 @@ class JobState:
         The marker needs no fsync: lost or torn, it only makes a rerun redo the shard."""
         for tmp, final in staged:
             os.replace(tmp, self.output / final)
-        atomic_write_json(self.done_dir / f"{name}.json", dict(stats), durable=False)
+        self.markers.record(name, stats)
 
     def staging(self, name: str) -> Path:
         """Where a partial file for OUTPUT's ``name`` is written (renamed by :meth:`commit`)."""
@@ -169,9 +171,100 @@ def has_size(path: Path, size: object) -> bool:
     return path.is_file() and path.stat().st_size == size
 
 
-def _recorded(done: Path) -> set[str]:
-    """The shard names a job's completion markers record."""
-    if not done.is_dir():
-        return set()
-    return {p.name[:-len(".json")] for p in done.iterdir() if p.name.endswith(".json")}
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A job's record (``job.json``) as JSON; None when missing, ``{"unreadable": True}``
+    when torn or not an object (a record no job matches, so the folder is another job's)."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except ValueError:
+        return {"unreadable": True}
+    return value if isinstance(value, dict) else {"unreadable": True}
+
+
+class Markers:
+    """Completion markers in one folder: ``NAME.json`` per completed unit, holding the job's
+    own JSON record of it. A marker lost or torn (written without fsync) only makes a rerun
+    redo its unit, so an unreadable one counts as missing."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The marker of unit ``name`` as JSON, or None (missing or unreadable)."""
+        path = self.path(name)
+        if not path.is_file():
+            return None
+        try:
+            value = json.loads(path.read_text())
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def completed(self, name: str, current: Callable[[dict[str, Any]], bool]
+                  ) -> dict[str, Any] | None:
+        """The marker of ``name`` when ``current`` finds it still true of the input and the
+        outputs; else None (the unit is to be done again)."""
+        marker = self.get(name)
+        try:
+            return marker if marker is not None and current(marker) else None
+        except (KeyError, TypeError, ValueError, OSError):
+            return None
+
+    def record(self, name: str, body: Mapping[str, Any]) -> None:
+        """Record unit ``name`` as done with ``body`` (its outputs already in place)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path(name), dict(body), durable=False)
+
+    def remove(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+
+    def names(self) -> set[str]:
+        """The units recorded as done."""
+        if not self.folder.is_dir():
+            return set()
+        return {p.name[:-len(".json")] for p in self.folder.iterdir()
+                if p.name.endswith(".json")}
+
+    def recorded(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every readable marker with its unit's name, in the order of the markers' file
+        names."""
+        found = []
+        for name in sorted(self.names(), key=lambda n: f"{n}.json"):
+            marker = self.get(name)
+            if marker is not None:
+                found.append((name, marker))
+        return found
+
+
+class StagingArea:
+    """A job whose whole output appears at once: everything is staged in ``OUTPUT/NAME``
+    (inside OUTPUT, so that publishing is a rename on one file system) beside the job's record
+    (``job.json``) and per-unit completion markers (``MARKERS/``); the job moves its parts into
+    OUTPUT when all is written, then discards the folder. While the folder exists, a rerun
+    finds the job there: the same job resumes from its markers, another one is the caller's
+    to refuse, finish or discard."""
+
+    def __init__(self, output: Path, name: str, *, markers: str = "done") -> None:
+        self.output = output
+        self.root = output / name
+        self.job_path = self.root / "job.json"
+        self.markers = Markers(self.root / markers)
+
+    def read_record(self) -> dict[str, Any] | None:
+        """The staged job's record (see :func:`read_record`), or None when none is staged."""
+        return read_record(self.job_path)
+
+    def write_record(self, body: Mapping[str, object]) -> None:
+        """Record the staged job (creating the staging folder), durably."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.job_path, dict(body))
+
+    def discard(self) -> None:
+        """Remove the staging folder and all it holds."""
+        shutil.rmtree(self.root)
 

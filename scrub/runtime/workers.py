@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.abc
+import importlib.machinery
 import multiprocessing
 import multiprocessing.connection
 import os
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from types import ModuleType
 
 import pyarrow as pa
 
@@ -70,7 +74,34 @@ def configure_worker(threads: int) -> None:
     # thread pools still running and abort ("terminate called without an active exception").
     # Its results are already sent synchronously, so leave without those destructors.
     atexit.register(os._exit, 0)
+    hide_pandas_from_arrow()
     configure_arrow(threads)
+
+
+class _RefusePandas(importlib.abc.MetaPathFinder):
+    """A finder that answers "not installed" for pandas, whatever is installed."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname == "pandas" or fullname.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
+def hide_pandas_from_arrow() -> None:
+    """Keep pyarrow from importing pandas in this process (scrub never uses it; the import
+    costs ~0.3 CPU-s): pyarrow's first ``pa.array`` asks its pandas shim, which tries the import
+    once and caches the answer. Here it runs once while pandas is refused, then the finder goes:
+    ``import pandas`` still works afterwards, and pyarrow's own pandas conversions retry it.
+    Call it before any ``pa.array``; once pandas is loaded it does nothing."""
+    if "pandas" in sys.modules:
+        return
+    finder = _RefusePandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def configure_arrow(threads: int) -> None:

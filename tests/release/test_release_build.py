@@ -23,7 +23,7 @@ def test_an_interrupted_build_resumes_to_the_same_bytes(setup: dict, built: Path
     reference = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     shutil.rmtree(out)
     # a build stopped after two shards: its staging folder holds them and their markers
-    from scrub.release import _executor as build_module
+    from scrub.release import task as build_module
 
     calls = []
     original = build_module.build_shard
