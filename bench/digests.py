@@ -8,7 +8,7 @@ once and kept under ``bench/.cache/digests`` from run to run, the outputs are re
 ``--compare OLD`` prints every file whose digest differs from an earlier run's, except the few
 dated by design (:data:`VOLATILE`), and exits 1 if any does.
 
-Usage: ``python bench/digests.py [--out FILE] [--compare OLD_FILE]``
+Usage: ``python bench/digests.py [--out FILE] [--compare OLD_FILE] [--work FOLDER]``
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+#: Where the runs go (``--work``). Job identities name their input folder's absolute path, so
+#: two runs compare only when made in the same folder.
 WORK = ROOT / ".cache" / "digests"
 #: Dated by design: the demo records each release in its ledger (timestamped, HMAC-chained events),
 #: and each variant's manifest, signature, audit and keyed removal list name that ledger's head.
@@ -114,10 +116,14 @@ def digests() -> dict[str, str]:
 
 
 def main() -> None:
+    global WORK
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the digest lines here too")
     parser.add_argument("--compare", type=Path, help="an earlier run's digest file")
+    parser.add_argument("--work", type=Path, default=WORK,
+                        help="folder of the runs (the same for runs to compare)")
     args = parser.parse_args()
+    WORK = args.work.resolve()
     run()
     found = digests()
     lines = "".join(f"{digest}  {path}\n" for path, digest in found.items())
