@@ -75,8 +75,11 @@ class JobState:
             self.tmp_dir.mkdir()
         except OSError as exc:  # named as the user named it, not by scrub's folder in it
             raise OSError(exc.errno, exc.strerror, str(self.output)) from None
-        self.done_dir.mkdir(parents=True, exist_ok=True)
+        # job.json before anything else in the companion folder: a run killed in between leaves
+        # an empty folder (claimable), never state without the job it belongs to.
+        self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.root / "job.json", self.job)
+        self.done_dir.mkdir(exist_ok=True)
 
     def _claim_legacy(self, *, force: bool) -> None:
         """Replace (with ``force``) or refuse the state an older scrub kept inside OUTPUT."""
@@ -130,9 +133,11 @@ class JobState:
             shard.with_suffix(".tar").unlink(missing_ok=True)
 
     def _holds_something(self, folder: Path) -> bool:
-        """Whether ``folder`` holds anything but the partial-file folder of a job killed
-        before it recorded itself."""
-        return folder.is_dir() and any(p != self.tmp_dir for p in folder.iterdir())
+        """Whether ``folder`` holds anything but what a job killed before it recorded itself
+        leaves: the partial-file folder, a partial ``job.json``."""
+        return folder.is_dir() and any(
+            p != self.tmp_dir and not (folder == self.root and p.name.startswith(".job.json."))
+            for p in folder.iterdir())
 
     def finish(self) -> None:
         """The job is complete: its partial-file folder goes, leaving OUTPUT its shards."""

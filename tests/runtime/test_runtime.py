@@ -124,3 +124,34 @@ def test_ray_runs_the_same_task_and_resumes(tmp_path: Path) -> None:
         assert [o.unit for o in again] == [NAMES[3]] and len(done) == 5
     finally:
         ray.shutdown()
+
+
+@pytest.mark.parametrize("killed_at", ["mkdir", "job.json"])
+def test_a_job_killed_while_claiming_its_folder_can_rerun(tmp_path: Path, monkeypatch,
+                                                          killed_at: str) -> None:
+    """A kill between creating the companion folder and recording job.json (workers start
+    before the plan, so a kill can land there) leaves a folder the same job claims again
+    without --force; it never reads as another job's or a busy folder."""
+    import scrub.atomic
+    from scrub.runtime import state as state_module
+
+    output = tmp_path / "out"
+    job = job_identity("test", {"n": 1})
+    real_replace = os.replace
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    if killed_at == "mkdir":  # killed right after the companion folder appears
+        monkeypatch.setattr(state_module, "atomic_write_json", killed)
+    else:  # killed with job.json's partial file written, before its rename
+        monkeypatch.setattr(scrub.atomic.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        JobState(output, job).prepare(force=False, shards=["a.parquet"])
+    monkeypatch.undo()
+    assert os.replace is real_replace
+    state = JobState(output, job)
+    state.prepare(force=False, shards=["a.parquet"])  # the rerun claims it: no conflict
+    assert (state.root / "job.json").is_file()
+    with pytest.raises(OutputConflictError):  # while another job's folder is still refused
+        JobState(output, job_identity("test", {"n": 2})).prepare(force=False)
