@@ -64,7 +64,6 @@ def build_release(options: BuildOptions) -> BuildSummary:
     lists; mark the ledger's requests applied with the release id (unless told not to)."""
     from scrub.crypto import load_key, load_signing_key, resolve_key_file
     from scrub.dataset import parse_role_overrides
-    from scrub.runtime import check_engine
     from scrub.lists.store import ListStore
     from scrub.release.build import build, plan_release
     from scrub.release.ledger import mark_release_applied
@@ -72,6 +71,7 @@ def build_release(options: BuildOptions) -> BuildSummary:
     from scrub.release.policy import check_score_columns, load_policy
     from scrub.release.reuse import prepare_reuse
     from scrub.release.signed import release_secret
+    from scrub.runtime import check_engine
 
     o = options
     check_engine(o.engine, o.address)

@@ -39,8 +39,15 @@ from scrub.release.probe import (
     ruled_out,
 )
 from scrub.release.shard import ShardTask, build_shard, embedding_file
-from scrub.release.signed import FORMAT, MANIFEST, REMOVALS, Listing, listed_files, \
-    locate_variant, read_variant
+from scrub.release.signed import (
+    FORMAT,
+    MANIFEST,
+    REMOVALS,
+    Listing,
+    listed_files,
+    locate_variant,
+    read_variant,
+)
 from scrub.release.state import read_state, state_path
 from scrub.release.stats import VariantShardStats
 
@@ -220,7 +227,7 @@ def _check_inputs(previous: Path, shards: list[Shard], current: dict[str, os.sta
                                         hashes.get(s.name))]
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
         found = pool.map(lambda shard: fsync_and_hash(shard.path, sync=False), unsure)
-        for shard, digest in zip(unsure, found):
+        for shard, digest in zip(unsure, found, strict=True):
             if digest != hashes.get(shard.name):
                 raise UserInputError(f"--from {previous}: input shard {shard.path} changed "
                                      "since the previous release (its sha256 differs); run a "
@@ -261,7 +268,7 @@ def shard_changed(reuse: Reuse, names: list[str], shard: Shard,
         batch = parquet.read_row_group(index, columns=columns, use_threads=False)
         view = with_scores(batch, scores, offset)
         decisions = decide(delta, view, roles, groups=delta_groups)
-        for (old, _), bits in zip(previous[1], decisions.group_reasons):
+        for (old, _), bits in zip(previous[1], decisions.group_reasons, strict=True):
             if ((bits != 0) & ~old[offset:offset + batch.num_rows]).any():
                 return True, previous
         offset += batch.num_rows
@@ -273,7 +280,7 @@ def previous_states(reuse: Reuse, names: list[str], shard: Shard) -> Previous:
     each variant."""
     entries = [{s["name"]: s for s in reuse.manifests[n]["shards"]}[shard.name] for n in names]
     olds = []
-    for name, entry in zip(names, entries):
+    for name, entry in zip(names, entries, strict=True):
         drop, stat = read_state(reuse.previous, name, shard.name, entry.get("state_tag"),
                                 reuse.state_key)
         olds.append((drop, VariantShardStats.from_record(stat)))
@@ -286,7 +293,7 @@ def reuse_shard(reuse: Reuse, names: list[str], shard: Shard, stage: Path, emb: 
     each checked against its signed manifest; its sealed state, checked already; its probe
     sets) into ``stage``; per variant its stats, as before."""
     stats = []
-    for name, entry, (_, stat) in zip(names, *previous):
+    for name, entry, (_, stat) in zip(names, *previous, strict=True):
         reuse.checked_copy(name, shard.name, stage / name / shard.name)
         if emb is not None:
             reuse.checked_copy(name, f"img_emb/{emb.name}",
@@ -342,7 +349,7 @@ def settle(reuse: Reuse, names: list[str], shards: list[Shard], stage: Path, sou
 
     rest = []
     with ThreadPoolExecutor(threads) as pool:
-        for shard, result in zip(shards, pool.map(one, shards)):
+        for shard, result in zip(shards, pool.map(one, shards), strict=True):
             if result is None:
                 rest.append(shard)
             else:

@@ -157,12 +157,12 @@ class _VariantOutputs:
         and move it into place."""
         for writer in self.writers:
             writer.close()
-        for stat, sink, tmp, path in zip(stats, self.sinks, self.tmps, self.paths):
+        for stat, sink, tmp, path in zip(stats, self.sinks, self.tmps, self.paths, strict=True):
             stat.sha256 = sink.finish()
             os.replace(tmp, path)
 
     def abandon(self) -> None:
-        for sink, tmp in zip(self.sinks, self.tmps):
+        for sink, tmp in zip(self.sinks, self.tmps, strict=True):
             sink.abandon()
             tmp.unlink(missing_ok=True)
 

@@ -48,7 +48,7 @@ def _plant(data: Path) -> tuple[dict[str, np.ndarray], pl.DataFrame]:
     whole = whole.with_columns(pl.Series("punsafe", punsafe, dtype=pl.Float32),
                                pl.Series("TEXT", text))
     start = 0
-    for path, frame in zip(shards, frames):
+    for path, frame in zip(shards, frames, strict=True):
         whole.slice(start, frame.height).write_parquet(path)
         start += frame.height
     return plan, whole

@@ -14,8 +14,8 @@ from scrub.crypto import load_key, write_key_file
 from scrub.layout import companion
 from scrub.ledger import db
 from scrub.ledger.service import IdentitySeal, Ledger, RequestSpec
-from tests.security.release_setup import Setup, make_setup, nsfw_policy
 from tests.helpers import expect_exit, expect_ok
+from tests.security.release_setup import Setup, make_setup, nsfw_policy
 
 
 def add_verified(url: str, key: Path, address: str, email: str) -> int:
