@@ -4,6 +4,7 @@ pyproject.toml, run by .ci/run as `lint-imports`.)"""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import grimp
@@ -11,6 +12,9 @@ import grimp
 PACKAGE = Path(__file__).resolve().parent.parent / "scrub"
 #: Lines a module may hold before it is split by concern.
 MAX_LINES = 500
+#: Lines of a function's body (after its signature and docstring): typer commands declare their
+#: options in the signature, which may be long; what they do must be short.
+MAX_BODY = 60
 
 
 def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -72,3 +76,31 @@ def test_no_module_over_the_size_limit() -> None:
     long = {str(p.relative_to(PACKAGE.parent)): n for p in sorted(PACKAGE.rglob("*.py"))
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def _long_functions(source: str, where: str) -> dict[str, int]:
+    long = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if (len(body) > 1 and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant)):
+                body = body[1:]  # the docstring
+            lines = (node.end_lineno or node.lineno) - body[0].lineno + 1
+            if lines > MAX_BODY:
+                long[f"{where}:{node.lineno} {node.name}"] = lines
+    return long
+
+
+def test_no_function_body_over_the_size_limit() -> None:
+    long: dict[str, int] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        long |= _long_functions(path.read_text(encoding="utf-8"),
+                                str(path.relative_to(PACKAGE.parent)))
+    assert long == {}
+
+
+def test_the_function_check_sees_a_long_body() -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_BODY + 1))
+    assert _long_functions(f"def f():\n    \"\"\"Doc.\"\"\"\n{body}", "m") == {"m:1 f": 61}
+    assert _long_functions(f"def f():\n{body[: -len('    x60 = 60')- 1]}", "m") == {}
