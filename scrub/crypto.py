@@ -1,20 +1,13 @@
-"""Keys, encryption at rest and Ed25519 signatures.
+"""Keys, encryption at rest and Ed25519 signatures (rationale: docs/design/crypto.md).
 
-- Data keys are 32 random bytes for AES-256-GCM, kept in a key file (one line: their base64, as
-  ``scrub keygen`` writes it) with 0600 permissions, named by ``--key-file`` or
-  ``SCRUB_KEY_FILE``; never by value on a command line. Secret key files (data and signing keys)
-  that the group or others may read or write are refused, as ssh refuses them; a file that is not
-  exactly the base64 line (cut short, padded, raw bytes) is refused rather than guessed at. A key
-  is identified in metadata by a keyed fingerprint (:func:`key_id`), so a wrong key is reported
-  as such before any decryption is tried.
-- Encrypted files are a sequence of frames (at most 8 MiB of plaintext each), each sealed with its
-  own random nonce and bound, through the associated data, to the file's purpose, its position and
-  whether it is the last frame: frames cannot be reordered, dropped, truncated or moved to another
-  file without the tag failing. Memory stays bounded by one frame.
-- Signatures are detached Ed25519 signatures over a file's bytes (raw 64 bytes or base64), checked
-  against public keys in PEM SubjectPublicKeyInfo or raw 32-byte form. A public key that is not a
-  canonical curve point, or is of small order (the all-zero and identity encodings among them,
-  under which anyone can forge signatures), is refused.
+- Data keys: 32 random bytes (AES-256-GCM) in a key file holding exactly their base64 line
+  (``scrub keygen``), mode 0600, named by ``--key-file`` or ``SCRUB_KEY_FILE``, never by value.
+  A secret key file others may read or write, or not exactly that line, is refused.
+  :func:`key_id` names a key in metadata, so a wrong key is reported before decrypting.
+- Encrypted files: frames of at most 8 MiB of plaintext, each bound (associated data) to the
+  file's purpose, its position and whether it is last; memory stays bounded by one frame.
+- Signatures: detached Ed25519 over a file's bytes (raw 64 bytes or base64); public keys in PEM
+  SubjectPublicKeyInfo or raw 32 bytes; a non-canonical or small-order key is refused.
 """
 
 from __future__ import annotations

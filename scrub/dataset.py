@@ -42,14 +42,13 @@ ROLE_CANDIDATES: dict[str, tuple[str, ...]] = {
 
 #: Parquet writer settings shared by every writer in scrub and by the benchmarks' baselines.
 #: Dictionary encoding is off, as in polars' writer: LAION's columns are nearly all unique
-#: (URLs, captions, hashes), where trying a dictionary first costs ~15% of the write time.
+#: (URLs, captions, hashes), where trying a dictionary first only costs write time.
 WRITER_COMPRESSION = "zstd"
 WRITER_COMPRESSION_LEVEL = 3
 WRITER_USE_DICTIONARY = False
 #: zstd level for columns of hex digests (the md5 / sha1 / sha256 / pdq / phash / dhash roles).
-#: Random hex leaves zstd nothing to match, only the entropy coding of 16 symbols: level 1
-#: writes these columns ~2.4x faster than level 3 and ~4% smaller (measured on LAION-like
-#: shards, where they are 60% of the bytes); text columns keep level 3, ~10% smaller there.
+#: Random hex leaves zstd nothing to match, only the entropy coding of 16 symbols, so level 1
+#: is faster and no larger there; text columns keep level 3. Figures: docs/design/dataset.md.
 DIGEST_COMPRESSION_LEVEL = 1
 DIGEST_ROLES = ("md5", "sha1", "sha256", "pdq", "phash", "dhash")
 #: Rows per read batch and per written row group.

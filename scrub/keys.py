@@ -22,7 +22,7 @@ for _i, _ch in enumerate(b"ABCDEF"):
 
 # Byte value of each pair of hex digits, indexed by the pair read as a little-endian uint16
 # (first digit in the low byte); 0xFFFF marks a pair with a non-hex character. One lookup per
-# output byte is ~2x faster than decoding nibbles and combining them.
+# output byte beats decoding nibbles and combining them (figure: docs/design/keys.md).
 _LOW, _HIGH = np.arange(65536) & 255, np.arange(65536) >> 8
 _PAIR = np.where((_NIBBLE[_LOW] == 255) | (_NIBBLE[_HIGH] == 255), 0xFFFF,
                  (_NIBBLE[_LOW].astype(np.uint16) << 4) | _NIBBLE[_HIGH]).astype(np.uint16)
@@ -362,7 +362,7 @@ def _unique_sorted(keys: np.ndarray) -> np.ndarray:
 
 
 # Above this many keys, sort in 16 partitions by the first 4 bits: the transient index and copy
-# then cover 1/16 of the keys at a time (20M md5 keys: ~700 MB peak instead of ~1.1 GB).
+# then cover 1/16 of the keys at a time, which bounds the peak memory (docs/design/keys.md).
 _PARTITION_ROWS = 1 << 22
 
 

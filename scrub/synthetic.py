@@ -3,16 +3,10 @@
 ``generate_dataset`` writes N parquet shards in LAION-5B layout with the columns ``URL``, ``TEXT``,
 ``WIDTH``, ``HEIGHT``, ``similarity``, ``hash``, ``punsafe``, ``pwatermark``, ``key``, ``md5``,
 ``sha256`` and ``pdq``, plus (optionally) float16 768-d CLIP-like embeddings in clip-retrieval's
-layout, ``img_emb/img_emb_{i}.npy`` row-aligned with shard ``i``. Everything is built as whole
-numpy/polars columns from one seed, so the same arguments give byte-identical files.
-
-``hash`` is computed as LAION did: murmur3 x64-128 (seed 0) of ``URL + TEXT`` in UTF-8, low 64 bits
-as a signed int64 (``mmh3.hash64(url + text)[0]``).
-
-URLs are shaped like LAION's: a Zipf-like mix of big CDNs and a long tail of hosts over many
-public suffixes (multi-label ones such as ``co.uk``, private ones such as ``blogspot.com``), IDN
-hosts, ports, upper-case letters, percent-escapes, unicode paths, query strings and fragments.
-Captions mix English and other languages, emoji and punctuation.
+layout, ``img_emb/img_emb_{i}.npy`` row-aligned with shard ``i``. Built as whole columns from one
+seed, so the same arguments give byte-identical files. ``hash`` is LAION's: murmur3 x64-128
+(seed 0) of ``URL + TEXT`` in UTF-8, low 64 bits as a signed int64 (``mmh3.hash64(url + text)[0]``).
+URLs and captions are shaped like LAION's: docs/design/synthetic.md.
 """
 
 from __future__ import annotations

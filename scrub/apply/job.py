@@ -59,14 +59,11 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
           address: str | None = None) -> ApplyResult:
     """Scrub ``source`` into ``output`` with ``plan``.
 
-    ``plan`` may be a function that builds it (parsing lists): the workers then start while it
-    runs. Nothing is written before the plan is built, so a bad list leaves ``output`` untouched.
-
-    ``key`` encrypts the decision records of shards where a sensitive source removed rows;
-    without it those records are withheld (counted in the report), never written in clear.
-
-    ``engine="ray"`` runs the shards on a Ray cluster (``address``, or a local one) instead of
-    local processes: same output bytes, same resume.
+    ``plan`` may be a function building it (parsing lists): workers start while it runs, and
+    nothing is written before it is built, so a bad list leaves ``output`` untouched. ``key``
+    encrypts the decision records of shards where a sensitive source removed rows; without it
+    they are withheld (counted in the report), never written in clear. ``engine="ray"`` runs
+    the shards on a Ray cluster (``address``, or a local one): same bytes, same resume.
 
     Raises :class:`ShardsFailedError` when some shards failed (the others are kept),
     :class:`~scrub.errors.OutputConflictError` when ``output`` belongs to something else, and

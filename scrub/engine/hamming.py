@@ -1,19 +1,11 @@
 """Exact Hamming-radius search over perceptual hashes (PDQ: 256 bits; pHash/dHash: 64 bits).
 
-:class:`HammingIndex` is a multi-index hash (Norouzi et al.): each code is cut into 16-bit
-substrings, and one table per substring lists the codes by that substring's value, laid out
-contiguously (CSR: offsets into one id array). By the pigeonhole principle, a code within distance
-``r`` of a query has at least one substring within ``r // m`` of the query's (``m`` substrings),
-so probing, in every table, each value within that many bits of the query's substring finds every
-true match. Candidates are verified without random memory access: each table also keeps the first
-128 bits of its codes in table order, so a bucket's candidates are checked by a popcount over
-contiguous memory, which rejects nearly every false candidate (two random 128-bit halves are ~64
-bits apart); only survivors are checked over the whole code. Results are exactly
-those of brute force (tests check this at every radius on ThreatExchange's vectors and on random
-near-duplicates).
-
-The inner loops are compiled with numba (no Python per candidate). Compiled code is not cached on
-disk (numba's cache is pickle-based), so each process compiles once, on first use.
+:class:`HammingIndex` is a multi-index hash (Norouzi et al.): one table per 16-bit substring, laid
+out contiguously. By the pigeonhole principle, probing every table within ``r // m`` bits of the
+query's substring (``m`` substrings) finds every code within ``r``, so results are exactly those
+of :func:`brute_force` (tests check it at every radius). Inner loops are compiled with numba once
+per process: numba's disk cache is pickle-based, so it is not used. Design and measurements:
+docs/design/hamming.md.
 """
 
 from __future__ import annotations
@@ -182,7 +174,7 @@ _SEARCH: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
 
 def _compiled() -> Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The numba-compiled search, built on first use (importing numba costs ~0.1 s)."""
+    """The numba-compiled search, built on first use (numba is imported only then)."""
     global _SEARCH, _popcount
     if _SEARCH is None:
         import numba

@@ -1,7 +1,7 @@
 """What a plan's rules will need, prepared by the workers before the plan arrives.
 
 Some rule kinds pay a one-off cost in each process on first use: perceptual rules compile their
-numba search (about 2 s; numba's on-disk cache is pickle-based, so scrub does not use it), host
+numba search (seconds; numba's on-disk cache is pickle-based, so scrub does not use it), host
 and domain rules load the public suffix list. Workers start while the parent parses lists; as
 each list is read, the parent announces the kernels its entry types need and idle workers
 prepare them then, instead of on their first batch.

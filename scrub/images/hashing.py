@@ -1,19 +1,12 @@
 """Hashes of one image: content hashes of its bytes, perceptual hashes of its pixels.
 
-An image is decoded once, whatever hashes are asked for. Content hashes (MD5, SHA-1, SHA-256)
-never need decoding, so a file that cannot be decoded still gets them. Perceptual hashes follow
-the references partner lists are made with: PDQ through ``pdqhash`` (Meta's C++ implementation;
-256 bits written as 64 hex digits, most significant bit first, as ThreatExchange writes them,
-with its 0-100 quality), pHash and dHash with ``imagehash``'s exact bits (64 bits, 16 hex
-digits; see :mod:`scrub.images.perceptual`).
-
-Pixel modes: every mode is brought to 8-bit RGB the way Pillow converts it (palette and
-transparency included; alpha is dropped, not composited), which is what ThreatExchange's own
-tests do: for 16-bit and 32-bit grey and float images this clips values above 255, exactly as
-the reference hashes in its test vectors expect. LAB, which Pillow cannot convert directly, goes
-through an ICC transform to sRGB.
-
-Decompression bombs: the pixel count is read from the header and checked before any decoding.
+An image is decoded once, whatever is asked; content hashes (MD5, SHA-1, SHA-256) need no
+decoding, so an undecodable file still gets them. Perceptual hashes follow the references partner
+lists are made with: PDQ through ``pdqhash`` (64 hex digits, most significant bit first, with its
+0-100 quality), pHash and dHash with ``imagehash``'s bits (16 hex digits; see
+:mod:`scrub.images.perceptual`). Pixel modes: every mode becomes 8-bit RGB as Pillow converts it
+(alpha dropped, not composited; LAB through an ICC transform). The pixel count is read from the
+header and checked before any decoding. Rationale: docs/design/images.md.
 """
 
 from __future__ import annotations

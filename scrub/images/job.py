@@ -1,16 +1,13 @@
 """``scrub hash``: the hashes of every image of webdataset tars or an image folder, as parquet.
 
-One output per input shard (``NNNNN.tar`` -> ``NNNNN.parquet``; an image folder is cut into
-chunks of ``FOLDER_CHUNK`` files, ``images-00000.parquet``...), one row per sample in input
-order: ``key``, ``member`` (the image member or file), ``status`` (``ok``, ``undecodable``,
-``too_large``, ``no_image``, ``duplicate_key``), ``error`` (a kind, never content), ``bytes``,
-then the asked hashes (``pdq`` with ``pdq_quality``; ``pdq_dihedral`` with ``--dihedral``).
-A ``.gz`` member (or one holding gzip data) is hashed as the image inside it, the bytes a
-webdataset reader decodes; its ``member`` keeps the ``.gz`` name.
-Shards are units of a task on the runtime (:mod:`scrub.runtime`: local processes or Ray); each
-output appears atomically with a completion marker in ``OUTPUT.scrub/`` (with the job and the
-report, ``hash-report.json``), so a rerun skips finished shards. A shard that cannot be read (a
-truncated tar) is reported by name and the others are completed.
+One output per input shard (``NNNNN.tar`` -> ``NNNNN.parquet``; an image folder in chunks of
+``FOLDER_CHUNK`` files, ``images-00000.parquet``...), one row per sample in input order: ``key``,
+``member``, ``status`` (``ok``, ``undecodable``, ``too_large``, ``no_image``, ``duplicate_key``),
+``error`` (a kind, never content), ``bytes``, then the asked hashes (``pdq`` with
+``pdq_quality``; ``pdq_dihedral`` with ``--dihedral``). A ``.gz`` member is hashed as the image
+inside it (what a webdataset reader decodes) and keeps its ``.gz`` name. Shards are units of a
+task on :mod:`scrub.runtime` (resume, markers and ``hash-report.json`` in ``OUTPUT.scrub/``); an
+unreadable shard is reported by name and the others are completed.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
 """pHash and dHash with the exact bits ``imagehash`` gives, from one greyscale conversion.
 
-Partner lists of 64-bit pHash/dHash values are made with ``imagehash``: Pillow's Lanczos resize
-of the greyscale image to 32x32 (pHash: DCT of the rows then the columns, the top-left 8x8
-block against its median) or to 9x8 (dHash: each pixel against its left neighbour). The same
-steps here skip ``imagehash``'s per-call overhead (its hash object, a 64-character bit string)
-and convert to greyscale once for both.
-
-pHash's resize is Pillow's algorithm (``libImaging/Resample.c``, 8-bit path) done as two
-matrix products: the same Lanczos weights (computed in double exactly as Pillow does, then
-rounded to 22-bit fixed point the same way), the horizontal pass first, each rounded and
-clipped to 8 bits. Every product of a pixel and a weight and every partial sum is an integer
-below 2**53, so float64 BLAS computes Pillow's integer sums exactly, in any order. The dense
-products cost ~3x fewer cycles than Pillow's scalar loops at LAION sizes; where they might not
-match Pillow's order of passes (see :func:`lanczos_resize`), or above ``DENSE_MAX_PIXELS``,
-Pillow's own resize is used. Tests compare every pixel with Pillow and
-every bit with ``imagehash`` on many images and sizes.
+Partner lists of 64-bit pHash/dHash values are made with ``imagehash``; the same steps here skip
+its per-call overhead and convert to greyscale once for both. pHash's 32x32 Lanczos resize is
+Pillow's fixed-point algorithm done as two float64 matrix products, exact because every product
+and partial sum is an integer below 2**53; where Pillow's order of passes might differ (see
+:func:`lanczos_resize`) or above ``DENSE_MAX_PIXELS``, Pillow's own resize is used. Tests compare
+every pixel with Pillow and every bit with ``imagehash``. Rationale: docs/design/images.md.
 """
 
 from __future__ import annotations
@@ -39,7 +30,7 @@ def greyscale(image: Image.Image) -> Image.Image:
 def phash_hex(grey: Image.Image) -> str:
     """``imagehash.phash`` (hash size 8, high-frequency factor 4) of an ``L`` image, as its 16
     hex digits."""
-    import scipy.fftpack  # imported on first use: scipy costs 0.2 s at start-up
+    import scipy.fftpack  # imported on first use: scipy is slow to import
 
     pixels = lanczos_resize(grey, 32, 32)
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)

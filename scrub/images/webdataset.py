@@ -1,18 +1,14 @@
 """``scrub apply`` on a webdataset copy: a sample the plan drops leaves the tar and the sidecar.
 
-A shard is a sidecar ``NNNNN.parquet`` with its ``NNNNN.tar`` beside it (img2dataset's layout,
-column names as it writes them). The plan's rules run over the sidecar's rows (its own hash
-columns included), and its image-hash rules also run over every data member of the tar on its
-own, whatever its name or format: a member in a folder, named ``./k.jpg``, repeating a key, a
-second image of a sample, without a sidecar row, in a format only Pillow knows (TGA, PCX), or
-gzipped (``k.jpg.gz``, matched on its bytes and on the image inside) is hashed and matched like
-any other. A sample (the members of one normalised key) is dropped whole when any of its members
-matches or its sidecar row is dropped; a tar sample belongs to the sidecar row of the same key,
-or of the same last path part, digits read as a number (``imgs/00012``, ``x/12`` and an int64
-``12`` name one sample). A dropped row that names no sample of a tar holding samples is an error
-(exit 2), unless img2dataset marked it not downloaded. A shard where nothing matches is linked
-(or copied) unchanged; a shard that changes gets a sidecar without the dropped rows and a tar
-without their samples, every other member copied byte for byte in order.
+A shard is a sidecar ``NNNNN.parquet`` with its ``NNNNN.tar`` beside it (img2dataset's layout).
+The plan's rules run over the sidecar's rows, and its image-hash rules also over every data
+member of the tar, whatever its name, place or format (gzipped: on its bytes and the image in it).
+A sample (the members of one normalised key) is dropped whole when a member matches or its row is
+dropped; it belongs to the row of the same key or the same last path part, digits read as a
+number (``imgs/00012``, ``x/12`` and ``12`` are one sample). A dropped row naming no sample of a
+tar holding samples is an error (exit 2) unless img2dataset marked it not downloaded. An unchanged
+shard is linked (or copied); a changed one keeps every other member byte for byte, in order.
+Rationale: docs/design/images.md.
 """
 
 from __future__ import annotations

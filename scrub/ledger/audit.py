@@ -1,16 +1,11 @@
 """``scrub ledger verify``: the history is authentic, and the tables say what it says.
 
-1. The chain: every event's hash is the HMAC (ledger key) of its fields and the previous hash,
-   so an edited, inserted, deleted, reordered or appended event is named, even with every
-   later hash recomputed. Events from before revision 0004 carry plain sha256 hashes; the
-   re-key event that 0004 appended is keyed and covers them through its previous hash.
-2. The state: each request's kind, status, dates, extension, releases, requester and notes,
-   and the set of its items, are derived from its events and compared with the tables. Each
-   sealed identity and item must open for its own request (AES-GCM associated data), so a
-   value moved between requests is named.
-3. Anchors: a signed release manifest records the ledger's head (events and hash) when it was
-   built; the chain must still hold that hash at that position. Only this detects a history
-   cut short (truncated or rolled back), since no record inside the database can.
+1. The chain: each event's hash is the HMAC (ledger key) of its fields and the previous hash, so
+   an edited, inserted, deleted, reordered or appended event is named.
+2. The state: each request's fields and its set of items are derived from its events and compared
+   with the tables; each sealed identity and item must open for its own request.
+3. Anchors: the ledger heads recorded in signed release manifests must still be in the chain,
+   which is what detects a history cut short. Why each check: docs/design/ledger.md.
 
 Messages name events, requests, items (by row id) and fields, never a value.
 """

@@ -1,15 +1,13 @@
 """What the ledger key (the 32-byte data key of ``--key-file``) does in the ledger.
 
-- Seals: requester identities and request items are AES-256-GCM sealed, each bound through its
-  associated data to its request id (and an item to its type), so a sealed value copied or
-  moved to another row does not open there.
-- Keyed digests (HMAC-SHA256 under keys derived from it): of emails (repeat requesters), of
-  items (uniqueness, joins, what events record) and of notes (what events record). Without the
-  key a digest cannot be tested against a guessed name or URL.
-- The event chain's MAC: each event's hash is an HMAC over its fields and the previous hash, so
-  the history cannot be rewritten, extended or re-hashed by anyone who lacks the key.
+- Seals: requester identities and request items are AES-256-GCM sealed, bound (associated data)
+  to their request id (an item also to its type), so a value moved to another row does not open.
+- Keyed digests (HMAC-SHA256, derived keys) of emails, items and notes: lookups and what events
+  record, untestable against a guess without the key.
+- The event chain's MAC: each event's hash is an HMAC over its fields and the previous hash.
 
-The database holds none of these keys; it holds ``key_id`` (a public fingerprint) only.
+The database holds none of these keys, only ``key_id`` (a public fingerprint). Rationale:
+docs/design/ledger.md.
 """
 
 from __future__ import annotations

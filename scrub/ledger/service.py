@@ -122,8 +122,8 @@ class Ledger:
     def add_many(self, specs: Sequence[RequestSpec], actor: str) -> list[tuple[int, bool]]:
         """Record many requests in one transaction: all or nothing; (id, created) for each.
 
-        Works in bulk (one query for the requesters' earlier items, one insert per table), so a
-        batch of 100k requests with 1M items takes seconds. Requests are taken in order: one
+        Works in bulk (one query for the requesters' earlier items, one insert per table; figures
+        in docs/design/ledger.md). Requests are taken in order: one
         naming an item its requester already asked for, earlier in the ledger or earlier in the
         batch, joins the first such request. Items are matched by keyed digest.
         """
@@ -442,7 +442,7 @@ class Ledger:
 
     @staticmethod
     def _insert_items(session: Session, items: Sequence[tuple[int, str, str, bytes]]) -> None:
-        """Plain rows straight to the driver's executemany: a million items in seconds."""
+        """Plain rows straight to the driver's executemany (bulk import: docs/design/ledger.md)."""
         connection = session.connection()
         mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
         sql = (f"INSERT INTO {Item.__tablename__} (request_id, type, digest, sealed) "

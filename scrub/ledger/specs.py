@@ -102,8 +102,8 @@ class RequestSpec:
     @classmethod
     def parse_many(cls, records: Sequence[tuple[object, str]]) -> list[RequestSpec]:
         """Many records (each with where it came from, for errors). Item values are put in
-        canonical form a column per item type at once, so a batch of a million items parses
-        in seconds; the first invalid one is named (record, item index, reason)."""
+        canonical form a column per item type at once (bulk import: docs/design/ledger.md); the
+        first invalid one is named (record, item index, reason)."""
         heads: list[tuple[str, dt.datetime, str, str, str | None]] = []
         types: list[str] = []
         values: list[str] = []

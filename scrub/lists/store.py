@@ -295,19 +295,14 @@ class ListStore(_StoreFiles):
                     retrust: bool = False, progress: bool = False) -> ListVersion:
         """Validate, verify and store a new list version; nothing is stored on any failure.
 
-        Hash sets are sensitive by default (opt-out registries of URLs, hosts and domains are
-        not), and a new version of a sensitive list is sensitive; a sensitive list needs ``key``.
-
-        Signatures (ExternalSourceError, exit 3, when one is missing or bad): a list whose
-        earlier version was signed is bound to that signer, and every new version must verify
-        under its key, whatever ``source`` says; ``allow_unsigned`` accepts an unsigned version
-        and ``retrust`` binds the list to the key now registered for ``source`` (the new version
-        must verify under it); both are recorded in the version's ``trust_change``. A list not
-        yet bound needs a signature when ``source`` has a registered key. The signed file is
-        read once: the bytes verified are the bytes hashed and parsed.
-
-        ``progress``: show the steps (parse, merge, write) and the entries on stderr (counts
-        only, never a value).
+        Hash sets are sensitive by default (opt-out registries are not), as is every new version
+        of a sensitive list; a sensitive list needs ``key``. Signatures (ExternalSourceError,
+        exit 3, when missing or bad): a list once signed is bound to that signer, whatever
+        ``source`` says; ``allow_unsigned`` accepts an unsigned version, ``retrust`` rebinds it
+        to ``source``'s registered key (the version must verify under it), both recorded in
+        ``trust_change``; an unbound list needs a signature when ``source`` has a key. The bytes
+        verified are the bytes parsed. ``progress`` shows steps and counts on stderr, never a
+        value. Trust rules: docs/design/lists-store.md.
         """
         path = Path(path)
         _check_import(name, version, source, kind, suppresses, allow_unsigned, retrust)

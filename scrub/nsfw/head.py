@@ -1,22 +1,12 @@
-"""LAION's CLIP-based NSFW head in torch, stored as safetensors.
+"""LAION's CLIP-based NSFW head in torch, stored as safetensors (background: docs/design/nsfw.md).
 
-The head (LAION-AI/CLIP-based-NSFW-Detector, an AutoKeras model) reads a CLIP image embedding:
-a Keras ``Normalization`` layer, then dense layers with ReLU, then one sigmoid unit.
-
-=========  ====  ============================================
-arch       dim   layers
-=========  ====  ============================================
-vit-l-14   768   768 -> 64 -> 512 -> 256 -> 1  (dense1..3, out)
-vit-b-32   512   512 -> 32 -> 32 -> 1          (dense1..2, out)
-=========  ====  ============================================
-
-On disk (safetensors, float32), tensor names: ``mean`` and ``variance`` (the normalization,
-applied as Keras does: ``(x - mean) / max(sqrt(variance), 1e-7)``), then ``dense1.weight``,
-``dense1.bias``, ``dense2.*``, ``dense3.*`` (vit-l-14 only), ``out.weight``, ``out.bias`` in
-torch's ``Linear`` layout (``weight`` is ``(out_features, in_features)``).
-
-Other layouts (a ported ``.pth`` state dict) go through :func:`convert_state_dict`, documented
-there; ``.pth`` files are read with ``torch.load(weights_only=True)`` (tensors only, no code).
+The head reads a CLIP image embedding: a Keras ``Normalization``, dense layers with ReLU, one
+sigmoid unit (``vit-l-14``: 768 -> 64 -> 512 -> 256 -> 1; ``vit-b-32``: 512 -> 32 -> 32 -> 1).
+On disk (safetensors, float32): ``mean`` and ``variance`` (applied as Keras does:
+``(x - mean) / max(sqrt(variance), 1e-7)``), then ``dense1.weight``, ``dense1.bias``,
+``dense2.*``, ``dense3.*`` (vit-l-14 only), ``out.weight``, ``out.bias``, in torch's ``Linear``
+layout (``weight`` is ``(out_features, in_features)``). Other layouts (a ported ``.pth``) go
+through :func:`convert_state_dict`; ``.pth`` files are read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -194,15 +184,12 @@ def convert_state_dict(state: Mapping[str, torch.Tensor], *, arch: str | None = 
     """A head from another layout of the same model, by this documented mapping:
 
     - our own names are taken as they are;
-    - otherwise the normalization is the 1-D tensors whose names end in ``mean`` and
-      ``variance`` (or ``var``); Keras' ``count`` and torch's ``num_batches_tracked`` are
-      ignored;
-    - the dense layers are the 2-D ``*weight`` tensors (``*kernel`` for Keras names), each with
-      the ``*bias`` of the same prefix, in the file's order (the last one is ``out``): this
-      covers Keras-style names (``dense``, ``dense_1``... or ``normalization.mean``) and
-      ``nn.Sequential`` indices (``model.0.weight``, ``model.2.weight``...);
-    - weights stored as ``(in, out)`` (Keras) are transposed, decided by the first layer, whose
-      input width (768 or 512) differs from its output width.
+    - else the normalization is the 1-D tensors named ``*mean`` and ``*variance`` (or ``*var``);
+      Keras' ``count`` and torch's ``num_batches_tracked`` are ignored;
+    - the dense layers are the 2-D ``*weight`` (Keras: ``*kernel``) tensors with the ``*bias`` of
+      the same prefix, in the file's order, the last being ``out`` (Keras names such as ``dense_1``
+      and ``nn.Sequential`` indices such as ``model.0.weight``);
+    - ``(in, out)`` weights (Keras) are transposed, as the first layer's shape shows.
     """
     if all(name in state for name in ("mean", "variance", "out.weight")):
         return _build(dict(state), arch, where)

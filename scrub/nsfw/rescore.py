@@ -1,18 +1,13 @@
 """Rescoring ``punsafe`` from CLIP embeddings, shard by shard.
 
-Embeddings come in clip-retrieval's layout (``img_emb/img_emb_{i}.npy``, float16, row ``r``
-of file ``i`` belonging to row ``r`` of shard ``i``, the shard whose name ends in ``i``) or as
-a list column of the shards. They are memory-mapped and streamed in large batches; on CUDA
-through pinned host buffers, copies on their own stream overlapping the previous batch's
-compute, in half precision; on CPU in float32.
-
-The output folder holds one parquet per input shard, same file name: a float32 ``punsafe``
-column row-aligned with the shard (null where the embedding holds NaN or infinity), ``key``
-when the shard has one, and the model id in the file's metadata. Each file appears atomically;
-a rerun skips shards whose output already holds this model's scores (the file is its own
-completion marker, so rescoring with another model needs no ``--force``). Shards are units of
-a task on the runtime (:mod:`scrub.runtime`): in this process locally (one device), or a Ray
-task each.
+Embeddings come in clip-retrieval's layout (``img_emb/img_emb_{i}.npy``, float16, row ``r`` of
+file ``i`` is row ``r`` of the shard whose name ends in ``i``) or as a list column; they are
+memory-mapped and streamed in large batches (CUDA: half precision; CPU: float32). The output
+holds one parquet per input shard, same name: float32 ``punsafe`` row-aligned with the shard
+(null where the embedding is not finite), ``key`` when the shard has one, and the model id in
+its metadata. Each file appears atomically and is its own completion marker, so a rerun skips
+shards scored by this model. Shards are units of a task on :mod:`scrub.runtime`.
+Rationale: docs/design/nsfw.md.
 """
 
 from __future__ import annotations
@@ -299,9 +294,9 @@ def _batches(jobs: list[tuple[Shard, Path, int, np.ndarray]], reads: list[tuple[
     def load(embeddings: np.ndarray, start: int, count: int) -> np.ndarray:
         if not to_float32:
             return _read_rows(embeddings, start, count)
-        # One pass reads the mapped pages and converts them (torch converts float16 many
-        # times faster than numpy, and releases the GIL); torch only warns that the mapped
-        # rows are read-only, which is all they are used as.
+        # One pass reads the mapped pages and converts them (torch converts float16 faster
+        # than numpy, and releases the GIL); torch only warns that the mapped rows are
+        # read-only, which is all they are used as.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             rows = torch.from_numpy(np.asarray(embeddings[start:start + count]))
@@ -354,12 +349,10 @@ def _score_cpu(head: NsfwHead, batches: Iterator[tuple[int, int, np.ndarray]]
     """The CPU path: every pass of ``CPU_PASS`` rows (a batch's rows from its first) runs on one
     thread, passes in parallel over the cores.
 
-    A CPU matrix product's rounding depends on how many threads split it (measured: scores
-    differing in the 7th digit between 1 and 2 threads), so a score must not depend on the
-    thread count of the process that computes it: a shard scored by the local executor, on a
-    Ray worker (one thread) or on a machine with more cores gets the same bytes. Each pass has
-    fixed rows (batches start at fixed rows of a shard) and runs single-threaded; parallelism
-    comes from running passes side by side (torch releases the GIL), at the same speed.
+    A CPU matrix product's rounding depends on how many threads split it, so each pass (fixed
+    rows: batches start at fixed rows of a shard) runs single-threaded and passes run side by
+    side (torch releases the GIL): a shard's scores are the same bytes whatever the executor or
+    the core count. Measurement: docs/design/nsfw.md.
     """
     threads = torch.get_num_threads()
 

@@ -1,34 +1,13 @@
-"""Release policies: TOML files naming what a variant removes.
+"""Release policies: TOML files naming what a variant removes (example: docs/design/policies.md).
 
-.. code-block:: toml
-
-    [policy]
-    name = "research"                  # the variant's folder name
-    description = "..."
-    extends = "research.toml"          # optional: start from another policy (same folder)
-
-    [lists]
-    names = ["*"]                      # store lists: "*" (every block list), NAME (latest),
-                                       # NAME@latest or NAME@VERSION (pinned)
-    [ledger]
-    requests = true                    # every verified request of the ledger
-
-    [nsfw]
-    score = "stored"                   # which punsafe to trust: "stored" or "rescored"
-    [[nsfw.rules]]
-    above = 0.95
-    keywords = true                    # only where the caption keyword filter flags the row
-
-    [keywords]
-    file = "keywords.txt"              # one term per line (# comments), relative to the policy
-    terms = ["..."]                    # and/or inline terms
-
-A policy's content hash (sha256 of its file, and of the files it extends or reads) goes into
-the release manifest. Errors name the file and the key.
-
-scrub ships the stock policies ``research`` and ``research-safe`` (the top-level ``policies/``
-folder, inside the package once installed): a bare name such as ``research`` means one of them,
-anything with a ``/`` or ending in ``.toml`` is a file path.
+Keys: ``[policy]`` ``name`` (the variant's folder), ``description``, ``extends`` (a policy in the
+same folder to start from); ``[lists]`` ``names`` (``"*"``: every block list; ``NAME``,
+``NAME@latest`` or ``NAME@VERSION``); ``[ledger]`` ``requests`` (every verified request);
+``[nsfw]`` ``score`` (``"stored"`` or ``"rescored"``) and ``[[nsfw.rules]]`` ``above``,
+``keywords`` (only where the caption keyword filter flags the row); ``[keywords]`` ``file`` (one
+term a line, ``#`` comments, relative to the policy) and/or ``terms``. The content hash (sha256 of
+the file and of those it extends or reads) goes into the manifest; errors name the file and key.
+A bare name (``research``) is a stock policy (``policies/``); a ``/`` or ``.toml`` makes a path.
 """
 
 from __future__ import annotations

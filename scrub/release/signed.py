@@ -2,15 +2,11 @@
 signature over the manifest's exact bytes, the signer it names, and the complete listing of the
 variant's files.
 
-From format ``scrub-release/3`` a variant is two folders (:mod:`scrub.layout`): the variant
-folder ``V/`` holds its shards and nothing else (every parquet reader reads it as exactly its
-rows), and its companion folder ``V.scrub/`` holds ``manifest.json``, ``manifest.sig``, the
-audit, the removal list and the embeddings (``img_emb/``). The manifest lists every file of both:
-``files`` (the variant folder, exactly its shards) and ``companion_files`` (the companion folder,
-manifest and signature aside), relative POSIX path -> sha256; it also names every variant of its
-release (``release_variants``). Formats ``scrub-release/2`` (every file in ``files``) and
-``scrub-release/1`` (the shards, embeddings, removal list and ``_state/`` files in their own
-entries) kept everything in the variant folder; they are still read for ``scrub release verify``.
+Format ``scrub-release/3``: the variant folder ``V/`` holds its shards only, its companion
+``V.scrub/`` the manifest, signature, audit, removal list and ``img_emb/``; the manifest maps
+every file of both (``files``, ``companion_files``: relative POSIX path -> sha256) and names the
+release's variants (``release_variants``). Formats 1 and 2 (everything in ``V/``) are still read
+for ``scrub release verify``; their layouts: docs/design/output-layout.md.
 """
 
 from __future__ import annotations
