@@ -95,6 +95,26 @@ class ShardsFailedError(UserInputError):
         )
 
 
+class WorkerError(ScrubError):
+    """A ScrubError raised in a worker process, rebuilt in the parent: its message, hint and
+    exit code cross the process boundary, its class (maybe not importable here) does not."""
+
+    def __init__(self, message: str, *, hint: str | None = None, exit_code: int = 1) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+
+
+class WorkerInternalError(ScrubError):
+    """An unexpected exception in a worker process: only its type crosses (its message may hold
+    a value), and its traceback when ``SCRUB_DEBUG`` is set. The CLI tells it as every
+    unexpected error: type only, exit 1."""
+
+    def __init__(self, type_name: str, traceback: str = "") -> None:
+        super().__init__(f"internal error ({type_name})")
+        self.type_name = type_name
+        self.traceback = traceback
+
+
 class StorageError(ScrubError):
     """The machine refused to store a write: no space left, over quota, file too large, a failing
     disk. Exit 1: the input is fine; free space and rerun (completed work is kept)."""

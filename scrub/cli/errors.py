@@ -21,7 +21,7 @@ from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 
-from scrub.errors import ScrubError, from_os_error
+from scrub.errors import ScrubError, WorkerInternalError, from_os_error
 
 #: The variable naming scrub's home folder (list store, default ledger); read here for hints
 #: only, so the handler imports nothing heavy.
@@ -41,6 +41,11 @@ def handle_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return command(*args, **kwargs)
+        except WorkerInternalError as exc:  # an unexpected error in a worker process
+            if os.environ.get("SCRUB_DEBUG") and exc.traceback:
+                _say(exc.traceback.rstrip())
+            _say(_internal_line(exc.type_name))
+            raise typer.Exit(1) from None
         except ScrubError as exc:
             _report(exc)
         except KeyboardInterrupt:
@@ -88,9 +93,13 @@ def _internal(exc: BaseException) -> NoReturn:
     """An unexpected error: its type only, since its message may hold a sensitive value."""
     if os.environ.get("SCRUB_DEBUG"):
         traceback.print_exc()
-    _say(f"scrub: internal error ({type(exc).__name__}); "
-         "rerun with SCRUB_DEBUG=1 for the traceback and report it")
+    _say(_internal_line(type(exc).__name__))
     raise typer.Exit(1) from None
+
+
+def _internal_line(type_name: str) -> str:
+    return (f"scrub: internal error ({type_name}); rerun with SCRUB_DEBUG=1 for the traceback "
+            "and report it")
 
 
 def _home_hint(exc: OSError) -> str | None:

@@ -88,7 +88,7 @@ def _list_refs(policies: Sequence[Policy], store: ListStore | None) -> dict[str,
     """``name@version`` of every list version some policy applies -> those policies (``store``
     is None when none applies lists)."""
     refs: dict[str, set[str]] = {}
-    if store is None:  # no policy applies lists
+    if store is None or not any(p.lists for p in policies):  # a store no policy uses: unread
         return refs
     catalog = store.catalog()
     for policy in policies:

@@ -40,23 +40,38 @@ class Outcome(Generic[U]):
     error: str | None = None
     kind: str | None = None
     hint: str | None = None
+    #: The failure's envelope (see :func:`failure`), to raise it again in the parent.
+    envelope: Envelope | None = None
 
     @property
     def failed(self) -> bool:
         return self.error is not None
 
     def exception(self) -> ScrubError:
-        """The failure as the ScrubError it was raised as (a plain one for internal errors)."""
-        return rebuild_error(self.kind or "ScrubError", self.error or "", self.hint)
+        """The failure as it was raised: a ScrubError of its class (or one with its exit code),
+        or a :class:`~scrub.errors.WorkerInternalError` naming the unexpected exception's type."""
+        if self.envelope is not None:
+            return rebuild(self.envelope)
+        return errors.WorkerError(self.error or "", hint=self.hint)
 
 
-def rebuild_error(kind: str, message: str, hint: str | None) -> ScrubError:
-    """A ScrubError of class ``kind`` again (one whose constructor differs: a plain one)."""
+def rebuild_error(kind: str, message: str, hint: str | None, exit_code: int = 1) -> ScrubError:
+    """A ScrubError of class ``kind`` again; a class not in :mod:`scrub.errors`, or one whose
+    constructor differs, as a :class:`~scrub.errors.WorkerError` with the same exit code."""
     cls = getattr(errors, kind, None)
     if isinstance(cls, type) and issubclass(cls, ScrubError) and kind not in (
-            "InvalidListError", "ShardsFailedError"):
+            "InvalidListError", "ShardsFailedError", "WorkerError", "WorkerInternalError"):
         return cls(message, hint=hint)
-    return ScrubError(message, hint=hint)
+    return errors.WorkerError(message, hint=hint, exit_code=exit_code)
+
+
+def rebuild(envelope: Envelope) -> ScrubError:
+    """The exception a failure envelope stands for."""
+    if envelope["error"] == "internal":
+        return errors.WorkerInternalError(envelope.get("type", "Exception"),
+                                          envelope.get("traceback", ""))
+    return rebuild_error(envelope["error"], envelope["message"], envelope.get("hint"),
+                         envelope.get("code", 1))
 
 
 def failure(exc: BaseException) -> Envelope:
@@ -65,12 +80,17 @@ def failure(exc: BaseException) -> Envelope:
         translated = from_os_error(exc)
         if isinstance(translated, StorageError):
             exc = translated
+    if isinstance(exc, errors.WorkerInternalError):  # raised again by a nested runtime
+        return {"error": "internal", "type": exc.type_name, "traceback": exc.traceback,
+                "message": f"internal error ({exc.type_name}){exc.traceback}", "hint": None,
+                "fatal": False}
     if isinstance(exc, ScrubError):
         return {"error": type(exc).__name__, "message": exc.message, "hint": exc.hint,
-                "fatal": isinstance(exc, StorageError)}
+                "code": exc.exit_code, "fatal": isinstance(exc, StorageError)}
     detail = traceback.format_exc() if os.environ.get("SCRUB_DEBUG") else ""
-    return {"error": "internal", "message": f"internal error ({type(exc).__name__}){detail}",
-            "hint": None, "fatal": False}
+    return {"error": "internal", "type": type(exc).__name__, "traceback": detail,
+            "message": f"internal error ({type(exc).__name__}){detail}", "hint": None,
+            "fatal": False}
 
 
 class OpenedTask:
@@ -103,10 +123,10 @@ def outcome_of(unit: U, envelope: Envelope) -> Outcome[U]:
     if "ok" in envelope:
         return Outcome(unit, result=envelope["ok"])
     if envelope.get("fatal"):
-        raise rebuild_error(envelope["error"], envelope["message"], envelope.get("hint"))
+        raise rebuild(envelope)
     kind = envelope["error"]
     return Outcome(unit, error=envelope["message"], kind=None if kind == "internal" else kind,
-                   hint=envelope.get("hint"))
+                   hint=envelope.get("hint"), envelope=envelope)
 
 
 def interrupted(done: int, total: int) -> errors.Interrupted:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scrub.errors import OutputConflictError, StorageError
+from scrub.errors import OutputConflictError, ScrubError, StorageError
 from scrub.runtime import JobState, LocalExecutor, job_identity, run_units, split_done
 from tests.runtime import tasks
 
@@ -155,3 +155,36 @@ def test_a_job_killed_while_claiming_its_folder_can_rerun(tmp_path: Path, monkey
     assert (state.root / "job.json").is_file()
     with pytest.raises(OutputConflictError):  # while another job's folder is still refused
         JobState(output, job_identity("test", {"n": 2})).prepare(force=False)
+
+
+class _SealBroken(ScrubError):
+    """A ScrubError class outside scrub.errors, with its own exit code."""
+
+    exit_code = 3
+
+
+def _raising(exc: BaseException):  # a task's run function that raises ``exc``
+    def setup(_payload: object):
+        def run(_unit: object) -> None:
+            raise exc
+        return run
+    return setup
+
+
+def test_a_units_failure_is_raised_again_with_its_exit_code_or_its_type_only() -> None:
+    """What crosses from a worker: a ScrubError's message, hint and exit code (whatever its
+    class), an unexpected exception's type only (its message may hold a value)."""
+    from scrub.errors import WorkerInternalError
+    from scrub.runtime.task import OpenedTask, outcome_of
+
+    cases = [(_SealBroken("seal broken", hint="restore it"), 3),
+             (OutputConflictError("busy"), 2)]
+    for exc, code in cases:
+        outcome = outcome_of("u", OpenedTask(_raising(exc), None)("u"))
+        again = outcome.exception()
+        assert (again.message, again.hint, again.exit_code) == (exc.message, exc.hint, code)
+    secret = "d41d8cd98f00b204e9800998ecf8427e"
+    outcome = outcome_of("u", OpenedTask(_raising(ValueError(secret)), None)("u"))
+    again = outcome.exception()
+    assert isinstance(again, WorkerInternalError) and again.type_name == "ValueError"
+    assert secret not in again.message and secret not in (outcome.error or "")
