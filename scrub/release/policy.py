@@ -24,8 +24,7 @@ from scrub.errors import InvalidDatasetError, UserInputError
 from scrub.shipped import policies_folder
 
 _SECTIONS = {"policy": {"name", "description", "extends"}, "lists": {"names"},
-             "ledger": {"requests"}, "nsfw": {"score", "rules"}, "keywords": {"file", "terms"},
-             "output": {"layout"}}
+             "ledger": {"requests"}, "nsfw": {"score", "rules"}, "keywords": {"file", "terms"}}
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ def test_the_content_hash_covers_the_keyword_file(tmp_path: Path) -> None:
     ('[policy]\nname = "x"\n[lists]\nnames = "all"\n', "lists.names must be a list"),
     ('[policy]\nname = "x"\ncolour = 1\n', r"unknown key\(s\) colour in \[policy\]"),
     ('[release]\nname = "x"\n', r"unknown section \[release\]"),
+    # once accepted and ignored (a setting that did nothing): refused like any unknown section
+    ('[policy]\nname = "x"\n[output]\nlayout = "flat"\n', r"unknown section \[output\]"),
     ('[policy]\nname = "a b"\n', "must be letters, digits"),
     ('[policy]\nname = "x"\n[nsfw]\nscore = "best"\n', 'nsfw.score must be "stored"'),
     ('[policy]\nname = "x"\n[[nsfw.rules]]\nabove = true\n', r"nsfw.rules\[0\].above"),
