@@ -8,6 +8,8 @@ with a binary search on the first eight bytes, then a check of the full key.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -33,16 +35,20 @@ _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 # Rows decoded per step when a column needs gathering, to keep the index arrays small.
 _GATHER_ROWS = 1 << 16
 
-#: What may surround a hex digest, on either side (list entries and dataset values): Python's
-#: whitespace (``str.isspace``: Unicode White_Space plus U+001C-U+001F), so that the scalar
-#: ``str.strip()`` of the list parser and this column form strip the same characters.
-HEX_SPACES = "".join(chr(code) for code in range(0x110000) if chr(code).isspace())
+
+@functools.cache
+def hex_spaces() -> str:
+    """What may surround a hex digest, on either side (list entries and dataset values): Python's
+    whitespace (``str.isspace``: Unicode White_Space plus U+001C-U+001F), so that the scalar
+    ``str.strip()`` of the list parser and this column form strip the same characters. Worked
+    out on first use (a scan of every code point, ~0.1 CPU-s), not by every importer."""
+    return "".join(chr(code) for code in range(0x110000) if chr(code).isspace())
 
 
 def clean_hex_text(values: pl.Series) -> pl.Series:
     """Hex digests as both sides spell them before decoding: surrounding whitespace stripped,
     lower-cased, one ``0x`` prefix dropped. What is still not hex after this stays malformed."""
-    return (values.cast(pl.String).str.strip_chars(HEX_SPACES).str.to_lowercase()
+    return (values.cast(pl.String).str.strip_chars(hex_spaces()).str.to_lowercase()
             .str.strip_prefix("0x"))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from scrub.dataset import Shard
@@ -15,7 +16,6 @@ from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats
 from scrub.engine.warmup import compile_kernel
 from scrub.errors import ScrubError, StorageError, from_os_error
-from scrub.images.webdataset import filter_webdataset_shard, tar_of
 from scrub.runtime.state import JobState
 
 #: What a worker prepares for a hint: a kernel the coming plan needs.
@@ -46,10 +46,11 @@ def process_shard(plan: MatchPlan, state: JobState, shard: Shard,
 
     Only a full or failing disk raises (:class:`StorageError`): every shard would fail alike."""
     tmp = state.staging(shard.name)
-    tar = tar_of(shard)
+    tar = _tar_of(shard)
     tmp_tar = state.staging(tar.name) if tar is not None else None
     try:
         if tar is not None and tmp_tar is not None:  # a webdataset shard: sidecar + tar
+            from scrub.images.webdataset import filter_webdataset_shard  # only with a tar
             stats, records = filter_webdataset_shard(plan, shard, tmp, tmp_tar,
                                                      column_overrides=overrides)
         else:
@@ -73,6 +74,15 @@ def process_shard(plan: MatchPlan, state: JobState, shard: Shard,
         tmp.unlink(missing_ok=True)
         if tmp_tar is not None:
             tmp_tar.unlink(missing_ok=True)
+
+
+def _tar_of(shard: Shard) -> Path | None:
+    """:func:`scrub.images.webdataset.tar_of`, importing the image path (PIL, tars) only for a
+    shard that has a tar beside it."""
+    if not shard.path.with_suffix(".tar").is_file():
+        return None
+    from scrub.images.webdataset import tar_of
+    return tar_of(shard)
 
 
 def _strip_path(message: str, shard: Shard) -> str:

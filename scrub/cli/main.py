@@ -2,6 +2,8 @@
 
 Each command is registered through :func:`scrub.cli.errors.handle_errors`, the one place where
 errors become exit codes. Tracebacks never show locals (they can hold keys and hashes).
+typer is imported when the app is built, not with this module: a worker process spawned by the
+console script re-imports it (multiprocessing's ``__mp_main__``) and needs none of the CLI.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import inspect
 import os
 import sys
 import threading
-from collections.abc import Iterable
-
-import typer
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from scrub import __version__
+
+if TYPE_CHECKING:
+    import typer
 
 #: The modules that register commands (``scrub.cli.<module>``), in the order help lists them.
 MODULES = ("apply", "decisions", "demo", "hash", "lists", "keys", "ledger", "nsfw", "release")
@@ -28,20 +32,30 @@ COMMANDS = {"apply": "apply", "decisions": "decisions", "demo": "demo", "hash": 
 
 
 def _version(value: bool) -> None:
+    import typer
+
     if value:
         typer.echo(f"scrub {__version__}")
         raise typer.Exit()
 
 
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-) -> None:
-    """Safety and compliance scrubbing for web-scale image-text datasets."""
+def _root_callback() -> Callable[..., None]:
+    """The root callback (``--version``), declared where typer is imported."""
+    import typer
+
+    def _root(
+        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                     help="Print the version and exit."),
+    ) -> None:
+        """Safety and compliance scrubbing for web-scale image-text datasets."""
+
+    return _root
 
 
 def build_app(modules: Iterable[str] | None = None) -> typer.Typer:
     """The root app with the commands of ``modules`` (all of them by default)."""
+    import typer
+
     root = typer.Typer(
         name="scrub",
         help="Safety and compliance scrubbing for web-scale image-text datasets.",
@@ -50,7 +64,7 @@ def build_app(modules: Iterable[str] | None = None) -> typer.Typer:
         pretty_exceptions_enable=False,
         pretty_exceptions_show_locals=False,
     )
-    root.callback()(_root)
+    root.callback()(_root_callback())
     for module in MODULES if modules is None else modules:
         importlib.import_module(f"scrub.cli.{module}").register(root)
     _plain_help(root)
@@ -61,6 +75,8 @@ def _plain_help(app: typer.Typer) -> None:
     """One help style for the whole tree: click's plain layout (flags shown as flags, not with
     typer's ``<bool>``), and every value shown by an upper-case placeholder: the option's own
     ``metavar``, else its name (``--rows ROWS``), never typer's ``<int range>``."""
+    import typer
+
     app.rich_markup_mode = None
     for info in app.registered_commands + ([app.registered_callback]
                                            if app.registered_callback else []):
@@ -99,11 +115,23 @@ def main(argv: list[str] | None = None) -> None:
     if argv is not None:  # called from Python (tests, scripts): SystemExit as usual
         build_app([module] if module else None)(prog_name="scrub", args=args)
         return
+    if module is not None:
+        _hide_pandas()
     try:
         build_app([module] if module else None)(prog_name="scrub", args=args)
     except SystemExit as exc:
         _exit(exc.code)
     _exit(0)
+
+
+def _hide_pandas() -> None:
+    """pyarrow's pandas probe answered "no" before the command's first ``pa.array`` (scrub
+    never uses pandas; loading it costs ~0.3 CPU-s a process). Only in a process of its own:
+    a caller's process may hand pyarrow pandas objects later. Help and ``--version`` skip it,
+    and with it the pyarrow import."""
+    from scrub.runtime.workers import hide_pandas_from_arrow
+
+    hide_pandas_from_arrow()
 
 
 def _exit(code: object) -> None:

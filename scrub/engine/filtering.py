@@ -192,9 +192,12 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
             raise full from None
         raise InvalidDatasetError(f"{shard.path}: cannot process ({brief(exc)})") from exc
     tally.into(stats)
-    return stats, (pa.concat_tables(records) if records else _NO_RECORDS)
+    return stats, (pa.concat_tables(records) if records else _no_records())
 
 
-_NO_RECORDS = pa.table({"row": pa.array([], pa.int64()), "reasons": pa.array([], pa.uint32()),
-                        "sources": pa.array([], pa.list_(pa.int32())),
-                        "distance": pa.array([], pa.int16())})
+def _no_records() -> pa.Table:
+    """The decision records of a shard that drops nothing (built per call, not at import: an
+    Arrow table at module level would cost every importer pyarrow's pandas probe)."""
+    return pa.table({"row": pa.array([], pa.int64()), "reasons": pa.array([], pa.uint32()),
+                     "sources": pa.array([], pa.list_(pa.int32())),
+                     "distance": pa.array([], pa.int16())})

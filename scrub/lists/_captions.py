@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import textwrap
 import unicodedata
 from collections.abc import Callable
 
 import numpy as np
 import polars as pl
 
+from scrub.lists import _fold_data
 from scrub.lists._keytype import KeyType
 
 
@@ -81,15 +83,30 @@ DEFAULT_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x11
 
 @functools.lru_cache(maxsize=1)
 def _fold_tables() -> tuple[list[str], list[str], str, str, str]:
-    """What :func:`fold_text` needs beyond lower-casing, worked out once from ``unicodedata``:
-    the characters lower-casing leaves but case folding changes (``ß`` -> ``ss``,
-    ``ς`` -> ``σ``, ``ﬁ`` -> ``fi``...) with their folds, a regex class of them, a regex class
-    of the default-ignorable characters, and a regex class of the characters that removing
-    those or NFKC may change or combine (default ignorables, those not NFKC on their own,
-    combining marks, the second characters of canonical pairs, Hangul vowel and final
-    jamo): text without any of the latter is folded by lower-casing alone."""
-    keys: list[str] = []
-    folds: list[str] = []
+    """What :func:`fold_text` needs beyond lower-casing: the characters lower-casing leaves but
+    case folding changes (``ß`` -> ``ss``, ``ς`` -> ``σ``, ``ﬁ`` -> ``fi``...) with their
+    folds, a regex class of them, a regex class of the default-ignorable characters, and a
+    regex class of the characters that removing those or NFKC may change or combine: text
+    without any of the latter is folded by lower-casing alone. From the shipped code points
+    (:mod:`scrub.lists._fold_data`) when they were worked out for this Python's Unicode
+    version, else from a scan of every code point (:func:`scan_fold_code_points`)."""
+    if unicodedata.unidata_version == _fold_data.UNIDATA_VERSION:
+        foldable = _code_points(_fold_data.FOLDABLE)
+        unstable = _code_points(_fold_data.UNSTABLE)
+    else:
+        foldable, unstable = scan_fold_code_points()
+    keys = [chr(code) for code in sorted(foldable)]
+    ignorable = {code for first, last in DEFAULT_IGNORABLE for code in range(first, last + 1)}
+    return (keys, [key.casefold() for key in keys], _char_class(foldable),
+            _char_class(ignorable), _char_class(unstable))
+
+
+def scan_fold_code_points() -> tuple[set[int], set[int]]:
+    """The foldable and the unstable code points of :func:`_fold_tables`, worked out from
+    ``unicodedata`` over every code point (~0.6 CPU-s): foldable, those lower-casing leaves but
+    case folding changes; unstable, the default ignorables, those not NFKC on their own,
+    combining marks, the second characters of canonical pairs, Hangul vowel and final jamo."""
+    foldable: set[int] = set()
     ignorable = {code for first, last in DEFAULT_IGNORABLE for code in range(first, last + 1)}
     unstable = {*range(0x1161, 0x1176), *range(0x11A8, 0x11C3), *ignorable}
     for code in range(0x80, 0x110000):
@@ -97,15 +114,60 @@ def _fold_tables() -> tuple[list[str], list[str], str, str, str]:
             continue
         ch = chr(code)
         if ch == ch.lower() and ch.casefold() != ch:
-            keys.append(ch)
-            folds.append(ch.casefold())
+            foldable.add(code)
         if unicodedata.combining(ch) or unicodedata.normalize("NFKC", ch) != ch:
             unstable.add(code)
         parts = unicodedata.decomposition(ch).split()
         if len(parts) == 2 and not parts[0].startswith("<"):  # a canonical pair's second
             unstable.add(int(parts[1], 16))
-    return (keys, folds, _char_class({ord(k) for k in keys}), _char_class(ignorable),
-            _char_class(unstable))
+    return foldable, unstable
+
+
+def _code_points(ranges: str) -> set[int]:
+    """The code points of a string of hex ranges (``"DF 149-14A"``)."""
+    codes: set[int] = set()
+    for span in ranges.split():
+        first, _, last = span.partition("-")
+        codes.update(range(int(first, 16), int(last or first, 16) + 1))
+    return codes
+
+
+def render_fold_data() -> str:
+    """The source of :mod:`scrub.lists._fold_data` for this Python's Unicode version (run
+    ``python -c "from scrub.lists._captions import render_fold_data as r; print(r(), end='')"
+    > scrub/lists/_fold_data.py`` after a Python upgrade; a test says when)."""
+    foldable, unstable = scan_fold_code_points()
+    return (f'{_FOLD_DATA_DOC}\n#: The Unicode version these were worked out for.\n'
+            f"UNIDATA_VERSION = \"{unicodedata.unidata_version}\"\n"
+            "#: Characters lower-casing leaves but case folding changes.\n"
+            f"FOLDABLE = {_ranges_literal(foldable)}\n"
+            "#: Characters that removing default ignorables or NFKC may change or combine.\n"
+            f"UNSTABLE = {_ranges_literal(unstable)}\n")
+
+
+_FOLD_DATA_DOC = '''"""The code points caption folding treats specially (generated).
+
+:func:`scrub.lists._captions.scan_fold_code_points` over every code point costs ~0.6 CPU-s in
+each process that folds a non-ASCII caption; these are its results, used while Python's
+``unicodedata`` has this version (else the scan runs). Written by
+``scrub.lists._captions.render_fold_data``. Hex code points, ``first-last`` ranges or single
+ones, separated by spaces.
+"""
+'''
+
+
+def _ranges_literal(codes: set[int]) -> str:
+    """A parenthesised string literal of ``codes`` as hex ranges, in lines within 100."""
+    spans: list[str] = []
+    ordered = sorted(codes)
+    start = prev = ordered[0]
+    for code in [*ordered[1:], -1]:
+        if code != prev + 1:
+            spans.append(f"{start:X}" + (f"-{prev:X}" if prev > start else ""))
+            start = code
+        prev = code
+    lines = textwrap.wrap(" ".join(spans), 90, break_on_hyphens=False)
+    return "(\n" + "\n".join(f'    "{line} "' for line in lines) + "\n)"
 
 
 def _char_class(codes: set[int]) -> str:

@@ -1,7 +1,8 @@
-"""Chunks of list lines and the record formats: CSV/TSV with a header, and JSON Lines.
+"""Chunks of list lines and the record formats: plain text, CSV/TSV with a header, and JSON Lines.
 
 Each parser yields ``(type, line numbers, values, tombstone)`` per type, validated as whole
-columns; a bad record is an :class:`~scrub.errors.InvalidListError` naming its line."""
+columns; a bad record is an :class:`~scrub.errors.InvalidListError` naming its line. A text
+chunk of nothing but hex lines of one width is decoded at once instead (:class:`_Decoded`)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from scrub.errors import InvalidListError
-from scrub.lists.types import KeyType, registered_types
+from scrub.keys import hex_to_keys
+from scrub.lists.types import HexDigestType, KeyType, inferable_by_width, registered_types
 
 _VALUE_COLUMNS = ("value", "hash")
+_COMMENT = r"(^|\s)#.*$"
 _JSON_SCHEMA = pl.Struct({"type": pl.String, "value": pl.String, "deleted": pl.Boolean})
 
 
@@ -31,6 +35,47 @@ class _Lines:
 
 
 _TypedChunk = tuple[type[KeyType], np.ndarray, pl.Series, bool]
+
+
+@dataclass
+class _Decoded:
+    """A chunk of entries already decoded and valid (the fixed-width fast path)."""
+
+    key_type: type[KeyType]
+    keys: np.ndarray  # (n, width) uint8
+
+
+def fixed_width_hex(data: bytes, forced: type[KeyType] | None,
+                    by_length: dict[int, list[type[KeyType]]]) -> _Decoded | None:
+    """A block of a text list decoded at once when it is nothing but lines of one width of hex
+    digits, each ending in a newline, of one type (``forced``, or the only inferable type of
+    that width, normalised as :class:`HexDigestType` does); None for any other block (blank
+    lines, comments, spaces, CR, a ``0x``, mixed widths, a bad digit, a last line without
+    newline...), which the line parser then reads, with its errors. Where this one answers,
+    both give the same keys; this one in a third of the time (no line splitting or stripping)."""
+    width = data.find(b"\n")
+    candidates = [forced] if forced is not None else by_length.get(width, [])
+    if width <= 0 or len(data) % (width + 1) or len(candidates) != 1:
+        return None
+    key_type = candidates[0]
+    if not _plain_hex(key_type) or 2 * key_type.width != width:
+        return None  # a type with its own normalisation (or a width it refuses): the parser
+    rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, width + 1)
+    if not (rows[:, width] == 10).all():
+        return None
+    digits = np.ascontiguousarray(rows[:, :width])
+    offsets = np.arange(0, digits.size + 1, width, dtype=np.int64)
+    text = pa.LargeStringArray.from_buffers(len(rows), pa.py_buffer(offsets),
+                                            pa.py_buffer(digits))
+    keys, valid = hex_to_keys(text, key_type.width)
+    return _Decoded(key_type, keys) if valid.all() else None
+
+
+def _plain_hex(key_type: type[KeyType]) -> bool:
+    """Whether ``key_type`` is a hex digest normalised as :class:`HexDigestType` does it."""
+    mro = key_type.__mro__
+    return HexDigestType in mro and not any(
+        "normalize_column" in vars(cls) for cls in mro[: mro.index(HexDigestType)])
 
 
 def type_hint(path: Path, why: str) -> str:
@@ -208,3 +253,102 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError("number out of range")
     return value
+
+
+def _chunk_lines(path: Path, data: bytes, first_line: int) -> _Lines:
+    if b"\x00" in data:
+        line = first_line + data[: data.index(b"\x00")].count(b"\n")
+        raise InvalidListError(path, line, "binary content (NUL byte); expected a text list")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + data[: exc.start].count(b"\n")
+        raise InvalidListError(path, line, "not valid UTF-8", hint="save the list as UTF-8") \
+            from None
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(raw == 10) + 1
+    offsets = np.concatenate(([0], ends)).astype(np.int64)
+    if offsets[-1] != len(data):
+        offsets = np.concatenate((offsets, [len(data)]))
+    count = len(offsets) - 1
+    array = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets.tobytes()),
+                                             pa.py_buffer(data))
+    text = pl.Series("line", array).str.strip_chars()
+    keep = (text.str.len_bytes() > 0).to_numpy()
+    numbers = np.arange(first_line, first_line + count, dtype=np.int64)[keep]
+    return _Lines(numbers=numbers, text=text.filter(pl.Series(keep)))
+
+
+def _typed_from_text_blocks(path: Path, blocks: Iterator[tuple[bytes, int]],
+                            forced: type[KeyType] | None) -> Iterator[_TypedChunk | _Decoded]:
+    """A text list block by block: a block of fixed-width hex lines decoded at once
+    (:func:`~scrub.lists._records.fixed_width_hex`), after any leading comment and blank
+    lines (a header); any other block through the line parser, with its errors."""
+    by_length = inferable_by_width()
+    for data, first_line in blocks:
+        head = _header_bytes(data)
+        decoded = fixed_width_hex(data[head:], forced, by_length) if head < len(data) else None
+        parsed = data[:head] if decoded is not None else data
+        if parsed:  # the header (no entries, but checked as lines), or the whole block
+            yield from _typed_from_text(
+                path, iter([_chunk_lines(path, parsed, first_line)]), forced)
+        if decoded is not None:
+            yield decoded
+
+
+def _header_bytes(data: bytes) -> int:
+    """The length of the block's leading whole-line ``#`` comments and empty lines."""
+    at = 0
+    while at < len(data) and data[at] in b"#\n":
+        end = data.find(b"\n", at)
+        if end < 0:
+            return len(data)
+        at = end + 1
+    return at
+
+
+def _typed_from_text(path: Path, chunks: Iterator[_Lines],
+                     forced: type[KeyType] | None) -> Iterator[_TypedChunk]:
+    by_length = inferable_by_width()
+    for chunk in chunks:
+        values = _strip_comments(chunk.text)
+        keep = (values.str.len_bytes() > 0).to_numpy()
+        numbers, values = chunk.numbers[keep], values.filter(pl.Series(keep))
+        if len(values) == 0:
+            continue
+        if forced is not None:
+            yield forced, numbers, values, False
+            continue
+        yield from _infer_types(path, numbers, values, by_length)
+
+
+def _strip_comments(text: pl.Series) -> pl.Series:
+    """Remove ``#`` comments; the regex runs only on the (few) lines that hold a ``#``."""
+    rows = text.str.contains("#", literal=True).arg_true()
+    if len(rows) == 0:
+        return text
+    cleaned = text.gather(rows).str.replace(_COMMENT, "").str.strip_chars()
+    return text.scatter(rows, cleaned)
+
+
+def _infer_types(path: Path, numbers: np.ndarray, values: pl.Series,
+                 by_length: dict[int, list[type[KeyType]]]) -> Iterator[_TypedChunk]:
+    lengths = values.str.strip_prefix("0x").str.strip_prefix("0X").str.len_bytes().to_numpy()
+    known = np.isin(lengths, list(by_length))
+    if not known.all():
+        forms = ", ".join(
+            f"{length} hex digits ({'/'.join(t.name for t in types)})"
+            for length, types in sorted(by_length.items()))
+        raise InvalidListError(path, int(numbers[np.argmin(known)]),
+                               f"unrecognised value form; expected {forms}",
+                               hint=type_hint(path, "to read other kinds of list"))
+    for length, types in sorted(by_length.items()):
+        rows = lengths == length
+        if not rows.any():
+            continue
+        if len(types) > 1:
+            names = " or ".join(t.name for t in types)
+            raise InvalidListError(path, int(numbers[np.argmax(rows)]),
+                                   f"ambiguous value form: {length} hex digits may be {names}",
+                                   hint=type_hint(path, "to say which"))
+        yield types[0], numbers[rows], values.filter(pl.Series(rows)), False

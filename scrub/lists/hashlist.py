@@ -4,7 +4,8 @@ A hash list arrives as a file from a partner or from a release's removal list. E
 validated; one bad entry rejects the whole file with ``file:line`` and the expected form, and the
 offending value is never echoed (lists can be sensitive). Files are read in chunks of lines that are
 split, stripped and validated as whole Arrow/polars columns, so a 100M-line list streams with
-bounded working memory (the decoded keys themselves are kept: 16 bytes per md5).
+bounded working memory (the decoded keys themselves are kept: 16 bytes per md5). A text chunk of
+nothing but hex lines of one width is decoded at once, with the same result.
 
 Formats:
 
@@ -38,30 +39,28 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import polars as pl
-import pyarrow as pa
 
 from scrub.atomic import open_regular
 from scrub.errors import InvalidListError, ScrubError
 from scrub.keys import unique_values
 from scrub.lists._records import (
+    _chunk_lines,
+    _Decoded,
     _Lines,
     _typed_from_delimited,
     _typed_from_jsonl,
+    _typed_from_text_blocks,
     _TypedChunk,
-    type_hint,
 )
 from scrub.lists._site_files import _typed_from_site_file
 from scrub.lists.types import (
     HexDigestType,
     KeyType,
     get_type,
-    inferable_by_width,
     registered_types,
 )
 
 _CHUNK_BYTES = 8 << 20
-_COMMENT = r"(^|\s)#.*$"
 
 
 class ListFormat(StrEnum):
@@ -148,25 +147,15 @@ def _read_opened(path: Path, handle: BinaryIO, size: int, *, forced: type[KeyTyp
     parts: dict[str, _Growing] = {}
     tombstones: dict[str, _Growing] = {}
 
-    lines = _iter_lines(path, digest, handle)
-    if fmt in (ListFormat.tdmrep, ListFormat.robots):
-        typed = _typed_from_site_file(path, lines, fmt is ListFormat.tdmrep, site)
-    elif fmt is ListFormat.text:
-        typed = _typed_from_text(path, lines, forced)
-    elif fmt in (ListFormat.csv, ListFormat.tsv):
-        typed = _typed_from_delimited(path, lines, forced, "," if fmt is ListFormat.csv else "\t")
-    else:
-        typed = _typed_from_jsonl(path, lines, forced)
-
     announced: set[str] = set()
-    for key_type, numbers, values, deleted in typed:
-        if on_type is not None and key_type.name not in announced:
-            announced.add(key_type.name)
-            on_type(key_type.name)
-        keys, valid = key_type.normalize_column(values)
-        if not valid.all():
-            at = int(np.argmin(valid))
-            raise InvalidListError(path, int(numbers[at]), _refusal(key_type, values[at]))
+
+    def announce(name: str) -> None:
+        if on_type is not None and name not in announced:
+            announced.add(name)
+            on_type(name)
+
+    typed = _typed(path, digest, handle, fmt, forced, site)
+    for key_type, keys, deleted in _keys_of(path, typed, announce):
         target = tombstones if deleted else parts
         if key_type.name not in target:
             target[key_type.name] = _Growing(key_type, size)
@@ -183,6 +172,38 @@ def _read_opened(path: Path, handle: BinaryIO, size: int, *, forced: type[KeyTyp
         result.keys[name] = unique_values(parts.pop(name).take())
     result.duplicates = result.entries - sum(len(k) for k in result.keys.values())
     return result
+
+
+def _typed(path: Path, digest: hashlib._Hash, handle: BinaryIO, fmt: ListFormat,
+           forced: type[KeyType] | None, site: str | None) -> Iterator[_TypedChunk | _Decoded]:
+    """The entries of an opened list of format ``fmt``, chunk by chunk, by type."""
+    if fmt is ListFormat.text:
+        return _typed_from_text_blocks(path, _iter_blocks(path, digest, handle), forced)
+    lines = _iter_lines(path, digest, handle)
+    if fmt in (ListFormat.tdmrep, ListFormat.robots):
+        return _typed_from_site_file(path, lines, fmt is ListFormat.tdmrep, site)
+    if fmt in (ListFormat.csv, ListFormat.tsv):
+        return _typed_from_delimited(path, lines, forced, "," if fmt is ListFormat.csv else "\t")
+    return _typed_from_jsonl(path, lines, forced)
+
+
+def _keys_of(path: Path, typed: Iterator[_TypedChunk | _Decoded],
+             announce: Callable[[str], None]) -> Iterator[tuple[type[KeyType], np.ndarray, bool]]:
+    """``(type, keys, tombstones)`` per chunk, each type announced before its first chunk is
+    normalised (or, from the fast path, once decoded); the first refused value is an
+    :class:`InvalidListError` naming its line (a fast path decodes valid chunks only)."""
+    for chunk in typed:
+        if isinstance(chunk, _Decoded):
+            announce(chunk.key_type.name)
+            yield chunk.key_type, chunk.keys, False
+            continue
+        key_type, numbers, values, deleted = chunk
+        announce(key_type.name)
+        keys, valid = key_type.normalize_column(values)
+        if not valid.all():
+            at = int(np.argmin(valid))
+            raise InvalidListError(path, int(numbers[at]), _refusal(key_type, values[at]))
+        yield key_type, keys, deleted
 
 
 def _refusal(key_type: type[KeyType], value: str | None) -> str:
@@ -343,8 +364,18 @@ def _iter_lines(path: Path, digest: hashlib._Hash,
     """Stream the file as chunks of stripped, non-blank, comment-free lines with their numbers.
 
     Comments are removed later by format (CSV keeps ``#`` inside fields); here only blank lines go.
-    Checks for binary content and encodings on the way. Reads ``handle`` from where it is (the
-    start); the caller closes it.
+    """
+    for data, first_line in _iter_blocks(path, digest, handle):
+        yield _chunk_lines(path, data, first_line)
+
+
+def _iter_blocks(path: Path, digest: hashlib._Hash,
+                 handle: BinaryIO) -> Iterator[tuple[bytes, int]]:
+    """Stream the file as blocks of whole lines (about ``_CHUNK_BYTES``), each with the number
+    of its first line; a BOM is dropped and the start checked for UTF-16 and binary content
+    (each block's NUL bytes and UTF-8 are checked by :func:`_chunk_lines`, or hold nothing but
+    hex digits and newlines). Reads ``handle`` from where it is (the start); the caller closes
+    it.
     """
     first_line = 1
     carry = b""
@@ -373,83 +404,7 @@ def _iter_lines(path: Path, digest: hashlib._Hash,
                 carry = data
                 continue
             data, carry = data[:cut], data[cut:]
-        yield _chunk_lines(path, data, first_line)
+        yield data, first_line
         first_line += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
         if not block:
             return
-
-
-def _chunk_lines(path: Path, data: bytes, first_line: int) -> _Lines:
-    if b"\x00" in data:
-        line = first_line + data[: data.index(b"\x00")].count(b"\n")
-        raise InvalidListError(path, line, "binary content (NUL byte); expected a text list")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = first_line + data[: exc.start].count(b"\n")
-        raise InvalidListError(path, line, "not valid UTF-8", hint="save the list as UTF-8") \
-            from None
-    raw = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(raw == 10) + 1
-    offsets = np.concatenate(([0], ends)).astype(np.int64)
-    if offsets[-1] != len(data):
-        offsets = np.concatenate((offsets, [len(data)]))
-    count = len(offsets) - 1
-    array = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets.tobytes()),
-                                             pa.py_buffer(data))
-    text = pl.Series("line", array).str.strip_chars()
-    keep = (text.str.len_bytes() > 0).to_numpy()
-    numbers = np.arange(first_line, first_line + count, dtype=np.int64)[keep]
-    return _Lines(numbers=numbers, text=text.filter(pl.Series(keep)))
-
-
-# (type, line numbers, values, whether these are tombstones)
-
-
-def _typed_from_text(path: Path, chunks: Iterator[_Lines],
-                     forced: type[KeyType] | None) -> Iterator[_TypedChunk]:
-    by_length = inferable_by_width()
-    for chunk in chunks:
-        values = _strip_comments(chunk.text)
-        keep = (values.str.len_bytes() > 0).to_numpy()
-        numbers, values = chunk.numbers[keep], values.filter(pl.Series(keep))
-        if len(values) == 0:
-            continue
-        if forced is not None:
-            yield forced, numbers, values, False
-            continue
-        yield from _infer_types(path, numbers, values, by_length)
-
-
-def _strip_comments(text: pl.Series) -> pl.Series:
-    """Remove ``#`` comments; the regex runs only on the (few) lines that hold a ``#``."""
-    rows = text.str.contains("#", literal=True).arg_true()
-    if len(rows) == 0:
-        return text
-    cleaned = text.gather(rows).str.replace(_COMMENT, "").str.strip_chars()
-    return text.scatter(rows, cleaned)
-
-
-def _infer_types(path: Path, numbers: np.ndarray, values: pl.Series,
-                 by_length: dict[int, list[type[KeyType]]]) -> Iterator[_TypedChunk]:
-    lengths = values.str.strip_prefix("0x").str.strip_prefix("0X").str.len_bytes().to_numpy()
-    known = np.isin(lengths, list(by_length))
-    if not known.all():
-        forms = ", ".join(
-            f"{length} hex digits ({'/'.join(t.name for t in types)})"
-            for length, types in sorted(by_length.items()))
-        raise InvalidListError(path, int(numbers[np.argmin(known)]),
-                               f"unrecognised value form; expected {forms}",
-                               hint=type_hint(path, "to read other kinds of list"))
-    for length, types in sorted(by_length.items()):
-        rows = lengths == length
-        if not rows.any():
-            continue
-        if len(types) > 1:
-            names = " or ".join(t.name for t in types)
-            raise InvalidListError(path, int(numbers[np.argmax(rows)]),
-                                   f"ambiguous value form: {length} hex digits may be {names}",
-                                   hint=type_hint(path, "to say which"))
-        yield types[0], numbers[rows], values.filter(pl.Series(rows)), False
-
-

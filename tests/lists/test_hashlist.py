@@ -11,6 +11,7 @@ import pytest
 
 from scrub.errors import InvalidListError
 from scrub.keys import keys_to_hex
+from scrub.lists import _records
 from scrub.lists import hashlist as hashlist_module
 from scrub.lists.hashlist import ListFormat, read_hashlist
 from scrub.lists.types import KeyType, Sha256
@@ -82,7 +83,7 @@ def test_ambiguous_form_asks_for_type(tmp_path: Path, monkeypatch: pytest.Monkey
         name = "pdq_test"
         width = 32
 
-    monkeypatch.setattr(hashlist_module, "inferable_by_width", lambda: {64: [Sha256, Pdq]})
+    monkeypatch.setattr(_records, "inferable_by_width", lambda: {64: [Sha256, Pdq]})
     path = write(tmp_path, "amb.txt", f"{SHA256}\n")
     with pytest.raises(InvalidListError, match="ambiguous") as info:
         read_hashlist(path)
