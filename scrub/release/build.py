@@ -11,13 +11,14 @@ build resumes with the same bytes; the variants move to ``OUT`` only when all is
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from scrub.dataset import Shard, discover_shards, open_shard
 from scrub.engine.survey import survey
-from scrub.errors import OutputConflictError, UserInputError
+from scrub.errors import OutputConflictError, ScrubError, UserInputError
 from scrub.layout import companion
 from scrub.progress import Progress
 from scrub.release import task
@@ -29,13 +30,41 @@ from scrub.release.shard import embedding_file, open_embeddings
 from scrub.release.signed import locate_variant
 from scrub.release.staging import STAGING, Job, JobIdentity, Staging, job_identity
 from scrub.release.stats import VariantShardStats, rows_per_item
-from scrub.runtime import Outcome, default_workers, open_executor, run_units, split_done
+from scrub.runtime import (
+    Executor,
+    Outcome,
+    default_workers,
+    open_executor,
+    run_units,
+    split_done,
+)
 
 __all__ = ["STAGING", "BuildResult", "Finish", "ReleasePlan", "Reuse", "Variant", "build",
-           "plan_release", "prepare_reuse", "rows_per_item"]
+           "early_workers", "plan_release", "prepare_reuse", "rows_per_item"]
 
 #: Writes manifests and reports into the staging folder once every shard is built.
 Finish = Callable[[Path, Job, dict[str, list[VariantShardStats]]], None]
+
+
+@contextlib.contextmanager
+def early_workers(source: Path, output: Path, *, engine: str, workers: int | None,
+                  incremental: bool) -> Iterator[Executor | None]:
+    """Local workers started now, for :func:`build` (``executor=``) to run the shards on: they
+    import and warm up while the caller plans (lists, ledger). None where the build starts its
+    own once it knows the shards to build: Ray, an incremental rebuild (it settles shards
+    first), a staged build to resume, one shard or one worker, an input :func:`build` refuses."""
+    count = 0
+    if engine == "local" and not incremental:
+        try:
+            if not (output / STAGING).exists():
+                count = min(workers or default_workers(), len(discover_shards(source)))
+        except (ScrubError, OSError):  # build reports it, after the checks that come first
+            count = 0
+    if count < 2:
+        yield None
+        return
+    with open_executor(engine, workers=count, warm=task.warm) as executor:
+        yield executor
 
 
 def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
@@ -43,7 +72,8 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
           workers: int | None = None, overrides: dict[str, str] | None = None,
           allow_empty: bool = False, progress: bool = True, reuse: Reuse | None = None,
           finish: Finish | None = None, engine: str = "local",
-          address: str | None = None, published: Published | None = None) -> BuildResult:
+          address: str | None = None, published: Published | None = None,
+          executor: Executor | None = None) -> BuildResult:
     """Build every variant's shards (resuming a staged build of the same job), then call
     ``finish(stage, job, stats)`` to write manifests and reports, then publish atomically.
 
@@ -55,7 +85,10 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
     returns the interrupted release.
 
     ``secret`` (derived from the signing key) keys the removal list's HMAC key to the job: it
-    cannot be guessed before publication, and a rebuild of the same job finds the same key."""
+    cannot be guessed before publication, and a rebuild of the same job finds the same key.
+
+    ``executor``: workers :func:`early_workers` started (the shards run on them; their owner
+    closes them); else the build opens its own for the shards left to build."""
     source, output = Path(source), Path(output)
     shards = discover_shards(source)
     if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
@@ -80,7 +113,8 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
         staging.save(job)
     stats = _build_shards(source, shards, release, staging, job, secret=secret,
                           workers=workers, overrides=overrides, progress=progress,
-                          reuse=reuse, engine=engine, address=address, total=total)
+                          reuse=reuse, engine=engine, address=address, total=total,
+                          executor=executor)
     by_variant = {name: [stats[s.name][name] for s in shards] for name in names}
     for name, rows in by_variant.items():
         if not allow_empty and total and sum(r.rows_out for r in rows) == 0:
@@ -134,8 +168,8 @@ def _refuse_conflicts(staging: Staging, names: list[str], job: Job | None) -> No
 def _build_shards(source: Path, shards: list[Shard], release: ReleasePlan, staging: Staging,
                   job: Job, *, secret: bytes, workers: int | None,
                   overrides: dict[str, str] | None, progress: bool, reuse: Reuse | None,
-                  engine: str, address: str | None,
-                  total: int) -> dict[str, dict[str, VariantShardStats]]:
+                  engine: str, address: str | None, total: int,
+                  executor: Executor | None) -> dict[str, dict[str, VariantShardStats]]:
     """Every shard built, reused or found built already: shard name -> variant -> stats.
 
     A shard is a runtime task (:mod:`scrub.release.task`) run by the executor of ``engine``;
@@ -166,14 +200,11 @@ def _build_shards(source: Path, shards: list[Shard], release: ReleasePlan, stagi
         probing = Probing(key, tails=any(v.policy.ledger for v in release.variants))
         payload = task.Payload(release.plan, release.groups, names, staging, source,
                                job.removal_key, probing, overrides, task_reuse)
-        if engine == "ray":  # opened as the shards are ready: a warm-up would only wait
-            count, warm = workers, None
-        else:
-            count, warm = max(1, min(workers or default_workers(), len(pending))), task.warm
-        with open_executor(engine, workers=count, address=address, warm=warm) as executor:
-            executor.load(task.setup, payload)
+        with (contextlib.nullcontext(executor) if executor is not None
+              else _open(engine, workers, address, len(pending))) as running:
+            running.load(task.setup, payload)
             handed = True
-            outcomes = run_units(executor, pending, meter=meter, rows=_rows_in)
+            outcomes = run_units(running, pending, meter=meter, rows=_rows_in)
     finally:
         if not handed:
             meter.finish()
@@ -182,6 +213,15 @@ def _build_shards(source: Path, shards: list[Shard], release: ReleasePlan, stagi
             raise outcome.exception()
         stats[outcome.unit.name] = dict(zip(names, task.stats_of(outcome.result), strict=True))
     return stats
+
+
+def _open(engine: str, workers: int | None, address: str | None, pending: int) -> Executor:
+    """The executor for ``pending`` shards, opened as they are ready (on Ray, a warm-up would
+    only wait)."""
+    if engine == "ray":
+        return open_executor(engine, workers=workers, address=address)
+    count = max(1, min(workers or default_workers(), pending))
+    return open_executor(engine, workers=count, address=address, warm=task.warm)
 
 
 def _check_embeddings(source: Path, shards: list[Shard]) -> None:

@@ -17,6 +17,7 @@ from scrub.release.stats import VariantShardStats
 
 if TYPE_CHECKING:
     from scrub.ledger.service import Ledger
+    from scrub.runtime import Executor
 
 
 @dataclass
@@ -62,6 +63,17 @@ class BuildSummary:
 def build_release(options: BuildOptions) -> BuildSummary:
     """Build every policy's variant in one pass; sign manifests; write audits and removal
     lists; mark the ledger's requests applied with the release id (unless told not to)."""
+    from scrub.release.build import early_workers
+
+    o = options
+    # a fresh local build's workers start now: they warm up while the lists and ledger load
+    with early_workers(o.input, o.output, engine=o.engine, workers=o.workers,
+                       incremental=o.from_release is not None) as executor:
+        return _build_release(o, executor)
+
+
+def _build_release(options: BuildOptions, executor: Executor | None) -> BuildSummary:
+    """:func:`build_release`, its shards on ``executor`` when workers were started early."""
     from scrub.crypto import load_key, load_signing_key, resolve_key_file
     from scrub.dataset import parse_role_overrides
     from scrub.lists.store import ListStore
@@ -111,7 +123,7 @@ def build_release(options: BuildOptions) -> BuildSummary:
                    workers=o.workers, overrides=parse_role_overrides(o.columns),
                    allow_empty=o.allow_empty, progress=o.progress, reuse=reuse,
                    finish=finisher, engine=o.engine, published=mark_applied,
-                   address=o.address)
+                   address=o.address, executor=executor)
     return BuildSummary(result.release_id, marked,
                         {name: variant_summary(path, result.stats[name])
                          for name, path in result.variants.items()})
