@@ -19,6 +19,11 @@ import pyarrow.parquet as pq
 
 from scrub.errors import InvalidDatasetError, UserInputError, brief
 from scrub.layout import REMOVALS_KEY, companion, companion_of
+from scrub.storage import ObjectPath, location
+from scrub.storage.failures import translated
+
+#: Where a shard lies: a local file, or an object in object storage.
+ShardPath = Path | ObjectPath
 
 #: Candidate column names per role, in order of preference.
 ROLE_CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -59,7 +64,7 @@ BATCH_ROWS = 128 * 1024
 class Shard:
     """One parquet shard of a dataset."""
 
-    path: Path
+    path: ShardPath
 
     @property
     def name(self) -> str:
@@ -81,12 +86,15 @@ class ColumnRoles:
         return ", ".join(f"{role}={col}" for role, col in sorted(self.columns.items()))
 
 
-def discover_shards(source: Path | str) -> list[Shard]:
+def discover_shards(source: ShardPath | str) -> list[Shard]:
     """The parquet shards of a dataset folder, by name; a single file is a one-shard dataset.
 
-    Hidden files and Spark/Hadoop markers (``_SUCCESS``, ``_metadata``) are skipped.
+    Hidden files and Spark/Hadoop markers (``_SUCCESS``, ``_metadata``) are skipped. A prefix
+    in object storage (``s3://bucket/prefix``) is a folder: the objects directly under it.
     """
-    path = Path(source)
+    path = location(source)
+    if isinstance(path, ObjectPath):
+        return _discover_objects(path)
     if path.is_file():
         return [Shard(path)]
     if not path.is_dir():
@@ -115,7 +123,32 @@ def discover_shards(source: Path | str) -> list[Shard]:
     return shards
 
 
-def _refuse_companion(path: Path) -> None:
+def _discover_objects(path: ObjectPath) -> list[Shard]:
+    """:func:`discover_shards` of a prefix in object storage (one listing request per
+    thousand objects): the bucket must exist; an object is a one-shard dataset."""
+    from scrub.storage.filesystems import bucket_exists
+
+    if not bucket_exists(path):
+        raise UserInputError(f"{path}: no such bucket", hint="check the location's spelling")
+    if path.key and path.is_file():
+        return [Shard(path)]
+    _refuse_companion(path)
+    named = [p for p in path.iterdir()
+             if p.suffix.lower() == ".parquet" and not p.name.startswith((".", "_"))]
+    odd = next((p for p in named if not p.is_file()), None)
+    if odd is not None:
+        raise InvalidDatasetError(f"{odd}: named like a shard but a prefix holding objects, "
+                                  "not an object", hint="a dataset is a flat prefix of "
+                                  "*.parquet objects")
+    named = [p for p in named if not _release_removal_list(p)]
+    if not named:
+        raise UserInputError(f"{path}: no parquet shards found",
+                             hint=_release_hint(path) or "a dataset is a prefix of *.parquet "
+                             "objects")
+    return [Shard(p) for p in named]
+
+
+def _refuse_companion(path: ShardPath) -> None:
     """A companion folder (``X.scrub``: a report, job state, a release's manifest and removal
     list) is no dataset: UserInputError naming the folder to give instead."""
     rows = companion_of(path)
@@ -125,21 +158,21 @@ def _refuse_companion(path: Path) -> None:
                              "or job state), not a dataset", hint=f"give {rows}")
 
 
-def _release_removal_list(path: Path) -> bool:
+def _release_removal_list(path: ShardPath) -> bool:
     """Whether ``path`` is the removal list a release of format 1 or 2 kept beside its shards
     (``removals.parquet`` beside ``manifest.json``, marked as a removal list and holding its
     three columns of keyed hashes only): no shard of it."""
     if path.name != "removals.parquet" or not (path.parent / "manifest.json").is_file():
         return False
     try:
-        schema = pq.read_schema(path)
-    except (OSError, pa.ArrowException):
+        schema = open_parquet(path).schema_arrow
+    except (OSError, pa.ArrowException, InvalidDatasetError):
         return False
     return REMOVALS_KEY in (schema.metadata or {}) and sorted(schema.names) == [
         "md5", "sha256", "url"]
 
 
-def _release_hint(path: Path) -> str | None:
+def _release_hint(path: ShardPath) -> str | None:
     """For a release folder (what ``scrub release build`` wrote): which folder to give."""
     variants = sorted(p.name for p in path.iterdir()
                       if p.is_dir() and not p.is_symlink() and companion_of(p) is None
@@ -207,16 +240,25 @@ def open_shard(shard: Shard) -> pq.ParquetFile:
     A shard with two columns of one name is refused: which of them plays a role (and is
     matched) would be a guess, and readers of the output choke on it.
     """
-    try:
-        parquet = pq.ParquetFile(shard.path)
-        names = parquet.schema_arrow.names
-    except (OSError, pa.ArrowException) as exc:
-        raise InvalidDatasetError(f"{shard.path}: cannot read parquet ({brief(exc)})") from exc
+    parquet = open_parquet(shard.path)
+    names = parquet.schema_arrow.names
     problem = duplicate_columns(names)
     if problem:
         raise InvalidDatasetError(f"{shard.path}: {problem}",
                                   hint="give every column of a shard its own name")
     return parquet
+
+
+def open_parquet(path: ShardPath) -> pq.ParquetFile:
+    """A parquet file's footer, locally or in object storage (ranged reads, each row group's
+    column chunks fetched together), or an InvalidDatasetError naming the file."""
+    try:
+        if isinstance(path, ObjectPath):
+            with translated(path):
+                return pq.ParquetFile(path.open("rb"), pre_buffer=True)
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InvalidDatasetError(f"{path}: cannot read parquet ({brief(exc)})") from exc
 
 
 def duplicate_columns(names: list[str]) -> str | None:

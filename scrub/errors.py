@@ -139,7 +139,7 @@ _OS_FAULTS: dict[int, tuple[str, str]] = {
 }
 
 
-def from_os_error(exc: OSError, path: Path | str | None = None) -> ScrubError | None:
+def from_os_error(exc: OSError, path: Path | str | object | None = None) -> ScrubError | None:
     """An OS error as the ScrubError a person can act on, naming the file; None without errno.
 
     ``path`` names the file when the error does not (a failed write through an open handle).
@@ -148,7 +148,8 @@ def from_os_error(exc: OSError, path: Path | str | None = None) -> ScrubError | 
     if not isinstance(exc.errno, int):
         return None
     named = exc.filename if exc.filename not in (None, "") else path
-    where = f"{os.fsdecode(named)}: " if isinstance(named, (str, bytes, os.PathLike)) else ""
+    where = (f"{os.fsdecode(named)}: " if isinstance(named, (str, bytes, os.PathLike))
+             else f"{named}: " if named is not None else "")
     problem, fault = _OS_FAULTS.get(exc.errno, (os.strerror(exc.errno).lower(), "other"))
     if fault == "storage":
         remedy = ("check that disk or mount" if exc.errno == errno.EIO

@@ -53,3 +53,33 @@ def planted_values(sample_dataset: Path, planted: dict[str, np.ndarray]) -> dict
         "sha256": read_column(sample_dataset, "sha256").gather(planted["sha256"]).to_list(),
         "url": read_column(sample_dataset, "URL").gather(planted["url"]).to_list(),
     }
+
+
+@pytest.fixture(scope="session")
+def s3_server():  # type: ignore[no-untyped-def]
+    """A real S3 server (SeaweedFS ``weed mini``) on loopback for the session."""
+    from tests.s3server import SeaweedServer
+
+    server = SeaweedServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server):  # type: ignore[no-untyped-def]
+    """This process pointed at the session's S3 server (standard AWS settings in the
+    environment), with a fresh bucket: ``s3.bucket``, ``s3.uri(key)``, ``s3.server``."""
+    from tests.s3server import restore_env, use_server_env
+
+    saved = use_server_env(s3_server)
+
+    class _S3:
+        server = s3_server
+        bucket = s3_server.new_bucket()
+        env = s3_server.env()
+
+        def uri(self, key: str = "") -> str:
+            return f"s3://{self.bucket}/{key}".rstrip("/")
+
+    yield _S3()
+    restore_env(saved)

@@ -38,6 +38,7 @@ from scrub.runtime import (
     run_units,
     split_done,
 )
+from scrub.storage import ObjectPath, location
 
 
 @dataclass
@@ -45,14 +46,15 @@ class ApplyResult:
     """The report written to ``OUTPUT.scrub/apply-report.json`` and where it lies."""
 
     report: ApplyReport
-    path: Path
+    path: Path | ObjectPath
     #: Public lists only: the entries that matched no row, as text (hex for hashes and for
     #: the SHA-256 digests the store keeps of URLs, hosts and domains). Shown with ``--json``,
     #: never written to the report file.
     unmatched_values: dict[str, list[str]] = field(default_factory=dict)
 
 
-def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output: Path | str, *,
+def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | ObjectPath | str,
+          output: Path | ObjectPath | str, *,
           workers: int | None = None, force: bool = False,
           column_overrides: Mapping[str, str] | None = None,
           progress: bool = True, key: bytes | None = None, engine: str = "local",
@@ -64,12 +66,13 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
     encrypts the decision records of shards where a sensitive source removed rows; without it
     they are withheld (counted in the report), never written in clear. ``engine="ray"`` runs
     the shards on a Ray cluster (``address``, or a local one): same bytes, same resume.
+    ``source`` and ``output`` may lie in object storage (``s3://bucket/prefix``), either or both.
 
     Raises :class:`ShardsFailedError` when some shards failed (the others are kept),
     :class:`~scrub.errors.OutputConflictError` when ``output`` belongs to something else, and
     :class:`~scrub.errors.Interrupted` on Ctrl-C.
     """
-    source, output = Path(source), Path(output)
+    source, output = location(source), location(output)
     shards = discover_shards(source)
     folder = (source if source.is_dir() else source.parent).resolve()
     if folder in (output.resolve(), companion(output).resolve()):
@@ -98,7 +101,8 @@ def apply(plan: MatchPlan | Callable[[], MatchPlan], source: Path | str, output:
     return _finish(state, ready, source, output, shard_stats)
 
 
-def _finish(state: JobState, plan: MatchPlan, source: Path, output: Path,
+def _finish(state: JobState, plan: MatchPlan, source: Path | ObjectPath,
+            output: Path | ObjectPath,
             shard_stats: list[ShardStats]) -> ApplyResult:
     """Write the report, end the job (its staging folder goes), gather unmatched entries."""
     report = build_report(plan, source, output, shard_stats)
@@ -151,7 +155,7 @@ def _completed(state: JobState, shard: Shard) -> ShardStats | None:
     return ShardStats.from_json(marker) if marker is not None else None
 
 
-def _job_identity(plan: MatchPlan, source: Path,
+def _job_identity(plan: MatchPlan, source: Path | ObjectPath,
                   column_overrides: Mapping[str, str] | None) -> dict[str, object]:
     return job_identity("apply", {"input": str(source.resolve()), "plan": plan.fingerprint(),
                                   "columns": dict(sorted((column_overrides or {}).items()))})

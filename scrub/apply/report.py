@@ -11,6 +11,7 @@ from scrub import __version__
 from scrub.engine.entries import entry_totals
 from scrub.engine.plan import MatchPlan
 from scrub.engine.stats import ShardStats, Totals
+from scrub.storage import ObjectPath
 
 #: The report's file name, in OUTPUT's companion folder.
 REPORT_NAME = "apply-report.json"
@@ -47,7 +48,7 @@ class ApplyReport(TypedDict):
     per_shard: list[ShardSummary]
 
 
-def build_report(plan: MatchPlan, source: Path, output: Path,
+def build_report(plan: MatchPlan, source: Path | ObjectPath, output: Path | ObjectPath,
                  shard_stats: Sequence[ShardStats]) -> ApplyReport:
     """The apply report: totals, per reason, per list, per shard. Counts and digests only.
 

@@ -20,8 +20,10 @@ _FORMATS = ", ".join(f.value for f in ListFormat)
 
 
 def apply_command(
-    input: Path = typer.Argument(..., help="Dataset folder of parquet shards (or one file)."),
-    output: Path = typer.Argument(..., help="Output folder: same shard names, matches removed."),
+    input: str = typer.Argument(..., help="Dataset folder of parquet shards (or one file); "
+                                          "or s3://bucket/prefix."),
+    output: str = typer.Argument(..., help="Output folder: same shard names, matches removed; "
+                                           "or s3://bucket/prefix."),
     hashlist: list[str] = typer.Option([], "--hashlist", metavar="[TYPE:]FILE",
                                        help="Hash-list file (text, CSV/TSV, JSONL, ...), its "
                                             "plain values' type in front if needed (e.g. "

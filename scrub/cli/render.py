@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the CLI imports the apply job only when a command runs
@@ -13,7 +12,7 @@ def _n(value: int) -> str:
     return f"{int(value):,}"
 
 
-def render_apply_summary(report: ApplyReport, path: Path) -> str:
+def render_apply_summary(report: ApplyReport, path: object) -> str:
     """A short summary of an apply report."""
     lines = [
         f"rows in:      {_n(report['rows_in'])} in {report['shards']} shard(s)",
@@ -35,6 +34,6 @@ def render_apply_summary(report: ApplyReport, path: Path) -> str:
         if count:
             lines.append(f"  entries of list {label} that matched no row: {_n(count)}")
     lines.append(f"rows out:     {_n(report['rows_out'])}")
-    lines.append(f"output:       {Path(report['output'])}")
+    lines.append(f"output:       {report['output']}")
     lines.append(f"report:       {path}")
     return "\n".join(lines)

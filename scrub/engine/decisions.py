@@ -25,12 +25,13 @@ from scrub.crypto import EncryptingWriter, KeyFileError, decrypt_frames
 from scrub.engine.plan import MatchPlan
 from scrub.engine.reasons import Reason
 from scrub.errors import UserInputError
+from scrub.storage import ObjectPath
 
 PLAIN, ENCRYPTED, WITHHELD, NONE = "plain", "encrypted", "withheld", "none"
 _SUFFIX = ".decisions.parquet"
 
 
-def write_decisions(folder: Path, shard_name: str, records: pa.Table, plan: MatchPlan,
+def write_decisions(folder: Path | ObjectPath, shard_name: str, records: pa.Table, plan: MatchPlan,
                     key: bytes | None) -> str:
     """Store one shard's records; returns how (plain, encrypted, withheld or none)."""
     if records.num_rows == 0:
@@ -51,7 +52,7 @@ def write_decisions(folder: Path, shard_name: str, records: pa.Table, plan: Matc
     return ENCRYPTED if sensitive else PLAIN
 
 
-def write_sources(folder: Path, plan: MatchPlan) -> None:
+def write_sources(folder: Path | ObjectPath, plan: MatchPlan) -> None:
     """The id -> label map of a run's sources (labels and kinds only)."""
     atomic_write_json(folder / "sources.json",
                       [{"id": s.id, "label": s.label, "kind": s.kind, "sensitive": s.sensitive}

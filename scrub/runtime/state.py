@@ -15,16 +15,21 @@ folder inside OUTPUT, with its record and markers (:class:`StagingArea`).
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scrub.atomic import atomic_write_json
+from scrub.atomic import atomic_write_json, publish_file, remove_tree
 from scrub.errors import OutputConflictError, UserInputError
 from scrub.layout import companion
+from scrub.storage import MissingBucketError, ObjectPath, is_remote
+
+#: An output folder: local, or a prefix in object storage.
+Folder = Path | ObjectPath
 
 #: Where scrub before the companion folders kept a job's state: inside OUTPUT.
 LEGACY_STATE_DIR = ".scrub"
@@ -35,13 +40,14 @@ TMP_DIR = ".scrub-tmp"
 class JobState:
     """The resumable state of one job in its output folder."""
 
-    def __init__(self, output: Path, job: Mapping[str, object]) -> None:
+    def __init__(self, output: Folder, job: Mapping[str, object]) -> None:
         self.output = output
         self.job = dict(job)
         self.root = companion(output)
         self.done_dir = self.root / "done"
         self.markers = Markers(self.done_dir)
-        self.tmp_dir = output / TMP_DIR
+        self.tmp_dir: Path = (output / TMP_DIR if isinstance(output, Path)
+                              else local_staging(output))
         #: Whether :meth:`prepare` removed the state an older scrub kept inside OUTPUT.
         self.replaced_legacy = False
 
@@ -54,6 +60,8 @@ class JobState:
         replaced job under ``--force``, or this job's shards whose input shard is gone) are
         removed with their markers; a parquet file no scrub job recorded is refused, even with
         ``--force``."""
+        if is_remote(self.output):
+            _claim_bucket(self.output)
         for folder in (self.output, self.root):
             if folder.exists() and not folder.is_dir():
                 raise UserInputError(f"{folder}: exists and is not a folder")
@@ -72,7 +80,7 @@ class JobState:
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir)  # leftovers of an interrupted run
         try:  # first: an OUTPUT that cannot be written fails before anything is written
-            self.tmp_dir.mkdir()
+            self.tmp_dir.mkdir(parents=is_remote(self.output))
         except OSError as exc:  # named as the user named it, not by scrub's folder in it
             raise OSError(exc.errno, exc.strerror, str(self.output)) from None
         # job.json before anything else in the companion folder: a run killed in between leaves
@@ -92,7 +100,7 @@ class JobState:
                 f"in {LEGACY_STATE_DIR}/)",
                 hint="choose another OUTPUT, or pass --force to replace it")
         self._remove_outputs(Markers(legacy / "done").names())
-        shutil.rmtree(legacy)
+        remove_tree(legacy)
         self.replaced_legacy = True
 
     def _claim(self, existing: dict[str, object] | None, *, force: bool) -> None:
@@ -103,7 +111,7 @@ class JobState:
                     f"{self.output}: holds the output of a different scrub job",
                     hint="choose another OUTPUT, or pass --force to replace it")
             self._remove_outputs(self.markers.names())
-            shutil.rmtree(self.root)
+            remove_tree(self.root)
         elif (existing is None and not force
               and any(self._holds_something(f) for f in (self.output, self.root))):
             busy = self.output if self._holds_something(self.output) else self.root
@@ -132,7 +140,7 @@ class JobState:
             shard.unlink(missing_ok=True)
             shard.with_suffix(".tar").unlink(missing_ok=True)
 
-    def _holds_something(self, folder: Path) -> bool:
+    def _holds_something(self, folder: Folder) -> bool:
         """Whether ``folder`` holds anything but what a job killed before it recorded itself
         leaves: the partial-file folder, a partial ``job.json``."""
         return folder.is_dir() and any(
@@ -163,20 +171,47 @@ class JobState:
 
         The marker needs no fsync: lost or torn, it only makes a rerun redo the shard."""
         for tmp, final in staged:
-            os.replace(tmp, self.output / final)
+            publish_file(tmp, self.output / final)
         self.markers.record(name, stats)
 
     def staging(self, name: str) -> Path:
-        """Where a partial file for OUTPUT's ``name`` is written (renamed by :meth:`commit`)."""
+        """Where a partial file for OUTPUT's ``name`` is written (renamed by :meth:`commit`,
+        or uploaded when OUTPUT lies in object storage: then it is a local folder, made on
+        first use on each node)."""
+        if is_remote(self.output):
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return self.tmp_dir / f"{name}.partial"
 
 
-def has_size(path: Path, size: object) -> bool:
+def local_staging(output: object) -> Path:
+    """The local folder where partial files of an OUTPUT in object storage are written before
+    their upload (one per OUTPUT, in this machine's temporary folder)."""
+    digest = hashlib.sha256(str(output).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"scrub-staging-{digest}"
+
+
+def _claim_bucket(output: Any) -> None:
+    """An OUTPUT in object storage: its bucket must exist (scrub never creates one), and
+    uploads a killed run left incomplete under it and its companion are aborted."""
+    if not _bucket(output):
+        raise MissingBucketError(f"{output}: no such bucket",
+                                 hint="create the bucket first, or check the location")
+    output.abort_uploads()
+    companion(output).abort_uploads()
+
+
+def _bucket(output: Any) -> bool:
+    from scrub.storage.filesystems import bucket_exists
+
+    return bucket_exists(output)
+
+
+def has_size(path: Folder, size: object) -> bool:
     """Whether ``path`` is a file of ``size`` bytes (a marker's check of an output)."""
     return path.is_file() and path.stat().st_size == size
 
 
-def read_record(path: Path) -> dict[str, Any] | None:
+def read_record(path: Folder) -> dict[str, Any] | None:
     """A job's record (``job.json``) as JSON; None when missing, ``{"unreadable": True}``
     when torn or not an object (a record no job matches, so the folder is another job's)."""
     if not path.is_file():
@@ -193,10 +228,10 @@ class Markers:
     own JSON record of it. A marker lost or torn (written without fsync) only makes a rerun
     redo its unit, so an unreadable one counts as missing."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Folder) -> None:
         self.folder = folder
 
-    def path(self, name: str) -> Path:
+    def path(self, name: str) -> Folder:
         return self.folder / f"{name}.json"
 
     def get(self, name: str) -> dict[str, Any] | None:
@@ -271,5 +306,5 @@ class StagingArea:
 
     def discard(self) -> None:
         """Remove the staging folder and all it holds."""
-        shutil.rmtree(self.root)
+        remove_tree(self.root)
 
