@@ -17,6 +17,7 @@ from scrub.engine.stats import ShardStats
 from scrub.engine.warmup import compile_kernel
 from scrub.errors import ScrubError, StorageError, from_os_error
 from scrub.runtime.state import JobState
+from scrub.storage import ObjectPath
 
 #: What a worker prepares for a hint: a kernel the coming plan needs.
 prepare = compile_kernel
@@ -45,14 +46,15 @@ def process_shard(plan: MatchPlan, state: JobState, shard: Shard,
     """Filter and commit one shard: (stats, None), or (None, the one-line reason it failed).
 
     Only a full or failing disk raises (:class:`StorageError`): every shard would fail alike."""
-    tmp = state.staging(shard.name)
     tar = _tar_of(shard)
+    # A plain shard is written straight into its upload when OUTPUT lies in object storage.
+    tmp = state.staging(shard.name) if tar is not None else state.output_slot(shard.name)
     tmp_tar = state.staging(tar.name) if tar is not None else None
     try:
-        if tar is not None and tmp_tar is not None:  # a webdataset shard: sidecar + tar
+        if tar is not None and tmp_tar is not None and isinstance(tmp, Path):  # sidecar + tar
             from scrub.images.webdataset import filter_webdataset_shard  # only with a tar
             stats, records = filter_webdataset_shard(plan, shard, tmp, tmp_tar,
-                                                     column_overrides=overrides)
+                                                     column_overrides=overrides, tar=tar)
         else:
             stats, records = filter_shard(plan, shard, tmp, column_overrides=overrides)
         stats.decisions = write_decisions(state.root / "decisions", shard.name, records, plan,
@@ -76,13 +78,12 @@ def process_shard(plan: MatchPlan, state: JobState, shard: Shard,
             tmp_tar.unlink(missing_ok=True)
 
 
-def _tar_of(shard: Shard) -> Path | None:
-    """:func:`scrub.images.webdataset.tar_of`, importing the image path (PIL, tars) only for a
-    shard that has a tar beside it."""
-    if not shard.path.with_suffix(".tar").is_file():
-        return None
-    from scrub.images.webdataset import tar_of
-    return tar_of(shard)
+def _tar_of(shard: Shard) -> Path | ObjectPath | None:
+    """The tar beside a sidecar, if there is one (:func:`scrub.images.webdataset.tar_of`,
+    without importing the image path, PIL and tars, for a shard that has none; one look, a
+    request when the shard lies in object storage)."""
+    tar = shard.path.with_suffix(".tar")
+    return tar if tar.is_file() else None
 
 
 def _strip_path(message: str, shard: Shard) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -16,9 +15,11 @@ from scrub.images.job import hash_dataset
 
 
 def hash_command(
-    input: Path = typer.Argument(..., help="Webdataset tars (a folder of NNNNN.tar, or one tar) "
-                                           "or a folder of image files."),
-    output: Path = typer.Argument(..., help="Output folder: one parquet per shard, by key."),
+    input: str = typer.Argument(..., help="Webdataset tars (a folder of NNNNN.tar, or one tar) "
+                                          "or a folder of image files; local, or "
+                                          "s3://bucket/prefix."),
+    output: str = typer.Argument(..., help="Output folder: one parquet per shard, by key "
+                                           "(local, or s3://bucket/prefix)."),
     types: str = typer.Option(",".join(HASH_TYPES), "--types", metavar="LIST",
                               help=f"Comma-separated hashes among {', '.join(HASH_TYPES)}."),
     dihedral: bool = typer.Option(False, "--dihedral",
@@ -51,7 +52,7 @@ def hash_command(
     elif not quiet:
         statuses = ", ".join(f"{k} {v:,}" for k, v in report["by_status"].items())
         typer.echo(f"hashed {report['samples']:,} samples in {report['shards']} shard(s) "
-                   f"into {output} ({statuses})")
+                   f"into {report['output']} ({statuses})")
 
 
 def register(app: typer.Typer) -> None:

@@ -29,9 +29,11 @@ def _torch() -> None:
 @nsfw_app.command("rescore")
 @handle_errors
 def rescore_command(
-    input: Path = typer.Argument(..., help="A dataset: parquet shards with clip-retrieval "
-                                 "embeddings (img_emb/img_emb_{i}.npy) or an embedding column."),
-    output: Path = typer.Argument(..., help="Folder for one parquet of scores per shard."),
+    input: str = typer.Argument(..., help="A dataset: parquet shards with clip-retrieval "
+                                "embeddings (img_emb/img_emb_{i}.npy) or an embedding column "
+                                "(with --clip: webdataset tars); local, or s3://bucket/prefix."),
+    output: str = typer.Argument(..., help="Folder for one parquet of scores per shard "
+                                 "(local, or s3://bucket/prefix)."),
     head: Optional[Path] = typer.Option(None, "--head", metavar="WEIGHTS.safetensors",
                                         help="The NSFW head's weights (see `scrub nsfw "
                                         "convert`)."),
@@ -68,6 +70,7 @@ def rescore_command(
     _torch()
     from scrub.nsfw.settings import merge_settings, read_config, rescore_with
     from scrub.runtime import check_engine
+    from scrub.storage import location
 
     check_engine(engine, address)
     flags = {"head": head, "arch": arch, "sha256": sha256, "clip": clip, "device": device,
@@ -85,7 +88,7 @@ def rescore_command(
         statuses = "".join(f", {k} {v:,}" for k, v in report.statuses.items())
         typer.echo(f"scored {report.scored:,} of {report.rows:,} rows in {report.shards} "
                    f"shard(s) on {result.device} ({report.skipped} already done{statuses}) "
-                   f"into {output}")
+                   f"into {location(output)}")
 
 
 @nsfw_app.command("convert")

@@ -13,16 +13,16 @@ unreadable shard is reported by name and the others are completed.
 from __future__ import annotations
 
 import io
-import shutil
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
 
 import polars as pl
 
-from scrub.atomic import atomic_path, atomic_write_json
+from scrub.atomic import atomic_path, atomic_write_json, remove_tree
 from scrub.errors import InvalidDatasetError, ShardsFailedError, UserInputError, from_os_error
 from scrub.images.hashing import (
     DEFAULT_MAX_PIXELS,
@@ -33,6 +33,7 @@ from scrub.images.hashing import (
     gunzip_layers,
     hash_image,
 )
+from scrub.images.spool import local_tar
 from scrub.images.tars import IMAGE_EXTENSIONS, group_samples, iter_image_bytes, read_members
 from scrub.progress import Progress
 from scrub.runtime import (
@@ -45,6 +46,7 @@ from scrub.runtime import (
     run_units,
     split_done,
 )
+from scrub.storage import ObjectPath, ObjectStat, filesystems, location
 
 FOLDER_CHUNK = 10_000
 NO_IMAGE, DUPLICATE_KEY = "no_image", "duplicate_key"
@@ -79,8 +81,8 @@ class HashShard:
     """A tar, or a chunk of an image folder (``files`` relative to ``root``)."""
 
     name: str
-    tar: Path | None = None
-    root: Path | None = None
+    tar: Path | ObjectPath | None = None
+    root: Path | ObjectPath | None = None
     files: tuple[str, ...] = ()
 
     @property
@@ -88,20 +90,41 @@ class HashShard:
         return f"{self.name}.parquet"
 
     @property
-    def folder(self) -> Path:
+    def folder(self) -> Path | ObjectPath:
         """The image folder of a folder chunk (``files`` are relative to it)."""
         if self.root is None:
             raise ValueError(f"shard {self.name}: a tar, not a folder chunk")
         return self.root
 
     def identity(self) -> list[int]:
-        paths = [self.tar] if self.tar else [self.folder / f for f in self.files]
-        stats = [p.stat() for p in paths]
+        """(files, bytes, latest mtime) of the input: a changed input invalidates a marker."""
+        stats: Sequence[os.stat_result | ObjectStat]
+        if self.tar is not None:
+            stats = [self.tar.stat()]
+        elif isinstance(self.root, ObjectPath):  # one listing, not a request per image
+            stats = _listed(self.root, self.files)
+        else:
+            stats = [(self.folder / f).stat() for f in self.files]
         return [len(stats), sum(s.st_size for s in stats), max(s.st_mtime_ns for s in stats)]
 
 
-def discover(source: Path) -> list[HashShard]:
-    """Tars (a folder of ``*.tar`` or one tar), else the images of a folder, in name order."""
+def _listed(root: ObjectPath, files: Sequence[str]) -> list[ObjectStat]:
+    """What one listing of ``root`` tells of ``files`` (paths relative to it)."""
+    skip = len(root.key) + 1 if root.key else 0
+    found = {info.path.partition("/")[2][skip:]: info
+             for info in filesystems.listing(root, recursive=True)}
+    stats = []
+    for name in files:
+        info = found.get(name)
+        if info is None:
+            raise FileNotFoundError(2, "no such object", str(root / name))
+        stats.append(ObjectStat(int(info.size or 0), int(info.mtime_ns or 0)))
+    return stats
+
+
+def discover(source: Path | ObjectPath) -> list[HashShard]:
+    """Tars (a folder of ``*.tar`` or one tar), else the images of a folder, in name order (a
+    folder may be a prefix in object storage)."""
     if source.is_file():
         if source.suffix != ".tar":
             raise UserInputError(f"{source}: expected a tar or a folder")
@@ -111,9 +134,9 @@ def discover(source: Path) -> list[HashShard]:
     tars = sorted(p for p in source.iterdir() if p.suffix == ".tar" and p.is_file())
     if tars:
         return [HashShard(name=p.stem, tar=p) for p in tars]
-    images = sorted(p.relative_to(source).as_posix() for p in source.rglob("*")
-                    if p.is_file() and p.suffix[1:].lower() in IMAGE_EXTENSIONS
-                    and not any(part.startswith(".") for part in p.relative_to(source).parts))
+    images = sorted(name for name in _files_under(source)
+                    if PurePosixPath(name).suffix[1:].lower() in IMAGE_EXTENSIONS
+                    and not any(part.startswith(".") for part in name.split("/")))
     if not images:
         endings = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise UserInputError(f"{source}: no tars and no images found",
@@ -123,42 +146,60 @@ def discover(source: Path) -> list[HashShard]:
             for i in range(0, len(images), FOLDER_CHUNK)]
 
 
-def hash_rows(shard: HashShard, types: Sequence[str], dihedral: bool,
-              max_pixels: int) -> list[dict[str, object]]:
-    """One row per sample of ``shard``."""
-    rows: list[dict[str, object]] = []
+def _files_under(folder: Path | ObjectPath) -> list[str]:
+    """The files at any depth under ``folder``, as paths relative to it."""
+    if isinstance(folder, ObjectPath):
+        skip = len(folder.key) + 1 if folder.key else 0
+        return [path.key[skip:] for path, _ in folder.walk_files()]
+    return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+
+
+def hash_rows(shard: HashShard, types: Sequence[str], dihedral: bool, max_pixels: int, *,
+              folder: Path | None = None) -> list[dict[str, object]]:
+    """One row per sample of ``shard`` (a tar in object storage is read through a local copy
+    in ``folder``, see :mod:`scrub.images.spool`)."""
     if shard.tar is not None:
-        samples = group_samples(read_members(shard.tar))
-        for sample, data in iter_image_bytes(shard.tar, samples):
-            row: dict[str, object] = {"key": sample.key, "member": None, "bytes": None}
-            if sample.repeated:
-                row.update(status=DUPLICATE_KEY, error="key seen earlier in the tar")
-            elif data is None:
-                row.update(status=NO_IMAGE, error=None)
-            else:
-                row.update(member=sample.images[0].name, bytes=len(data))
-                if sample.images[0].name.lower().endswith(".gz") or data[:2] == GZIP_MAGIC:
-                    # what webdataset's decoder reads: the image inside the gzip layers
-                    layers, problem = gunzip_layers(data)
-                    if problem is not None:
-                        row.update(status=TOO_LARGE if problem == TOO_LARGE else UNDECODABLE,
-                                   error=problem)
-                        rows.append(row)
-                        continue
-                    data = layers[-1] if layers else data
-                row.update(hash_image(data, types, dihedral=dihedral, max_pixels=max_pixels))
-                if len(sample.images) > 1 and row["status"] == OK:
-                    row.update(status=DUPLICATE_KEY, error="several images for one key")
-            rows.append(row)
-        return rows
+        with local_tar(shard.tar, folder) as tar:
+            return _tar_rows(tar, types, dihedral, max_pixels)
+    rows: list[dict[str, object]] = []
     for name in shard.files:
         path = shard.folder / name
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise InvalidDatasetError(f"{path}: cannot read ({type(exc).__name__})") from exc
-        row = {"key": name.rsplit(".", 1)[0], "member": name, "bytes": len(data)}
+        row: dict[str, object] = {"key": name.rsplit(".", 1)[0], "member": name,
+                                  "bytes": len(data)}
         row.update(hash_image(data, types, dihedral=dihedral, max_pixels=max_pixels))
+        rows.append(row)
+    return rows
+
+
+def _tar_rows(tar: Path, types: Sequence[str], dihedral: bool,
+              max_pixels: int) -> list[dict[str, object]]:
+    """One row per sample of a local tar."""
+    rows: list[dict[str, object]] = []
+    samples = group_samples(read_members(tar))
+    for sample, data in iter_image_bytes(tar, samples):
+        row: dict[str, object] = {"key": sample.key, "member": None, "bytes": None}
+        if sample.repeated:
+            row.update(status=DUPLICATE_KEY, error="key seen earlier in the tar")
+        elif data is None:
+            row.update(status=NO_IMAGE, error=None)
+        else:
+            row.update(member=sample.images[0].name, bytes=len(data))
+            if sample.images[0].name.lower().endswith(".gz") or data[:2] == GZIP_MAGIC:
+                # what webdataset's decoder reads: the image inside the gzip layers
+                layers, problem = gunzip_layers(data)
+                if problem is not None:
+                    row.update(status=TOO_LARGE if problem == TOO_LARGE else UNDECODABLE,
+                               error=problem)
+                    rows.append(row)
+                    continue
+                data = layers[-1] if layers else data
+            row.update(hash_image(data, types, dihedral=dihedral, max_pixels=max_pixels))
+            if len(sample.images) > 1 and row["status"] == OK:
+                row.update(status=DUPLICATE_KEY, error="several images for one key")
         rows.append(row)
     return rows
 
@@ -184,7 +225,7 @@ def hash_shard(shard: HashShard, state: JobState, types: Sequence[str], dihedral
     """Hash one shard into ``OUTPUT/NAME.parquet`` atomically and record it done; its marker
     (input identity, rows, counts by status, output size)."""
     columns = schema(types, dihedral)
-    rows = hash_rows(shard, types, dihedral, max_pixels)
+    rows = hash_rows(shard, types, dihedral, max_pixels, folder=state.tmp_dir)
     frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], schema=columns,
                          orient="row")
     final = state.output / shard.output_name
@@ -222,19 +263,22 @@ def _completed(state: JobState, shard: HashShard) -> dict[str, Any] | None:
         and has_size(state.output / shard.output_name, marker["output_size"])))
 
 
-def hash_dataset(source: Path, output: Path, types: Sequence[str], *, dihedral: bool = False,
-                 workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 force: bool = False, progress: bool = True, engine: str = "local",
+def hash_dataset(source: str | Path | ObjectPath, output: str | Path | ObjectPath,
+                 types: Sequence[str], *, dihedral: bool = False, workers: int | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, force: bool = False,
+                 progress: bool = True, engine: str = "local",
                  address: str | None = None) -> HashReport:
-    """Hash every shard of ``source`` into ``output``; the report (counts only), also written
-    to ``OUTPUT.scrub/hash-report.json``. ``engine="ray"``: a Ray task per shard."""
+    """Hash every shard of ``source`` into ``output`` (either may be a location in object
+    storage); the report (counts only), also written to ``OUTPUT.scrub/hash-report.json``.
+    ``engine="ray"``: a Ray task per shard."""
+    source, output = location(source), location(output)
     shards = discover(source)
     settings: HashSettings = {"types": list(types), "dihedral": dihedral,
                               "max_pixels": max_pixels}
     state = JobState(output, job_identity("hash", {"input": str(source.resolve()),
                                                    **settings}))
     if force and (output / LEGACY_STATE).is_dir():  # an older scrub's state, inside OUTPUT
-        shutil.rmtree(output / LEGACY_STATE)
+        remove_tree(output / LEGACY_STATE)
         (output / REPORT_NAME).unlink(missing_ok=True)
     state.prepare(force=force, shards=[s.output_name for s in shards])
     done, pending = split_done(shards, lambda shard: _completed(state, shard))
@@ -248,7 +292,8 @@ def hash_dataset(source: Path, output: Path, types: Sequence[str], *, dihedral: 
     return _report(state, source, output, settings, done, outcomes, len(shards))
 
 
-def _report(state: JobState, source: Path, output: Path, settings: HashSettings,
+def _report(state: JobState, source: Path | ObjectPath, output: Path | ObjectPath,
+            settings: HashSettings,
             done: list[tuple[HashShard, dict[str, Any]]], outcomes: list[Outcome[HashShard]],
             total: int) -> HashReport:
     """Write the report; raise ShardsFailedError (after writing it) when shards failed."""

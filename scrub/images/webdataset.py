@@ -41,42 +41,51 @@ from scrub.images.hashing import (
     hash_image,
     is_text,
 )
+from scrub.images.spool import copy_to_local, local_tar
 from scrub.images.tars import (
     TarMembers,
     normal_paths,
     read_members,
     rewrite_tar,
 )
+from scrub.storage import ObjectPath
 
 IMAGE_ROLES = frozenset(CONTENT_TYPES + PIXEL_TYPES)
 
 
-def tar_of(shard: Shard) -> Path | None:
+def tar_of(shard: Shard) -> Path | ObjectPath | None:
     """The tar beside a sidecar, if there is one."""
     tar = shard.path.with_suffix(".tar")
     return tar if tar.is_file() else None
 
 
 def filter_webdataset_shard(plan: MatchPlan, shard: Shard, tmp: Path, tmp_tar: Path, *,
-                            column_overrides: Mapping[str, str] | None = None
+                            column_overrides: Mapping[str, str] | None = None,
+                            tar: Path | ObjectPath | None = None
                             ) -> tuple[ShardStats, pa.Table]:
     """Write the sidecar and tar of ``shard`` minus the dropped samples to ``tmp`` and
     ``tmp_tar`` (fsynced); return the stats and the decision records (rows of the sidecar).
+    ``tar`` is the shard's tar when the caller found it (else :func:`tar_of` looks); one in
+    object storage is read through a local copy beside ``tmp_tar`` (:mod:`scrub.images.spool`).
 
     Tar samples dropped that have no sidecar row are counted per reason and source with the
     rows (they have no decision record: there is no row to name)."""
-    pair = _open_pair(plan, shard, column_overrides)
-    size, mtime = input_identity(shard)
-    stats = ShardStats(shard=shard.name, input_size=size, input_mtime_ns=mtime,
-                       rows_in=pair.table.num_rows)
-    decisions, drop_samples = _match(plan, pair, stats)
-    drop = decisions.drop
-    if not drop.any() and not drop_samples:
-        link_or_copy(shard.path, tmp)
-        link_or_copy(pair.tar, tmp_tar)
-        stats.rewritten = False
-    else:
-        _rewrite(pair, drop, drop_samples, tmp, tmp_tar, stats)
+    tar = tar if tar is not None else tar_of(shard)
+    if tar is None:
+        raise InvalidDatasetError(f"{shard.path}: no tar beside this sidecar")
+    with local_tar(tar, tmp_tar.parent) as local:
+        pair = _open_pair(plan, shard, local, column_overrides)
+        size, mtime = input_identity(shard)
+        stats = ShardStats(shard=shard.name, input_size=size, input_mtime_ns=mtime,
+                           rows_in=pair.table.num_rows)
+        decisions, drop_samples = _match(plan, pair, stats)
+        drop = decisions.drop
+        if not drop.any() and not drop_samples:
+            copy_to_local(shard.path, tmp)
+            link_or_copy(pair.tar, tmp_tar)
+            stats.rewritten = False
+        else:
+            _rewrite(pair, drop, drop_samples, tmp, tmp_tar, stats)
     stats.output_size = tmp.stat().st_size
     stats.tar_output_size = tmp_tar.stat().st_size
     return stats, decisions.records(0)
@@ -98,13 +107,11 @@ class _Pair:
     row_rules: list[Rule]
 
 
-def _open_pair(plan: MatchPlan, shard: Shard,
+def _open_pair(plan: MatchPlan, shard: Shard, tar: Path,
                column_overrides: Mapping[str, str] | None) -> _Pair:
-    """Read the sidecar and the tar's member list, and check that the plan can run on them
-    (every role a sidecar rule reads has a column; image rules have a key to join on)."""
-    tar = tar_of(shard)
-    if tar is None:
-        raise InvalidDatasetError(f"{shard.path}: no tar beside this sidecar")
+    """Read the sidecar and the member list of its (local) tar, and check that the plan can
+    run on them (every role a sidecar rule reads has a column; image rules have a key to join
+    on)."""
     parquet = open_shard(shard)
     try:
         table = parquet.read()

@@ -30,11 +30,13 @@ from PIL import Image
 from scrub.atomic import atomic_path
 from scrub.errors import InvalidDatasetError, UserInputError
 from scrub.images.job import HashShard, discover
+from scrub.images.spool import local_tar
 from scrub.images.tars import group_samples, read_members
 from scrub.nsfw.head import LoadedHead
 from scrub.nsfw.rescore import MODEL_KEY, ROWS_KEY, RescoreReport, _done, _gather, ray_gpus
 from scrub.progress import Progress
 from scrub.runtime import open_executor, run_units
+from scrub.storage import ObjectPath, location
 
 #: Larger images are not decoded (decompression bombs).
 MAX_PIXELS = 50_000_000
@@ -119,7 +121,8 @@ def _probe_shape(preprocess: Preprocess) -> tuple[int, ...]:
     return tuple(preprocess(Image.new("RGB", (8, 8))).shape)
 
 
-def rescore_images(source: Path, output: Path, loaded: LoadedHead, checkpoint: Path, *,
+def rescore_images(source: str | Path | ObjectPath, output: str | Path | ObjectPath,
+                   loaded: LoadedHead, checkpoint: Path, *,
                    device: torch.device, batch_size: int = 256, clip_arch: str = "ViT-L-14",
                    workers: int | None = None, write_embeddings: bool = False,
                    progress: bool = True, engine: str = "local", address: str | None = None,
@@ -127,8 +130,8 @@ def rescore_images(source: Path, output: Path, loaded: LoadedHead, checkpoint: P
     """Score the images of every tar of ``source`` into ``output`` (``engine="ray"``: one tar
     per Ray task, each worker process loading CLIP once from ``checkpoint``, which must be at
     the same path on every node; on GPUs for CUDA, or for ``auto_device`` when the cluster has
-    GPUs)."""
-    source, output = Path(source), Path(output)
+    GPUs). ``source`` and ``output`` may lie in object storage (the checkpoint is local)."""
+    source, output = location(source), location(output)
     shards = [s for s in discover(source) if s.tar is not None]
     if not shards:
         raise UserInputError(f"{source}: no webdataset tars to score")
@@ -179,11 +182,16 @@ class _TarScorer:
         self.context = "spawn" if spawn and self.workers else None
 
     def __call__(self, index: int, shard: HashShard) -> dict[str, Any]:
+        """Score the tar of ``shard`` (one in object storage through a local copy,
+        :mod:`scrub.images.spool`)."""
+        if shard.tar is None:  # rescore_images hands tars only
+            raise ValueError(f"shard {shard.name}: an image folder, not a tar")
+        with local_tar(shard.tar) as tar:
+            return self._score_tar(index, shard, tar)
+
+    def _score_tar(self, index: int, shard: HashShard, tar: Path) -> dict[str, Any]:
         output, dim = self.settings["output"], self.settings["head"].arch.dim
         target = output / f"{shard.name}.parquet"
-        tar = shard.tar
-        if tar is None:  # rescore_images hands tars only
-            raise ValueError(f"shard {shard.name}: an image folder, not a tar")
         samples = group_samples(read_members(tar))
         statuses: dict[str, int] = {}
         counts = {"shards": 0, "skipped": 0, "rows": 0, "scored": 0, "statuses": statuses,

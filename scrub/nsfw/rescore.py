@@ -29,14 +29,19 @@ from scrub.atomic import atomic_path
 from scrub.dataset import Shard, discover_shards, open_shard
 from scrub.errors import InvalidDatasetError, UserInputError
 from scrub.nsfw.head import LoadedHead, NsfwHead
+from scrub.nsfw.object_arrays import ObjectArray
 from scrub.progress import Progress
 from scrub.runtime import Outcome, open_executor, run_units, split_done
+from scrub.storage import ObjectPath, location
 
 MODEL_KEY = b"scrub.nsfw.model"
 ROWS_KEY = b"scrub.nsfw.rows"
 KEY_COLUMNS = ("key", "SAMPLE_ID", "uid")
 #: Rows per forward pass on CPU (a batch is split into passes of this size).
 CPU_PASS = 8_192
+#: A shard's embeddings: an array (memory-mapped for a local .npy file) or a .npy file in
+#: object storage read by rows.
+Embeddings = np.ndarray | ObjectArray
 
 
 @dataclass
@@ -81,7 +86,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def embedding_file(root: Path, shard: Shard) -> Path:
+def embedding_file(root: Path | ObjectPath, shard: Shard) -> Path | ObjectPath:
     """The clip-retrieval embedding file of a shard: ``img_emb/img_emb_{i}.npy`` where ``i``
     is the number the shard's name ends with."""
     match = re.search(r"(\d+)$", shard.path.stem)
@@ -96,17 +101,20 @@ class ScoreUnit:
     """One shard to score: its scores go to ``target`` (``rows`` rows)."""
 
     shard: Shard
-    target: Path
+    target: Path | ObjectPath
     rows: int
 
 
-def rescore(source: Path, output: Path, loaded: LoadedHead, *, device: torch.device,
+def rescore(source: str | Path | ObjectPath, output: str | Path | ObjectPath, loaded: LoadedHead,
+            *, device: torch.device,
             batch_size: int = 65_536, embedding_column: str | None = None,
             progress: bool = True, engine: str = "local", address: str | None = None,
             workers: int | None = None, auto_device: bool = False) -> RescoreReport:
     """Score every shard of ``source`` into ``output`` (``engine="ray"``: one shard per Ray
-    task, on GPUs for CUDA, or for ``auto_device`` when the cluster has GPUs)."""
-    source, output = Path(source), Path(output)
+    task, on GPUs for CUDA, or for ``auto_device`` when the cluster has GPUs). Either
+    location may lie in object storage (embedding files are then read by rows with ranged
+    requests, :mod:`scrub.nsfw.object_arrays`)."""
+    source, output = location(source), location(output)
     if output.resolve() == source.resolve():
         raise UserInputError("OUTPUT must not be the input folder")
     metadata_dir = source / "metadata" if (source / "metadata").is_dir() else source
@@ -162,7 +170,7 @@ def setup(payload: Mapping[str, Any]) -> Callable[[ScoreUnit], dict[str, Any]]:
     return run
 
 
-def score_jobs(head: NsfwHead, jobs: list[tuple[Shard, Path, int, np.ndarray]],
+def score_jobs(head: NsfwHead, jobs: list[tuple[Shard, Path | ObjectPath, int, Embeddings]],
                device: torch.device, precision: torch.dtype, batch_size: int, model_id: str,
                report: RescoreReport, meter: Progress | None = None) -> None:
     """Score and write every job's shard (batches never span shards, so a shard's scores are
@@ -192,7 +200,8 @@ def score_jobs(head: NsfwHead, jobs: list[tuple[Shard, Path, int, np.ndarray]],
         _write(jobs[empty], np.empty(0, np.float32), np.ones(0, bool), model_id, report)
 
 
-def _write(job: tuple[Shard, Path, int, np.ndarray], scores: np.ndarray, finite: np.ndarray,
+def _write(job: tuple[Shard, Path | ObjectPath, int, Embeddings], scores: np.ndarray,
+           finite: np.ndarray,
            model_id: str, report: RescoreReport) -> None:
     """One shard's scores, atomically, with its keys and the model id in the metadata."""
     shard, target, rows, _ = job
@@ -213,11 +222,16 @@ def _write(job: tuple[Shard, Path, int, np.ndarray], scores: np.ndarray, finite:
     report.scored += rows - bad
 
 
-def _done(target: Path, model_id: str, rows: int) -> bool:
+def _done(target: Path | ObjectPath, model_id: str, rows: int) -> bool:
+    """Whether ``target`` holds the scores of ``rows`` rows by ``model_id`` (its metadata)."""
     if not target.is_file():
         return False
     try:
-        metadata = pq.read_schema(target).metadata or {}
+        if isinstance(target, ObjectPath):
+            with target.open("rb") as handle:
+                metadata = pq.read_schema(handle).metadata or {}
+        else:
+            metadata = pq.read_schema(target).metadata or {}
     except (OSError, pa.ArrowException):
         return False
     return (metadata.get(MODEL_KEY) == model_id.encode()
@@ -230,9 +244,10 @@ def _keys(parquet: pq.ParquetFile) -> pa.ChunkedArray | None:
     return None if column is None else parquet.read(columns=[column]).column(0)
 
 
-def _embeddings(source: Path, shard: Shard, parquet: pq.ParquetFile, rows: int,
-                column: str | None, dim: int) -> np.ndarray:
-    """The shard's embeddings as an (rows, dim) array (memory-mapped for .npy files)."""
+def _embeddings(source: Path | ObjectPath, shard: Shard, parquet: pq.ParquetFile, rows: int,
+                column: str | None, dim: int) -> Embeddings:
+    """The shard's embeddings as an (rows, dim) array (memory-mapped for local .npy files,
+    read by rows with ranged requests for .npy files in object storage)."""
     if column is not None:
         if column not in parquet.schema_arrow.names:
             raise InvalidDatasetError(f"{shard.path}: no column {column!r}")
@@ -251,7 +266,8 @@ def _embeddings(source: Path, shard: Shard, parquet: pq.ParquetFile, rows: int,
         return flat.reshape(rows, dim)
     path = embedding_file(source, shard)
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        array: Embeddings = (ObjectArray(path) if isinstance(path, ObjectPath)
+                             else np.load(path, mmap_mode="r", allow_pickle=False))
     except FileNotFoundError:
         raise InvalidDatasetError(f"{shard.path}: no embeddings at {path}",
                                   hint="clip-retrieval's layout is img_emb/img_emb_{i}.npy; "
@@ -268,9 +284,12 @@ def _embeddings(source: Path, shard: Shard, parquet: pq.ParquetFile, rows: int,
     return array
 
 
-def _read_rows(array: np.ndarray, start: int, count: int) -> np.ndarray:
+def _read_rows(array: Embeddings, start: int, count: int) -> np.ndarray:
     """Rows of an embedding matrix as a new, writable array: a memory-mapped .npy file is read
-    with one sequential ``readinto`` (cheaper than faulting its pages in one by one)."""
+    with one sequential ``readinto`` (cheaper than faulting its pages in one by one), one in
+    object storage with one ranged read."""
+    if isinstance(array, ObjectArray):
+        return array.rows(start, count)
     if isinstance(array, np.memmap) and array.filename is not None \
             and array.flags.c_contiguous:
         out = np.empty((count, array.shape[1]), dtype=array.dtype)
@@ -287,11 +306,12 @@ def _read_rows(array: np.ndarray, start: int, count: int) -> np.ndarray:
     return np.array(array[start:start + count])
 
 
-def _batches(jobs: list[tuple[Shard, Path, int, np.ndarray]], reads: list[tuple[int, int, int]],
+def _batches(jobs: list[tuple[Shard, Path | ObjectPath, int, Embeddings]],
+             reads: list[tuple[int, int, int]],
              *, to_float32: bool) -> Iterator[tuple[int, int, np.ndarray]]:
     """(job, start, rows) for every read, across shards, the next one read (and converted to
     float32 when ``to_float32``) by a helper thread while this one is scored."""
-    def load(embeddings: np.ndarray, start: int, count: int) -> np.ndarray:
+    def load(embeddings: Embeddings, start: int, count: int) -> np.ndarray:
         if not to_float32:
             return _read_rows(embeddings, start, count)
         # One pass reads the mapped pages and converts them (torch converts float16 faster

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from scrub.errors import UserInputError
+from scrub.storage import ObjectPath
 
 #: Settings a --model-config TOML file may hold (flags given on the command line win).
 CONFIG_KEYS = {"head", "arch", "sha256", "clip", "clip_arch", "device", "batch_size",
@@ -57,7 +58,8 @@ class RescoreResult:
     device: str
 
 
-def rescore_with(source: Path, output: Path, settings: Mapping[str, Any], *,
+def rescore_with(source: str | Path | ObjectPath, output: str | Path | ObjectPath,
+                 settings: Mapping[str, Any], *,
                  engine: str = "local", address: str | None = None,
                  progress: bool = True) -> RescoreResult:
     """Run embedding rescoring, or image rescoring when ``clip`` is set, with ``settings``
