@@ -118,7 +118,8 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
                    progress=progress,
                    finish=Finisher(release, demo.dataset, private, dataset="scrub-demo"),
                    published=mark_applied)
-    return ReleaseDemo(result.release_id, result.variants,
+    folders = {n: f for n, f in result.variants.items() if isinstance(f, Path)}  # all: local
+    return ReleaseDemo(result.release_id, folders,
                        {n: sum(s.rows_out for s in st) for n, st in result.stats.items()},
                        request, public)
 

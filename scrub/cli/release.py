@@ -21,9 +21,11 @@ release_app = typer.Typer(help="Build, verify and compare releases (research, re
 @release_app.command("build")
 @handle_errors
 def build_command(
-    input: Path = typer.Argument(..., help="The dataset: a folder of parquet shards (with "
-                                 "img_emb/ if it has embeddings)."),
-    output: Path = typer.Argument(..., help="Folder that receives one folder per variant."),
+    # str, not Path: typer's Path would fold s3://bucket/x into s3:/bucket/x
+    input: str = typer.Argument(..., help="The dataset: a folder of parquet shards (with "
+                                "img_emb/ if it has embeddings), or s3://bucket/prefix."),
+    output: str = typer.Argument(..., help="Folder (or s3://bucket/prefix) that receives one "
+                                 "folder per variant."),
     policy: list[Path] = typer.Option(..., "--policy", metavar="NAME|TOML",
                                       help="A stock policy (research, research-safe) or a "
                                       "policy file (repeat: every variant in one pass)."),
@@ -43,10 +45,10 @@ def build_command(
                                           help="Dataset name in the manifest (default: with "
                                           "--from, the previous release's; else the input "
                                           "folder's name)."),
-    previous: Optional[Path] = typer.Option(None, "--previous", metavar="DIR",
+    previous: Optional[str] = typer.Option(None, "--previous", metavar="DIR",
                                             help="A previous release of the same variant, to "
                                             "compare with in the audit (single policy)."),
-    from_release: Optional[Path] = typer.Option(
+    from_release: Optional[str] = typer.Option(
         None, "--from", metavar="OUT", help="Rebuild incrementally from a previous build "
         "(its OUT folder): only new list versions and requests are matched, and shards they "
         "do not touch are reused byte for byte."),
@@ -71,11 +73,14 @@ def build_command(
     """Build every policy's variant in one pass; sign manifests; write audits and removal
     lists; mark the ledger's requests applied with the release id."""
     from scrub.release.job import BuildOptions, build_release
+    from scrub.storage import location
 
     summary = build_release(BuildOptions(
-        input=input, output=output, policies=policy, signing_key=signing_key, store=store,
-        key_file=key_file, db_url=db_url, scores=scores, release_id=release_id,
-        dataset=dataset, previous=previous, from_release=from_release,
+        input=location(input), output=location(output), policies=policy,
+        signing_key=signing_key, store=store, key_file=key_file, db_url=db_url, scores=scores,
+        release_id=release_id, dataset=dataset,
+        previous=location(previous) if previous is not None else None,
+        from_release=location(from_release) if from_release is not None else None,
         verify_inputs=verify_inputs, workers=workers, columns=column,
         allow_empty=allow_empty, ledger_update=not no_ledger_update, engine=engine,
         address=address, progress=not quiet))
@@ -97,9 +102,9 @@ def build_command(
 @release_app.command("verify")
 @handle_errors
 def verify_command(
-    release: Path = typer.Argument(..., help="The release folder release build wrote (every "
-                                   "variant), or one variant folder (its manifest in "
-                                   "VARIANT.scrub/)."),
+    release: str = typer.Argument(..., help="The release folder release build wrote (every "
+                                  "variant), or one variant folder (its manifest in "
+                                  "VARIANT.scrub/); or either in s3://bucket/prefix."),
     pubkey: Path = typer.Option(..., "--pubkey", metavar="PEM",
                                 help="The signer's Ed25519 public key (scrub keygen --signing "
                                 "wrote it beside the private key)."),
@@ -179,16 +184,19 @@ def register(app: typer.Typer) -> None:
 @release_app.command("diff")
 @handle_errors
 def diff_command(
-    old: Path = typer.Argument(..., help="The earlier release's variant folder."),
-    new: Path = typer.Argument(..., help="The later release's variant folder."),
+    old: str = typer.Argument(..., help="The earlier release's variant folder (or "
+                              "s3://bucket/prefix)."),
+    new: str = typer.Argument(..., help="The later release's variant folder (or "
+                              "s3://bucket/prefix)."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
     """Rows removed and added back between two releases (by sample key), and the change of
     removals per reason."""
     from scrub.release.manifest import diff_releases
+    from scrub.storage import location
 
-    report = diff_releases(old, new, progress=not quiet)
+    report = diff_releases(location(old), location(new), progress=not quiet)
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
         return

@@ -6,7 +6,9 @@ input schema (:mod:`scrub.release.shard`). A variant is published as ``OUT/<name
 shards only) and ``OUT/<name>.scrub/`` (embeddings, manifest, signature, audit, removal list).
 Work happens under ``OUT/.scrub-release`` (:mod:`scrub.release.staging`), so an interrupted
 build resumes with the same bytes; the variants move to ``OUT`` only when all is written
-(:mod:`scrub.release.publish`).
+(:mod:`scrub.release.publish`). INPUT and OUT may lie in object storage (``s3://bucket/prefix``),
+either or both: an OUT there receives each file as it is built, and each variant's signature
+last (a variant without one is not published).
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ from scrub.release.plan import ReleasePlan, Variant, plan_release
 from scrub.release.probe import Probing, probe_key, write_inputs
 from scrub.release.publish import BuildResult, Published, publish, published_by
 from scrub.release.reuse import Reuse, prepare_reuse, settle
-from scrub.release.shard import embedding_file, open_embeddings
+from scrub.release.shard import check_embeddings, embedding_file
 from scrub.release.signed import locate_variant
-from scrub.release.staging import STAGING, Job, JobIdentity, Staging, job_identity
+from scrub.release.staging import (
+    STAGING,
+    Job,
+    JobIdentity,
+    Location,
+    Staging,
+    job_identity,
+)
 from scrub.release.stats import VariantShardStats, rows_per_item
 from scrub.runtime import (
     Executor,
@@ -38,16 +47,18 @@ from scrub.runtime import (
     run_units,
     split_done,
 )
+from scrub.storage import MissingBucketError, ObjectPath, location
 
 __all__ = ["STAGING", "BuildResult", "Finish", "ReleasePlan", "Reuse", "Variant", "build",
            "early_workers", "plan_release", "prepare_reuse", "rows_per_item"]
 
-#: Writes manifests and reports into the staging folder once every shard is built.
-Finish = Callable[[Path, Job, dict[str, list[VariantShardStats]]], None]
+#: Writes manifests and reports where the variants are written (:attr:`Staging.files`) once
+#: every shard is built, each signature last.
+Finish = Callable[[Location, Job, dict[str, list[VariantShardStats]]], None]
 
 
 @contextlib.contextmanager
-def early_workers(source: Path, output: Path, *, engine: str, workers: int | None,
+def early_workers(source: Location, output: Location, *, engine: str, workers: int | None,
                   incremental: bool) -> Iterator[Executor | None]:
     """Local workers started now, for :func:`build` (``executor=``) to run the shards on: they
     import and warm up while the caller plans (lists, ledger). None where the build starts its
@@ -67,7 +78,8 @@ def early_workers(source: Path, output: Path, *, engine: str, workers: int | Non
         yield executor
 
 
-def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
+def build(source: Location | str, output: Location | str, release: ReleasePlan, *,
+          secret: bytes,
           release_id: str | None = None,
           workers: int | None = None, overrides: dict[str, str] | None = None,
           allow_empty: bool = False, progress: bool = True, reuse: Reuse | None = None,
@@ -89,10 +101,12 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
 
     ``executor``: workers :func:`early_workers` started (the shards run on them; their owner
     closes them); else the build opens its own for the shards left to build."""
-    source, output = Path(source), Path(output)
+    source, output = location(source), location(output)
     shards = discover_shards(source)
-    if output.resolve() == source.resolve() or source.resolve() in output.resolve().parents:
+    if _inside(output, source):
         raise UserInputError(f"{output}: OUTPUT must be outside the input folder")
+    if isinstance(output, ObjectPath):
+        _claim_bucket(output)
     total = survey(shards)
     names = release.names
     identity = job_identity(
@@ -109,7 +123,9 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
     _refuse_conflicts(staging, names, job)
     if job is None:
         job = Job.new(identity, release_id=release_id, secret=secret,
-                      removal_key=reuse.key if reuse else None)
+                      removal_key=reuse.key if reuse else None, variants=names)
+        if staging.remote:  # written in OUT as the build goes: none of another's may stay
+            staging.discard_job(None)
         staging.save(job)
     stats = _build_shards(source, shards, release, staging, job, secret=secret,
                           workers=workers, overrides=overrides, progress=progress,
@@ -121,12 +137,12 @@ def build(source: Path, output: Path, release: ReleasePlan, *, secret: bytes,
             raise UserInputError(f"policy {name!r} removes every row of the dataset; nothing "
                                  "was published", hint="pass --allow-empty if that is meant")
     if not job.finished:  # a rerun after publication began reuses what it wrote
-        write_inputs(staging.root, {name: (size, mtime, by_variant[names[0]][i].input_sha256)
+        write_inputs(staging.files, {name: (size, mtime, by_variant[names[0]][i].input_sha256)
                                     for i, (name, size, mtime)
                                     in enumerate(identity.input_shards)},
                      probe_key(secret))
         if finish is not None:
-            finish(staging.root, job, by_variant)
+            finish(staging.files, job, by_variant)
         job.finished = True
         staging.save(job)
     return publish(staging, job, published, names=names, stats=by_variant)
@@ -144,17 +160,18 @@ def _finish_interrupted(staging: Staging, job: Job, identity: JobIdentity,
             f"{staging.output}: holds release {finished.release_id}, published by an "
             "interrupted build that this run has now finished (ledger update included)",
             hint="build into a new OUT folder (releases are never overwritten)")
-    staging.discard()
+    staging.discard_job(job)
     return None
 
 
 def _refuse_conflicts(staging: Staging, names: list[str], job: Job | None) -> None:
     """Refuse to build into variant folders that hold something (releases are never
-    overwritten), except those this job's interrupted publication moved there."""
+    overwritten), except those this job's interrupted publication moved there (in object
+    storage: those this job writes in, as it found them empty when it started)."""
     for name in names:
         for folder in (staging.output / name, companion(staging.output / name)):
-            moved = (job is not None and job.finished
-                     and not (staging.root / folder.name).exists())
+            moved = job is not None and (staging.remote or (
+                job.finished and not (staging.root / folder.name).exists()))
             if moved or not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
                 continue
             found = locate_variant(folder)
@@ -165,7 +182,7 @@ def _refuse_conflicts(staging: Staging, names: list[str], job: Job | None) -> No
                 hint="build into a new OUT folder (releases are never overwritten)")
 
 
-def _build_shards(source: Path, shards: list[Shard], release: ReleasePlan, staging: Staging,
+def _build_shards(source: Location, shards: list[Shard], release: ReleasePlan, staging: Staging,
                   job: Job, *, secret: bytes, workers: int | None,
                   overrides: dict[str, str] | None, progress: bool, reuse: Reuse | None,
                   engine: str, address: str | None, total: int,
@@ -224,16 +241,16 @@ def _open(engine: str, workers: int | None, address: str | None, pending: int) -
     return open_executor(engine, workers=count, address=address, warm=task.warm)
 
 
-def _check_embeddings(source: Path, shards: list[Shard]) -> None:
+def _check_embeddings(source: Location, shards: list[Shard]) -> None:
     """Refuse embeddings that may not be published, before any work."""
     for shard in shards:
         emb = embedding_file(source, shard)
         if emb is not None:
-            open_embeddings(emb, shard, open_shard(shard).metadata.num_rows)
+            check_embeddings(emb, shard, open_shard(shard).metadata.num_rows)
 
 
 def _settle(reuse: Reuse, names: list[str], shards: list[Shard], staging: Staging,
-            source: Path, overrides: dict[str, str] | None, key: str, *, engine: str,
+            source: Location, overrides: dict[str, str] | None, key: str, *, engine: str,
             workers: int | None, done: Callable[[Shard, list[VariantShardStats]], None]
             ) -> tuple[list[Shard], Reuse | None]:
     """Reuse what an incremental rebuild can without building: (shards left to build, the
@@ -245,9 +262,27 @@ def _settle(reuse: Reuse, names: list[str], shards: list[Shard], staging: Stagin
     here, unread; the cluster matches the others."""
     local = engine != "ray"
     threads = max(1, min(workers or default_workers(), len(shards) or 1))
-    rest = settle(reuse, names, shards, staging.root, source, overrides, key,
+    rest = settle(reuse, names, shards, staging.files, source, overrides, key,
                   threads=threads if local else 1, read=local, done=done)
     return rest, None if local else reuse
+
+
+def _inside(output: Location, source: Location) -> bool:
+    """Whether ``output`` is the input folder or lies inside it."""
+    if isinstance(output, Path) and isinstance(source, Path):
+        return output.resolve() == source.resolve() or source.resolve() in output.resolve().parents
+    return isinstance(output, ObjectPath) and output.is_relative_to(source)
+
+
+def _claim_bucket(output: ObjectPath) -> None:
+    """An OUT in object storage: its bucket must exist (scrub never creates one), and the
+    uploads a killed build left incomplete under it are aborted (never visible as objects)."""
+    from scrub.storage.filesystems import bucket_exists
+
+    if not bucket_exists(output):
+        raise MissingBucketError(f"{output}: no such bucket",
+                                 hint="create the bucket first, or check the location")
+    output.abort_uploads()
 
 
 def _rows_in(outcome: Outcome[Shard]) -> int:

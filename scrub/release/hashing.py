@@ -8,6 +8,9 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from scrub.atomic import file_sha256
+from scrub.storage import ObjectPath
+
 #: Bytes written between two background syncs of a file being written.
 SYNC_EVERY = 8 << 20
 
@@ -27,10 +30,13 @@ class HashingFile:
 
     Every ``SYNC_EVERY`` bytes it syncs what it holds so far on a background thread
     (``fdatasync``), so the disk works while the worker computes; the closing ``fsync`` is
-    still what makes the file durable, and finds little left to write."""
+    still what makes the file durable, and finds little left to write. ``sync=False`` syncs
+    nothing: a local copy of an object that is uploaded once complete (the store makes it
+    durable)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, sync: bool = True) -> None:
         self._handle = open(path, "wb")  # noqa: SIM115 - closed by finish() or abandon()
+        self._durable = sync
         self._digest = hashlib.sha256()
         self._size = 0
         self._synced = 0  # bytes handed to a background sync
@@ -41,7 +47,7 @@ class HashingFile:
         self._handle.write(data)
         self._digest.update(data)
         self._size += len(data)
-        if self._size - self._synced >= SYNC_EVERY and self._idle():
+        if self._durable and self._size - self._synced >= SYNC_EVERY and self._idle():
             self._handle.flush()
             self._sync = _syncer().submit(os.fdatasync, self._handle.fileno())
             self._synced = self._size
@@ -67,7 +73,8 @@ class HashingFile:
         self._handle.flush()
         if self._sync is not None:  # its error first: the kernel reports a failed write-back
             self._sync.result()     # once per file, so the fsync below might not see it again
-        os.fsync(self._handle.fileno())
+        if self._durable:
+            os.fsync(self._handle.fileno())
         self._handle.close()
         self.closed = True
         return self._digest.hexdigest()
@@ -84,8 +91,11 @@ class HashingFile:
         return self._sync is None or (self._sync.done() and self._sync.exception() is None)
 
 
-def fsync_and_hash(path: Path, *, sync: bool = True) -> str:
-    """The sha256 of ``path`` (synced to disk first with ``sync``)."""
+def fsync_and_hash(path: Path | ObjectPath, *, sync: bool = True) -> str:
+    """The sha256 of ``path`` (synced to disk first with ``sync``; an object in object storage
+    is read once, in ranged requests, and never synced)."""
+    if isinstance(path, ObjectPath):
+        return file_sha256(path)
     digest = hashlib.sha256()
     with open(path, "rb+" if sync else "rb") as handle:
         if sync:

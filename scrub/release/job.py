@@ -13,6 +13,7 @@ from scrub.errors import UserInputError
 from scrub.layout import companion
 from scrub.release.publish import BuildResult
 from scrub.release.signed import AUDIT_JSON
+from scrub.release.staging import Location
 from scrub.release.stats import VariantShardStats
 
 if TYPE_CHECKING:
@@ -22,10 +23,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class BuildOptions:
-    """What ``scrub release build`` is given (see its options for each one's meaning)."""
+    """What ``scrub release build`` is given (see its options for each one's meaning). INPUT,
+    OUT, ``previous`` and ``from_release`` may lie in object storage (``s3://bucket/prefix``);
+    keys, policies, the store, the ledger and the scores are local."""
 
-    input: Path
-    output: Path
+    input: Location
+    output: Location
     policies: list[Path]
     signing_key: Path
     store: Path | None = None
@@ -34,8 +37,8 @@ class BuildOptions:
     scores: Path | None = None
     release_id: str | None = None
     dataset: str | None = None
-    previous: Path | None = None
-    from_release: Path | None = None
+    previous: Location | None = None
+    from_release: Location | None = None
     verify_inputs: bool = False
     workers: int | None = None
     columns: list[str] = field(default_factory=list)
@@ -137,7 +140,7 @@ def _open_ledger(db_url: str | None, key: bytes | None) -> Ledger:
     return Ledger(make_engine(db_url), seal=IdentitySeal(key) if key else None)
 
 
-def variant_summary(folder: Path, stats: list[VariantShardStats]) -> dict[str, Any]:
+def variant_summary(folder: Location, stats: list[VariantShardStats]) -> dict[str, Any]:
     """A published variant as the build's summary shows it: counts from its audit, and how
     many of its shards were reused from the --from release and how many built."""
     audit = json.loads((companion(folder) / AUDIT_JSON).read_text())

@@ -5,12 +5,11 @@ published release's signed manifests name."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from scrub.release.signed import read_signed_manifest
+from scrub.release.signed import Location, read_signed_manifest
 from scrub.release.stats import rows_per_item
 
 if TYPE_CHECKING:
@@ -66,7 +65,7 @@ class NewItems:
         return self._watermark
 
 
-def manifest_requests(folders: Mapping[str, Path],
+def manifest_requests(folders: Mapping[str, Location],
                       public_key: Ed25519PublicKey) -> dict[int, set[str]]:
     """The ledger requests the signed manifests of a release's variants (name -> folder) say
     it applied, each with the variants that name it."""

@@ -16,14 +16,12 @@ import hashlib
 import html
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -33,9 +31,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from scrub import __version__
 from scrub.atomic import atomic_path, atomic_write_bytes, atomic_write_json, file_sha256
 from scrub.crypto import load_public_key, public_key_bytes, public_key_fingerprint
-from scrub.errors import ExternalSourceError, UserInputError, brief
+from scrub.errors import ExternalSourceError, UserInputError
 from scrub.layout import REMOVALS_KEY, companion
 from scrub.progress import Progress
+from scrub.release.contents import check_files, parquet_file, unlisted
 from scrub.release.plan import ReleasePlan
 from scrub.release.probe import HOSTS, INPUTS, PROBE_DIR, TAILS
 from scrub.release.reuse import Reuse, carried_removals
@@ -46,13 +45,15 @@ from scrub.release.signed import (
     MANIFEST,
     REMOVALS,
     SIGNATURE,
+    Location,
     VariantFolders,
+    children,
     find_variants,
     listed_files,
     locate_variant,
     read_variant,
 )
-from scrub.release.staging import STAGING, Job
+from scrub.release.staging import STAGING, Job, removal_parts
 from scrub.release.state import STATE_DIR
 from scrub.release.stats import VariantShardStats
 
@@ -63,22 +64,26 @@ def canonical(obj: object) -> bytes:
 
 class Finisher:
     """Writes each variant's removal list, audit and signed manifest into its companion folder
-    in the staging folder."""
+    where the build writes its files (the staging folder; OUT in object storage): every other
+    file first, then the manifests, then the signatures."""
 
-    def __init__(self, release: ReleasePlan, source: Path, signing_key: Ed25519PrivateKey, *,
-                 dataset: str, previous: Path | None = None, carry: Reuse | None = None) -> None:
+    def __init__(self, release: ReleasePlan, source: Location, signing_key: Ed25519PrivateKey,
+                 *, dataset: str, previous: Location | None = None,
+                 carry: Reuse | None = None) -> None:
         """``previous``: a release to compare with in the audit; ``carry``: the release an
         incremental build extends (its removal list, under the same key, is carried over once
         it matches its signed manifest)."""
         self.release, self.source, self.key = release, source, signing_key
         self.dataset, self.previous, self.carry = dataset, previous, carry
 
-    def __call__(self, stage: Path, job: Job, stats: dict[str, list[VariantShardStats]]) -> None:
+    def __call__(self, stage: Location, job: Job,
+                 stats: dict[str, list[VariantShardStats]]) -> None:
         first = next(iter(stats.values()))
         inputs = [{"name": s.shard, "sha256": s.input_sha256,
                    "size": (self.source / s.shard).stat().st_size} for s in first]
         public = public_key_bytes(self.key.public_key())
         every = sorted(v.policy.name for v in self.release.variants)
+        signed: list[tuple[Location, bytes]] = []
         for variant in self.release.variants:
             name = variant.policy.name
             folder = companion(stage / name)
@@ -123,15 +128,20 @@ class Finisher:
                 "release_variants": every,
                 "signed_by": public_key_fingerprint(public),
             }
-            body = canonical(manifest)
+            signed.append((folder, canonical(manifest)))
+        for folder, body in signed:  # a variant is published once its signature is written
             atomic_write_bytes(folder / MANIFEST, body)
+        for folder, body in signed:
             atomic_write_bytes(folder / SIGNATURE, base64.b64encode(self.key.sign(body)) + b"\n")
 
-    def _removal_list(self, stage: Path, name: str, key: str) -> int:
+    def _removal_list(self, stage: Location, name: str, key: str) -> int:
         """Every removed row's keyed hashes, all reasons together, unlabelled and shuffled (in
         an order fixed by the key, so a resumed build writes the same bytes)."""
-        parts: list[Path | io.BytesIO] = list(sorted((stage / ".removals" / name)
-                                                     .glob("*.parquet")))
+        folder = removal_parts(stage) / name
+        parts: list[Path | io.BytesIO] = (
+            list(sorted(folder.glob("*.parquet"))) if isinstance(folder, Path)
+            else [io.BytesIO(p.read_bytes()) for p in children(folder)
+                  if p.name.endswith(".parquet")])
         if self.carry is not None:
             parts.append(io.BytesIO(carried_removals(self.carry, name)))
         table = pl.concat([pl.read_parquet(p) for p in parts]) if parts else pl.DataFrame(
@@ -180,7 +190,7 @@ class Finisher:
         return audit
 
 
-def compare(previous: Path, audit: dict[str, Any]) -> dict[str, object]:
+def compare(previous: Location, audit: dict[str, Any]) -> dict[str, object]:
     """Totals and reasons against a previous release of the same variant (its variant folder,
     its companion folder, or its audit.json)."""
     folders = locate_variant(previous)
@@ -257,7 +267,7 @@ reason below).</p>
 # --------------------------------------------------------------------------- verify
 
 
-def verify_release(folder: Path, pubkey: Path, *, progress: bool = False) -> dict:
+def verify_release(folder: Location, pubkey: Path, *, progress: bool = False) -> dict:
     """Check that the variant ``folder`` names (its variant folder, its companion folder or its
     manifest) is exactly the signed release: the signature verifies with ``pubkey`` and the
     manifest names that key as ``signed_by``; the variant folder and its companion hold every
@@ -284,7 +294,7 @@ class VariantCheck:
     problems: list[str]
 
 
-def verify_release_folder(root: Path, pubkey: Path, *, progress: bool = False
+def verify_release_folder(root: Location, pubkey: Path, *, progress: bool = False
                           ) -> tuple[list[VariantCheck], list[str]]:
     """Check every variant of the release folder ``root`` (what ``scrub release build``
     wrote) as :func:`verify_release` does, and the folder itself: it holds the variants, their
@@ -303,7 +313,7 @@ def verify_release_folder(root: Path, pubkey: Path, *, progress: bool = False
     # the private folders' problems come last: a missing or foreign variant explains them
     problems, private = [], []
     known = {c.folders.rows.name for c in checks} | {c.folders.meta.name for c in checks}
-    for entry in sorted(root.iterdir()):
+    for entry in children(root):
         if entry.name in known:
             continue
         if entry.name in (STATE_DIR, PROBE_DIR) and entry.is_dir() and not entry.is_symlink():
@@ -327,7 +337,7 @@ def verify_release_folder(root: Path, pubkey: Path, *, progress: bool = False
     return checks, problems + private
 
 
-def _private_extras(folder: Path, checks: list[VariantCheck]) -> list[str]:
+def _private_extras(folder: Location, checks: list[VariantCheck]) -> list[str]:
     """What lies in the build's private folder ``folder`` besides what ``scrub release build``
     writes there for the signed variants of ``checks`` (anything else could be any content):
     in ``.scrub-probe/`` the inputs record and each shard's probe sets (``STEM.probe``,
@@ -343,7 +353,7 @@ def _private_extras(folder: Path, checks: list[VariantCheck]) -> list[str]:
     else:
         expected = {f"{variant}/{stem}.state" for variant, names in stems.items()
                     for stem in names}
-    return _unlisted(folder, expected, listed_by="what scrub release build writes there")
+    return unlisted(folder, expected, listed_by="what scrub release build writes there")
 
 
 def check_variant(folders: VariantFolders, key: Ed25519PublicKey, *,
@@ -366,32 +376,16 @@ def check_variant(folders: VariantFolders, key: Ed25519PublicKey, *,
         problems.append(f"{folders.rows}: the folder is named {folders.name[:80]!r}, but its "
                         f"signed manifest is of variant {str(manifest.get('variant'))[:80]!r}")
     if folders.inline:
-        problems += _unlisted(folders.rows, set(listing.rows) | {MANIFEST, SIGNATURE})
+        problems += unlisted(folders.rows, set(listing.rows) | {MANIFEST, SIGNATURE})
         located = [(folders.rows / n, n in rows, n, d) for n, d in listing.rows.items()]
     else:  # the variant folder holds exactly its shards; the companion everything else
-        problems += _unlisted(folders.rows, set(listing.rows))
-        problems += _unlisted(folders.meta, set(listing.meta) | {MANIFEST, SIGNATURE})
+        problems += unlisted(folders.rows, set(listing.rows))
+        problems += unlisted(folders.meta, set(listing.meta) | {MANIFEST, SIGNATURE})
         located = [(folders.rows / n, True, n, d) for n, d in listing.rows.items()]
         located += [(folders.meta / n, False, n, d) for n, d in listing.meta.items()]
     meter = Progress(f"verify {folders.name}", len(rows), sum(rows.values()), enabled=progress)
-    for path, shard, name, digest in sorted(located):
-        if shard:
-            meter.advance(rows[name])
-        if not path.is_file() or path.is_symlink():
-            problems.append(f"{path}: missing" if not os.path.lexists(path)
-                            else f"{path}: not a plain file")
-            continue
-        if file_sha256(path) != digest:
-            problems.append(f"{path}: sha256 differs from the manifest")
-            continue
-        if shard:
-            try:
-                found = pq.ParquetFile(path).metadata.num_rows
-            except (OSError, pa.ArrowException) as exc:
-                problems.append(f"{path}: not a readable parquet file ({brief(exc)})")
-                continue
-            if found != rows[name]:
-                problems.append(f"{path}: {found} rows, the manifest says {rows[name]}")
+    problems += check_files([(path, rows[name] if shard else None, digest)
+                             for path, shard, name, digest in sorted(located)], meter.advance)
     meter.finish()
     return manifest, problems
 
@@ -405,37 +399,7 @@ def _verdict(title: str, problems: list[str]) -> str:
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
 
-def _unlisted(folder: Path, expected: set[str], *,
-              listed_by: str = "the manifest") -> list[str]:
-    """What lies in ``folder`` besides the ``expected`` files (relative POSIX paths): any other
-    file, folder or symbolic link, at any depth, hidden or not. ``listed_by`` names what
-    lists the expected files, in the messages."""
-    if not folder.is_dir():
-        return [f"{folder}: missing"]
-    parents = {"/".join(parts[:i]) for parts in (name.split("/") for name in expected)
-               for i in range(1, len(parts))}
-    problems: list[str] = []
-    walk = os.walk(folder, onerror=lambda exc: problems.append(
-        f"{exc.filename}: cannot be listed ({brief(exc)})"))
-    for root, dirs, names in walk:
-        base = Path(root).relative_to(folder)
-        for entry in sorted(dirs + names):
-            path, relative = Path(root) / entry, (base / entry).as_posix()
-            if path.is_symlink():
-                problems.append(f"{path}: a symbolic link, not in {listed_by} (a release "
-                                "holds plain files only)")
-            elif entry in dirs and relative not in parents:
-                problems.append(f"{path}: a folder {listed_by} does not list"
-                                if listed_by == "the manifest" else
-                                f"{path}: a folder not in {listed_by}")
-            elif entry not in dirs and relative not in expected:
-                problems.append(f"{path}: not in {listed_by}")
-        dirs[:] = [d for d in dirs if (base / d).as_posix() in parents
-                   and not (Path(root) / d).is_symlink()]
-    return problems
-
-
-def diff_releases(old: Path, new: Path, *, progress: bool = False) -> dict[str, Any]:
+def diff_releases(old: Location, new: Location, *, progress: bool = False) -> dict[str, Any]:
     """What changed between two releases of a dataset: rows (by sample key) removed and added
     back, and the removals per reason from their audits. ``progress``: the shards read so far,
     on stderr."""
@@ -448,7 +412,7 @@ def diff_releases(old: Path, new: Path, *, progress: bool = False) -> dict[str, 
         manifest = json.loads(folders.manifest.read_text())
         audit = json.loads((folders.meta / AUDIT_JSON).read_text())
         shards = [folders.rows / s["name"] for s in manifest["shards"]]
-        names = pq.read_schema(shards[0]).names if shards else []
+        names = parquet_file(shards[0]).schema_arrow.names if shards else []
         column = next((c for c in ("key", "SAMPLE_ID", "uid", "url", "URL") if c in names), None)
         if column is None:
             raise UserInputError(f"{folder}: no key or URL column to match rows on")
@@ -456,7 +420,7 @@ def diff_releases(old: Path, new: Path, *, progress: bool = False) -> dict[str, 
                          sum(int(s["rows"]) for s in manifest["shards"]), enabled=progress)
         parts = []
         for path in shards:
-            parts.append(pl.read_parquet(path, columns=[column]).to_series().cast(pl.String))
+            parts.append(_column(path, column))
             meter.advance(len(parts[-1]))
         meter.finish()
         keys = pl.concat(parts) if parts else pl.Series([], dtype=pl.String)
@@ -471,3 +435,11 @@ def diff_releases(old: Path, new: Path, *, progress: bool = False) -> dict[str, 
         "by_reason": {r: {"old": a_old["removed_by_reason"].get(r, 0),
                           "new": a_new["removed_by_reason"].get(r, 0)} for r in reasons},
     }
+
+
+def _column(path: Location, column: str) -> pl.Series:
+    """One column of a shard, as strings."""
+    if isinstance(path, Path):
+        return pl.read_parquet(path, columns=[column]).to_series().cast(pl.String)
+    table = parquet_file(path).read(columns=[column], use_threads=False)
+    return pl.Series(column, table.column(0).combine_chunks()).cast(pl.String)

@@ -18,10 +18,13 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scrub.errors import InvalidDatasetError, UserInputError
 from scrub.shipped import policies_folder
+
+if TYPE_CHECKING:
+    from scrub.storage import ObjectPath
 
 _SECTIONS = {"policy": {"name", "description", "extends"}, "lists": {"names"},
              "ledger": {"requests"}, "nsfw": {"score", "rules"}, "keywords": {"file", "terms"}}
@@ -187,7 +190,7 @@ def _apply_keywords(policy: Policy, section: dict[str, Any], path: Path,
     policy.keywords = list(dict.fromkeys([*policy.keywords, *terms]))
 
 
-def check_score_columns(policies: Sequence[Policy], source: Path | str, *,
+def check_score_columns(policies: Sequence[Policy], source: Path | ObjectPath | str, *,
                         overrides: Mapping[str, str] | None = None) -> None:
     """Before a build: a policy whose NSFW rules read the dataset's own ``punsafe`` needs that
     column, else one InvalidDatasetError naming the policy's rule, the column and the shard,
@@ -196,15 +199,12 @@ def check_score_columns(policies: Sequence[Policy], source: Path | str, *,
     stored = [(p, t) for p in policies if p.score == "stored" for t in p.thresholds]
     if not stored:
         return
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from scrub.dataset import detect_roles, discover_shards
+    from scrub.dataset import detect_roles, discover_shards, open_parquet
 
     shard = discover_shards(source)[0].path
     try:
-        schema = pq.read_schema(shard)
-    except (OSError, pa.ArrowException):
+        schema = open_parquet(shard).schema_arrow
+    except InvalidDatasetError:
         return
     if detect_roles(schema, overrides).get("punsafe") is not None:
         return

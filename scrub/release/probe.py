@@ -23,7 +23,11 @@ from scrub.atomic import atomic_path
 from scrub.engine.plan import MatchPlan
 from scrub.keys import hex_to_keys, keys_to_hex
 from scrub.lists.types import text_digest_keys
+from scrub.storage import ObjectPath
 from scrub.urls import URL_FORM, host_suffixes, url_tails
+
+#: A local folder, or a prefix in object storage.
+Folder = Path | ObjectPath
 
 #: Where a release build keeps its probe sets (in OUT, beside the variants).
 PROBE_DIR = ".scrub-probe"
@@ -162,11 +166,11 @@ def _tag(key: str, input_sha256: str, data: bytes, kind: str = HOSTS) -> str:
                     hashlib.sha256).hexdigest()
 
 
-def probe_path(root: Path, shard_name: str, kind: str = HOSTS) -> Path:
+def probe_path(root: Folder, shard_name: str, kind: str = HOSTS) -> Folder:
     return root / PROBE_DIR / f"{Path(shard_name).stem}.{kind}"
 
 
-def write_probes(root: Path, shard_name: str, probes: np.ndarray, key: str,
+def write_probes(root: Folder, shard_name: str, probes: np.ndarray, key: str,
                  input_sha256: str, kind: str = HOSTS) -> str:
     """Write a shard's probe set of ``kind`` under ``root``; its tag (for the shard's
     state)."""
@@ -177,7 +181,7 @@ def write_probes(root: Path, shard_name: str, probes: np.ndarray, key: str,
     return _tag(key, input_sha256, data, kind)
 
 
-def read_probes(root: Path, shard_name: str, key: str, input_sha256: str,
+def read_probes(root: Folder, shard_name: str, key: str, input_sha256: str,
                 tag: object, kind: str = HOSTS) -> np.ndarray | None:
     """A shard's probe set of ``kind`` if it is there and its tag checks; else None (read
     the shard)."""
@@ -216,7 +220,7 @@ def may_match(probes: np.ndarray, shard: np.ndarray) -> bool:
 INPUTS = "inputs.json"
 
 
-def write_inputs(root: Path, found: dict[str, tuple[int, int, str]], key: str) -> None:
+def write_inputs(root: Folder, found: dict[str, tuple[int, int, str]], key: str) -> None:
     """Record ``name -> (size, mtime_ns, sha256)`` of the input shards, tagged with ``key``,
     so a later ``--from`` build trusts an input shard it finds with the same size and mtime
     (the quick check of rsync and make) and hashes the others."""
@@ -228,7 +232,7 @@ def write_inputs(root: Path, found: dict[str, tuple[int, int, str]], key: str) -
         tmp.write_text(json.dumps(record, sort_keys=True) + "\n")
 
 
-def read_inputs(root: Path, key: str) -> dict[str, tuple[int, int, str]]:
+def read_inputs(root: Folder, key: str) -> dict[str, tuple[int, int, str]]:
     """The inputs record under ``root`` if it is there and its tag checks; else empty (every
     input shard is then hashed)."""
     try:

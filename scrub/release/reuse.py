@@ -1,6 +1,7 @@
 """Incremental rebuilds (``--from``): a previous signed release extended with new list versions
 and requests. Shards the new rules cannot touch are reused byte for byte, each file checked
-against the previous signed manifest; the others are built again."""
+against the previous signed manifest; the others are built again. The previous release may lie
+in object storage (its files are then copied server-side into an OUT there)."""
 
 from __future__ import annotations
 
@@ -48,8 +49,10 @@ from scrub.release.signed import (
     locate_variant,
     read_variant,
 )
+from scrub.release.staging import Location
 from scrub.release.state import read_state, state_path
 from scrub.release.stats import VariantShardStats
+from scrub.storage import location
 
 #: A shard's previous manifest entries and states (drop mask, stats), one per variant.
 Previous = tuple[list[dict[str, Any]], list[tuple[np.ndarray, VariantShardStats]]]
@@ -62,7 +65,7 @@ class Reuse:
     files (path -> sha256, per folder), the key of its sealed shard states, and a plan of only
     the rules that are new since (list versions, requests)."""
 
-    previous: Path
+    previous: Location
     manifests: dict[str, dict[str, Any]]
     delta: ReleasePlan
     files: dict[str, Listing]
@@ -72,7 +75,7 @@ class Reuse:
     def key(self) -> str:
         return str(next(iter(self.manifests.values()))["removals"]["key"])
 
-    def checked_copy(self, variant: str, relative: str, target: Path, *,
+    def checked_copy(self, variant: str, relative: str, target: Location, *,
                      in_companion: bool = False) -> None:
         """Link (or copy) the previous release's file ``variant/relative`` (in its companion
         folder ``variant.scrub/`` with ``in_companion``) to ``target`` and check the bytes
@@ -102,10 +105,10 @@ class Reuse:
                                       hint="run a full build, from the input")
 
 
-def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: Sequence[Policy],
-                  *, store: ListStore | None, key: bytes | None, ledger: ReleaseLedger | None,
-                  scores: Path | None, secret: bytes, signer: Ed25519PublicKey,
-                  verify_inputs: bool = False) -> Reuse:
+def prepare_reuse(previous: Location | str, source: Location, release: ReleasePlan,
+                  policies: Sequence[Policy], *, store: ListStore | None, key: bytes | None,
+                  ledger: ReleaseLedger | None, scores: Path | None, secret: bytes,
+                  signer: Ed25519PublicKey, verify_inputs: bool = False) -> Reuse:
     """Check that ``previous`` can be extended (same policies, same input shards, only new
     list versions and requests since) and plan the new rules; otherwise a clear error.
 
@@ -116,7 +119,8 @@ def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: 
     as unchanged when the previous build recorded it with the same size and modification time
     (``secret`` checks that record); any other is hashed and compared with the manifest's
     sha256 (every one with ``verify_inputs``)."""
-    manifests, files = _signed_manifests(Path(previous), policies, signer)
+    previous = location(previous)
+    manifests, files = _signed_manifests(previous, policies, signer)
     _check_input_shards(previous, source, manifests,
                         {} if verify_inputs or secret is None
                         else read_inputs(previous, probe_key(secret)))
@@ -134,13 +138,13 @@ def prepare_reuse(previous: Path, source: Path, release: ReleasePlan, policies: 
     delta = plan_release(trimmed, store=store, key=key, ledger=view, scores=scores)
     # the counts of reused shards come from the previous build: the rules may skip rows
     delta.plan.rules = [rule.prefiltered() for rule in delta.plan.rules]
-    reuse = Reuse(Path(previous), manifests, delta, files, probe_key(secret))
+    reuse = Reuse(previous, manifests, delta, files, probe_key(secret))
     for name in manifests:  # carried into the new removal list: fail now rather than at the end
         carried_removals(reuse, name)
     return reuse
 
 
-def _signed_manifests(previous: Path, policies: Sequence[Policy], signer: Ed25519PublicKey
+def _signed_manifests(previous: Location, policies: Sequence[Policy], signer: Ed25519PublicKey
                       ) -> tuple[dict[str, dict[str, Any]], dict[str, Listing]]:
     """Each policy's variant manifest in ``previous``, its signature verified, and its files."""
     manifests, files = {}, {}
@@ -150,7 +154,7 @@ def _signed_manifests(previous: Path, policies: Sequence[Policy], signer: Ed2551
         if folders is None or folders.rows != folder:
             raise UserInputError(f"--from {previous}: no {companion(folder).name}/{MANIFEST}")
         manifest = read_variant(folders, signer)
-        shown = folders.manifest.relative_to(previous)
+        shown = f"{folders.meta.name}/{MANIFEST}"  # relative to ``previous``
         if manifest.get("variant") != policy.name:
             raise ExternalSourceError(f"--from {previous}: {shown} is the manifest of another "
                                       "variant")
@@ -168,7 +172,7 @@ def _signed_manifests(previous: Path, policies: Sequence[Policy], signer: Ed2551
     return manifests, files
 
 
-def _check_input_shards(previous: Path, source: Path, manifests: dict[str, dict[str, Any]],
+def _check_input_shards(previous: Location, source: Location, manifests: dict[str, dict[str, Any]],
                         record: dict[str, tuple[int, int, str]]) -> None:
     """The input shards are those every variant of ``previous`` was built from."""
     shards = discover_shards(source)
@@ -182,7 +186,7 @@ def _check_input_shards(previous: Path, source: Path, manifests: dict[str, dict[
                   record)
 
 
-def _check_still_applied(previous: Path, manifests: dict[str, dict[str, Any]],
+def _check_still_applied(previous: Location, manifests: dict[str, dict[str, Any]],
                          release: ReleasePlan) -> set[int]:
     """The requests ``previous`` applied, once its list versions and requests all apply
     still (else a UserInputError: run a full build)."""
@@ -217,7 +221,7 @@ def carried_removals(reuse: Reuse, variant: str) -> bytes:
     return data
 
 
-def _check_inputs(previous: Path, shards: list[Shard], current: dict[str, os.stat_result],
+def _check_inputs(previous: Location, shards: list[Shard], current: dict[str, Any],
                   listed: list[dict[str, Any]], record: dict[str, tuple[int, int, str]]) -> None:
     """Every input shard is the one the previous release read: recorded with its size and
     modification time, or else hashed (on threads) to its manifest's sha256."""
@@ -287,7 +291,8 @@ def previous_states(reuse: Reuse, names: list[str], shard: Shard) -> Previous:
     return entries, olds
 
 
-def reuse_shard(reuse: Reuse, names: list[str], shard: Shard, stage: Path, emb: Path | None,
+def reuse_shard(reuse: Reuse, names: list[str], shard: Shard, stage: Location,
+                emb: Location | None,
                 previous: Previous) -> list[VariantShardStats]:
     """Link the previous release's files of ``shard`` (every variant's shard and embeddings,
     each checked against its signed manifest; its sealed state, checked already; its probe
@@ -328,7 +333,8 @@ def skippable(reuse: Reuse, names: list[str], shard: Shard, probes: list[RulePro
     return previous
 
 
-def settle(reuse: Reuse, names: list[str], shards: list[Shard], stage: Path, source: Path,
+def settle(reuse: Reuse, names: list[str], shards: list[Shard], stage: Location,
+           source: Location,
            overrides: dict[str, str] | None, key: str, *, threads: int, read: bool,
            done: Callable[[Shard, list[VariantShardStats]], None]) -> list[Shard]:
     """Reuse the previous files of every shard that needs no rebuild, calling ``done`` for

@@ -1,11 +1,19 @@
 """One shard of a release build: read once, every variant's rows written (input schema and
 order), its embeddings filtered with the same masks, its removal rows, sealed state and probe
-sets written under the staging folder; per variant its stats."""
+sets written under the staging folder; per variant its stats.
+
+An input or OUT in object storage: the shard is read in ranged requests, its embeddings copied
+to a local file to be memory-mapped, and each file written locally (unsynced), then uploaded
+whole under its final name."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -15,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scrub.atomic import atomic_path
+from scrub.atomic import atomic_path, publish_file
 from scrub.dataset import ColumnRoles, Shard, detect_roles, keep_rows, open_shard
 from scrub.engine.attribution import AttributedRule
 from scrub.engine.filtering import iter_batches, open_writer, several_reasons
@@ -38,6 +46,7 @@ from scrub.release.probe import (
     write_probes,
 )
 from scrub.release.removals import empty_removals, removal_rows
+from scrub.release.staging import Location, removal_parts
 from scrub.release.state import write_state
 from scrub.release.stats import VariantShardStats, source_labels
 
@@ -53,14 +62,14 @@ class ShardTask:
 
     names: list[str]
     shard: Shard
-    stage: Path
-    embeddings: Path | None
+    stage: Location
+    embeddings: Location | None
     removal_key: str
     probing: Probing
     overrides: dict[str, str] | None
 
 
-def embedding_file(source: Path, shard: Shard) -> Path | None:
+def embedding_file(source: Location, shard: Shard) -> Location | None:
     """``source/img_emb/img_emb_{i}.npy`` of the shard whose name ends with ``i``, if any."""
     match = re.search(r"(\d+)$", shard.path.stem)
     if match is None:
@@ -69,35 +78,101 @@ def embedding_file(source: Path, shard: Shard) -> Path | None:
     return path if path.is_file() else None
 
 
-def open_embeddings(path: Path, shard: Shard, rows: int) -> np.ndarray:
+def open_embeddings(path: Path, shard: Shard, rows: int, *,
+                    shown: Location | None = None) -> np.ndarray:
     """A shard's embeddings, memory-mapped, as they may be published: a (rows, dim) float16 or
     float32 array (clip-retrieval's layout) row-aligned with the shard. Anything else is an
-    InvalidDatasetError naming the file, what it holds and what is expected; pickled (object)
-    arrays are never loaded."""
-    expected = (f"expected a .npy array of shape ({rows}, dim), float16 or float32, "
-                f"row-aligned with {shard.path.name}")
+    InvalidDatasetError naming the file (``shown``, where ``path`` is its local copy), what it
+    holds and what is expected; pickled (object) arrays are never loaded."""
+    shown = shown if shown is not None else path
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError):
-        raise InvalidDatasetError(f"{path}: not a readable .npy array of numbers (empty, "
-                                  f"truncated, not .npy, or Python objects); {expected}") \
-            from None
+        raise InvalidDatasetError(f"{shown}: not a readable .npy array of numbers (empty, "
+                                  "truncated, not .npy, or Python objects); "
+                                  f"{_expected(shard, rows)}") from None
     if not isinstance(array, np.ndarray):  # an .npz archive
-        raise InvalidDatasetError(f"{path}: an .npz archive, not one .npy array; {expected}")
-    if array.dtype.kind != "f" or array.dtype.itemsize not in (2, 4):
-        raise InvalidDatasetError(f"{path}: dtype {str(array.dtype)[:40]}; {expected}")
-    if array.ndim != 2 or array.shape[1] == 0:
-        raise InvalidDatasetError(f"{path}: shape {array.shape}; {expected}")
-    if array.shape[0] != rows:
-        raise InvalidDatasetError(f"{path} holds {array.shape[0]} embeddings but {shard.path} "
-                                  f"has {rows} rows: they are not row-aligned")
+        raise InvalidDatasetError(f"{shown}: an .npz archive, not one .npy array; "
+                                  f"{_expected(shard, rows)}")
+    _check_array(shown, array.dtype, array.shape, shard, rows)
     return array
+
+
+def _expected(shard: Shard, rows: int) -> str:
+    return (f"expected a .npy array of shape ({rows}, dim), float16 or float32, "
+            f"row-aligned with {shard.path.name}")
+
+
+def _check_array(shown: Location, dtype: np.dtype, shape: tuple[int, ...], shard: Shard,
+                 rows: int) -> None:
+    """Embeddings of this type and shape may be published with ``shard`` (else the error)."""
+    expected = _expected(shard, rows)
+    if dtype.kind != "f" or dtype.itemsize not in (2, 4):
+        raise InvalidDatasetError(f"{shown}: dtype {str(dtype)[:40]}; {expected}")
+    if len(shape) != 2 or shape[1] == 0:
+        raise InvalidDatasetError(f"{shown}: shape {shape}; {expected}")
+    if shape[0] != rows:
+        raise InvalidDatasetError(f"{shown} holds {shape[0]} embeddings but {shard.path} "
+                                  f"has {rows} rows: they are not row-aligned")
+
+
+def check_embeddings(path: Location, shard: Shard, rows: int) -> None:
+    """:func:`open_embeddings`'s checks before a build; for an object in object storage from
+    its header and size alone (a few ranged reads, not the whole array)."""
+    if isinstance(path, Path):
+        open_embeddings(path, shard, rows)
+        return
+    unreadable = InvalidDatasetError(f"{path}: not a readable .npy array of numbers (empty, "
+                                     "truncated, not .npy, or Python objects); "
+                                     f"{_expected(shard, rows)}")
+    with path.open("rb") as handle:
+        if handle.read(4) == b"PK\x03\x04":
+            raise InvalidDatasetError(f"{path}: an .npz archive, not one .npy array; "
+                                      f"{_expected(shard, rows)}")
+        handle.seek(0)
+        try:
+            version = np.lib.format.read_magic(handle)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(handle)
+            size = handle.size()
+        except (OSError, ValueError, EOFError):
+            raise unreadable from None
+        if dtype.hasobject:
+            raise unreadable
+        _check_array(path, dtype, shape, shard, rows)
+        if handle.tell() + int(np.prod(shape)) * dtype.itemsize > size:
+            raise unreadable
+
+
+@contextlib.contextmanager
+def local_copy(path: Location | None) -> Iterator[Path | None]:
+    """``path`` as a local file: itself, or a temporary copy of an object (read in blocks),
+    removed when the block ends."""
+    if path is None or isinstance(path, Path):
+        yield path
+        return
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial")
+    copy = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out, path.open("rb") as handle:
+            shutil.copyfileobj(handle, out, 1 << 22)
+        yield copy
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def build_shard(plan: MatchPlan, groups: list[frozenset[int]],
                 task: ShardTask) -> list[VariantShardStats]:
     """Every variant of one shard under ``stage/<variant>/``, and the shard's probe sets under
     ``stage`` (see :mod:`scrub.release.probe`); per variant its stats."""
+    with local_copy(task.embeddings) as embeddings:
+        return _build_shard(plan, groups, task, embeddings)
+
+
+def _build_shard(plan: MatchPlan, groups: list[frozenset[int]], task: ShardTask,
+                 local_embeddings: Path | None) -> list[VariantShardStats]:
+    """:func:`build_shard`, the shard's embeddings read from ``local_embeddings``."""
     shard = task.shard
     parquet = open_shard(shard)
     rows = parquet.metadata.num_rows
@@ -107,8 +182,8 @@ def build_shard(plan: MatchPlan, groups: list[frozenset[int]],
     if missing:
         raise InvalidDatasetError(f"{shard.path}: no column for role(s) {', '.join(missing)}",
                                   hint="name the column with --column ROLE=NAME")
-    embeddings = (open_embeddings(task.embeddings, shard, rows)
-                  if task.embeddings is not None else None)
+    embeddings = (open_embeddings(local_embeddings, shard, rows, shown=task.embeddings)
+                  if local_embeddings is not None else None)
     stats = [VariantShardStats(shard.name, rows) for _ in groups]
     outputs = _VariantOutputs(task, parquet.schema_arrow, roles)
     survey = _ProbeSurvey(task.probing, roles)
@@ -145,8 +220,11 @@ class _VariantOutputs:
         self.paths = [task.stage / name / task.shard.name for name in task.names]
         for path in self.paths:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmps = [p.with_name(f".{p.name}.partial") for p in self.paths]
-        self.sinks = [HashingFile(tmp) for tmp in self.tmps]
+        # in object storage: a local file, unsynced (the upload makes the object durable)
+        local = all(isinstance(p, Path) for p in self.paths)
+        self.tmps = [p.with_name(f".{p.name}.partial") if isinstance(p, Path)
+                     else _local_partial(p.name) for p in self.paths]
+        self.sinks = [HashingFile(tmp, sync=local) for tmp in self.tmps]
         # the parquet writer takes any file object with write/tell/flush/close
         self.writers = [open_writer(cast(BinaryIO, sink), schema, roles) for sink in self.sinks]
         self.keeps: list[list[np.ndarray]] = [[] for _ in task.names]
@@ -159,12 +237,19 @@ class _VariantOutputs:
             writer.close()
         for stat, sink, tmp, path in zip(stats, self.sinks, self.tmps, self.paths, strict=True):
             stat.sha256 = sink.finish()
-            os.replace(tmp, path)
+            publish_file(tmp, path)  # a rename, or an upload
 
     def abandon(self) -> None:
         for sink, tmp in zip(self.sinks, self.tmps, strict=True):
             sink.abandon()
             tmp.unlink(missing_ok=True)
+
+
+def _local_partial(name: str) -> Path:
+    """A new local temporary file for an object ``name`` being written."""
+    fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial")
+    os.close(fd)
+    return Path(path)
 
 
 @dataclass
@@ -187,7 +272,8 @@ class _ProbeSurvey:
         if self.tails is not None:
             self.tails.append(tail_fingerprints(pl.Series(view.column("url"))))
 
-    def write(self, stage: Path, shard_name: str, key: str, source_hash: str) -> dict[str, str]:
+    def write(self, stage: Location, shard_name: str, key: str,
+              source_hash: str) -> dict[str, str]:
         """Write the probe sets that cover every batch; their tags (kind -> tag). A host set
         only when the rules worked out the hosts of every batch (working them out for it
         alone would cost ~5% of the build)."""
@@ -290,7 +376,7 @@ def _finish_variant(stat: VariantShardStats, name: str, task: ShardTask,
                                "sha256": fsync_and_hash(tmp, sync=False)}
     removed = outputs.removed[v]
     part = pa.concat_tables(removed) if removed else empty_removals()
-    with atomic_path(stage / ".removals" / name / shard_name) as tmp:
+    with atomic_path(removal_parts(stage) / name / shard_name) as tmp:
         pq.write_table(part, tmp)
     drop = ~np.concatenate(outputs.keeps[v]) if outputs.keeps[v] else np.zeros(0, bool)
     stat.state = write_state(stage, name, shard_name, drop, stat.record(), task.probing.key)

@@ -27,6 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from scrub.crypto import public_key_bytes, public_key_fingerprint
 from scrub.errors import ExternalSourceError, UserInputError
 from scrub.layout import companion, companion_of
+from scrub.storage import ObjectPath
+
+#: A local folder or file, or a prefix or object in object storage.
+Location = Path | ObjectPath
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -46,15 +50,15 @@ class VariantFolders:
     """Where a variant lies: ``rows``, its folder of shards, and ``meta``, the folder of its
     manifest (its companion ``rows.scrub`` from format 3 on, ``rows`` itself before)."""
 
-    rows: Path
-    meta: Path
+    rows: Location
+    meta: Location
 
     @property
     def inline(self) -> bool:
         return self.rows == self.meta
 
     @property
-    def manifest(self) -> Path:
+    def manifest(self) -> Location:
         return self.meta / MANIFEST
 
     @property
@@ -62,10 +66,11 @@ class VariantFolders:
         return self.rows.name
 
 
-def locate_variant(path: Path) -> VariantFolders | None:
+def locate_variant(path: Location | str) -> VariantFolders | None:
     """The variant ``path`` names: its variant folder, its companion folder or its
-    ``manifest.json``, in either layout; None when ``path`` is none of these."""
-    path = Path(path)
+    ``manifest.json``, in either layout (locally or in object storage); None when ``path`` is
+    none of these."""
+    path = _location(path)
     if path.name == MANIFEST and path.is_file():
         path = path.parent
     if path.name in ("", ".."):  # "." or "..": the folder's own name tells its companion
@@ -82,7 +87,7 @@ def locate_variant(path: Path) -> VariantFolders | None:
     return None
 
 
-def find_variants(path: Path) -> list[VariantFolders]:
+def find_variants(path: Location | str) -> list[VariantFolders]:
     """The variants at ``path``: the one it names (see :func:`locate_variant`), or every
     variant of the release folder it is (what ``scrub release build`` wrote; a companion
     folder whose variant folder is gone counts, so that its verification says so). Empty
@@ -90,11 +95,11 @@ def find_variants(path: Path) -> list[VariantFolders]:
     one = locate_variant(path)
     if one is not None:
         return [one]
-    path = Path(path)
+    path = _location(path)
     if not path.is_dir():
         return []
     found: dict[str, VariantFolders] = {}
-    for child in sorted(path.iterdir()):
+    for child in children(path):
         if not child.is_dir() or child.is_symlink():
             continue
         rows = companion_of(child)
@@ -106,11 +111,32 @@ def find_variants(path: Path) -> list[VariantFolders]:
     return [found[name] for name in sorted(found)]
 
 
+def _location(path: Location | str) -> Location:
+    """``path`` as a location: an object storage URI stays one (``Path`` would fold it)."""
+    from scrub.storage import location
+
+    return location(path)
+
+
+def children(folder: Location) -> list[Location]:
+    """What lies directly in ``folder``, by name: its files and folders; in object storage the
+    objects and the prefixes some object lies under (a store may list a prefix whose objects
+    are all deleted: that is nothing)."""
+    found: list[Location]
+    if isinstance(folder, ObjectPath):
+        start = len(folder.key) + 1 if folder.key else 0
+        found = [folder / name for name in {path.key[start:].split("/", 1)[0]
+                                            for path, _ in folder.walk_files()}]
+    else:
+        found = list(folder.iterdir())
+    return sorted(found, key=lambda child: child.name)
+
+
 def signer_fingerprint(key: Ed25519PublicKey) -> str:
     return public_key_fingerprint(public_key_bytes(key))
 
 
-def read_signed_manifest(path: Path, key: Ed25519PublicKey) -> dict:
+def read_signed_manifest(path: Location, key: Ed25519PublicKey) -> dict:
     """The manifest of the variant ``path`` names (see :func:`locate_variant`) once its
     signature verifies with ``key``, it names that key as its signer and its format matches
     where it lies. No manifest: UserInputError (not a release); anything else wrong:
@@ -165,7 +191,7 @@ class Listing:
     meta: dict[str, str]
 
 
-def listed_files(manifest: dict, where: Path) -> Listing:
+def listed_files(manifest: dict, where: Location) -> Listing:
     """Every file of the variant that ``manifest`` lists.
 
     Names must be plain relative paths inside their folder. From format 3 the variant folder

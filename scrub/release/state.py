@@ -24,6 +24,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from scrub.atomic import atomic_path
 from scrub.errors import ExternalSourceError
+from scrub.storage import ObjectPath
+
+#: A local folder, or a prefix in object storage.
+Folder = Path | ObjectPath
 
 #: Where a release build keeps the sealed shard states (in OUT, beside the variants).
 STATE_DIR = ".scrub-state"
@@ -41,7 +45,7 @@ def _bound(variant: str, shard_name: str) -> bytes:
     return f"scrub.release.state\0{variant}\0{shard_name}".encode()
 
 
-def state_path(root: Path, variant: str, shard_name: str) -> Path:
+def state_path(root: Folder, variant: str, shard_name: str) -> Folder:
     return root / STATE_DIR / variant / f"{Path(shard_name).stem}.state"
 
 
@@ -49,7 +53,7 @@ def _tag(tag_key: bytes, bound: bytes, sealed: bytes) -> str:
     return hmac.new(tag_key, b"tag\0" + bound + b"\0" + sealed, hashlib.sha256).hexdigest()
 
 
-def write_state(root: Path, variant: str, shard_name: str, drop: np.ndarray,
+def write_state(root: Folder, variant: str, shard_name: str, drop: np.ndarray,
                 stat: dict[str, object], key: str) -> str:
     """Seal the shard's drop mask and stats under ``root``; the tag for the manifest."""
     body = {"rows": int(len(drop)),
@@ -65,7 +69,7 @@ def write_state(root: Path, variant: str, shard_name: str, drop: np.ndarray,
     return _tag(tag_key, bound, sealed)
 
 
-def read_state(root: Path, variant: str, shard_name: str, tag: object,
+def read_state(root: Folder, variant: str, shard_name: str, tag: object,
                key: str) -> tuple[np.ndarray, dict]:
     """The drop mask and stats of a shard's state under ``root`` whose tag is ``tag`` (from
     the signed manifest); ExternalSourceError when it is missing or is not that state."""

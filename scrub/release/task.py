@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from scrub.dataset import Shard
 from scrub.engine.filtering import warm_up
@@ -16,7 +15,7 @@ from scrub.errors import from_os_error
 from scrub.release.probe import Probing
 from scrub.release.reuse import Reuse, rebuild_shard
 from scrub.release.shard import ShardTask, build_shard, embedding_file
-from scrub.release.staging import Staging
+from scrub.release.staging import Location, Staging
 from scrub.release.stats import VariantShardStats
 
 #: A shard's result: each variant's stats as its completion marker holds them (JSON-able).
@@ -39,15 +38,16 @@ class Payload:
     groups: list[frozenset[int]]
     names: list[str]
     staging: Staging
-    source: Path
+    source: Location
     removal_key: str
     probing: Probing
     overrides: dict[str, str] | None
     reuse: Reuse | None = None
 
     def shard_task(self, shard: Shard) -> ShardTask:
-        return ShardTask(self.names, shard, self.staging.root, embedding_file(self.source, shard),
-                         self.removal_key, self.probing, self.overrides)
+        return ShardTask(self.names, shard, self.staging.files,
+                         embedding_file(self.source, shard), self.removal_key, self.probing,
+                         self.overrides)
 
 
 def setup(payload: Payload) -> Callable[[Shard], Result]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrub.errors import ExternalSourceError, ReleaseOutdated, UserInputError
+from scrub.storage import ObjectPath, location
 
 if TYPE_CHECKING:
     from scrub.engine.plan import MatchPlan
@@ -80,7 +81,7 @@ def outdated(title: str, newer: int, rows: int) -> ReleaseOutdated:
              "... --from OUT)")
 
 
-def verify_path(release: Path, pubkey: Path, *, store: Path | None = None,
+def verify_path(release: Path | ObjectPath | str, pubkey: Path, *, store: Path | None = None,
                 key_file: Path | None = None, db_url: str | None = None,
                 progress: bool = True) -> VariantVerdict | FolderVerdict:
     """Verify what ``release`` names: a variant (its folder, companion or manifest), else the
@@ -90,6 +91,7 @@ def verify_path(release: Path, pubkey: Path, *, store: Path | None = None,
     from scrub.release.manifest import verify_release
     from scrub.release.signed import locate_variant
 
+    release = location(release)
     if locate_variant(release) is None and release.is_dir():  # what release build wrote
         return verify_folder(release, pubkey, store, key_file, db_url, progress=progress)
     manifest = verify_release(release, pubkey, progress=progress)
@@ -103,7 +105,7 @@ def verify_path(release: Path, pubkey: Path, *, store: Path | None = None,
     return VariantVerdict(manifest, found)
 
 
-def verify_folder(root: Path, pubkey: Path, store: Path | None, key_file: Path | None,
+def verify_folder(root: Path | ObjectPath, pubkey: Path, store: Path | None, key_file: Path | None,
                   db_url: str | None, *, progress: bool = True) -> FolderVerdict:
     """Every variant of a release folder checked, and the folder itself."""
     from scrub.release.manifest import verify_release_folder
@@ -138,15 +140,14 @@ def verify_folder(root: Path, pubkey: Path, store: Path | None, key_file: Path |
                          bool(store or db_url), newer, newer_rows)
 
 
-def rematch(folder: Path, manifest: dict[str, Any], store: Path | None, key_file: Path | None,
-            db_url: str | None, *, progress: bool = True) -> Rematch:
+def rematch(folder: Path | ObjectPath, manifest: dict[str, Any], store: Path | None,
+            key_file: Path | None, db_url: str | None, *, progress: bool = True) -> Rematch:
     """Match the release's rows against the store's lists its manifest names and the ledger's
     verified requests, in one pass: those its signed manifest says it applied (a match is a
     fault of the release) apart from those it predates (a match is a reason to rebuild)."""
     import numpy as np
-    import pyarrow.parquet as pq
 
-    from scrub.dataset import detect_roles
+    from scrub.dataset import detect_roles, open_parquet
     from scrub.engine.filtering import iter_batches
     from scrub.engine.kernel import decide
     from scrub.progress import Progress
@@ -162,7 +163,7 @@ def rematch(folder: Path, manifest: dict[str, Any], store: Path | None, key_file
     meter = Progress(f"match {manifest.get('variant', folder.name)}", len(manifest["shards"]),
                      sum(int(s["rows"]) for s in manifest["shards"]), enabled=progress)
     for shard in manifest["shards"]:
-        parquet = pq.ParquetFile(rows / shard["name"])
+        parquet = open_parquet(rows / shard["name"])
         roles = detect_roles(parquet.schema_arrow)
         for batch in iter_batches(parquet):
             decisions = decide(plan, batch, roles, groups=groups)
