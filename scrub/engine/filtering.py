@@ -8,7 +8,6 @@ read batch (and the input's row-group size), not by the shard.
 from __future__ import annotations
 
 import io
-import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -38,6 +37,7 @@ from scrub.engine.scores import scored_roles, shard_scores, with_scores
 from scrub.engine.stats import ShardStats, input_identity
 from scrub.errors import InvalidDatasetError, StorageError, brief, from_os_error
 from scrub.keys import hex_to_keys
+from scrub.storage.streams import UploadSlot, finish_staged, open_staged
 
 #: Row groups up to this size are read whole; larger ones are streamed in BATCH_ROWS slices.
 MAX_GROUP_ROWS = 1 << 20
@@ -143,10 +143,11 @@ class Tally:
         stats.matched_entries = {label: sorted(ids) for label, ids in sorted(matched.items())}
 
 
-def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
+def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path | UploadSlot, *,
                  column_overrides: Mapping[str, str] | None = None
                  ) -> tuple[ShardStats, pa.Table]:
-    """Write ``shard`` minus the rows ``plan`` drops to ``tmp`` (fsynced); return its stats and
+    """Write ``shard`` minus the rows ``plan`` drops to ``tmp`` (fsynced; or into an upload to
+    object storage, completed by the commit); return its stats and
     the decision records of the dropped rows.
 
     Raises :class:`InvalidDatasetError` naming the shard when it cannot be read or lacks a column
@@ -171,7 +172,7 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
     tally = Tally(plan)
     records: list[pa.Table] = []
     try:
-        with open(tmp, "wb") as handle:
+        with open_staged(tmp) as handle:
             with open_writer(handle, parquet.schema_arrow, roles) as writer:
                 for batch in iter_batches(parquet):
                     view = with_scores(batch, scores, stats.rows_in)
@@ -183,9 +184,7 @@ def filter_shard(plan: MatchPlan, shard: Shard, tmp: Path, *,
                         batch = keep_rows(batch, ~decisions.drop)
                     stats.rows_out += batch.num_rows
                     writer.write_table(batch, row_group_size=BATCH_ROWS)
-            handle.flush()
-            os.fsync(handle.fileno())
-            stats.output_size = handle.tell()
+            stats.output_size = finish_staged(handle)
     except (OSError, pa.ArrowException) as exc:
         full = from_os_error(exc, tmp) if isinstance(exc, OSError) else None
         if isinstance(full, StorageError):  # the disk, not the shard

@@ -3,8 +3,9 @@
 A Ray task runs exactly the task code the local executor runs, so the output is the same bytes;
 resume is the runtime's (completed units are skipped before anything is scheduled). The payload
 travels once per worker process, sealed (AES-256-GCM under a fresh key, the key only in task
-arguments); a task whose worker dies is retried by Ray. Why tasks and not Ray Data, the
-measurements and the trust argument for the sealed pickle: docs/design/runtime.md.
+arguments); a task whose worker or node dies is retried by Ray (its upload, if any, is redone
+whole). Why tasks and not Ray Data, the measurements and the trust argument for the sealed
+pickle: docs/design/runtime.md.
 """
 
 from __future__ import annotations
@@ -200,8 +201,10 @@ class RayExecutor:
         self.num_gpus = num_gpus
         self._loaded: tuple[Setup, object] | None = None
         self._warming: threading.Thread | None = None
+        self._connected = False
 
     def __enter__(self) -> RayExecutor:
+        self._connected = not require_ray().is_initialized()
         connect(self.address, num_cpus=self.workers)
         if self.warm_fn is not None and not self.num_gpus:
             self._warming = threading.Thread(target=self._warm, name="scrub-ray-warm",
@@ -215,7 +218,12 @@ class RayExecutor:
             warm_cluster(self.workers or cluster_cpus(), self.warm_fn)
 
     def __exit__(self, *exc_info: object) -> None:
-        return None
+        """Leave the cluster when this executor joined it (a caller's own ``ray.init`` is
+        theirs to end): Ray prints cluster events (a node that died) on stdout as they come,
+        even after the job, which would land after ``--json`` output."""
+        if self._connected:
+            with contextlib.redirect_stdout(sys.stderr):
+                require_ray().shutdown()
 
     def hint(self, messages: set[str]) -> None:
         return None  # workers prepare what the payload needs on their first unit

@@ -27,6 +27,7 @@ from scrub.atomic import atomic_write_json, publish_file, remove_tree
 from scrub.errors import OutputConflictError, UserInputError
 from scrub.layout import companion
 from scrub.storage import MissingBucketError, ObjectPath, is_remote
+from scrub.storage.streams import UploadSlot
 
 #: An output folder: local, or a prefix in object storage.
 Folder = Path | ObjectPath
@@ -148,8 +149,12 @@ class JobState:
             for p in folder.iterdir())
 
     def finish(self) -> None:
-        """The job is complete: its partial-file folder goes, leaving OUTPUT its shards."""
+        """The job is complete: its partial-file folder goes, leaving OUTPUT its shards (in
+        object storage, uploads left incomplete by a worker that died are aborted too)."""
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        if isinstance(self.output, ObjectPath):
+            self.output.abort_uploads()
+            companion(self.output).abort_uploads()
 
     def _existing_job(self) -> dict[str, object] | None:
         return read_record(self.root / "job.json")
@@ -164,14 +169,17 @@ class JobState:
         output files as they are now; else None (the shard is to be made again)."""
         return self.markers.completed(name, current)
 
-    def commit(self, name: str, staged: Sequence[tuple[Path, str]],
+    def commit(self, name: str, staged: Sequence[tuple[Path | UploadSlot, str]],
                stats: Mapping[str, Any]) -> None:
         """Move finished (already fsynced) files into OUTPUT (``(tmp, final name)``, in order;
         the shard ``name`` last), then record the shard as done with ``stats``.
 
         The marker needs no fsync: lost or torn, it only makes a rerun redo the shard."""
         for tmp, final in staged:
-            publish_file(tmp, self.output / final)
+            if isinstance(tmp, UploadSlot):
+                tmp.complete()
+            else:
+                publish_file(tmp, self.output / final)
         self.markers.record(name, stats)
 
     def staging(self, name: str) -> Path:
@@ -181,6 +189,23 @@ class JobState:
         if is_remote(self.output):
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return self.tmp_dir / f"{name}.partial"
+
+    def output_slot(self, name: str) -> Path | UploadSlot:
+        """Where output ``name`` is written before :meth:`commit`: the staging file, or, for
+        an OUTPUT in S3, an upload written while it is produced (completed by the commit,
+        aborted when discarded)."""
+        if isinstance(self.output, ObjectPath) and self.output.scheme == "s3":
+            return UploadSlot(self.output / name)
+        return self.staging(name)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled in a worker (on another node, for a Ray task): the partial files of an
+        OUTPUT in object storage go to that node's own temporary folder, not to the path the
+        driver's machine would have used."""
+        self.__dict__.update(state)
+        if is_remote(self.output):
+            self.tmp_dir = local_staging(self.output)
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
 
 def local_staging(output: object) -> Path:
@@ -289,7 +314,7 @@ class StagingArea:
     finds the job there: the same job resumes from its markers, another one is the caller's
     to refuse, finish or discard."""
 
-    def __init__(self, output: Path, name: str, *, markers: str = "done") -> None:
+    def __init__(self, output: Folder, name: str, *, markers: str = "done") -> None:
         self.output = output
         self.root = output / name
         self.job_path = self.root / "job.json"

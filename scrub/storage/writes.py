@@ -26,7 +26,7 @@ from scrub.storage.filesystems import ObjectPath
 
 #: Part size of multipart uploads (S3's minimum is 5 MiB); files up to it go in one request.
 #: ``SCRUB_S3_PART_MIB`` sets another (at least 5).
-PART_BYTES = 16 << 20
+PART_BYTES = 8 << 20
 #: Parts of one file in flight at once.
 UPLOAD_THREADS = 4
 
