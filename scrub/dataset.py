@@ -65,6 +65,9 @@ class Shard:
     """One parquet shard of a dataset."""
 
     path: ShardPath
+    #: Whether a ``.tar`` lies beside it (a webdataset shard), when the listing that found the
+    #: shard already told (object storage: one request fewer per shard); None: look.
+    has_tar: bool | None = None
 
     @property
     def name(self) -> str:
@@ -133,9 +136,11 @@ def _discover_objects(path: ObjectPath) -> list[Shard]:
     if path.key and path.is_file():
         return [Shard(path)]
     _refuse_companion(path)
-    named = [p for p in path.iterdir()
+    listed = path.list_children()
+    named = [p for p, _ in listed
              if p.suffix.lower() == ".parquet" and not p.name.startswith((".", "_"))]
-    odd = next((p for p in named if not p.is_file()), None)
+    kinds = dict(listed)
+    odd = next((p for p in named if not kinds[p]), None)
     if odd is not None:
         raise InvalidDatasetError(f"{odd}: named like a shard but a prefix holding objects, "
                                   "not an object", hint="a dataset is a flat prefix of "
@@ -145,7 +150,8 @@ def _discover_objects(path: ObjectPath) -> list[Shard]:
         raise UserInputError(f"{path}: no parquet shards found",
                              hint=_release_hint(path) or "a dataset is a prefix of *.parquet "
                              "objects")
-    return [Shard(p) for p in named]
+    tars = {p.name for p, _ in listed if p.suffix == ".tar"}
+    return [Shard(p, has_tar=p.with_suffix(".tar").name in tars) for p in named]
 
 
 def _refuse_companion(path: ShardPath) -> None:

@@ -83,6 +83,8 @@ def _tar_of(shard: Shard) -> Path | ObjectPath | None:
     without importing the image path, PIL and tars, for a shard that has none; one look, a
     request when the shard lies in object storage)."""
     tar = shard.path.with_suffix(".tar")
+    if shard.has_tar is not None:  # the listing that found the shard told
+        return tar if shard.has_tar else None
     return tar if tar.is_file() else None
 
 

@@ -143,7 +143,10 @@ class JobState:
 
     def _holds_something(self, folder: Folder) -> bool:
         """Whether ``folder`` holds anything but what a job killed before it recorded itself
-        leaves: the partial-file folder, a partial ``job.json``."""
+        leaves: the partial-file folder, a partial ``job.json``. In object storage, objects
+        count, not prefixes (some stores keep listing a prefix whose objects are gone)."""
+        if isinstance(folder, ObjectPath):
+            return bool(folder.walk_files())
         return folder.is_dir() and any(
             p != self.tmp_dir and not (folder == self.root and p.name.startswith(".job.json."))
             for p in folder.iterdir())

@@ -201,6 +201,13 @@ class ObjectPath:
         for info in filesystems.listing(self, recursive=False):
             yield self / posixpath.basename(info.path.rstrip("/"))
 
+    def list_children(self) -> list[tuple[ObjectPath, bool]]:
+        """The objects and prefixes directly under this one, by name, each with whether it is
+        an object (True) or a prefix (False): :meth:`iterdir` and ``is_file`` in one request
+        per thousand."""
+        return [(self / posixpath.basename(info.path.rstrip("/")), info.type.name == "File")
+                for info in filesystems.listing(self, recursive=False)]
+
     def walk_files(self) -> list[tuple[ObjectPath, int]]:
         """Every object under this prefix, at any depth, with its size."""
         return [(self._with_key(info.path.partition("/")[2]), int(info.size or 0))
