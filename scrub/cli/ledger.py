@@ -273,17 +273,32 @@ def extend_command(
 @handle_errors
 def export_command(
     request_id: int = typer.Argument(..., metavar="ID", help="The request's id."),
+    fmt: str = typer.Option("json", "--format", metavar="FORMAT",
+                            help="json (the export, for scripts), html or text (a letter to "
+                            "the data subject)."),
+    identity: bool = typer.Option(False, "--identity",
+                                  help="Name the requester in the letter (html, text); "
+                                  "without it the letter names them nowhere."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here, not stdout."),
     db_url: Optional[str] = DB, key_file: Optional[Path] = KEY_FILE,
 ) -> None:
-    """The data subject's report: their request, what it matched, where it was removed."""
-    report = json.dumps(_ledger(db_url, key_file, need_key=True).export(request_id), indent=2)
+    """The data subject's report: their request, when it was received, verified and applied,
+    what each item matched and where it was removed (needs the key: items are sealed)."""
+    from scrub.ledger import letter
+
+    fmt = letter.check_format(fmt)
+    ledger = _ledger(db_url, key_file, need_key=True)
+    if fmt == "json":  # today's shape, requester included: scripts read it
+        report = json.dumps(letter.json_report(ledger.export(request_id)), indent=2) + "\n"
+    else:
+        export = ledger.export(request_id, identity=identity)
+        report = letter.render(letter.build_letter(export, identity=identity), fmt)
     if output:
         from scrub.atomic import atomic_write_bytes
 
-        atomic_write_bytes(output, (report + "\n").encode())
+        atomic_write_bytes(output, report.encode())
     else:
-        typer.echo(report)
+        typer.echo(report, nl=False)
 
 
 @ledger_app.command("verify")

@@ -46,8 +46,9 @@ def build_command(
                                           "--from, the previous release's; else the input "
                                           "folder's name)."),
     previous: Optional[str] = typer.Option(None, "--previous", metavar="DIR",
-                                            help="A previous release of the same variant, to "
-                                            "compare with in the audit (single policy)."),
+                                            help="A previous release (its OUT folder, or one "
+                                            "variant): each variant's audit compares with the "
+                                            "variant of the same name."),
     from_release: Optional[str] = typer.Option(
         None, "--from", metavar="OUT", help="Rebuild incrementally from a previous build "
         "(its OUT folder): only new list versions and requests are matched, and shards they "
@@ -96,7 +97,7 @@ def build_command(
                        f"{several}) -> {info['folder']} (audit: "
                        f"{info['folder']}.scrub/audit.html){reused}")
         typer.echo(f"release {summary.release_id}; {len(summary.marked)} request(s) marked "
-                   "applied")
+                   f"applied; built in {summary.duration_seconds or 0:,.1f} s")
 
 
 @release_app.command("verify")
@@ -175,6 +176,39 @@ def _render_folder(verdict: FolderVerdict, as_json: bool) -> None:
     stale = verdict.outdated()
     if stale is not None:
         raise stale
+
+
+@release_app.command("report")
+@handle_errors
+def report_command(
+    release: str = typer.Argument(..., help="The release folder release build wrote (every "
+                                  "variant), or one variant folder; or either in "
+                                  "s3://bucket/prefix."),
+    pubkey: Path = typer.Option(..., "--pubkey", metavar="PEM",
+                                help="The signer's Ed25519 public key."),
+    output: Path = typer.Option(Path("audit-report"), "--output", metavar="DIR",
+                                help="Where to write VARIANT/audit.json and "
+                                "VARIANT/audit.html."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Render each variant's audit (JSON and HTML) again from the signed artifacts alone,
+    after checking the manifest's signature and the sha256 of every file read; says whether
+    each equals the published one. A missing or altered artifact: exit 3, naming it."""
+    from scrub.release.report import render_release
+    from scrub.storage import location
+
+    rendered = render_release(location(release), pubkey, output)
+    if as_json:
+        typer.echo(json.dumps([{"variant": r.variant, "release_id": r.release_id,
+                                "files": {k: str(v) for k, v in r.files.items()},
+                                "same_as_published": r.same} for r in rendered],
+                              indent=2, sort_keys=True))
+        return
+    for r in rendered:
+        verdicts = ", ".join(f"{name} {'identical to' if same else 'differs from'} the "
+                             "published one" for name, same in r.same.items())
+        typer.echo(f"{r.variant} (release {r.release_id}): {verdicts} -> "
+                   f"{r.files['audit.html'].parent}")
 
 
 def register(app: typer.Typer) -> None:

@@ -286,12 +286,13 @@ class Ledger:
             head = session.get(ChainHead, 1)
             return (head.seq, head.hash) if head else (0, GENESIS)
 
-    def export(self, request_id: int) -> dict[str, object]:
+    def export(self, request_id: int, *, identity: bool = True) -> dict[str, object]:
         """The data subject's report: their request, what it named, where it was applied.
         Each item lists, per release and variant whose build counted it, the rows removed
         that it matches (0 when none); releases recorded by hand (``requests apply``) count
-        nothing and appear only in ``removed_in_releases``."""
-        view = self.show(request_id, identity=True, items=True)
+        nothing and appear only in ``removed_in_releases``. ``identity=False``: the
+        requester is not opened (None)."""
+        view = self.show(request_id, identity=identity, items=True)
         seal = self._require_seal()
         counted = [(e["release"], rows) for e in view.history
                    if e["action"] == "apply" and isinstance(rows := e.get("rows"), dict)]
@@ -308,7 +309,8 @@ class Ledger:
             "requester": view.requester,
             "items": items,
             "removed_in_releases": view.releases,
-            "history": [{k: e[k] for k in ("at", "action") if k in e} for e in view.history],
+            "history": [{k: e[k] for k in ("at", "action", "release") if k in e}
+                        for e in view.history],
         }
 
     def verify(self, anchors: Sequence[Anchor] = (), *, batch: int = 20_000,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import io
 import json
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from scrub.crypto import load_public_key, public_key_bytes, public_key_fingerpri
 from scrub.errors import ExternalSourceError, UserInputError
 from scrub.layout import REMOVALS_KEY, companion
 from scrub.progress import Progress
+from scrub.release.audit import variant_audit
+from scrub.release.audit_html import render_html
 from scrub.release.contents import check_files, parquet_file, unlisted
 from scrub.release.plan import ReleasePlan
 from scrub.release.probe import HOSTS, INPUTS, PROBE_DIR, TAILS
@@ -70,9 +71,9 @@ class Finisher:
     def __init__(self, release: ReleasePlan, source: Location, signing_key: Ed25519PrivateKey,
                  *, dataset: str, previous: Location | None = None,
                  carry: Reuse | None = None) -> None:
-        """``previous``: a release to compare with in the audit; ``carry``: the release an
-        incremental build extends (its removal list, under the same key, is carried over once
-        it matches its signed manifest)."""
+        """``previous``: a release to compare each variant with in its audit; ``carry``: the
+        release an incremental build extends (its removal list, under the same key, is
+        carried over once it matches its signed manifest)."""
         self.release, self.source, self.key = release, source, signing_key
         self.dataset, self.previous, self.carry = dataset, previous, carry
 
@@ -92,7 +93,12 @@ class Finisher:
                        "state_tag": s.state}
                       for s in stats[name]]  # hashed by the workers as they wrote them
             embeddings = [s.embeddings for s in stats[name] if s.embeddings is not None]
-            audit = self._audit(variant.sources, name, stats[name], job)
+            audit = variant_audit(self.release, variant, stats[name],
+                                  release_id=job.release_id, created_at=job.created_at,
+                                  dataset=self.dataset,
+                                  signed_by=public_key_fingerprint(public),
+                                  previous=self.previous,
+                                  only=len(self.release.variants) == 1)
             atomic_write_json(folder / AUDIT_JSON, audit)
             atomic_write_bytes(folder / AUDIT_HTML, render_html(audit).encode())
             removals_sha256 = file_sha256(folder / REMOVALS)
@@ -157,111 +163,6 @@ class Finisher:
         with atomic_path(target) as tmp:
             pq.write_table(shuffled, tmp, compression="zstd")
         return table.height
-
-    def _audit(self, members: frozenset[int], name: str, rows: list[VariantShardStats],
-               job: Job) -> dict[str, Any]:
-        sources = {str(s.id): s for s in self.release.plan.sources if s.id in members}
-        by_source: dict[str, int] = {}
-        by_reason: dict[str, int] = {}
-        for shard in rows:
-            for code, count in shard.by_reason.items():
-                by_reason[code] = by_reason.get(code, 0) + count
-            for label, count in shard.by_source.items():
-                by_source[label] = by_source.get(label, 0) + count
-        rows_in = sum(r.rows_in for r in rows)
-        rows_out = sum(r.rows_out for r in rows)
-        # rows counted under more than one reason (shards reused from a build before this
-        # count existed add none)
-        several = sum(r.several_reasons for r in rows)
-        audit: dict[str, Any] = {
-            "release_id": job.release_id, "variant": name, "dataset": self.dataset,
-            "created_at": job.created_at, "rows_in": rows_in, "rows_out": rows_out,
-            "removed": rows_in - rows_out,
-            "removed_by_reason": dict(sorted(by_reason.items())),
-            "rows_with_several_reasons": several,
-            "removed_by_source": dict(sorted(by_source.items())),
-            "sensitive_sources": sorted({s.label if s.kind != "request" else "ledger requests"
-                                         for s in sources.values() if s.sensitive}),
-            "per_shard": [{"shard": r.shard, "rows_in": r.rows_in,
-                           "rows_out": r.rows_out} for r in rows],
-        }
-        if self.previous is not None:
-            audit["previous"] = compare(self.previous, audit)
-        return audit
-
-
-def compare(previous: Location, audit: dict[str, Any]) -> dict[str, object]:
-    """Totals and reasons against a previous release of the same variant (its variant folder,
-    its companion folder, or its audit.json)."""
-    folders = locate_variant(previous)
-    path = (folders.meta / AUDIT_JSON if folders is not None
-            else previous / AUDIT_JSON if previous.is_dir() else previous)
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise UserInputError(f"--previous {previous}: no readable {AUDIT_JSON}") from None
-    reasons = sorted(set(old.get("removed_by_reason", {})) | set(audit["removed_by_reason"]))
-    return {"release_id": old.get("release_id"), "rows_out": old.get("rows_out"),
-            "removed": old.get("removed"),
-            "removed_by_reason": {r: old.get("removed_by_reason", {}).get(r, 0)
-                                  for r in reasons}}
-
-
-# --------------------------------------------------------------------------- HTML
-
-
-def _bars(title: str, data: dict[str, int]) -> str:
-    """An inline SVG bar chart (no scripts, no external assets)."""
-    if not data:
-        return f"<h3>{html.escape(title)}</h3><p>none</p>"
-    top = max(data.values()) or 1
-    height = 24 * len(data) + 10
-    bars = []
-    for i, (label, value) in enumerate(sorted(data.items(), key=lambda kv: -kv[1])):
-        width = 360 * value / top
-        y = 5 + 24 * i
-        bars.append(f'<text x="0" y="{y + 15}" font-size="12">{html.escape(label[:40])}</text>'
-                    f'<rect x="260" y="{y}" width="{width:.1f}" height="18" fill="#4a7bb7"/>'
-                    f'<text x="{266 + width:.1f}" y="{y + 14}" font-size="12">{value:,}</text>')
-    return (f"<h3>{html.escape(title)}</h3><svg xmlns='http://www.w3.org/2000/svg' "
-            f"width='720' height='{height}' role='img'>{''.join(bars)}</svg>")
-
-
-def render_html(audit: dict[str, Any]) -> str:
-    """The audit as one self-contained HTML page: tables and inline SVG charts."""
-    rows = "".join(f"<tr><td>{html.escape(str(s['shard']))}</td><td>{s['rows_in']:,}</td>"
-                   f"<td>{s['rows_out']:,}</td></tr>" for s in audit["per_shard"])
-    per_shard = {str(s["shard"]): int(s["rows_in"]) - int(s["rows_out"])
-                 for s in audit["per_shard"]}
-    previous = ""
-    if "previous" in audit:
-        old = audit["previous"]
-        lines = "".join(
-            f"<tr><td>{html.escape(r)}</td><td>{v:,}</td>"
-            f"<td>{audit['removed_by_reason'].get(r, 0):,}</td></tr>"
-            for r, v in old["removed_by_reason"].items())
-        previous = (f"<h2>Against release {html.escape(str(old['release_id']))}</h2>"
-                    f"<table><tr><th>reason</th><th>before</th><th>now</th></tr>{lines}</table>")
-    sensitive = ", ".join(html.escape(s) for s in audit["sensitive_sources"])
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Audit: {html.escape(str(audit['variant']))} {html.escape(str(audit['release_id']))}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}</style></head><body>
-<h1>Release {html.escape(str(audit['release_id']))}: {html.escape(str(audit['variant']))}</h1>
-<p>Dataset {html.escape(str(audit['dataset']))}, built {html.escape(str(audit['created_at']))}.
-{audit['rows_in']:,} rows in, {audit['rows_out']:,} published, {audit['removed']:,} removed
-({audit.get('rows_with_several_reasons', 0):,} of them for several reasons, counted under each
-reason below).</p>
-<p>Sensitive sources ({sensitive or 'none'}) are shown as counts only.</p>
-{_bars('Removed rows by reason', audit['removed_by_reason'])}
-{_bars('Removed rows by source', audit['removed_by_source'])}
-{_bars('Removed rows by shard', per_shard)}
-{previous}
-<h2>Shards</h2><table><tr><th>shard</th><th>rows in</th><th>rows out</th></tr>{rows}</table>
-</body></html>
-"""
 
 
 # --------------------------------------------------------------------------- verify

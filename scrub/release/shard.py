@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from scrub.atomic import atomic_path, publish_file
 from scrub.dataset import ColumnRoles, Shard, detect_roles, keep_rows, open_shard
 from scrub.engine.attribution import AttributedRule
+from scrub.engine.entries import entries_of
 from scrub.engine.filtering import iter_batches, open_writer, several_reasons
 from scrub.engine.kernel import decide
 from scrub.engine.plan import MatchPlan
@@ -184,7 +185,7 @@ def _build_shard(plan: MatchPlan, groups: list[frozenset[int]], task: ShardTask,
                                   hint="name the column with --column ROLE=NAME")
     embeddings = (open_embeddings(local_embeddings, shard, rows, shown=task.embeddings)
                   if local_embeddings is not None else None)
-    stats = [VariantShardStats(shard.name, rows) for _ in groups]
+    stats = [VariantShardStats(shard.name, rows, by_combination={}) for _ in groups]
     outputs = _VariantOutputs(task, parquet.schema_arrow, roles)
     survey = _ProbeSurvey(task.probing, roles)
     matcher = _BatchMatcher(plan, groups, roles, task.removal_key)
@@ -203,6 +204,7 @@ def _build_shard(plan: MatchPlan, groups: list[frozenset[int]], task: ShardTask,
         raise InvalidDatasetError(f"{shard.path}: cannot process ({brief(exc)})") from exc
     finally:
         outputs.abandon()
+    matcher.entries_into(stats)
     source_hash = fsync_and_hash(shard.path, sync=False)
     tags = survey.write(task.stage, shard.name, task.probing.key, source_hash)
     for v, name in enumerate(task.names):
@@ -300,12 +302,19 @@ class _BatchMatcher:
                                        for r in plan.rules
                                        if isinstance(r, AttributedRule) and r.item_keys]
         self.labels = source_labels(plan)
+        #: Positions of the list entries some row matched, per rule (index in plan.rules).
+        self.entries: dict[int, list[np.ndarray]] = {}
 
     def match(self, batch: pa.Table, table: pa.Table, stats: list[VariantShardStats],
               outputs: _VariantOutputs, survey: _ProbeSurvey) -> None:
         view = BatchView(table, self.roles)
         decisions = decide(self.plan, table, self.roles, groups=self.groups, view=view)
         survey.observe(view)
+        for index, mask in decisions.hits.items():  # looked up for the rows a rule hit only
+            entries = entries_of(self.plan.rules[index])
+            if entries is not None:
+                self.entries.setdefault(index, []).append(
+                    entries.matched(view, np.flatnonzero(mask)))
         drops = [bits != 0 for bits in decisions.group_reasons]
         if self.counted:
             count_items(self.counted, view, decisions.sources, drops, self.groups, stats)
@@ -326,12 +335,40 @@ class _BatchMatcher:
                 if count:
                     stat.by_reason[reason.code] = stat.by_reason.get(reason.code, 0) + count
             stat.several_reasons += several_reasons(bits)
+            _count_combinations(stat, bits[drop])
             for source, mask in decisions.sources.items():
                 if source in self.groups[v]:
                     label = self.labels[source]
                     stat.by_source[label] = (stat.by_source.get(label, 0)
                                              + int((mask & drop).sum()))
             outputs.removed[v].append(hashed.filter(pa.array(drop[union])))
+
+
+    def entries_into(self, stats: list[VariantShardStats]) -> None:
+        """Each variant's ``matched_entries``: the keyed ids of the entries of its lists that
+        rows of this shard matched (the audit counts the entries that matched nothing)."""
+        matched: dict[int, set[int]] = {}
+        for index, found in self.entries.items():
+            rule = self.plan.rules[index]
+            entries = entries_of(rule)
+            if entries is not None:
+                ids = entries.ids(np.unique(np.concatenate(found)))
+                matched.setdefault(rule.source.id, set()).update(int(i) for i in ids)
+        for stat, group in zip(stats, self.groups, strict=True):
+            stat.matched_entries = {self.labels[source]: sorted(ids)
+                                    for source, ids in sorted(matched.items())
+                                    if source in group}
+
+
+def _count_combinations(stat: VariantShardStats, bits: np.ndarray) -> None:
+    """Add the removed rows' reason bitmasks ``bits`` to ``stat.by_combination`` as
+    ``code+code`` (codes sorted): how reasons combine, for the audit."""
+    combined = stat.by_combination if stat.by_combination is not None else {}
+    values, counts = np.unique(bits, return_counts=True)
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        key = "+".join(sorted(r.code for r in Reason.from_mask(int(value))))
+        combined[key] = combined.get(key, 0) + int(count)
+    stat.by_combination = combined
 
 
 def count_items(rules: list[Counted], view: BatchView, sources: dict[int, np.ndarray],

@@ -14,9 +14,12 @@ from scrub.release.probe import HOSTS, TAILS
 class VariantShardStats:
     """One shard in one variant: rows in and out, removals per reason, per source (report
     labels) and per ledger item (``REQUEST:DIGEST`` labels), rows removed for several reasons,
-    the digests of the written shard and of the input, the probe-set tags (kind -> tag), the
-    embeddings file written (``name``, ``sha256``), the sealed state's tag, and whether the
-    shard was reused from a previous release."""
+    rows per combination of reasons (``code+code``, sorted codes), the keyed ids of the list
+    entries its rows matched per source label (:mod:`scrub.engine.entries`), the digests of the
+    written shard and of the input, the probe-set tags (kind -> tag), the embeddings file
+    written (``name``, ``sha256``), the sealed state's tag, and whether the
+    shard was reused from a previous release. ``by_combination`` and ``matched_entries`` are
+    None in the states of builds before they were counted (the audit says so)."""
 
     shard: str
     rows_in: int
@@ -31,6 +34,8 @@ class VariantShardStats:
     embeddings: dict[str, str] | None = None
     state: str = ""
     reused: bool = False
+    by_combination: dict[str, int] | None = None
+    matched_entries: dict[str, list[int]] | None = None
 
     def record(self) -> dict[str, object]:
         """The form sealed in the shard's state (its keys are part of the sealed bytes)."""
@@ -41,6 +46,10 @@ class VariantShardStats:
             "sha256": self.sha256, "input_sha256": self.input_sha256, **self.probe_tags}
         if self.embeddings is not None:
             body["embeddings"] = self.embeddings
+        if self.by_combination is not None:
+            body["by_combination"] = self.by_combination
+        if self.matched_entries is not None:
+            body["matched_entries"] = self.matched_entries
         return body
 
     def marker(self) -> dict[str, object]:
@@ -54,7 +63,8 @@ class VariantShardStats:
     def from_record(cls, body: Mapping[str, object]) -> VariantShardStats:
         """From a sealed state's or a marker's dict (states of older builds may lack
         ``several_reasons`` and ``by_item``: none counted)."""
-        embeddings = body.get("embeddings")
+        embeddings, combined = body.get("embeddings"), body.get("by_combination")
+        matched = body.get("matched_entries")
         return cls(
             shard=str(body["shard"]), rows_in=_int(body["rows_in"]),
             rows_out=_int(body["rows_out"]), by_reason=_counts(body.get("by_reason")),
@@ -65,7 +75,10 @@ class VariantShardStats:
             probe_tags={kind: str(body[kind]) for kind in (HOSTS, TAILS) if kind in body},
             embeddings=({str(k): str(v) for k, v in embeddings.items()}
                         if isinstance(embeddings, dict) else None),
-            state=str(body.get("state", "")), reused=bool(body.get("reused", False)))
+            state=str(body.get("state", "")), reused=bool(body.get("reused", False)),
+            by_combination=_counts(combined) if isinstance(combined, dict) else None,
+            matched_entries=({str(k): [_int(i) for i in v] for k, v in matched.items()
+                              if isinstance(v, list)} if isinstance(matched, dict) else None))
 
 
 def _int(value: object) -> int:
