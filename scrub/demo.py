@@ -94,6 +94,7 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
     from scrub.crypto import load_signing_key
     from scrub.release.build import build, plan_release
     from scrub.release.manifest import Finisher
+    from scrub.release.ledger import mark_release_applied
     from scrub.release.policy import load_policy
     from scrub.release.publish import BuildResult
     from scrub.release.signed import release_secret
@@ -110,9 +111,9 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
     secret = release_secret(private)
 
     def mark_applied(done: BuildResult) -> None:
-        """The ledger learns of the release before the staging folder goes (a killed run
-        finishes it)."""
-        ledger.mark_applied(release.requests, done.release_id, "demo")
+        """The ledger learns of the release, with the rows each item removed per variant,
+        before the staging folder goes (a killed run finishes it): as `release build` does."""
+        mark_release_applied(ledger, done, private.public_key())
 
     result = build(demo.dataset, output, release, secret=secret, workers=workers,
                    progress=progress,
