@@ -139,8 +139,9 @@ def _discover_objects(path: ObjectPath) -> list[Shard]:
     listed = path.list_children()
     named = [p for p, _ in listed
              if p.suffix.lower() == ".parquet" and not p.name.startswith((".", "_"))]
-    kinds = dict(listed)
-    odd = next((p for p in named if not kinds[p]), None)
+    # a prefix named like a shard, even beside an object of that very name (listed twice)
+    prefixes = {p for p, is_object in listed if not is_object}
+    odd = next((p for p in named if p in prefixes), None)
     if odd is not None:
         raise InvalidDatasetError(f"{odd}: named like a shard but a prefix holding objects, "
                                   "not an object", hint="a dataset is a flat prefix of "

@@ -93,8 +93,8 @@ def run_release_demo(demo: DemoResult, *, seed: int = 0, workers: int | None = N
 
     from scrub.crypto import load_signing_key
     from scrub.release.build import build, plan_release
-    from scrub.release.manifest import Finisher
     from scrub.release.ledger import mark_release_applied
+    from scrub.release.manifest import Finisher
     from scrub.release.policy import load_policy
     from scrub.release.publish import BuildResult
     from scrub.release.signed import release_secret

@@ -159,18 +159,25 @@ def _rows_in(outcome: Outcome[Shard]) -> int:
 def _completed(state: JobState, shard: Shard) -> ShardStats | None:
     """The stats of a shard this job completed from the current input, else None."""
     def current(marker: dict[str, Any]) -> bool:
-        stats = ShardStats.from_json(marker)
+        stats = _stats(marker)
         out = state.output / shard.name
         if (stats.input_size, stats.input_mtime_ns) != input_identity(shard):
             return False
         if not has_size(out, stats.output_size):
             return False
         # a webdataset shard: its tar must be there too
-        return not stats.tar_output_size or has_size(out.with_suffix(".tar"),
-                                                     stats.tar_output_size)
+        if stats.tar_output_size and not has_size(out.with_suffix(".tar"),
+                                                  stats.tar_output_size):
+            return False
+        return marker.get(task.INPUT_TAG) == task.input_tag(shard, task.tar_of(shard))
 
     marker = state.completed(shard.name, current)
-    return ShardStats.from_json(marker) if marker is not None else None
+    return _stats(marker) if marker is not None else None
+
+
+def _stats(marker: dict[str, Any]) -> ShardStats:
+    """A completion marker's stats (without the input's ETags, see :func:`task.input_tag`)."""
+    return ShardStats.from_json({k: v for k, v in marker.items() if k != task.INPUT_TAG})
 
 
 def _job_identity(plan: MatchPlan, source: Path | ObjectPath,

@@ -21,6 +21,8 @@ from scrub.storage import ObjectPath
 
 #: What a worker prepares for a hint: a kernel the coming plan needs.
 prepare = compile_kernel
+#: The key of a completion marker holding :func:`input_tag` (inputs in object storage only).
+INPUT_TAG = "input_etag"
 
 
 def warm() -> None:
@@ -46,11 +48,12 @@ def process_shard(plan: MatchPlan, state: JobState, shard: Shard,
     """Filter and commit one shard: (stats, None), or (None, the one-line reason it failed).
 
     Only a full or failing disk raises (:class:`StorageError`): every shard would fail alike."""
-    tar = _tar_of(shard)
+    tar = tar_of(shard)
     # A plain shard is written straight into its upload when OUTPUT lies in object storage.
     tmp = state.staging(shard.name) if tar is not None else state.output_slot(shard.name)
     tmp_tar = state.staging(tar.name) if tar is not None else None
     try:
+        tag = input_tag(shard, tar)  # before the read: a later replacement shows on the rerun
         if tar is not None and tmp_tar is not None and isinstance(tmp, Path):  # sidecar + tar
             from scrub.images.webdataset import filter_webdataset_shard  # only with a tar
             stats, records = filter_webdataset_shard(plan, shard, tmp, tmp_tar,
@@ -60,7 +63,8 @@ def process_shard(plan: MatchPlan, state: JobState, shard: Shard,
         stats.decisions = write_decisions(state.root / "decisions", shard.name, records, plan,
                                           key)
         staged = [(tmp_tar, tar.name)] if tar is not None and tmp_tar is not None else []
-        state.commit(shard.name, [*staged, (tmp, shard.name)], stats.to_json())
+        marker = stats.to_json() | ({INPUT_TAG: tag} if tag is not None else {})
+        state.commit(shard.name, [*staged, (tmp, shard.name)], marker)
         return stats, None
     except StorageError:
         raise  # a full disk fails every shard alike: stop the run (completed shards are kept)
@@ -78,7 +82,23 @@ def process_shard(plan: MatchPlan, state: JobState, shard: Shard,
             tmp_tar.unlink(missing_ok=True)
 
 
-def _tar_of(shard: Shard) -> Path | ObjectPath | None:
+def input_tag(shard: Shard, tar: Path | ObjectPath | None) -> str | None:
+    """The ETags of an input shard in object storage (and of its tar), recorded in its marker
+    beside its size and time: an object replaced by one of the same size within the same
+    second (Last-Modified has whole seconds) is made again. None for a local shard; a
+    missing object's tag is None (reading it then fails with the usual error)."""
+    tags = [_etag(path) for path in (shard.path, tar) if isinstance(path, ObjectPath)]
+    return " ".join(str(t) for t in tags) if tags else None
+
+
+def _etag(path: ObjectPath) -> str | None:
+    try:
+        return path.etag()
+    except FileNotFoundError:
+        return None
+
+
+def tar_of(shard: Shard) -> Path | ObjectPath | None:
     """The tar beside a sidecar, if there is one (:func:`scrub.images.webdataset.tar_of`,
     without importing the image path, PIL and tars, for a shard that has none; one look, a
     request when the shard lies in object storage)."""

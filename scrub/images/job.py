@@ -96,9 +96,14 @@ class HashShard:
             raise ValueError(f"shard {self.name}: a tar, not a folder chunk")
         return self.root
 
-    def identity(self) -> list[int]:
-        """(files, bytes, latest mtime) of the input: a changed input invalidates a marker."""
+    def identity(self) -> list[int | str | None]:
+        """(files, bytes, latest mtime) of the input: a changed input invalidates a marker. A
+        tar in object storage adds its ETag (Last-Modified has whole seconds: an object
+        rewritten within the second would look unchanged)."""
         stats: Sequence[os.stat_result | ObjectStat]
+        if isinstance(self.tar, ObjectPath):
+            stat = self.tar.stat()
+            return [1, stat.st_size, stat.st_mtime_ns, self.tar.etag()]
         if self.tar is not None:
             stats = [self.tar.stat()]
         elif isinstance(self.root, ObjectPath):  # one listing, not a request per image

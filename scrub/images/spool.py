@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from scrub.atomic import link_or_copy
-from scrub.errors import InvalidDatasetError, ScrubError, brief
+from scrub.errors import InvalidDatasetError, ScrubError, StorageError, brief, from_os_error
 from scrub.storage import ObjectPath
 from scrub.storage.failures import translated
 
@@ -44,6 +44,9 @@ def local_tar(path: Path | ObjectPath, folder: Path | None = None) -> Iterator[P
         try:
             download(path, copy)
         except OSError as exc:
+            disk = from_os_error(exc, copy)
+            if isinstance(disk, StorageError):  # this machine's disk, not the input
+                raise disk from None
             raise InvalidDatasetError(f"{path}: not a readable tar ({brief(exc)})") from None
         try:
             yield copy

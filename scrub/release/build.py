@@ -121,6 +121,8 @@ def build(source: Location | str, output: Location | str, release: ReleasePlan, 
             return interrupted
         job = None
     _refuse_conflicts(staging, names, job)
+    if isinstance(output, ObjectPath):  # OUT is this build's: a killed run's uploads go
+        output.abort_uploads()
     if job is None:
         job = Job.new(identity, release_id=release_id, secret=secret,
                       removal_key=reuse.key if reuse else None, variants=names)
@@ -276,13 +278,16 @@ def _inside(output: Location, source: Location) -> bool:
 
 def _claim_bucket(output: ObjectPath) -> None:
     """An OUT in object storage: its bucket must exist (scrub never creates one), and the
-    uploads a killed build left incomplete under it are aborted (never visible as objects)."""
+    uploads a killed build left incomplete under it are aborted (never visible as objects) once
+    OUT is found to be this build's. A bucket root is refused: a release goes under a prefix."""
     from scrub.storage.filesystems import bucket_exists
 
+    if not output.key:
+        raise UserInputError(f"{output}: a release cannot be a whole bucket",
+                             hint="give a prefix in it, such as s3://bucket/releases/2026-12")
     if not bucket_exists(output):
         raise MissingBucketError(f"{output}: no such bucket",
                                  hint="create the bucket first, or check the location")
-    output.abort_uploads()
 
 
 def _rows_in(outcome: Outcome[Shard]) -> int:

@@ -242,8 +242,11 @@ class _VariantOutputs:
             publish_file(tmp, path)  # a rename, or an upload
 
     def abandon(self) -> None:
+        """Close and remove every partial file, each whatever the others do (on a full disk
+        closing one fails again: its rows must still go)."""
         for sink, tmp in zip(self.sinks, self.tmps, strict=True):
-            sink.abandon()
+            with contextlib.suppress(OSError):
+                sink.abandon()
             tmp.unlink(missing_ok=True)
 
 

@@ -77,6 +77,8 @@ class JobState:
             for name in gone:
                 self.markers.remove(name)
         self._refuse_strays(wanted)
+        if is_remote(self.output):  # only once OUTPUT is this job's: a refused run aborts
+            self._abort_uploads()   # no upload of another writer
         self.output.mkdir(parents=True, exist_ok=True)
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir)  # leftovers of an interrupted run
@@ -124,8 +126,12 @@ class JobState:
         """Refuse parquet files in OUTPUT that are not this job's shards."""
         if not self.output.is_dir():
             return
-        strays = sorted(p.name for p in self.output.iterdir()
-                        if p.suffix.lower() == ".parquet" and p.name not in wanted)
+        # in object storage, a prefix named like a shard (even like this job's) holds rows too
+        children = (self.output.list_children() if isinstance(self.output, ObjectPath)
+                    else [(p, True) for p in self.output.iterdir()])
+        strays = sorted({p.name for p, is_object in children
+                         if p.suffix.lower() == ".parquet"
+                         and (p.name not in wanted or not is_object)})
         if strays:
             raise OutputConflictError(
                 f"{self.output}: holds parquet files that are not this job's shards "
@@ -156,8 +162,13 @@ class JobState:
         object storage, uploads left incomplete by a worker that died are aborted too)."""
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         if isinstance(self.output, ObjectPath):
-            self.output.abort_uploads()
-            companion(self.output).abort_uploads()
+            self._abort_uploads()
+
+    def _abort_uploads(self) -> None:
+        """Abort the incomplete uploads under OUTPUT and its companion (a killed run's)."""
+        assert isinstance(self.output, ObjectPath)
+        self.output.abort_uploads()
+        companion(self.output).abort_uploads()
 
     def _existing_job(self) -> dict[str, object] | None:
         return read_record(self.root / "job.json")
@@ -219,13 +230,11 @@ def local_staging(output: object) -> Path:
 
 
 def _claim_bucket(output: Any) -> None:
-    """An OUTPUT in object storage: its bucket must exist (scrub never creates one), and
-    uploads a killed run left incomplete under it and its companion are aborted."""
+    """An OUTPUT in object storage: its bucket must exist (scrub never creates one). The
+    uploads a killed run left incomplete are aborted once OUTPUT is found to be this job's."""
     if not _bucket(output):
         raise MissingBucketError(f"{output}: no such bucket",
                                  hint="create the bucket first, or check the location")
-    output.abort_uploads()
-    companion(output).abort_uploads()
 
 
 def _bucket(output: Any) -> bool:

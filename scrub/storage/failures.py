@@ -7,6 +7,7 @@ of them (the settings are named, not their values).
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,11 @@ _DENIED = re.compile(r"ACCESS_DENIED|SIGNATURE_DOES_NOT_MATCH|INVALID_ACCESS_KEY
                      r"ExpiredToken|InvalidToken|403")
 _NO_BUCKET = re.compile(r"NO_SUCH_BUCKET|NoSuchBucket")
 _UNREACHABLE = re.compile(r"NETWORK_CONNECTION|Could not connect|EndpointConnectionError|"
-                          r"ConnectTimeout|Connection refused|timed out|UNKNOWN_ENDPOINT")
+                          r"ConnectTimeout|ReadTimeout|Connection refused|timed out|"
+                          r"UNKNOWN_ENDPOINT")
+#: Local OS errors of a full or failing disk (a temporary copy of an object being written):
+#: the machine's, told as such by the caller (scrub.errors.from_os_error), not the store's.
+_LOCAL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 CREDENTIALS_HINT = ("check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
                     "AWS_ENDPOINT_URL, and the bucket's permissions")
@@ -78,6 +83,8 @@ def translated(where: object) -> Iterator[None]:
     except FileNotFoundError:
         raise
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in _LOCAL_DISK:
+            raise  # the machine's disk (a local copy being written), not the store
         found = classify(exc, where)
         if found is not None:
             raise found from None

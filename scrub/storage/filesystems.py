@@ -38,6 +38,11 @@ class ObjectPath(Protocol):
 
 _LOCK = threading.Lock()
 _FILESYSTEMS: dict[str, Any] = {}
+#: S3 filesystems for the first request of a job (:func:`bucket_exists`), one per process:
+#: a store that accepts connections and never answers fails it in seconds (two tries of
+#: :data:`PROBE_TIMEOUT` s without a byte) instead of four of a minute.
+_PROBES: dict[str, Any] = {}
+PROBE_TIMEOUT = 5.0
 #: Concurrent requests of one process's reads (pyarrow's IO thread pool).
 IO_THREADS = 16
 
@@ -66,9 +71,22 @@ def reset() -> None:
     """Forget the filesystems (the environment changed: tests, a new credential)."""
     with _LOCK:
         _FILESYSTEMS.clear()
+        _PROBES.clear()
 
 
-def _build(scheme: str, uri: str) -> Any:
+def _probe(path: ObjectPath) -> Any:
+    """The filesystem :func:`bucket_exists` asks: for S3, one with short timeouts."""
+    if path.scheme != "s3":
+        return path.filesystem
+    with _LOCK:
+        found = _PROBES.get(path.scheme)
+        if found is None:
+            found = _PROBES[path.scheme] = _build("s3", str(path), timeout=PROBE_TIMEOUT,
+                                                  attempts=2)
+        return found
+
+
+def _build(scheme: str, uri: str, *, timeout: float = 60.0, attempts: int = 4) -> Any:
     import pyarrow as pa
     import pyarrow.fs as pafs
 
@@ -76,9 +94,9 @@ def _build(scheme: str, uri: str) -> Any:
         pa.set_io_thread_count(IO_THREADS)
     if scheme == "s3":
         options: dict[str, Any] = {
-            "region": region(), "connect_timeout": 5.0, "request_timeout": 60.0,
+            "region": region(), "connect_timeout": 5.0, "request_timeout": timeout,
             "allow_bucket_creation": False, "allow_bucket_deletion": False,
-            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=4)}
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts)}
         if endpoint():
             options["endpoint_override"] = endpoint()
         try:
@@ -109,13 +127,14 @@ def listing(path: ObjectPath, *, recursive: bool) -> list[Any]:
 
 def bucket_exists(path: ObjectPath) -> bool:
     """Whether ``path``'s bucket exists (a listing of its top level: pyarrow's file info of a
-    bucket name says "folder" for a bucket that is not there)."""
+    bucket name says "folder" for a bucket that is not there). A job's first request: an
+    endpoint that does not answer fails it in seconds (:data:`PROBE_TIMEOUT`)."""
     import pyarrow.fs as pafs
 
     selector = pafs.FileSelector(path.bucket, recursive=False, allow_not_found=False)
     try:
         with translated(path):
-            path.filesystem.get_file_info(selector)
+            _probe(path).get_file_info(selector)
     except UserInputError as exc:
         if getattr(exc, "missing_bucket", False):
             return False

@@ -51,6 +51,22 @@ def is_remote(path: object) -> bool:
     return isinstance(path, ObjectPath)
 
 
+def _refuse_userinfo(scheme: str, bucket: str, key: str) -> None:
+    """Refuse ``s3://KEY:SECRET@bucket/...`` (pyarrow would take the credentials from it):
+    credentials come from the environment only, and a location is printed and stored (job
+    records, reports), so the error shows the location without them."""
+    userinfo, at, host = bucket.rpartition("@")
+    if at and (scheme in ("s3", "gs", "gcs") or ":" in userinfo):
+        from scrub.errors import UserInputError
+
+        shown = f"{scheme}://...@{host}" + (f"/{key}" if key else "")
+        raise UserInputError(f"{shown}: credentials in a location are refused (they would be "
+                             "printed and stored with it)",
+                             hint="give them in the environment (AWS_ACCESS_KEY_ID, "
+                                  "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and the location "
+                                  "without them")
+
+
 @dataclass(frozen=True)
 class ObjectStat:
     """What :meth:`ObjectPath.stat` tells of an object (the fields scrub reads)."""
@@ -73,6 +89,7 @@ class ObjectPath:
             raise ValueError(f"not an object storage URI: {uri!r}")
         scheme, rest = found.group(1).lower(), found.group(2)
         bucket, _, key = rest.partition("/")
+        _refuse_userinfo(scheme, bucket, key)
         self.scheme = "gs" if scheme == "gcs" else scheme
         self.bucket = bucket
         self.key = posixpath.normpath(key).strip("/") if key.strip("/") else ""
@@ -226,6 +243,14 @@ class ObjectPath:
             return io.TextIOWrapper(self.open("rb"), encoding="utf-8")
         with translated(self):
             return self.filesystem.open_input_file(self.fs_path)
+
+    def etag(self) -> str | None:
+        """The object's ETag (one request): it changes whenever the object is written again
+        with other bytes, even of the same size within the same second, which its size and
+        Last-Modified (whole seconds) would not tell; None when the store gives none."""
+        with self.open("rb") as handle:
+            found = (handle.metadata() or {}).get("ETag")
+        return found.decode("utf-8", "replace") if isinstance(found, bytes) else found
 
     def read_bytes(self) -> bytes:
         with self.open("rb") as handle:
