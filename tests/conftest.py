@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -83,3 +84,5 @@ def s3(s3_server):  # type: ignore[no-untyped-def]
 
     yield _S3()
     restore_env(saved)
+    with contextlib.suppress(Exception):  # a test may have broken the bucket on purpose
+        s3_server.drop_bucket(_S3.bucket)

@@ -68,7 +68,10 @@ class SeaweedServer:
                    f"-admin.port={admin}", "-admin.ui=false", "-webdav=false",
                    f"-s3.port.iceberg={iceberg}", f"-s3.port.lance={lance}",
                    f"-debug.port={debug}", f"-metricsPort={metrics}",
-                   "-master.telemetry=false", "-s3.autoCreateBucket=false"]
+                   "-master.telemetry=false", "-s3.autoCreateBucket=false",
+                   # Each bucket takes volumes of its own; the default cap is free disk / volume
+                   # size, which a session of a hundred buckets exhausts (writes then fail).
+                   "-volume.max=4000", "-master.volumeSizeLimitMB=64"]
         self.log = open(self.root / "weed.log", "wb")  # noqa: SIM115 (closed by stop)
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
                                         cwd=self.root, start_new_session=True)
@@ -115,6 +118,18 @@ class SeaweedServer:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
         self.client().create_bucket(Bucket=name)
         return name
+
+    def drop_bucket(self, bucket: str) -> None:
+        """Delete ``bucket`` and everything in it (its volumes go back to the server)."""
+        client = self.client()
+        for upload in self.uploads(bucket):
+            client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"],
+                                          UploadId=upload["UploadId"])
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents") or []]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        client.delete_bucket(Bucket=bucket)
 
     def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
         """Every object under ``prefix`` of ``bucket``, by key."""
