@@ -134,8 +134,8 @@ def build_letter(export: Mapping[str, Any], *, identity: bool = False,
     steps = [_step(event) for event in history]
     applied = [s for s in steps if s.action == "apply"]
     verified = next((e["at"] for e in history if e.get("action") == "verify"), None)
-    items = [LetterItem(number, str(item["type"]),
-                        ITEM_WORDS.get(str(item["type"]), str(item["type"])),
+    items = [LetterItem(number, printable(item["type"]),
+                        ITEM_WORDS.get(str(item["type"]), printable(item["type"])),
                         printable(item["value"]),
                         [Removal(printable(r["release"]), printable(r["variant"]), int(r["rows"]))
                          for r in item.get("rows_removed", [])])
@@ -145,9 +145,9 @@ def build_letter(export: Mapping[str, Any], *, identity: bool = False,
     releases = [printable(r) for r in export.get("removed_in_releases", [])]
     requester = export.get("requester") if identity else None
     letter = Letter(
-        request=int(export["request"]), kind=str(export["kind"]),
+        request=int(export["request"]), kind=printable(export["kind"]),
         kind_words=KIND_WORDS.get(str(export["kind"]), "a request"),
-        status=str(export["status"]), received_at=str(export["received_at"]),
+        status=printable(export["status"]), received_at=printable(export["received_at"]),
         verified_at=verified, applied=applied, steps=steps, items=items,
         uncounted=[r for r in releases if r not in counted], variants=variants,
         outcome=_outcome(str(export["status"]), releases),
@@ -159,7 +159,7 @@ def build_letter(export: Mapping[str, Any], *, identity: bool = False,
 
 def _step(event: Mapping[str, Any]) -> Step:
     """One history event in words (its release, for an 'apply')."""
-    action = str(event.get("action"))
+    action = printable(event.get("action"))
     release = printable(event["release"]) if action == "apply" and event.get("release") \
         else None
     words = {
@@ -174,7 +174,8 @@ def _step(event: Mapping[str, Any]) -> Step:
         "withdraw": "Your request was withdrawn.",
         "extend": "The deadline to answer your request was extended.",
     }.get(action, f"Recorded: {action}.")
-    return Step(str(event.get("at", "")), action, words, printable(release) if release else None)
+    return Step(printable(event.get("at", "")), action, words,
+                printable(release) if release else None)
 
 
 def _outcome(status: str, releases: Sequence[str]) -> str:

@@ -208,7 +208,23 @@ def compare_with(previous: Location, variant: str, audit: Mapping[str, Any], *,
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         raise UserInputError(f"--previous {previous}: no readable {AUDIT_JSON}") from None
+    if not is_audit(old):
+        raise UserInputError(f"--previous {previous}: {AUDIT_JSON} is not an audit (counts "
+                             "must be whole numbers, reasons a table of them)")
     return comparison(old, audit)
+
+
+def is_audit(old: object) -> bool:
+    """Whether ``old`` (an unsigned previous audit) has the shape :func:`comparison` reads:
+    whole-number totals (or none) and reasons mapped to whole numbers, a text release id."""
+    if not isinstance(old, dict):
+        return False
+    reasons = old.get("removed_by_reason") or {}
+    whole = [old.get(k) for k in ("rows_in", "rows_out", "removed", "rows_with_several_reasons")]
+    return (isinstance(reasons, dict)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in reasons.values())
+            and all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in whole)
+            and all(isinstance(old.get(k), str | None) for k in ("release_id", "variant")))
 
 
 def comparison(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -265,5 +281,5 @@ def from_signed(manifest: Mapping[str, Any], audit: Mapping[str, Any]) -> dict[s
     return out
 
 
-__all__ = ["AUDIT_FORMAT", "FIELDS", "compare_with", "comparison", "from_signed",
+__all__ = ["AUDIT_FORMAT", "FIELDS", "compare_with", "comparison", "from_signed", "is_audit",
            "list_entry", "per_shard", "policy_rules", "variant_audit"]

@@ -8,6 +8,7 @@ readable: removals per shard as a histogram and the 20 heaviest shards, not a ba
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,8 @@ HEAVIEST = 20
 BINS = 20
 #: Width of a bar chart's bars area, in SVG units.
 BAR_WIDTH = 360
+#: What a CSS string of the page may not hold from a value (see :func:`css_text`).
+_CSS_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/+-]")
 
 
 def bars(data: Mapping[str, int], *, limit: int | None = None) -> list[dict[str, Any]]:
@@ -56,7 +59,15 @@ def view(audit: Mapping[str, Any]) -> dict[str, Any]:
             "reasons": reasons, "sources": bars(audit.get("removed_by_source") or {}),
             "heaviest": heaviest, "histogram": histogram(list(removed.values())),
             "shards": shards, "empty_shards": sum(1 for v in removed.values() if v == 0),
-            "max_removed": max(removed.values(), default=0)}
+            "max_removed": max(removed.values(), default=0),
+            "page_label": css_text(f"Audit {audit.get('release_id')} / {audit.get('variant')}")}
+
+
+def css_text(text: str, limit: int = 80) -> str:
+    """``text`` safe inside a double-quoted CSS string of an inline stylesheet, where HTML
+    escaping does not apply: letters, digits and ``._:/+-`` kept, anything else (a quote, a
+    backslash, a line break, ``(``, ``@``, ``<``) as ``_``, at most ``limit`` characters."""
+    return _CSS_UNSAFE.sub("_", text)[:limit]
 
 
 def render_html(audit: Mapping[str, Any]) -> str:
@@ -64,4 +75,4 @@ def render_html(audit: Mapping[str, Any]) -> str:
     return render("audit.html.j2", **view(audit))
 
 
-__all__ = ["bars", "histogram", "render_html", "view"]
+__all__ = ["bars", "css_text", "histogram", "render_html", "view"]

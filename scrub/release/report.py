@@ -7,8 +7,11 @@ audit's current format renders with what it has, the rest said to be missing."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 from scrub.atomic import atomic_write_bytes
 from scrub.crypto import load_public_key
 from scrub.errors import ExternalSourceError, UserInputError
+from scrub.ledger.letter import printable
 from scrub.release.audit import from_signed
 from scrub.release.audit_html import render_html
 from scrub.release.signed import (
@@ -54,17 +58,42 @@ def signed_artifact(folders: VariantFolders, manifest: dict, name: str) -> bytes
     if digest is None:
         raise ExternalSourceError(f"{path}: not listed in the signed manifest "
                                   f"{folders.manifest}")
-    try:
-        body = path.read_bytes()
-    except FileNotFoundError:
-        raise ExternalSourceError(f"{path}: missing (the signed manifest lists it)") from None
-    except OSError as exc:
-        raise ExternalSourceError(f"{path}: cannot read ({exc.strerror})") from None
+    body = _regular_file_bytes(path)
     if hashlib.sha256(body).hexdigest() != digest:
         raise ExternalSourceError(f"{path}: sha256 differs from the signed manifest's "
                                   "(the file was altered or replaced)",
                                   hint="regenerate nothing from it: fetch the release again")
     return body
+
+
+def _regular_file_bytes(path: Location) -> bytes:
+    """The bytes of ``path``, a regular file of the release itself: a symbolic link (to a
+    file elsewhere, a FIFO, /dev/zero) is refused, never followed, so a report cannot be made
+    to read forever or from outside the release (ExternalSourceError naming it). An object
+    in a bucket (no links there) is read as it is."""
+    if not isinstance(path, Path):
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ExternalSourceError(f"{path}: missing (the signed manifest lists it)") from None
+        except OSError as exc:
+            raise ExternalSourceError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ExternalSourceError(f"{path}: missing (the signed manifest lists it)") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ExternalSourceError(f"{path}: a symbolic link, not a regular file of the "
+                                      "release") from None
+        raise ExternalSourceError(f"{path}: cannot read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ExternalSourceError(f"{path}: not a regular file")
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise ExternalSourceError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def render_release(release: Location, pubkey: Path, output: Path) -> list[RenderedVariant]:
@@ -92,7 +121,7 @@ def render_release(release: Location, pubkey: Path, output: Path) -> list[Render
         audit = from_signed(manifest, published)
         body = audit_json_bytes(audit)
         page = render_html(audit).encode()
-        rendered.append((folders.name, str(manifest.get("release_id")), body, page,
+        rendered.append((folders.name, printable(manifest.get("release_id")), body, page,
                          {AUDIT_JSON: body == raw, AUDIT_HTML: page == html}))
     out = []
     for name, release_id, body, page, same in rendered:
