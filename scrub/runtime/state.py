@@ -77,8 +77,8 @@ class JobState:
             for name in gone:
                 self.markers.remove(name)
         self._refuse_strays(wanted)
-        if is_remote(self.output):  # only once OUTPUT is this job's: a refused run aborts
-            self._abort_uploads()   # no upload of another writer
+        if isinstance(self.output, ObjectPath):  # only once OUTPUT is this job's: a run
+            _abort_uploads(self.output)  # refused above aborts no upload of another writer
         self.output.mkdir(parents=True, exist_ok=True)
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir)  # leftovers of an interrupted run
@@ -162,13 +162,7 @@ class JobState:
         object storage, uploads left incomplete by a worker that died are aborted too)."""
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         if isinstance(self.output, ObjectPath):
-            self._abort_uploads()
-
-    def _abort_uploads(self) -> None:
-        """Abort the incomplete uploads under OUTPUT and its companion (a killed run's)."""
-        assert isinstance(self.output, ObjectPath)
-        self.output.abort_uploads()
-        companion(self.output).abort_uploads()
+            _abort_uploads(self.output)
 
     def _existing_job(self) -> dict[str, object] | None:
         return read_record(self.root / "job.json")
@@ -220,6 +214,12 @@ class JobState:
         if is_remote(self.output):
             self.tmp_dir = local_staging(self.output)
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _abort_uploads(output: ObjectPath) -> None:
+    """Abort the incomplete uploads under OUTPUT and its companion (a killed run's)."""
+    output.abort_uploads()
+    companion(output).abort_uploads()
 
 
 def local_staging(output: object) -> Path:

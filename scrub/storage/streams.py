@@ -76,14 +76,14 @@ class UploadSlot:
 
     def _send(self, body: bytes) -> None:
         client = writes.client()
-        if self._upload_id is None:
+        pool = self._pool
+        if self._upload_id is None or pool is None:
             with translated(self.final):
                 self._upload_id = client.create_multipart_upload(
                     Bucket=self.final.bucket, Key=self.final.key)["UploadId"]
-            self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="scrub-upload")
-        assert self._pool is not None
+            pool = self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="scrub-upload")
         number = len(self._done) + len(self._parts) + 1
-        self._parts.append(self._pool.submit(self._upload_part, client, number, body))
+        self._parts.append(pool.submit(self._upload_part, client, number, body))
         while len(self._parts) >= IN_FLIGHT:
             self._done.append(self._wait(self._parts.popleft()))
 

@@ -236,29 +236,8 @@ def test_rescore_from_embeddings_in_object_storage_writes_the_local_bytes(
     assert again["skipped"] == 3 and again["shards"] == 0  # each scored shard is its marker
 
 
-TINY = {"embed_dim": 768,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16,
-                       "head_width": 32},
-        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2,
-                     "layers": 1}}
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(model config, checkpoint) of a tiny CLIP with random weights (no download)."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("clip")
-    config = root / "tiny-clip-s3.json"
-    config.write_text(json.dumps(TINY))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model = open_clip.create_model("tiny-clip-s3")
-    checkpoint = root / "tiny-clip-s3.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, checkpoint)
-    return config, checkpoint
+# The tiny random-weight CLIP (config, checkpoint) of the local image-rescoring tests.
+from tests.nsfw.test_images import tiny_clip  # noqa: E402,F401 (a fixture)
 
 
 def test_rescore_of_tars_in_object_storage_writes_the_local_bytes(
