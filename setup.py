@@ -16,7 +16,7 @@ SHIPPED = {
 setup(
     packages=[*find_packages(include=["scrub", "scrub.*"]), *SHIPPED],
     package_dir=SHIPPED,
-    package_data={"scrub": ["templates/*.j2"],  # the audit's and the letter's templates
+    package_data={"scrub": ["templates/*.j2", "templates/web/*.j2", "templates/web/*.css"],
                   "scrub._migrations": ["script.py.mako", "README.md"],
                   "scrub._policies": ["*.toml", "*.txt", "README.md"]},
 )

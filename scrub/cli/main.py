@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     import typer
 
 #: The modules that register commands (``scrub.cli.<module>``), in the order help lists them.
-MODULES = ("apply", "decisions", "demo", "hash", "lists", "keys", "ledger", "nsfw", "release")
+MODULES = ("apply", "decisions", "demo", "hash", "lists", "keys", "ledger", "nsfw", "release",
+           "serve")
 #: The module that registers each top-level command.
 COMMANDS = {"apply": "apply", "decisions": "decisions", "demo": "demo", "hash": "hash",
             "keygen": "keys", "requests": "ledger", "ledger": "ledger", "db": "ledger",
-            "lists": "lists", "nsfw": "nsfw", "release": "release"}
+            "lists": "lists", "nsfw": "nsfw", "release": "release", "serve": "serve",
+            "users": "serve"}
 
 
 def _version(value: bool) -> None:

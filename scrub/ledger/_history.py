@@ -12,6 +12,9 @@ from scrub.ledger.vocabulary import KINDS, STATUSES
 
 #: Actions that move a request to a status (the lifecycle's transitions).
 MOVES = frozenset({"verify", "reject", "schedule", "apply", "close", "withdraw"})
+#: Staff account events (``scrub users``, the console's sign-ins): they name no request.
+ACCOUNT_ACTIONS = frozenset({"user_added", "password_set", "sign_in", "sign_in_failed",
+                             "sign_out", "account_locked", "account_unlocked"})
 
 
 @dataclass
@@ -49,6 +52,10 @@ def derive(states: dict[int, DerivedRequest], snapshot: dict[str, list[str | Non
         if action == "rekey":
             if keyed:  # only the migration, holding the key, vouches for earlier requests
                 snapshot.update(body["requests"])
+            return None
+        if action in ACCOUNT_ACTIONS:
+            if request_id is not None or not isinstance(body, dict):
+                return f"event {seq} ({action}): an account event names no request"
             return None
         if request_id is None:
             return f"event {seq} ({action}) names no request"

@@ -105,7 +105,7 @@ def make_engine(url: str | None = None, *, schema: str | None = None) -> Engine:
 #: The newest migration's revision, which :func:`require_current` expects: a command that uses
 #: the ledger checks it without importing Alembic (slow to import). Equal to the migrations' head
 #: (:func:`head_revision`; tests/ledger/test_ledger.py checks it).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 #: Alembic's table of the database's revision.
 VERSION_TABLE = "alembic_version"
 

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from scrub.ledger.vocabulary import ITEM_TYPES, KINDS, STATUSES
+from scrub.ledger.vocabulary import ITEM_TYPES, KINDS, STAFF_ROLES, STATUSES
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -121,3 +121,63 @@ class ChainHead(Base):
     hash: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str | None] = mapped_column(
         String(16), nullable=True, comment="fingerprint of the key the chain's MACs use")
+
+
+class StaffUser(Base):
+    """A console account (``scrub users add``). ``mac``: the ledger key's MAC of the id, name,
+    role and password hash, so a row edited outside scrub does not sign in."""
+
+    __tablename__ = "staff_users"
+    __table_args__ = (
+        CheckConstraint(_one_of("role", STAFF_ROLES), name="role"),
+        UniqueConstraint("name"),
+        {"comment": "Staff accounts of the web console; Argon2id password hashes"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16), comment="reviewer or admin")
+    password_hash: Mapped[str] = mapped_column(Text, comment="Argon2id (PHC string)")
+    mac: Mapped[str] = mapped_column(String(64), comment="ledger key's MAC of id, name, role, "
+                                     "password hash")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    failed_logins: Mapped[int] = mapped_column(Integer, comment="wrong passwords in a row")
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                             nullable=True)
+
+
+class StaffSession(Base):
+    """A signed-in browser: the cookie holds a random token, the table only its keyed
+    digest (a reader of the database cannot take over a session)."""
+
+    __tablename__ = "staff_sessions"
+    __table_args__ = (
+        UniqueConstraint("token_digest"),
+        {"comment": "Console sessions: keyed digests of their tokens"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_digest: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IntakeReceipt(Base):
+    """A request filed through the web form: the keyed digest of the reference code the
+    requester was shown, the request it joined, and their sealed statement."""
+
+    __tablename__ = "intake_receipts"
+    __table_args__ = (
+        UniqueConstraint("code_digest"),
+        {"comment": "Web intake receipts: reference code digests, sealed statements"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code_digest: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
+    requester_hash: Mapped[str] = mapped_column(String(64),
+                                                comment="keyed hash of the email given")
+    statement: Mapped[bytes] = mapped_column(LargeBinary, comment="AES-GCM sealed statement")
+    consent: Mapped[str] = mapped_column(String(40), comment="version of the consent text")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

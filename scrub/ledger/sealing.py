@@ -40,6 +40,8 @@ class IdentitySeal:
         self._items = _derive(key, b"scrub-ledger-item-lookup")
         self._notes = _derive(key, b"scrub-ledger-notes")
         self._chain = _derive(key, b"scrub-ledger-chain")
+        self._staff = _derive(key, b"scrub-ledger-staff")
+        self._root = _derive(key, b"scrub-ledger-derived")
 
     # ---- identities
 
@@ -104,6 +106,27 @@ class IdentitySeal:
             return None
         return hmac.new(self._notes, notes.encode(), hashlib.sha256).hexdigest()
 
+    # ---- staff accounts, web sessions, intake receipts (scrub.ledger.staff, scrub.web)
+
+    def derived(self, label: str) -> bytes:
+        """A 32-byte key for one purpose (``label``), derived from the ledger key: the web
+        console's session and CSRF signing keys, intake receipt code digests."""
+        return _derive(self._root, b"scrub-derived\x00" + label.encode())
+
+    def staff_mac(self, user_id: int, name: str, role: str, password_hash: str) -> str:
+        """A staff account's MAC: a row edited outside scrub (a role raised, a password hash
+        swapped, a user inserted) no longer checks."""
+        text = _CANONICAL_JSON.encode([int(user_id), name, role, password_hash]).encode()
+        return hmac.digest(self._staff, text, "sha256").hex()
+
+    def seal_statement(self, request_id: int, code_digest: str, text: str) -> bytes:
+        """A requester's statement from the intake form, sealed for its request and receipt."""
+        return self._seal(text.encode(), _statement_ad(request_id, code_digest))
+
+    def open_statement(self, sealed: bytes, request_id: int, code_digest: str) -> str | None:
+        plain = self._open(sealed, _statement_ad(request_id, code_digest))
+        return None if plain is None else plain.decode()
+
     # ---- the chain
 
     def mac(self, text: bytes) -> str:
@@ -128,6 +151,10 @@ class IdentitySeal:
 
 def _identity_ad(request_id: int) -> bytes:
     return f"scrub-ledger-identity\x00{int(request_id)}".encode()
+
+
+def _statement_ad(request_id: int, code_digest: str) -> bytes:
+    return f"scrub-intake-statement\x00{int(request_id)}\x00{code_digest}".encode()
 
 
 def _item_ad(request_id: int, type_name: str) -> bytes:

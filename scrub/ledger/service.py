@@ -15,16 +15,18 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Engine, Table, event, func, insert, select, update
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from scrub.crypto import KeyFileError
+from scrub.ledger._history import ACCOUNT_ACTIONS
 from scrub.ledger._lifecycle import DEADLINE, LONGEST, TRANSITIONS, move_request
+from scrub.ledger._rows import earlier_items, insert_items, requests_by_id
 from scrub.ledger.audit import ENFORCED, Anchor, ChainReport, LedgerReport, audit, utc
 from scrub.ledger.db import require_current
-from scrub.ledger.models import Base, ChainHead, Event, Item, Request
+from scrub.ledger.models import Base, ChainHead, Event, Request
 from scrub.ledger.sealing import GENESIS, IdentitySeal, event_text
 from scrub.ledger.specs import (
     OPEN,
@@ -91,6 +93,8 @@ class _Refs:
 
 #: An event to append: (request id, action, body).
 _Pending = tuple[int | None, str, dict[str, object]]
+#: Adds rows to a request's transaction: (session, request id, created).
+Attach = Callable[[Session, int, bool], None]
 
 
 def _table_of(model: type[Base]) -> Table:
@@ -114,12 +118,16 @@ class Ledger:
 
     # ---- writing
 
-    def add(self, spec: RequestSpec, actor: str) -> tuple[int, bool]:
+    def add(self, spec: RequestSpec, actor: str, *, attach: Attach | None = None
+            ) -> tuple[int, bool]:
         """Record a request; (id, created). A request from the same requester naming an item
-        already requested is not duplicated: its new items join the first request."""
-        return self.add_many([spec], actor)[0]
+        already requested is not duplicated: its new items join the first request.
+        ``attach(session, id, created)`` adds rows of its own in the same transaction (the
+        web intake's receipt)."""
+        return self.add_many([spec], actor, attach=attach)[0]
 
-    def add_many(self, specs: Sequence[RequestSpec], actor: str) -> list[tuple[int, bool]]:
+    def add_many(self, specs: Sequence[RequestSpec], actor: str, *,
+                 attach: Attach | None = None) -> list[tuple[int, bool]]:
         """Record many requests in one transaction: all or nothing; (id, created) for each.
 
         Works in bulk (one query for the requesters' earlier items, one insert per table; figures
@@ -127,13 +135,13 @@ class Ledger:
         naming an item its requester already asked for, earlier in the ledger or earlier in the
         batch, joins the first such request. Items are matched by keyed digest.
         """
-        seal = self._require_seal()
+        seal = self.require_seal()
         check_actor(actor)
         lookups = [seal.lookup(spec.email) for spec in specs]
         digested = [[(t, v, seal.item_digest(t, v)) for t, v in spec.items] for spec in specs]
         with Session(self.engine) as session, session.begin():
             head = self._lock_head(session)
-            owner, members = self._earlier_items(session, set(lookups))
+            owner, members = earlier_items(session, set(lookups))
             refs = _Refs()
             plan: list[tuple[int, bool, list[tuple[str, str, str]]]] = []
             for lookup, items in zip(lookups, digested, strict=True):
@@ -173,9 +181,26 @@ class Ledger:
                     events.append((request_id, "duplicate_received", {
                         "kind": spec.kind, "received_at": spec.received_at.isoformat(),
                         "items_added": digests}))
-            self._insert_items(session, items_rows)
+            insert_items(session, items_rows)
             self._append_many(session, head, actor, events)
+            if attach is not None:
+                for ref, created, _ in plan:
+                    attach(session, refs.id(ref), created)
         return [(refs.id(ref), created) for ref, created, _ in plan]
+
+    def account_event(self, action: str, actor: str, body: Mapping[str, object], *,
+                      change: Callable[[Session], None] | None = None) -> None:
+        """Append a staff account event (it names no request; see ``ACCOUNT_ACTIONS``), with
+        ``change`` made to the tables in the same transaction. ``body`` never holds a
+        password, a session token or a requester's identity."""
+        if action not in ACCOUNT_ACTIONS:
+            raise LedgerError(f"'{action}' is not an account action")
+        with Session(self.engine) as session, session.begin():
+            head = self._lock_head(session)
+            if change is not None:
+                change(session)
+                session.flush()
+            self._append_many(session, head, actor, [(None, action, dict(body))])
 
     def transition(self, request_id: int, action: str, actor: str, *,
                    reason: str | None = None, release: str | None = None) -> None:
@@ -205,7 +230,7 @@ class Ledger:
 
     def extend(self, request_id: int, actor: str, *, reason: str, days: int = 60) -> None:
         """Push the deadline back by ``days`` (at most 90 days after receipt in all)."""
-        self._require_seal()
+        self.require_seal()
         check_actor(actor)
         check_request_ids([request_id])
         if not reason.strip():
@@ -236,7 +261,7 @@ class Ledger:
         """One request and its history; with ``items``/``identity`` (which need the key) its
         item values and requester, opened."""
         check_request_ids([request_id])
-        seal = self._require_seal() if identity or items else None
+        seal = self.require_seal() if identity or items else None
         with Session(self.engine) as session:
             request = self._get(session, request_id)
             if seal is not None and request.key_id != seal.key_id:
@@ -273,7 +298,7 @@ class Ledger:
         the verified history says (:meth:`verify`): a ledger that fails verification gives
         nothing but a :class:`LedgerIntegrityError`, so an edited status or a deleted item
         cannot make a release skip a request."""
-        report, items = audit(self.engine, self._require_seal(), collect=True)
+        report, items = audit(self.engine, self.require_seal(), collect=True)
         if not report.ok:
             raise LedgerIntegrityError(f"the ledger fails verification: {report.problem}",
                                        hint="run `scrub ledger verify` and restore the "
@@ -293,7 +318,7 @@ class Ledger:
         nothing and appear only in ``removed_in_releases``. ``identity=False``: the
         requester is not opened (None)."""
         view = self.show(request_id, identity=identity, items=True)
-        seal = self._require_seal()
+        seal = self.require_seal()
         counted = [(e["release"], rows) for e in view.history
                    if e["action"] == "apply" and isinstance(rows := e.get("rows"), dict)]
         items = []
@@ -318,7 +343,7 @@ class Ledger:
         """Authenticate the chain (HMAC under the ledger key), check it still holds the heads
         signed releases recorded (``anchors``), and compare every request and item with what
         its events say (``progress``: counts on stderr). See :mod:`scrub.ledger.audit`."""
-        seal = self._require_seal()
+        seal = self.require_seal()
         self._check_key(seal)
         return audit(self.engine, seal, anchors, batch=batch, progress=progress)[0]
 
@@ -326,12 +351,16 @@ class Ledger:
 
     # ---- internals
 
-    def _require_seal(self) -> IdentitySeal:
+    def require_seal(self) -> IdentitySeal:
         if self.seal is None:
             raise KeyFileError("this needs the ledger key (identities and items are sealed, "
                                "and the history is authenticated with it)",
                                hint="pass --key-file or set SCRUB_KEY_FILE")
         return self.seal
+
+    def check_key(self) -> None:
+        """KeyFileError unless this ledger holds its key (the one its history is keyed with)."""
+        self._check_key(self.require_seal())
 
     def _check_key(self, seal: IdentitySeal) -> None:
         with self.engine.connect() as connection:
@@ -347,7 +376,7 @@ class Ledger:
               ) -> builtins.list[int]:
         """Move requests by ``action`` in one transaction, an event each (``strict``: all of
         them or none, the first that cannot named; otherwise those that can). The ids moved."""
-        self._require_seal()
+        self.require_seal()
         check_actor(actor)
         if reason is not None:
             check_text(reason, "--reason")
@@ -357,7 +386,7 @@ class Ledger:
         check_request_ids(wanted)
         with Session(self.engine) as session, session.begin():
             head = self._lock_head(session)
-            found = self._requests_by_id(session, wanted)
+            found = requests_by_id(session, wanted)
             events: list[_Pending] = []
             moved: list[int] = []
             for request_id in wanted:
@@ -370,19 +399,9 @@ class Ledger:
             self._append_many(session, head, actor, events)
         return moved
 
-    @staticmethod
-    def _requests_by_id(session: Session, wanted: Sequence[int]) -> dict[int, Request]:
-        """The stored requests among ``wanted``, by id (queried 2,000 ids at a time)."""
-        found: dict[int, Request] = {}
-        for start in range(0, len(wanted), 2_000):
-            chunk = wanted[start:start + 2_000]
-            found.update((r.id, r) for r in session.scalars(
-                select(Request).where(Request.id.in_(chunk))))
-        return found
-
     def _lock_head(self, session: Session) -> tuple[int, str]:
         """Lock the chain head; refuse a key other than the one the chain is keyed with."""
-        seal = self._require_seal()
+        seal = self.require_seal()
         query = select(ChainHead).where(ChainHead.id == 1)
         if self.engine.dialect.name == "postgresql":
             query = query.with_for_update()
@@ -397,7 +416,7 @@ class Ledger:
                      events: Sequence[_Pending]) -> None:
         """Append events in order with one insert (in chunks) and one head update; each
         event's hash is the ledger key's MAC over it and the previous hash."""
-        seal = self._require_seal()
+        seal = self.require_seal()
         seq, prev = head
         at = dt.datetime.now(dt.UTC).replace(microsecond=0)
         at_iso = at.isoformat()
@@ -416,25 +435,6 @@ class Ledger:
                             .values(seq=seq, hash=prev, key_id=seal.key_id))
 
     @staticmethod
-    def _earlier_items(session: Session, lookups: set[str]
-                       ) -> tuple[dict[tuple[str, str], int], dict[int, set[str]]]:
-        """For the requesters of a batch: (requester hash, item digest) -> the first request
-        (not withdrawn) naming it, and the item digests of each of those requests."""
-        owner: dict[tuple[str, str], int] = {}
-        members: dict[int, set[str]] = {}
-        wanted = sorted(lookups)
-        for start in range(0, len(wanted), 2_000):
-            query = (select(Request.requester_hash, Item.digest, Request.id)
-                     .join(Item, Item.request_id == Request.id)
-                     .where(Request.requester_hash.in_(wanted[start:start + 2_000]),
-                            Request.status != "withdrawn"))
-            for lookup, digest, request_id in session.execute(query):
-                key = (lookup, digest)
-                owner[key] = min(owner.get(key, request_id), request_id)
-                members.setdefault(request_id, set()).add(digest)
-        return owner, members
-
-    @staticmethod
     def _next_id(session: Session) -> int:
         """The next request id (under the chain head's lock: one writer at a time). Ids are
         given, not drawn from a sequence, because each identity and item is sealed to its id
@@ -442,20 +442,10 @@ class Ledger:
         return int(session.execute(select(func.coalesce(func.max(Request.id), 0)))
                    .scalar_one()) + 1
 
-    @staticmethod
-    def _insert_items(session: Session, items: Sequence[tuple[int, str, str, bytes]]) -> None:
-        """Plain rows straight to the driver's executemany (bulk import: docs/design/ledger.md)."""
-        connection = session.connection()
-        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-        sql = (f"INSERT INTO {Item.__tablename__} (request_id, type, digest, sealed) "
-               f"VALUES ({mark}, {mark}, {mark}, {mark})")
-        for start in range(0, len(items), _CHUNK):
-            connection.exec_driver_sql(sql, list(items[start:start + _CHUNK]))
-
     def _insert_requests(self, session: Session,
                          created: Sequence[tuple[int, RequestSpec, str]]) -> None:
         """Insert new requests with the given ids, each identity sealed to its id."""
-        seal = self._require_seal()
+        seal = self.require_seal()
         rows = [{"id": request_id, "kind": spec.kind, "status": "received",
                  "received_at": spec.received_at, "due_at": spec.received_at + DEADLINE,
                  "identity": seal.seal(spec.name, spec.email, request_id),

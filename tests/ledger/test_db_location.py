@@ -39,7 +39,7 @@ def test_db_takes_a_plain_file_path(tmp_path: Path) -> None:
     expect_ok(created)
     assert path.is_file() and path.stat().st_mode & 0o777 == 0o600  # the owner's only
     current = invoke(tmp_path, "db", "current", "--db", str(path))
-    assert current.exit_code == 0 and current.stdout.startswith("database: 0004"), current.output
+    assert current.exit_code == 0 and current.stdout.startswith("database: 0005"), current.output
     assert invoke(tmp_path, "requests", "ls", "--db", str(path)).exit_code == 0
     # the same file named as a URL is the same ledger
     url = invoke(tmp_path, "db", "current", "--db", f"sqlite:///{path}")
