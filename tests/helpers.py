@@ -22,11 +22,12 @@ _RUNNER = CliRunner()
 
 
 def run_cli(*args: object, env: Mapping[str, str | None] | None = None,
-            app: typer.Typer | None = None, terminal_width: int | None = None) -> Result:
+            app: typer.Typer | None = None, terminal_width: int | None = None,
+            input_text: str | None = None) -> Result:
     """``scrub ARGS`` run in process (each argument as ``str``), or ``app`` when given: the
     result's ``exit_code``, ``stdout`` and ``stderr`` apart, ``output`` both interleaved."""
     return _RUNNER.invoke(app or scrub_app, [str(a) for a in args], env=env,
-                          terminal_width=terminal_width)
+                          terminal_width=terminal_width, input=input_text)
 
 
 def expect_exit(result: Result, code: int, *phrases: str) -> Result:

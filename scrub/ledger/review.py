@@ -54,7 +54,7 @@ def page(session: Session, *, status: str | None = None, kind: str | None = None
     rows = session.execute(query).all()
     counts = dict(session.execute(
         select(Item.request_id, func.count()).where(Item.request_id.in_([r.id for r in rows]))
-        .group_by(Item.request_id)).tuples().all()) if rows else {}
+        .group_by(Item.request_id)).all()) if rows else {}
     return [Row(r.id, r.kind, r.status, utc(r.received_at).isoformat(),
                 utc(r.due_at).isoformat(), r.rank == 0, int(counts.get(r.id, 0)))
             for r in rows], int(total or 0)

@@ -24,8 +24,16 @@ from scrub.web.forms import FormError, read_form, text_of
 from scrub.web.guards import SESSION_COOKIE, client_address, set_cookie
 from scrub.web.site import Site, redirect, too_many
 
-#: The actions a request's page offers ('apply' is the release builder's).
-ACTIONS = ("verify", "reject", "schedule", "extend", "withdraw", "close")
+#: The actions a request's page offers ('apply' is the release builder's), in words.
+ACTION_WORDS = {
+    "verify": "the requester and the items are checked: releases remove them from now on",
+    "reject": "the request is not valid (say why)",
+    "schedule": "planned for the next release",
+    "extend": "more time to answer (at most 90 days after receipt, with a reason)",
+    "withdraw": "the requester withdrew the request",
+    "close": "the request is done",
+}
+ACTIONS = tuple(ACTION_WORDS)
 Handler = Callable[[Request, Site, StaffMember], Awaitable[Response]]
 Route = Callable[[Request], Awaitable[Response]]
 
@@ -127,8 +135,8 @@ async def _request(request: Request, site: Site, member: StaffMember, *,
     allowed = [a for a in ACTIONS if a == "extend" and found["view"].status in OPEN
                or a in TRANSITIONS and found["view"].status in TRANSITIONS[a][0]]
     return site.page(request, "request_detail.html.j2", status=status, member=member,
-                     actions=allowed, error=error, done=request.query_params.get("done"),
-                     **found)
+                     actions=allowed, action_words=ACTION_WORDS, error=error,
+                     done=request.query_params.get("done"), **found)
 
 
 async def _act(request: Request, site: Site, member: StaffMember) -> Response:

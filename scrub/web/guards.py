@@ -68,36 +68,46 @@ class Guard:
         if not declared.isdigit() or int(declared) > limit:
             await _plain(send, 413, "The request is too large.")
             return
-        started = False
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge
-            return message
-
-        async def guarded(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = _secured(message.get("headers") or [], scope)
-            await send(message)
-
+        exchange = _Exchange(scope, receive, send, limit)
         try:
-            await self.app(scope, counted, guarded)
+            await self.app(scope, exchange.receive, exchange.send)
         except _TooLarge:
-            if not started:
-                await _plain(send, 413, "The request is too large.")
+            pass
         except Exception as exc:  # noqa: BLE001 - never a message: it may quote a value
             log.error("internal error (%s) on %s %s", type(exc).__name__, scope.get("method"),
                       scope.get("path"))
-            if not started:
-                await _plain(send, 500, "Something went wrong on our side. Nothing was "
-                             "recorded; please try again later.")
+            if not exchange.started and not exchange.too_large:
+                await _plain(send, 500, "Something went wrong on our side; please try "
+                             "again later.")
+        if exchange.too_large and not exchange.started:
+            await _plain(send, 413, "The request is too large.")
+
+
+class _Exchange:
+    """One request's messages: the body counted against ``limit`` (past it, the app's own
+    answer, such as Starlette's 500 for the exception, is dropped for a 413), the response
+    given the security headers."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        self.scope, self._receive, self._send, self.limit = scope, receive, send, limit
+        self.seen, self.started, self.too_large = 0, False, False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.limit:
+                self.too_large = True
+                raise _TooLarge
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.too_large:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+            message["headers"] = _secured(message.get("headers") or [], self.scope)
+        await self._send(message)
 
 
 def _secured(headers: list[Any], scope: Scope) -> list[Any]:
