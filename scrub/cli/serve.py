@@ -43,6 +43,7 @@ def serve_command(
         raise UserInputError(f"--port {port} is not a port (1 to 65535)")
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise UserInputError("--ssl-certfile and --ssl-keyfile go together")
+    _require_web_extra()
     ledger = _ledger(db_url, key_file, need_key=True)
     from scrub.ledger.staff import Staff
     from scrub.web.app import create_app
@@ -61,6 +62,16 @@ def serve_command(
                 forwarded_allow_ips=forwarded_allow_ips or "", server_header=False,
                 ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
                 ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None, log_level="info")
+
+
+def _require_web_extra() -> None:
+    import importlib.util
+
+    missing = [name for name in ("starlette", "uvicorn", "python_multipart", "argon2")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserInputError(f"scrub serve needs the web extra ({', '.join(missing)} missing)",
+                             hint="pip install 'scrub[web]'")
 
 
 def resolve_key(key_file: Optional[Path]) -> Optional[Path]:

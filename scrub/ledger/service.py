@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from sqlalchemy import Engine, Table, event, func, insert, select, update
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import ORMExecuteState, Session, selectinload
 
 from scrub.crypto import KeyFileError
 from scrub.ledger._history import ACCOUNT_ACTIONS
@@ -283,7 +283,8 @@ class Ledger:
              overdue: bool = False, now: dt.datetime | None = None) -> list[RequestView]:
         """Requests with their item types (values stay sealed)."""
         now = now or dt.datetime.now(dt.UTC)
-        query = select(Request).order_by(Request.id)
+        # the items of all listed requests in one more query, not one query per request
+        query = select(Request).options(selectinload(Request.items)).order_by(Request.id)
         if status:
             query = query.where(Request.status == status)
         if kind:

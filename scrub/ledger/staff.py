@@ -160,9 +160,11 @@ class Staff:
             self._failed("console", {"user_digest": digest, "reason": "no such user"})
             raise SignInError(SIGN_IN_FAILED)
         if user.locked_until is not None and utc(user.locked_until) > now:
+            self._verify(self._dummy_hash(), password)  # a locked name costs the same work
             self._failed(user.name, {"user": user.name, "reason": "locked"})
             raise SignInError(SIGN_IN_FAILED)
         if not self._intact(user):
+            self._verify(self._dummy_hash(), password)  # so does an altered row
             self._failed(user.name, {"user": user.name, "reason": "account record altered"})
             raise SignInError(SIGN_IN_FAILED)
         if not self._verify(user.password_hash, password or ""):
