@@ -74,7 +74,9 @@ class Intake:
                 statement=self.seal.seal_statement(request_id, digest, statement),
                 consent=CONSENT_VERSION, created_at=dt.datetime.now(dt.UTC)))
 
-        request_id, created = self.ledger.add(spec, actor, attach=attach)
+        # never joined to an earlier request: the email is not verified yet, and joining would
+        # tell whoever typed it that its owner asked about these items before
+        request_id, created = self.ledger.add(spec, actor, attach=attach, join=False)
         return Receipt(request_id, created, code)
 
     def status(self, code: str, email: str) -> RequestView | None:
@@ -90,6 +92,11 @@ class Intake:
             if not (found and match and receipt is not None):
                 return None
             request_id = receipt.request_id
+            # the statement is sealed to the request and the code: a receipt row pointed at
+            # another request in the database does not open, and leads nowhere
+            if self.seal.open_statement(receipt.statement, request_id, receipt.code_digest) \
+                    is None:
+                return None
         return self.ledger.show(request_id)
 
     def statements(self, request_id: int) -> list[dict[str, str | None]]:

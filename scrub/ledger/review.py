@@ -60,6 +60,15 @@ def page(session: Session, *, status: str | None = None, kind: str | None = None
             for r in rows], int(total or 0)
 
 
+def same_requester(session: Session, request_id: int) -> list[int]:
+    """The other requests whose requester gave the same email (by keyed digest): a reviewer
+    sees repeats, which the web intake never joins on its own."""
+    mine = select(Request.requester_hash).where(Request.id == request_id).scalar_subquery()
+    return list(session.execute(select(Request.id).where(Request.requester_hash == mine,
+                                                         Request.id != request_id)
+                                .order_by(Request.id).limit(50)).scalars())
+
+
 def check_request_history(session: Session, seal: IdentitySeal, request_id: int) -> str | None:
     """None when the request's events authenticate, follow their predecessors and derive the
     state its row holds; else what is wrong (naming events, never values)."""

@@ -118,16 +118,17 @@ class Ledger:
 
     # ---- writing
 
-    def add(self, spec: RequestSpec, actor: str, *, attach: Attach | None = None
-            ) -> tuple[int, bool]:
+    def add(self, spec: RequestSpec, actor: str, *, attach: Attach | None = None,
+            join: bool = True) -> tuple[int, bool]:
         """Record a request; (id, created). A request from the same requester naming an item
         already requested is not duplicated: its new items join the first request.
         ``attach(session, id, created)`` adds rows of its own in the same transaction (the
-        web intake's receipt)."""
-        return self.add_many([spec], actor, attach=attach)[0]
+        web intake's receipt). ``join=False``: always a request of its own (an email nobody
+        checked yet must not reach another request: the web intake)."""
+        return self.add_many([spec], actor, attach=attach, join=join)[0]
 
     def add_many(self, specs: Sequence[RequestSpec], actor: str, *,
-                 attach: Attach | None = None) -> list[tuple[int, bool]]:
+                 attach: Attach | None = None, join: bool = True) -> list[tuple[int, bool]]:
         """Record many requests in one transaction: all or nothing; (id, created) for each.
 
         Works in bulk (one query for the requesters' earlier items, one insert per table; figures
@@ -141,11 +142,11 @@ class Ledger:
         digested = [[(t, v, seal.item_digest(t, v)) for t, v in spec.items] for spec in specs]
         with Session(self.engine) as session, session.begin():
             head = self._lock_head(session)
-            owner, members = earlier_items(session, set(lookups))
+            owner, members = earlier_items(session, set(lookups)) if join else ({}, {})
             refs = _Refs()
             plan: list[tuple[int, bool, list[tuple[str, str, str]]]] = []
             for lookup, items in zip(lookups, digested, strict=True):
-                found = [owner[(lookup, d)] for _, _, d in items if (lookup, d) in owner]
+                found = [owner[(lookup, d)] for _, _, d in items if join and (lookup, d) in owner]
                 if found:
                     ref = min(found, key=refs.rank)
                     new = [item for item in items if item[2] not in members[ref]]

@@ -4,8 +4,10 @@
 - Accounts: Argon2id password hashes (argon2-cffi's RFC 9106 profile) and the ledger key's MAC
   over id, name, role and hash, so a row edited outside scrub (a role raised, a hash swapped, a
   user inserted) does not sign in. 20 wrong passwords in a row lock an account for 15 minutes.
-- Sessions: the browser holds a random 32-byte token, the table only its keyed digest, so a
-  reader of the database cannot take a session over. Sessions last 8 hours; sign-out ends one.
+- Sessions: the browser holds a random 32-byte token (prefixed with its account's id and
+  expiry), the table only its keyed digest, so a reader of the database cannot take a session
+  over and a writer cannot move one to another account. Sessions last 8 hours; sign-out ends
+  one.
 - Every account change, sign-in, failed sign-in, lock and sign-out is an account event in the
   ledger's chain, with the user's name (a keyed digest for a name that is no account: a
   mistyped password in the name field stays out of the history), never a password or token.
@@ -17,6 +19,7 @@ import datetime as dt
 import hmac
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +40,9 @@ PASSWORD_MIN, PASSWORD_MAX = 12, 1024
 LOCK_AFTER = 20
 LOCK_FOR = dt.timedelta(minutes=15)
 SESSION_FOR = dt.timedelta(hours=8)
+#: Argon2 checks at once in one process (each takes 64 MiB: a flood of sign-ins from many
+#: addresses waits here instead of taking gigabytes).
+_ARGON2_AT_ONCE = threading.BoundedSemaphore(4)
 #: Said for every failed sign-in, whatever the cause (no hint whether the name exists).
 SIGN_IN_FAILED = ("wrong user name or password, or the account is locked for a while after "
                   "too many wrong passwords")
@@ -105,7 +111,8 @@ class Staff:
         check_password(password)
         if role not in STAFF_ROLES:
             raise AccountError(f"--role must be one of {', '.join(STAFF_ROLES)}")
-        hashed = _hasher().hash(password)
+        with _ARGON2_AT_ONCE:
+            hashed = _hasher().hash(password)
         result: list[StaffMember] = []
 
         def change(session: Session) -> None:
@@ -150,7 +157,7 @@ class Staff:
 
     # ---- signing in
 
-    def sign_in(self, name: str, password: str, *, address: str = "") -> tuple[StaffMember, str]:
+    def sign_in(self, name: str, password: str) -> tuple[StaffMember, str]:
         """(member, session token), or :class:`SignInError`; each outcome is recorded."""
         now = dt.datetime.now(dt.UTC)
         user = self._user(name) if NAME.fullmatch(name or "") else None
@@ -170,14 +177,17 @@ class Staff:
         if not self._verify(user.password_hash, password or ""):
             self._wrong_password(user, now)
             raise SignInError(SIGN_IN_FAILED)
-        token = secrets.token_urlsafe(32)
+        expires = now + SESSION_FOR
+        # the token names its account and expiry, so a session row moved to another account
+        # or prolonged in the database does not check (the digest covers both)
+        token = f"{user.id}.{int(expires.timestamp())}.{secrets.token_urlsafe(32)}"
 
         def start(session: Session) -> None:
             session.execute(update(StaffUser).where(StaffUser.id == user.id)
                             .values(failed_logins=0, locked_until=None))
             session.execute(delete(StaffSession).where(StaffSession.expires_at < now))
             session.add(StaffSession(token_digest=self._digest(token), user_id=user.id,
-                                     created_at=now, expires_at=now + SESSION_FOR))
+                                     created_at=now, expires_at=expires))
 
         self.ledger.account_event("sign_in", user.name, {"user": user.name}, change=start)
         return StaffMember(user.id, user.name, user.role), token
@@ -186,10 +196,16 @@ class Staff:
         """The signed-in member of a session token; None when it is unknown or expired, or
         the account's row no longer checks."""
         now = dt.datetime.now(dt.UTC)
+        user_id, _, rest = token.partition(".")
+        expires, _, _random = rest.partition(".")
+        if not (user_id.isdigit() and len(user_id) < 19 and expires.isdigit()
+                and int(expires) > now.timestamp()):
+            return None
         with Session(self.ledger.engine) as session:
             row = session.execute(
                 select(StaffUser).join(StaffSession, StaffSession.user_id == StaffUser.id)
                 .where(StaffSession.token_digest == self._digest(token),
+                       StaffSession.user_id == int(user_id),
                        StaffSession.expires_at > now)).scalars().first()
             if row is None or not self._intact(row):
                 return None
@@ -228,7 +244,8 @@ class Staff:
         from argon2.exceptions import VerificationError, VerifyMismatchError
 
         try:
-            return bool(_hasher().verify(hashed, password))
+            with _ARGON2_AT_ONCE:
+                return bool(_hasher().verify(hashed, password))
         except (VerifyMismatchError, VerificationError):
             return False
         except Exception:  # noqa: BLE001 - a malformed stored hash: no sign-in, never a crash

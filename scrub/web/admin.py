@@ -9,7 +9,7 @@ from starlette.responses import Response
 from scrub.errors import ScrubError
 from scrub.ledger.staff import StaffMember
 from scrub.ledger.vocabulary import STAFF_ROLES
-from scrub.web.console import posted, staff_only
+from scrub.web.console import _known, posted, staff_only
 from scrub.web.forms import text_of
 from scrub.web.site import Site, redirect
 
@@ -18,7 +18,8 @@ async def _users(request: Request, site: Site, member: StaffMember, *,
                  error: str | None = None, status: int = 200) -> Response:
     users = await run_in_threadpool(site.staff.users)
     return site.page(request, "users.html.j2", status=status, member=member, users=users,
-                     roles=STAFF_ROLES, error=error, done=request.query_params.get("done"))
+                     roles=STAFF_ROLES, error=error,
+                     done=_known(request.query_params.get("done"), ("added", "unlocked")))
 
 
 async def _add_user(request: Request, site: Site, member: StaffMember) -> Response:

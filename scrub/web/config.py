@@ -21,7 +21,7 @@ class Limits:
     field_chars: int = 5_000
     intake_per_hour: int = 10
     status_per_10_minutes: int = 30
-    sign_in_per_10_minutes: int = 30
+    sign_in_per_10_minutes: int = 10
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from scrub.errors import ScrubError
 from scrub.ledger._lifecycle import TRANSITIONS
-from scrub.ledger.review import PAGE, check_request_history, page
+from scrub.ledger.review import PAGE, check_request_history, page, same_requester
 from scrub.ledger.specs import OPEN
 from scrub.ledger.staff import SESSION_FOR, SignInError, StaffMember
 from scrub.ledger.vocabulary import KINDS, STATUSES
@@ -125,7 +125,9 @@ async def _request(request: Request, site: Site, member: StaffMember, *,
         view = ledger.show(request_id, items=True, identity=member.is_admin)
         with Session(ledger.engine) as session:
             chain = check_request_history(session, ledger.require_seal(), request_id)
-        return {"view": view, "chain": chain, "history": [_event(e) for e in view.history],
+            repeats = same_requester(session, request_id)
+        return {"view": view, "chain": chain, "repeats": repeats,
+                "history": [_event(e) for e in view.history],
                 "statements": site.intake.statements(request_id)}
 
     try:
@@ -136,7 +138,7 @@ async def _request(request: Request, site: Site, member: StaffMember, *,
                or a in TRANSITIONS and found["view"].status in TRANSITIONS[a][0]]
     return site.page(request, "request_detail.html.j2", status=status, member=member,
                      actions=allowed, action_words=ACTION_WORDS, error=error,
-                     done=request.query_params.get("done"), **found)
+                     done=_known(request.query_params.get("done"), ACTIONS), **found)
 
 
 async def _act(request: Request, site: Site, member: StaffMember) -> Response:
@@ -205,6 +207,11 @@ def _event(event: dict[str, Any]) -> dict[str, Any]:
         parts.append(f"{len(event.get('items') or event.get('items_added') or [])} item(s)")
     return {"seq": event.get("seq"), "at": event.get("at"), "actor": event.get("actor"),
             "action": event.get("action"), "detail": "; ".join(parts)}
+
+
+def _known(value: str | None, known: tuple[str, ...]) -> str | None:
+    """``value`` when it is one of ``known`` (a ``?done=`` never echoes other text)."""
+    return value if value in known else None
 
 
 def _int(text: object, default: int) -> int:

@@ -153,9 +153,18 @@ class RateLimit:
 
 
 def client_address(request: Request) -> str:
-    """The client's address as the server sees it (the proxy's, unless ``scrub serve`` is told
-    to trust its forwarded headers: ``--forwarded-allow-ips``)."""
-    return request.client.host if request.client else "unknown"
+    """What rate limits count: the client's address as the server sees it (the proxy's, unless
+    ``scrub serve`` is told to trust its forwarded headers: ``--forwarded-allow-ips``); an IPv6
+    address by its /64, which one client holds whole."""
+    host = request.client.host if request.client else "unknown"
+    if ":" in host:
+        import ipaddress
+
+        try:
+            return str(ipaddress.ip_network(f"{host}/64", strict=False))
+        except ValueError:
+            return host
+    return host
 
 
 class Cookies:

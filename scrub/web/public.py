@@ -51,7 +51,7 @@ async def request_form(request: Request) -> Response:
     receipt = await run_in_threadpool(site.intake.file, intake.spec, intake.statement)
     view = await run_in_threadpool(site.config.ledger.show, receipt.request_id)
     return site.page(request, "receipt.html.j2", code=receipt.code, view=view,
-                     notices=intake.notices, joined=not receipt.created)
+                     notices=intake.notices)
 
 
 async def status_page(request: Request) -> Response:
