@@ -97,7 +97,8 @@ def test_forged_session_cookies_are_refused(client: TestClient, ledger: Ledger) 
     with ledger.engine.connect() as connection:
         digest = connection.execute(text("SELECT token_digest FROM staff_sessions")).scalar()
     right_key = Cookies(seal.derived("web-session-cookie"), seal.derived("web-csrf"))
-    for forged in (token, f"{token}.", f"{token}.{mac[:-1]}0", f"{token}x.{mac}",
+    flipped = mac[:-1] + ("1" if mac[-1] == "0" else "0")  # never the signature itself
+    for forged in (token, f"{token}.", f"{token}.{flipped}", f"{token}x.{mac}",
                    other_key.session_value(token), right_key.session_value(str(digest)),
                    f"{token}.{mac}.{mac}", f".{mac}", mac.upper(), ""):
         client.cookies.clear()
