@@ -99,6 +99,19 @@ class Intake:
                 return None
         return self.ledger.show(request_id)
 
+    def find(self, code: str) -> int | None:
+        """The request a reference code was given for (staff look-up; no email needed)."""
+        normal = normal_code(code)
+        if normal is None:
+            return None
+        with Session(self.ledger.engine) as session:
+            receipt = session.scalars(select(IntakeReceipt).where(
+                IntakeReceipt.code_digest == self._digest(normal))).first()
+            if receipt is None or self.seal.open_statement(
+                    receipt.statement, receipt.request_id, receipt.code_digest) is None:
+                return None
+            return receipt.request_id
+
     def statements(self, request_id: int) -> list[dict[str, str | None]]:
         """The statements filed for a request (opened; None where one does not open)."""
         with Session(self.ledger.engine) as session:

@@ -10,6 +10,7 @@ full check) is what also proves no event was cut from the end or inserted elsewh
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import and_, case, func, select
@@ -36,12 +37,12 @@ class Row:
 
 
 def page(session: Session, *, status: str | None = None, kind: str | None = None,
-         now: dt.datetime | None = None, number: int = 1, size: int = PAGE
-         ) -> tuple[list[Row], int]:
+         overdue_only: bool = False, now: dt.datetime | None = None, number: int = 1,
+         size: int = PAGE) -> tuple[list[Row], int]:
     """One page of requests (open and overdue first, then by due date) and how many match."""
     now = now or dt.datetime.now(dt.UTC)
     overdue = and_(Request.status.in_(OPEN), Request.due_at < now)
-    where = []
+    where = [overdue] if overdue_only else []
     if status:
         where.append(Request.status == status)
     if kind:
@@ -58,6 +59,28 @@ def page(session: Session, *, status: str | None = None, kind: str | None = None
     return [Row(r.id, r.kind, r.status, utc(r.received_at).isoformat(),
                 utc(r.due_at).isoformat(), r.rank == 0, int(counts.get(r.id, 0)))
             for r in rows], int(total or 0)
+
+
+def account_events(session: Session, limit: int = 200) -> list[dict[str, object]]:
+    """The latest staff account events (sign-ins, failures, locks, account changes), newest
+    first: what the admin's activity page shows."""
+    from scrub.ledger._history import ACCOUNT_ACTIONS
+
+    rows = session.execute(select(Event.seq, Event.at, Event.actor, Event.action, Event.body)
+                           .where(Event.request_id.is_(None),
+                                  Event.action.in_(sorted(ACCOUNT_ACTIONS)))
+                           .order_by(Event.seq.desc()).limit(limit)).all()
+    out = []
+    for seq, at, actor, action, body in rows:
+        try:
+            fields = json.loads(body)
+        except ValueError:
+            fields = {}
+        out.append({"seq": seq, "at": utc(at).isoformat(), "actor": actor, "action": action,
+                    "user": fields.get("user") or "(no such account)",
+                    "detail": ", ".join(f"{k}: {fields[k]}" for k in ("role", "reason", "until")
+                                        if k in fields)})
+    return out
 
 
 def same_requester(session: Session, request_id: int) -> list[int]:

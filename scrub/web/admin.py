@@ -53,7 +53,21 @@ async def _ledger(request: Request, site: Site, member: StaffMember) -> Response
     return site.page(request, "ledger.html.j2", member=member, report=report)
 
 
+async def _activity(request: Request, site: Site, member: StaffMember) -> Response:
+    from sqlalchemy.orm import Session
+
+    from scrub.ledger.review import account_events
+
+    def read() -> list[dict[str, object]]:
+        with Session(site.config.ledger.engine) as session:
+            return account_events(session)
+
+    events = await run_in_threadpool(read)
+    return site.page(request, "activity.html.j2", member=member, events=events)
+
+
 users_page = staff_only(_users, admin=True)
+activity_page = staff_only(_activity, admin=True)
 add_user = staff_only(_add_user, admin=True)
 unlock = staff_only(_unlock, admin=True)
 ledger_page = staff_only(_ledger, admin=True)

@@ -21,6 +21,11 @@ async def _home(_request: Request) -> Response:
     return RedirectResponse("/request", status_code=303)
 
 
+async def _health(_request: Request) -> Response:
+    """For a proxy's or orchestrator's health check: the process answers (no database work)."""
+    return Response("ok\n", media_type="text/plain")
+
+
 async def _style(_request: Request) -> Response:
     return Response(STYLE, media_type="text/css; charset=utf-8")
 
@@ -31,11 +36,13 @@ def routes() -> list[Route]:
     return [
         Route("/", _home),
         Route("/style.css", _style),
+        Route("/healthz", _health),
         Route("/request", public.request_form, methods=both),
         Route("/status", public.status_page, methods=both),
         Route("/login", console.login, methods=both),
         Route("/logout", console.logout, methods=["POST"]),
         Route("/console", console.requests_page),
+        Route("/console/find", console.find, methods=["POST"]),
         Route(base, console.request_page),
         Route(base + "/letter", console.letter_download),
         Route(base + "/{action}", console.act, methods=["POST"]),
@@ -43,6 +50,7 @@ def routes() -> list[Route]:
         Route("/console/users", admin.add_user, methods=["POST"]),
         Route("/console/users/{name}/unlock", admin.unlock, methods=["POST"]),
         Route("/console/ledger", admin.ledger_page),
+        Route("/console/activity", admin.activity_page),
     ]
 
 

@@ -105,15 +105,31 @@ async def _requests(request: Request, site: Site, member: StaffMember) -> Respon
     status = status if status in STATUSES else None
     kind = kind if kind in KINDS else None
     number = _int(request.query_params.get("page"), 1)
+    overdue = request.query_params.get("overdue") == "1"
 
     def read() -> tuple[list[Any], int]:
         with Session(site.config.ledger.engine) as session:
-            return page(session, status=status, kind=kind, number=number)
+            return page(session, status=status, kind=kind, overdue_only=overdue, number=number)
 
     rows, total = await run_in_threadpool(read)
     return site.page(request, "console.html.j2", member=member, rows=rows, total=total,
                      status_filter=status or "", kind_filter=kind or "", statuses=STATUSES,
-                     kinds=KINDS, number=number, pages=max(1, -(-total // PAGE)))
+                     kinds=KINDS, overdue=overdue, number=number, not_found=False,
+                     pages=max(1, -(-total // PAGE)))
+
+
+async def _find(request: Request, site: Site, member: StaffMember) -> Response:
+    """A request by the reference code its requester quotes (the code's digest, as stored)."""
+    form = await posted(request, site, member)
+    if isinstance(form, Response):
+        return form
+    request_id = await run_in_threadpool(site.intake.find, text_of(form, "code",
+                                                                    site.config.limits))
+    if request_id is None:
+        return site.page(request, "console.html.j2", status=404, member=member, rows=[],
+                         total=0, status_filter="", kind_filter="", statuses=STATUSES,
+                         kinds=KINDS, overdue=False, number=1, pages=1, not_found=True)
+    return redirect(f"/console/requests/{request_id}")
 
 
 async def _request(request: Request, site: Site, member: StaffMember, *,
@@ -231,3 +247,4 @@ requests_page = staff_only(_requests)
 request_page = staff_only(_request)
 act = staff_only(_act)
 letter_download = staff_only(_letter)
+find = staff_only(_find)

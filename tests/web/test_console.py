@@ -275,3 +275,53 @@ def test_every_console_route_needs_a_session(client: TestClient) -> None:
     home = client.get("/", follow_redirects=False)
     assert home.headers["location"] == "/request"
     assert client.get("/style.css").headers["content-type"].startswith("text/css")
+
+
+def test_staff_find_a_request_by_its_reference_code(client: TestClient, reviewer: TestClient,
+                                                    ledger: Ledger) -> None:
+    file_request(client)
+    code = file_request(client, email="second@example.org")
+    token = csrf_of(reviewer.get("/console").text)
+    found = reviewer.post("/console/find", data={"csrf": token, "code": code.lower()},
+                          follow_redirects=False)
+    assert (found.status_code, found.headers["location"]) == (303, "/console/requests/2")
+    for wrong in ("AAAA-AAAA-AAAA-AAAA-AAAA", "nonsense"):
+        missing = reviewer.post("/console/find", data={"csrf": token, "code": wrong})
+        assert missing.status_code == 404 and "No request has this reference code" in missing.text
+    assert reviewer.post("/console/find", data={"code": code}).status_code == 403  # no CSRF
+    assert client.post("/console/find", data={"code": code},
+                       follow_redirects=False).headers["location"] == "/login"
+
+
+def test_the_overdue_filter(client: TestClient, reviewer: TestClient, ledger: Ledger) -> None:
+    from tests.security.ledger_setup import spec
+
+    late, _ = ledger.add(spec("late@example.org"), "tester")  # received 2026-11-01
+    done, _ = ledger.add(spec("done@example.org"), "tester")
+    ledger.transition(done, "reject", "tester")  # closed requests are never overdue
+    file_request(client)
+    page = reviewer.get("/console?overdue=1")
+    assert re.findall(r'href="/console/requests/(\d+)"', page.text) == [str(late)]
+    assert "1 request(s)" in page.text
+
+
+def test_the_admin_sees_sign_ins_and_account_changes(client: TestClient, admin: TestClient,
+                                                     reviewer: TestClient) -> None:
+    bad = client.post("/login", data={"csrf": csrf_of(client.get("/login").text),
+                                      "name": "typed-a-password-here", "password": "x" * 12})
+    assert bad.status_code == 401
+    page = admin.get("/console/activity")
+    assert page.status_code == 200
+    rows = re.findall(r"<tr><td>(\d+)</td><td>[^<]+</td><td>([^<]+)</td><td>([^<]+)</td>"
+                      r"<td>([^<]+)</td>", page.text)
+    actions = [(actor, action, user) for _, actor, action, user in rows]
+    assert actions[:3] == [("console", "sign_in_failed", "(no such account)"),
+                           (REVIEWER, "sign_in", REVIEWER), (ADMIN, "sign_in", ADMIN)]
+    assert ("setup", "user_added", REVIEWER) in actions
+    assert "typed-a-password-here" not in page.text
+    assert reviewer.get("/console/activity").status_code == 403
+
+
+def test_the_health_check_answers_without_a_session(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert (response.status_code, response.text) == (200, "ok\n")
