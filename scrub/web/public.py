@@ -43,11 +43,14 @@ async def request_form(request: Request) -> Response:
                             "again.", status=400)
     if not site.cookies.csrf_ok(request, form.get("csrf")):
         return site.csrf_refused(request)
-    if not site.intake_rate.allow(client_address(request)):
+    address = client_address(request)
+    if not site.intake_posts_rate.allow(address):  # bounds the image decoding a client causes
         return too_many(site, request)
     intake = await parse_intake(form, site.config.limits)
-    if intake.spec is None:
+    if intake.spec is None:  # a wrong field does not use up the requests allowed
         return _form(site, request, values=intake.values, errors=intake.errors, status=400)
+    if not site.intake_rate.allow(address):
+        return too_many(site, request)
     receipt = await run_in_threadpool(site.intake.file, intake.spec, intake.statement)
     view = await run_in_threadpool(site.config.ledger.show, receipt.request_id)
     return site.page(request, "receipt.html.j2", code=receipt.code, view=view,

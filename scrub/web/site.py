@@ -24,6 +24,7 @@ class Site:
     intake: Intake
     cookies: Cookies
     intake_rate: RateLimit
+    intake_posts_rate: RateLimit
     status_rate: RateLimit
     sign_in_rate: RateLimit
 
@@ -34,6 +35,7 @@ class Site:
         return cls(config, Staff(config.ledger), Intake(config.ledger),
                    Cookies(seal.derived("web-session-cookie"), seal.derived("web-csrf")),
                    RateLimit(limits.intake_per_hour, 3600),
+                   RateLimit(limits.intake_posts_per_hour, 3600),
                    RateLimit(limits.status_per_10_minutes, 600),
                    RateLimit(limits.sign_in_per_10_minutes, 600))
 

@@ -325,3 +325,24 @@ def test_the_admin_sees_sign_ins_and_account_changes(client: TestClient, admin: 
 def test_the_health_check_answers_without_a_session(client: TestClient) -> None:
     response = client.get("/healthz")
     assert (response.status_code, response.text) == (200, "ok\n")
+
+
+def test_intake_limits_per_address_count_requests_and_forms_apart(ledger: Ledger,
+                                                                   staff: object) -> None:
+    from scrub.web.app import create_app
+    from scrub.web.config import Limits, ServeConfig
+
+    config = ServeConfig(ledger, Limits(intake_per_hour=2, intake_posts_per_hour=5))
+    with TestClient(create_app(config), base_url="http://testserver") as client:
+        token = csrf_of(client.get("/request").text)
+        wrong = {"csrf": token, "name": "Jane", "email": "j@example.org", "kind": "other",
+                 "urls": "not a url", "statement": "", "consent": "yes"}
+        assert client.post("/request", data=wrong).status_code == 400  # a typo: 1 form
+        file_request(client)
+        file_request(client, email="k@example.org")  # forms 2 and 3, requests 1 and 2
+        third = client.post("/request", data={**wrong, "urls": "https://img.example.com/z.jpg"})
+        assert third.status_code == 429 and third.headers["retry-after"] == "600"  # form 4
+        assert len(ledger.list()) == 2  # the third request was refused, nothing recorded
+        assert client.post("/request", data=wrong).status_code == 400  # form 5 of 5: answered
+        assert client.post("/request", data=wrong).status_code == 429  # past the forms
+    assert len(ledger.list()) == 2

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 import time
 
 import httpx
@@ -33,6 +32,7 @@ from tests.web.conftest import (
     sign_in,
 )
 from tests.web.test_web_security import actions_of, counts
+from tests.web.test_web_security_limits import raw_exchange
 
 # ---- names cannot be probed by timing
 
@@ -244,16 +244,7 @@ def test_odd_images(client: TestClient, engine: Engine) -> None:
 
 
 def _raw(server: Server, request: bytes) -> bytes:
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as connection:
-        connection.sendall(request)
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = connection.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return answer
+    return raw_exchange(server, "", request)[0]
 
 
 def test_lying_content_lengths(server: Server, engine: Engine) -> None:
