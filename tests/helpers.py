@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -28,6 +29,17 @@ def run_cli(*args: object, env: Mapping[str, str | None] | None = None,
     result's ``exit_code``, ``stdout`` and ``stderr`` apart, ``output`` both interleaved."""
     return _RUNNER.invoke(app or scrub_app, [str(a) for a in args], env=env,
                           terminal_width=terminal_width, input=input_text)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Terminate a server process the tests started, killing it when it does not end."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def expect_exit(result: Result, code: int, *phrases: str) -> Result:

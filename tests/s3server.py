@@ -18,6 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.helpers import stop_process
+
 ACCESS_KEY = "AKSCRUBTESTS3"
 SECRET_KEY = "scrub-test-secret-" + "9f3a61c2"
 
@@ -155,13 +157,7 @@ class SeaweedServer:
         return list(self.client().list_multipart_uploads(Bucket=bucket).get("Uploads") or [])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -24,6 +24,7 @@ from scrub.ledger.service import Ledger
 from scrub.ledger.staff import Staff
 from scrub.web.app import create_app
 from scrub.web.config import Limits, ServeConfig
+from tests.helpers import stop_process
 from tests.security.ledger_setup import (  # noqa: F401
     POSTGRES,
     cli_url,
@@ -155,12 +156,7 @@ def start_server(tmp_path: Path, db_url: str, key_file: Path, *args: str) -> Ser
 
 
 def stop_server(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+    stop_process(server.process)
 
 
 @pytest.fixture()
