@@ -5,8 +5,11 @@ Generates (and caches under ``bench/.cache``) a LAION-like dataset of 10M rows i
 as a fresh process timed from launch to exit (so each pays for starting Python), over the same
 number of workers (``bench/peers/``):
 
-- baseline: polars reads each shard and writes it back with scrub's writer settings (a bare copy,
-  the floor of any tool that rewrites the shards; target: scrub >= 0.8x its speed);
+- baseline: polars reads each shard and writes it back with scrub's writer settings (a bare copy;
+  target: scrub >= 0.8x its speed);
+- floor: the same copy at zstd level 1 without column statistics, the least any tool that
+  rewrites the shards spends (printed as a fraction of each peer's time: a target below it
+  cannot be met by any writer settings);
 - DuckDB: ``COPY (SELECT * FROM read_parquet(shard) WHERE md5 NOT IN (SELECT md5 FROM list))``
   per shard, the list loaded once (target: scrub's time <= 0.6x DuckDB's);
 - polars: a lazy anti-join of each shard against the list, sunk to parquet (target: <= 0.8x);
@@ -70,13 +73,19 @@ def baseline(dataset: Path, output: Path, workers: int) -> float:
     return run_peer("polars_copy.py", [dataset], output, workers)
 
 
-def run_peer(script: str, inputs: list[Path], output: Path, workers: int) -> float:
+def floor(dataset: Path, output: Path, workers: int) -> float:
+    """Seconds for polars to read every shard and write it back at zstd level 1 without
+    column statistics: the least any tool that rewrites the shards spends (no matching)."""
+    return run_peer("polars_copy.py", [dataset], output, workers, "--cheapest")
+
+
+def run_peer(script: str, inputs: list[Path], output: Path, workers: int, *extra: str) -> float:
     """Seconds of one run of ``bench/peers/<script> INPUTS... OUTPUT --workers N``, a fresh
     process, after clearing ``output`` and flushing dirty pages."""
     shutil.rmtree(output, ignore_errors=True)
     os.sync()
     elapsed, _, _ = timed([sys.executable, str(PEERS / script), *map(str, inputs), str(output),
-                           "--workers", str(workers)])
+                           "--workers", str(workers), *extra])
     return elapsed
 
 
@@ -96,12 +105,14 @@ def measure(rows: int, shards: int, hits: int, entries: int, repeat: int, worker
     dataset, hashlist = prepare(rows, shards, hits, entries)
     work = CACHE / "runs"
     chosen = APPLY_PEERS if peers else ()
-    times: dict[str, list[float]] = {name: [] for name in ["baseline", *(p[0] for p in chosen),
-                                                           "scrub"]}
+    names = ["baseline", *(["floor"] if peers else []), *(p[0] for p in chosen), "scrub"]
+    times: dict[str, list[float]] = {name: [] for name in names}
     peaks: list[int] = []
     report: dict = {}
     for _ in range(repeat):
         times["baseline"].append(baseline(dataset, work / "baseline", workers))
+        if peers:
+            times["floor"].append(floor(dataset, work / "floor", workers))
         for name, script, _target in chosen:
             count = (duckdb_workers or workers) if script.startswith("duckdb") else workers
             times[name].append(run_peer(script, [dataset, hashlist], work / script, count))
@@ -159,12 +170,19 @@ def _print(m: dict[str, float]) -> None:
         print("  TARGET MISSED: scrub apply below 0.8x the baseline")
     if m["peak_rss"] > 2 * 2**30:
         print("  TARGET MISSED: peak RSS above 2 GiB")
+    if "floor" in m:
+        print(f"  floor, polars copy at zstd 1 without statistics (no matching): "
+              f"{m['floor']:.2f} s")
     for name, _script, target in APPLY_PEERS:
         if name in m:
             ratio = m["scrub"] / m[name]
             verdict = "met" if ratio <= target else "MISSED"
             print(f"  {name}: {m[name]:.2f} s ({rows / m[name] / 1e6:.2f} M rows/s), same rows "
                   f"as scrub; scrub / {name} = {ratio:.2f}x (target <= {target}x: {verdict})")
+            if "floor" in m:
+                below = " (the target lies below the floor)" if m["floor"] / m[name] > target \
+                    else ""
+                print(f"    floor / {name} = {m['floor'] / m[name]:.2f}x{below}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ rounds, each as a fresh process timed from launch to exit, over the same number 
 - polars peer (``bench/peers/polars_release.py``): polars reads each shard once and writes both
   variants (list matches and p_unsafe > 0.95 with a caption keyword; also p_unsafe > 0.45), shards
   in parallel. Target: the release <= 0.8x the peer's time. Each variant must keep the same rows
-  as scrub's.
+  as scrub's;
+- floor: the same peer writing zstd level 1 without column statistics, the least a tool that
+  writes both variants spends (its ratio to the peer shows whether a target is reachable by
+  any writer settings).
 
 With ``--incremental``, instead: a dataset of ``--inc-rows`` rows in 100 shards, a full build,
 then one new verified takedown request, then ``scrub release build --from`` the first build
@@ -116,16 +119,20 @@ def full(rows: int, shards: int, repeat: int) -> None:
     release = ["release", "build", str(dataset), str(work / "release-out"), "--policy",
                str(POLICIES / "research.toml"), "--policy", str(POLICIES / "research-safe.toml"),
                "--signing-key", str(work / "sign.pem"), "--no-ledger-update", *common]
-    peer = [str(ROOT / "peers" / "polars_release.py"), str(dataset), str(hashlist),
-            str(POLICIES / "keywords.txt"), str(work / "peer-out"), "--workers", workers]
+    def peer(name: str, *extra: str) -> list[str]:
+        return [str(ROOT / "peers" / "polars_release.py"), str(dataset), str(hashlist),
+                str(POLICIES / "keywords.txt"), str(work / f"{name}-out"), "--workers", workers,
+                *extra]
+
     # the policies apply verified ledger requests: an empty, migrated ledger
     timed([sys.executable, "-m", "scrub", "db", "upgrade"])
-    times: dict[str, list[float]] = {"apply": [], "release": [], "peer": []}
+    times: dict[str, list[float]] = {"apply": [], "release": [], "peer": [], "floor": []}
     for _ in range(repeat):
         for name, command in (("apply", ["-m", "scrub", "apply", str(dataset),
                                          str(work / "apply-out"), "--list", "bench-md5",
                                          *common]),
-                              ("release", ["-m", "scrub", *release]), ("peer", peer)):
+                              ("release", ["-m", "scrub", *release]), ("peer", peer("peer")),
+                              ("floor", peer("floor", "--cheapest"))):
             shutil.rmtree(work / f"{name}-out", ignore_errors=True)
             os.sync()
             elapsed, peak, out = timed([sys.executable, *command])
@@ -155,10 +162,14 @@ def _report(times: dict[str, list[float]], summary: dict, peak: int) -> None:
         print(f"    {name}: {info['rows_out']:,} rows")
     print(f"  polars peer (read once, two variants): {p:5.1f} s  ({each('peer')}), "
           "same rows as scrub in each variant")
+    f = statistics.median(times["floor"])
+    print(f"  floor, the peer writing zstd 1 without statistics: {f:5.1f} s  ({each('floor')})")
     print(f"  ratio release / apply {r / a:.2f}x (for reference; no target)")
     verdict = "met" if r / p <= PEER_TARGET else "MISSED"
     print(f"  ratio both release variants / polars peer {r / p:.2f}x "
           f"(target <= {PEER_TARGET}x: {verdict})")
+    below = " (the target lies below the floor)" if f / p > PEER_TARGET else ""
+    print(f"  ratio floor / polars peer {f / p:.2f}x{below}")
 
 
 def main() -> None:

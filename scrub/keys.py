@@ -36,12 +36,27 @@ _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _GATHER_ROWS = 1 << 16
 
 
+#: Python's whitespace under Unicode :data:`_SPACES_VERSION` (what :func:`scan_spaces` finds
+#: there); another ``unicodedata`` version scans instead.
+_SPACES = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
+           "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+_SPACES_VERSION = "14.0.0"
+
+
 @functools.cache
 def hex_spaces() -> str:
     """What may surround a hex digest, on either side (list entries and dataset values): Python's
     whitespace (``str.isspace``: Unicode White_Space plus U+001C-U+001F), so that the scalar
-    ``str.strip()`` of the list parser and this column form strip the same characters. Worked
-    out on first use (a scan of every code point, ~0.1 CPU-s), not by every importer."""
+    ``str.strip()`` of the list parser and this column form strip the same characters. Shipped
+    for the Unicode version of today's Pythons; under another one, scanned on first use (every
+    code point: ~0.1-0.3 CPU-s in each worker that cleans a digest column)."""
+    import unicodedata
+
+    return _SPACES if unicodedata.unidata_version == _SPACES_VERSION else scan_spaces()
+
+
+def scan_spaces() -> str:
+    """Every character ``str.isspace`` calls whitespace, in code point order."""
     return "".join(chr(code) for code in range(0x110000) if chr(code).isspace())
 
 

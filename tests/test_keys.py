@@ -168,3 +168,24 @@ def test_hex_digests_are_forgiven_what_list_entries_are_forgiven() -> None:
     keys, valid = digest_keys(pa.array(as_bytes + [b"\xff\xfe" * 20], pa.binary()), 16)
     assert valid.tolist() == [True, True, False, True, False, False, False, False, False]
     assert {bytes(k).hex() for k in keys[valid]} == {digest}
+
+
+def test_shipped_whitespace_is_what_str_isspace_calls_whitespace(monkeypatch) -> None:
+    """The characters stripped around digests are shipped for one Unicode version (a scan of
+    every code point in each worker cost up to 0.3 CPU-s); they equal the scan there, and
+    under another version the scan is what is used."""
+    import unicodedata
+
+    from scrub import keys
+
+    scanned = keys.scan_spaces()
+    assert scanned == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+    if unicodedata.unidata_version == keys._SPACES_VERSION:
+        assert scanned == keys._SPACES
+    keys.hex_spaces.cache_clear()
+    monkeypatch.setattr(keys, "_SPACES", " ")
+    monkeypatch.setattr(keys, "_SPACES_VERSION", "0.0.0")
+    try:
+        assert keys.hex_spaces() == scanned
+    finally:
+        keys.hex_spaces.cache_clear()

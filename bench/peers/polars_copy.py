@@ -4,9 +4,10 @@ Polars' writer takes one zstd level for every column: it writes them all at
 ``WRITER_COMPRESSION_LEVEL``, where scrub's own writer uses a lower level on hex-digest columns
 (``scrub.dataset.compression_levels``); the benchmarks print both outputs' sizes.
 
-``polars_copy.py DATASET OUTPUT --workers N``: shards in parallel over N spawned processes (as
-scrub does), each with ``POLARS_MAX_THREADS`` = cores / N. Run as its own process by the
-benchmarks so that both sides pay for starting an interpreter.
+``polars_copy.py DATASET OUTPUT --workers N [--cheapest]``: shards in parallel over N spawned
+processes (as scrub does), each with ``POLARS_MAX_THREADS`` = cores / N. ``--cheapest`` writes
+zstd level 1 without column statistics: the least any tool that rewrites the shards can spend.
+Run as its own process by the benchmarks so that both sides pay for starting an interpreter.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
-def copy_shard(args: tuple[str, str]) -> int:
+def copy_shard(args: tuple[str, str, bool]) -> int:
     import polars as pl
 
     from scrub.dataset import BATCH_ROWS, WRITER_COMPRESSION_LEVEL
 
-    source, target = args
+    source, target, cheapest = args
     frame = pl.read_parquet(source)
     frame.write_parquet(target, compression="zstd",
-                        compression_level=WRITER_COMPRESSION_LEVEL, row_group_size=BATCH_ROWS)
+                        compression_level=1 if cheapest else WRITER_COMPRESSION_LEVEL,
+                        statistics=not cheapest, row_group_size=BATCH_ROWS)
     return frame.height
 
 
@@ -36,9 +38,12 @@ def main() -> int:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("output", type=Path)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--cheapest", action="store_true",
+                        help="zstd level 1 and no column statistics: the cheapest rewrite")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(p), str(args.output / p.name)) for p in sorted(args.dataset.glob("*.parquet"))]
+    jobs = [(str(p), str(args.output / p.name), args.cheapest)
+            for p in sorted(args.dataset.glob("*.parquet"))]
     os.environ["POLARS_MAX_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.workers))
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:

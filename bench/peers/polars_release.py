@@ -5,8 +5,9 @@ each shard once and writes both variants.
 each loading the list and keywords once), ``read_parquet`` then drop the rows whose ``md5`` is on
 the list or whose ``punsafe`` > 0.95 with a keyword (whole word, any case) in ``TEXT``: that
 frame is ``OUTPUT/research/<shard>``; dropping also ``punsafe`` > 0.45 gives
-``OUTPUT/research-safe/<shard>``. zstd level 3, scrub's row-group size. Prints the rows written
-per variant as JSON.
+``OUTPUT/research-safe/<shard>``. zstd level 3, scrub's row-group size (``--cheapest``: zstd
+level 1 without column statistics, the least a tool that writes both variants spends). Prints
+the rows written per variant as JSON.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from bench.peers.parallel import cores, over_shards, read_list, shard_jobs  # no
 VARIANTS = ("research", "research-safe")
 _LIST: pl.Series | None = None
 _KEYWORDS = ""
+_CHEAPEST = False
 
 
-def load(hashlist: str, keywords: str) -> None:
-    global _LIST, _KEYWORDS
+def load(hashlist: str, keywords: str, cheapest: bool = False) -> None:
+    global _LIST, _KEYWORDS, _CHEAPEST
+    _CHEAPEST = cheapest
     _LIST = read_list(hashlist).to_series()
     terms = [line.strip().lower() for line in Path(keywords).read_text().splitlines()
              if line.strip() and not line.startswith("#")]
@@ -54,8 +57,9 @@ def release_shard(job: tuple[str, str]) -> int:
     name = Path(target).name
     for variant, rows in zip(VARIANTS, (research, safe), strict=True):
         rows.write_parquet(Path(target).parent / variant / name,
-                           compression="zstd",
-                           compression_level=WRITER_COMPRESSION_LEVEL, row_group_size=BATCH_ROWS)
+                           compression="zstd", statistics=not _CHEAPEST,
+                           compression_level=1 if _CHEAPEST else WRITER_COMPRESSION_LEVEL,
+                           row_group_size=BATCH_ROWS)
     return safe.height
 
 
@@ -66,12 +70,14 @@ def main() -> int:
     parser.add_argument("keywords", type=Path)
     parser.add_argument("output", type=Path)
     parser.add_argument("--workers", type=int, default=cores())
+    parser.add_argument("--cheapest", action="store_true",
+                        help="write zstd level 1 without column statistics (the floor)")
     args = parser.parse_args()
     jobs = shard_jobs(args.dataset, args.output)
     for variant in VARIANTS:
         (args.output / variant).mkdir(parents=True, exist_ok=True)
     safe = over_shards(release_shard, jobs, args.workers, initializer=load,
-                       initargs=(str(args.hashlist), str(args.keywords)))
+                       initargs=(str(args.hashlist), str(args.keywords), args.cheapest))
     research = sum(pl.scan_parquet(p).select(pl.len()).collect().item()
                    for p in sorted((args.output / "research").glob("*.parquet")))
     print(json.dumps({"research": research, "research-safe": safe}))
