@@ -131,8 +131,11 @@ def test_an_upload_of_a_staged_file_failing_leaves_no_object(
     staged = tmp_path / "staged.parquet"
     staged.write_bytes(os.urandom(3 * PART + 1234))
 
+    fired = []
+
     def hook(params: dict, **_: object) -> None:
         if params.get("PartNumber") == 2:
+            fired.append(True)
             if how == "ctrl-c":
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(1)
@@ -140,14 +143,23 @@ def test_an_upload_of_a_staged_file_failing_leaves_no_object(
                 raise OSError("connection reset by the store")
 
     writes.client().meta.events.register("before-parameter-build.s3.UploadPart", hook)
+    expected = KeyboardInterrupt if how == "ctrl-c" else Exception
+    raised = False
     try:
-        with pytest.raises(KeyboardInterrupt if how == "ctrl-c" else Exception):
-            publish_file(staged, ObjectPath(s3.uri("rel/research/part-0.parquet")))
+        publish_file(staged, ObjectPath(s3.uri("rel/research/part-0.parquet")))
+    except BaseException as exc:
+        if not isinstance(exc, expected):
+            raise
+        raised = True
     finally:
         writes.reset()
-    # Ctrl-C may land once the upload is complete (the main thread waits in C): then the
-    # object is whole; never a part of it
+    assert fired
+    # Ctrl-C may land once the upload is complete (the main thread waits in C), or be lost:
+    # CPython drops a KeyboardInterrupt raised while a finalizer runs, the likely cause of the
+    # one full-suite run (2026-12-06) where none surfaced. Then the object is whole; never a
+    # part of it
     assert all(data == staged.read_bytes() for data in s3.server.objects(s3.bucket).values())
+    assert raised or (how == "ctrl-c" and len(_keys(s3)) == 1)
     if how != "ctrl-c":
         assert _keys(s3) == []
     deadline = time.monotonic() + 10  # boto3 aborts from its transfer threads
