@@ -7,9 +7,9 @@ number of workers (``bench/peers/``):
 
 - baseline: polars reads each shard and writes it back with scrub's writer settings (a bare copy;
   target: scrub >= 0.8x its speed);
-- floor: the same copy at zstd level 1 without column statistics, the least any tool that
-  rewrites the shards spends (printed as a fraction of each peer's time: a target below it
-  cannot be met by any writer settings);
+- floor: the same copy at zstd level 1 without column statistics, the least a tool that
+  rewrites the shards as zstd parquet spends (printed as a fraction of each peer's time: a target
+  below it leaves scrub no time to match, whatever its zstd settings);
 - DuckDB: ``COPY (SELECT * FROM read_parquet(shard) WHERE md5 NOT IN (SELECT md5 FROM list))``
   per shard, the list loaded once (target: scrub's time <= 0.6x DuckDB's);
 - polars: a lazy anti-join of each shard against the list, sunk to parquet (target: <= 0.8x);
@@ -75,7 +75,8 @@ def baseline(dataset: Path, output: Path, workers: int) -> float:
 
 def floor(dataset: Path, output: Path, workers: int) -> float:
     """Seconds for polars to read every shard and write it back at zstd level 1 without
-    column statistics: the least any tool that rewrites the shards spends (no matching)."""
+    column statistics: the least a tool rewriting the shards as zstd parquet spends (no
+    matching)."""
     return run_peer("polars_copy.py", [dataset], output, workers, "--cheapest")
 
 

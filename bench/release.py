@@ -12,9 +12,9 @@ rounds, each as a fresh process timed from launch to exit, over the same number 
   variants (list matches and p_unsafe > 0.95 with a caption keyword; also p_unsafe > 0.45), shards
   in parallel. Target: the release <= 0.8x the peer's time. Each variant must keep the same rows
   as scrub's;
-- floor: the same peer writing zstd level 1 without column statistics, the least a tool that
-  writes both variants spends (its ratio to the peer shows whether a target is reachable by
-  any writer settings).
+- floor: the same peer writing zstd level 1 without column statistics, the least a tool writing
+  both variants as zstd parquet spends (its ratio to the peer shows how much room a target
+  leaves beside the writes).
 
 With ``--incremental``, instead: a dataset of ``--inc-rows`` rows in 100 shards, a full build,
 then one new verified takedown request, then ``scrub release build --from`` the first build

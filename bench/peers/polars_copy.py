@@ -6,7 +6,7 @@ Polars' writer takes one zstd level for every column: it writes them all at
 
 ``polars_copy.py DATASET OUTPUT --workers N [--cheapest]``: shards in parallel over N spawned
 processes (as scrub does), each with ``POLARS_MAX_THREADS`` = cores / N. ``--cheapest`` writes
-zstd level 1 without column statistics: the least any tool that rewrites the shards can spend.
+zstd level 1 without column statistics: the least a zstd rewrite of the shards can spend.
 Run as its own process by the benchmarks so that both sides pay for starting an interpreter.
 """
 
